@@ -1,0 +1,153 @@
+"""Small, fast helpers over LibCST trees.
+
+LibCST's visitor machinery rebuilds every node it passes (``CSTVisitor`` costs about 60% of a
+parse); the analyses here only read the tree, so they walk the semantic fields of each node
+directly (about 1 ms for a 400-line file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import libcst as cst
+
+# Fields that hold only whitespace, punctuation or comments.
+_SKIP_FIELDS = frozenset(
+    {
+        "lpar", "rpar", "leading_lines", "comma", "header", "footer", "semicolon",
+        "lines_after_decorators", "newline", "trailing_whitespace", "indent", "colon", "equal",
+        "dot", "star", "lbracket", "rbracket", "lbrace", "rbrace", "operator", "asynchronous",
+        "whitespace_before_colon", "whitespace_after_colon",
+    }
+)
+_fields_cache: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(tp: type) -> tuple[str, ...]:
+    fields = _fields_cache.get(tp)
+    if fields is None:
+        fields = tuple(
+            f.name
+            for f in dataclasses.fields(tp)
+            if f.name not in _SKIP_FIELDS and not f.name.startswith("whitespace")
+        )
+        _fields_cache[tp] = fields
+    return fields
+
+
+def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Semantic children in source order (no whitespace or punctuation nodes)."""
+    for name in _fields(type(node)):
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            yield value
+        elif type(value) is tuple or type(value) is list:
+            for item in value:
+                if isinstance(item, cst.CSTNode):
+                    yield item
+
+
+def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Pre-order walk over semantic nodes."""
+    stack = [node]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        current = pop()
+        yield current
+        kids = list(children(current))
+        kids.reverse()
+        extend(kids)
+
+
+def walk_same_scope(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Pre-order walk that does not enter nested functions, classes or lambdas (it yields them)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if current is not node and isinstance(current, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            continue
+        kids = list(children(current))
+        kids.reverse()
+        stack.extend(kids)
+
+
+def dotted_name(expr: cst.BaseExpression) -> str | None:
+    """``a.b.c`` for Name/Attribute chains, else None."""
+    parts = []
+    while isinstance(expr, cst.Attribute):
+        parts.append(expr.attr.value)
+        expr = expr.value
+    if isinstance(expr, cst.Name):
+        parts.append(expr.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+def self_attribute(expr: cst.BaseExpression, self_name: str | None) -> str | None:
+    """``"x"`` for ``self.x`` (one level), else None."""
+    if (
+        self_name
+        and isinstance(expr, cst.Attribute)
+        and isinstance(expr.value, cst.Name)
+        and expr.value.value == self_name
+    ):
+        return expr.attr.value
+    return None
+
+
+def is_true(expr: cst.BaseExpression | None) -> bool:
+    return isinstance(expr, cst.Name) and expr.value == "True"
+
+
+def is_false(expr: cst.BaseExpression | None) -> bool:
+    return isinstance(expr, cst.Name) and expr.value == "False"
+
+
+def is_number(expr: cst.BaseExpression) -> bool:
+    """A numeric literal, possibly negated, or ``float("inf")``-style constants."""
+    while isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
+        expr = expr.expression
+    if isinstance(expr, (cst.Integer, cst.Float, cst.Imaginary)):
+        return True
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value in ("float", "int"):
+        return True
+    return dotted_name(expr) in ("math.pi", "math.e", "math.inf", "math.nan")
+
+
+def keyword_arg(call: cst.Call, name: str) -> cst.Arg | None:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg
+    return None
+
+
+def positional_args(call: cst.Call) -> list[cst.Arg]:
+    return [a for a in call.args if a.keyword is None and not a.star]
+
+
+def has_star_args(call: cst.Call) -> bool:
+    return any(a.star for a in call.args)
+
+
+def code_of(node: cst.CSTNode) -> str:
+    """Source text of a node (for messages)."""
+    return cst.Module(body=[]).code_for_node(node)
+
+
+def short_code(node: cst.CSTNode, limit: int = 60) -> str:
+    text = " ".join(code_of(node).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def call_display(call: cst.Call) -> str:
+    """``torch.var(...)`` style display of a call."""
+    func = call.func
+    if isinstance(func, cst.Attribute):
+        name = dotted_name(func)
+        if name is None:
+            name = f"{short_code(func.value, 30)}.{func.attr.value}"
+    else:
+        name = dotted_name(func) or short_code(func, 30)
+    return f"{name}(...)" if call.args else f"{name}()"

@@ -1,0 +1,39 @@
+"""Per-file state shared by all rules: the parsed module, the index, positions (lazily)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import libcst as cst
+
+from .analysis.index import ModuleIndex
+from .positions import PositionIndex
+
+
+class FileContext:
+    def __init__(self, path: str, source: str, module: cst.Module) -> None:
+        self.path = path
+        self.source = source
+        self.module = module
+
+    @cached_property
+    def index(self) -> ModuleIndex:
+        return ModuleIndex(self.module)
+
+    @cached_property
+    def positions(self) -> PositionIndex:
+        return PositionIndex(self.module)
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self.positions.line(node)
+
+    @cached_property
+    def torch_name(self) -> str | None:
+        """The local name bound to the ``torch`` module, if the file has one."""
+        for local, qual in self.index.imports.names.items():
+            if qual == "torch":
+                return local
+        return None
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)

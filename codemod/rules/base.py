@@ -1,0 +1,54 @@
+"""The rule interface: codes with their documentation, a cheap text pre-filter, and ``check``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..context import FileContext
+from ..findings import Finding
+
+
+@dataclass(frozen=True)
+class Example:
+    before: str
+    after: str | None = None  # None: reported, not rewritten
+    mode: str = "hazards"
+
+
+@dataclass(frozen=True)
+class RuleCode:
+    """One rule code: what it finds, why it matters, what the fix is, and examples."""
+
+    code: str
+    name: str
+    summary: str  # one line
+    why: str
+    fix: str  # "rewritten" | "reported"
+    examples: tuple[Example, ...] = ()
+    family: str = ""
+
+
+@dataclass(frozen=True)
+class RuleOptions:
+    mode: str = "hazards"  # "hazards" | "all"
+    # Lines (1-based) where the runtime locator saw an in-place write into a saved tensor.
+    confirmed_lines: frozenset[int] = field(default_factory=frozenset)
+
+
+class Rule:
+    family: ClassVar[str]
+    codes: ClassVar[tuple[RuleCode, ...]]
+    # A file that does not match cannot hold a finding of this rule (checked before parsing).
+    prefilter: ClassVar[re.Pattern[str]]
+
+    def check(self, ctx: FileContext, options: RuleOptions) -> list[Finding]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @classmethod
+    def code(cls, code: str) -> RuleCode:
+        for c in cls.codes:
+            if c.code == code:
+                return c
+        raise KeyError(code)

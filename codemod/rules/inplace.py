@@ -1,0 +1,762 @@
+"""In-place ops that overwrite a tensor autograd saved for backward.
+
+``x /= stdev`` after ``torch.var(x)`` bumps x's version counter; backward then raises "one of the
+variables needed for gradient computation has been modified by an inplace operation".  The rule
+finds such writes with the dataflow analysis (``analysis/dataflow.py``), rewrites the ones that
+are safe to make out-of-place (safety contract P1-P5 in DESIGN.md), and reports the rest with the
+property that failed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import libcst as cst
+
+from ..analysis import torch_api
+from ..analysis.dataflow import FunctionAnalysis, Kind, Site, SiteKind, analyze_function, may_write_in_place
+from ..analysis.index import ClassInfo, FunctionInfo, ModuleIndex
+from ..analysis.syntax import is_number, positional_args, short_code, walk_same_scope
+from ..context import FileContext
+from ..findings import Finding, NodeEdit, Related, StatementEdit
+from . import rewrite as rw
+from .base import Example, Rule, RuleCode, RuleOptions
+
+FAMILY = "inplace"
+CODES = (
+    RuleCode(
+        "IP101", "inplace-augassign",
+        "`x op= y` overwrites a tensor that autograd saved for backward",
+        "An augmented assignment on a tensor is an in-place op: it bumps the tensor's version "
+        "counter. If an earlier op saved that tensor for its backward (mul/div/matmul/var/pow save "
+        "their inputs; sigmoid/tanh/softmax/exp/sqrt/relu save their output), backward raises "
+        "'modified by an inplace operation'. It often passes while the tensor comes straight from "
+        "the data loader and fails once a trainable layer sits in front of it.",
+        "rewritten",
+        (
+            Example(
+                "def norm(self, x):\n    x = x - x.mean(1, keepdim=True).detach()\n"
+                "    stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5)\n"
+                "    x /= stdev\n    return x\n",
+                "def norm(self, x):\n    x = x - x.mean(1, keepdim=True).detach()\n"
+                "    stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5)\n"
+                "    x = x / stdev\n    return x\n",
+            ),
+            Example("def f(a, b):\n    h = torch.sigmoid(a)\n    h *= b + 1\n    return h\n",
+                    "def f(a, b):\n    h = torch.sigmoid(a)\n    h = h * (b + 1)\n    return h\n"),
+        ),
+    ),
+    RuleCode(
+        "IP102", "inplace-method",
+        "`x.op_(...)` overwrites a tensor that autograd saved for backward",
+        "In-place tensor methods (`add_`, `div_`, `clamp_`, `masked_fill_`, `zero_`, `copy_` ...) "
+        "write the tensor's memory. When an earlier op saved that tensor for backward, backward "
+        "fails. The out-of-place method computes the same values into a new tensor. Methods with "
+        "no out-of-place twin (`zero_`, `fill_`, `copy_`) are fixed by cloning first, which keeps "
+        "the tensor connected to the graph exactly as before.",
+        "rewritten",
+        (
+            Example("def f(a, mask):\n    attn = torch.softmax(a, -1)\n    attn.masked_fill_(mask, 0.0)\n    return attn\n",
+                    "def f(a, mask):\n    attn = torch.softmax(a, -1)\n    attn = attn.masked_fill(mask, 0.0)\n    return attn\n"),
+            Example("def f(a):\n    x = torch.tanh(a)\n    y = x.clamp_(-0.5, 0.5)\n    return x + y\n",
+                    "def f(a):\n    x = torch.tanh(a)\n    x = x.clamp(-0.5, 0.5)\n    y = x\n    return x + y\n"),
+        ),
+    ),
+    RuleCode(
+        "IP103", "inplace-index",
+        "`x[idx] = v` writes into a tensor that autograd saved for backward",
+        "Index assignment is an in-place write (`copy_`/`fill_`/`index_put_`) into the tensor. "
+        "If the tensor was saved for backward, backward fails. Cloning first (`x = x.clone()`) "
+        "gives the write its own storage; values and gradients stay the same.",
+        "rewritten",
+        (
+            Example("def f(a):\n    att = torch.softmax(a, -1)\n    att[:, 0] = 0\n    return att\n",
+                    "def f(a):\n    att = torch.softmax(a, -1)\n    att = att.clone()\n    att[:, 0] = 0\n    return att\n"),
+        ),
+    ),
+    RuleCode(
+        "IP104", "inplace-activation",
+        "`F.act(x, inplace=True)` / `torch.act_(x)` overwrites a tensor that autograd saved",
+        "An in-place activation overwrites its input. After conv, linear or batch norm that is fine "
+        "(they save their input, and the activation's input is their output); after sigmoid, tanh, "
+        "softmax, exp or another relu (which save their output) backward fails.",
+        "rewritten",
+        (
+            Example("def f(a):\n    h = torch.sigmoid(a)\n    return F.relu(h, inplace=True)\n",
+                    "def f(a):\n    h = torch.sigmoid(a)\n    return F.relu(h)\n"),
+            Example("def f(self, x):\n    return F.relu(self.bn(self.conv(x)), inplace=True)\n", None),
+        ),
+    ),
+    RuleCode(
+        "IP105", "inplace-module",
+        "`nn.Act(inplace=True)` overwrites a tensor that autograd saved",
+        "A module built with `inplace=True` overwrites its input on every call. When one of its "
+        "inputs was saved for backward (it follows a sigmoid, tanh, softmax or relu) backward "
+        "fails. The module is rebuilt without `inplace=True` when every call site allows it.",
+        "rewritten",
+        (
+            Example(
+                "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.act = nn.ReLU(inplace=True)\n\n    def forward(self, x):\n"
+                "        return self.act(torch.sigmoid(x))\n",
+                "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.act = nn.ReLU()\n\n    def forward(self, x):\n"
+                "        return self.act(torch.sigmoid(x))\n",
+            ),
+        ),
+    ),
+    RuleCode(
+        "IP106", "inplace-out",
+        "`torch.op(..., out=x)` overwrites a tensor that autograd saved",
+        "`out=` writes the result into an existing tensor. Besides breaking a saved tensor, ops "
+        "with `out=` do not support autograd at all when an argument requires grad.",
+        "rewritten",
+        (
+            Example("def f(a, s):\n    x = torch.tanh(a)\n    torch.div(x, s, out=x)\n    return x\n",
+                    "def f(a, s):\n    x = torch.tanh(a)\n    x = torch.div(x, s)\n    return x\n"),
+        ),
+    ),
+    RuleCode(
+        "IP201", "inplace-on-alias",
+        "in-place write through an alias of a saved tensor; a rewrite would stop updating the alias (P2)",
+        "The written tensor shares memory with another name (a view, a slice, `.detach()`, a plain "
+        "`y = x`, an element of a container, or something stored elsewhere) that is read later. "
+        "Rewriting the write out-of-place would stop updating that other name, which changes what "
+        "the program computes, so the hazard is reported for a human to fix.",
+        "reported",
+        (Example("def f(a):\n    x = torch.exp(a)\n    y = x[:, :3]\n    y += 1\n    return x\n", None),),
+    ),
+    RuleCode(
+        "IP202", "inplace-on-argument",
+        "in-place write into a function argument that autograd saved (P3)",
+        "The written tensor is an argument that was not rebound first, so the caller sees the "
+        "change. A rewrite would silently stop updating the caller's tensor.",
+        "reported",
+        (Example("def norm(x):\n    s = x.var(1, keepdim=True)\n    x /= s\n    return x\n", None),),
+    ),
+    RuleCode(
+        "IP203", "inplace-under-no-grad",
+        "in-place write under no_grad into a tensor that autograd saved (P4)",
+        "Code under `torch.no_grad()`, `inference_mode()` or `set_grad_enabled(False)` usually "
+        "updates state on purpose (running statistics, EMA, optimizer steps). If it writes a tensor "
+        "that an earlier op saved with grad enabled, backward still fails; it is reported, never "
+        "rewritten.",
+        "reported",
+        (Example("def f(self, x):\n    y = x * self.w\n    with torch.no_grad():\n        self.w.mul_(0.9)\n    return y\n", None),),
+    ),
+    RuleCode(
+        "IP204", "inplace-on-state",
+        "in-place write into module state, a Parameter, a buffer, a global or `.grad` that autograd saved (P5)",
+        "Module state must keep being updated in place (running statistics, EMA, buffers); a "
+        "rewrite would only rebind a local name. When such a write hits a tensor that was saved "
+        "for backward, the fix needs a human (often: use the state before the write, or `.clone()` "
+        "it when reading).",
+        "reported",
+        (Example("def forward(self, x):\n    y = x * self.scale\n    self.scale.mul_(0.99)\n    return y\n", None),),
+    ),
+    RuleCode(
+        "IP205", "inplace-through-data",
+        "in-place write through `.data` into a tensor that autograd saved: silently wrong gradient (P5)",
+        "`.data` shares memory with the tensor but not its version counter, so autograd cannot "
+        "detect the write and backward computes a wrong gradient without an error.",
+        "reported",
+        (Example("def f(a):\n    y = torch.exp(a)\n    y.data.zero_()\n    return y\n", None),),
+    ),
+    RuleCode(
+        "IP206", "inplace-unrewritable",
+        "in-place write into a saved tensor that has no safe automatic rewrite",
+        "The write is a random fill (`normal_`, `uniform_` ...), an init function, a comparison "
+        "that keeps the tensor's dtype (`eq_`), part of a statement header, or could not be shown "
+        "to act on a tensor (P1). It is reported with the saving op for a human to fix.",
+        "reported",
+        (Example("def f(a):\n    x = torch.sigmoid(a)\n    x.uniform_()\n    return x\n", None),),
+    ),
+)
+for _c in CODES:
+    object.__setattr__(_c, "family", FAMILY)
+
+_CODE_BY_KIND = {
+    SiteKind.AUG: "IP101", SiteKind.INDEX: "IP103", SiteKind.METHOD: "IP102", SiteKind.FUNCTION: "IP104",
+    SiteKind.ACTIVATION: "IP104", SiteKind.MODULE: "IP105", SiteKind.OUT: "IP106",
+}
+_CODE_BY_PROPERTY = {"P1": "IP206", "P2": "IP201", "P3": "IP202", "P4": "IP203", "P5": "IP204", "form": "IP206"}
+_MAX_ROUNDS = 8
+
+
+@dataclass
+class _Plan:
+    """The decision for one site."""
+
+    form: str | None
+    reasons: list[tuple[str, str]]  # (property, text) why it is not rewritten
+
+
+class InplaceRule(Rule):
+    family = FAMILY
+    codes = CODES
+    # Augmented assignment, index assignment, ``name_(``, ``inplace``, ``out=``.
+    prefilter = re.compile(r"(?:[-+*/%&|^]|<<|>>|\*\*|//)=|\]\s*=[^=]|[a-z0-9]_\s*\(|inplace|,\s*out\s*=")
+
+    def check(self, ctx: FileContext, options: RuleOptions) -> list[Finding]:
+        return _Solver(ctx, options).run()
+
+
+class _Solver:
+    def __init__(self, ctx: FileContext, options: RuleOptions) -> None:
+        self.ctx = ctx
+        self.index: ModuleIndex = ctx.index
+        self.options = options
+        self.analyses: dict[int, FunctionAnalysis] = {}
+        self.decisions: dict[int, dict[tuple, str | None]] = {}
+        self.plans: dict[tuple, _Plan] = {}
+        self.forced: dict[tuple, str | None] = {}
+        self._scope: set[int] | None = None
+
+    # ------------------------------------------------------------------ solving
+    def run(self) -> list[Finding]:
+        functions = [fn for fn in self.index.functions if may_write_in_place(fn.node, self._inplace_attrs(fn.cls), fn.self_name)]
+        for _ in range(3):
+            for fn in functions:
+                self.solve(fn)
+            if not self.settle_modules():
+                break
+        findings = []
+        for fn in functions:
+            findings += self.findings_for(fn)
+        findings += self.sequential_findings()
+        return findings
+
+    def _inplace_attrs(self, cls: ClassInfo | None) -> set[str]:
+        if cls is None:
+            return set()
+        return {name for name, info in cls.attrs.items() if info.inplace_constructors()}
+
+    def solve(self, fn: FunctionInfo) -> None:
+        decisions: dict[tuple, str | None] = {}
+        history: list[dict] = []
+        analysis = analyze_function(fn, self.index, decisions)
+        for _ in range(_MAX_ROUNDS):
+            new = self.decide(analysis, decisions)
+            if new == decisions:
+                break
+            history.append(new)
+            decisions = new
+            analysis = analyze_function(fn, self.index, decisions)
+        # Whatever the rounds did, keep only rewrites that are safe under the final decisions.
+        while True:
+            unsafe = [k for k, form in decisions.items() if form is not None and self.plans[k].form is None]
+            if not unsafe:
+                break
+            for k in unsafe:
+                decisions[k] = None
+            analysis = analyze_function(fn, self.index, decisions)
+            self.decide(analysis, decisions)
+        self.analyses[id(fn)] = analysis
+        self.decisions[id(fn)] = decisions
+
+    def decide(self, analysis: FunctionAnalysis, current: dict[tuple, str | None]) -> dict[tuple, str | None]:
+        decisions: dict[tuple, str | None] = {}
+        sites = analysis.sites
+        heads = self._chain_heads(sites)
+        for key, site in sites.items():
+            plan = self.plan(site, analysis, current)
+            self.plans[key] = plan
+            decisions[key] = plan.form
+        # Inner links of a rewritten chain are rewritten by the head's edit.
+        for head_key, inner in heads.items():
+            form = decisions.get(head_key)
+            for key in inner:
+                if form in ("method", "rename") and self.plans[key].form is not None:
+                    decisions[key] = "chain"
+                elif form is not None and form not in ("clone",):
+                    decisions[head_key] = None
+                    self.plans[head_key] = _Plan(None, [("form", "an earlier in-place call of the same chain cannot be rewritten")])
+        for key, form in self.forced.items():
+            if key in decisions:
+                decisions[key] = form
+        return decisions
+
+    def _chain_heads(self, sites: dict[tuple, Site]) -> dict[tuple, list[tuple]]:
+        """For each in-place method call whose receiver is itself an in-place call: the inner sites."""
+        by_node = {id(s.node): s for s in sites.values() if s.kind is SiteKind.METHOD}
+        inner_ids = set()
+        heads: dict[tuple, list[tuple]] = {}
+        for site in by_node.values():
+            chain = rw.inplace_chain(site.node) if isinstance(site.node, cst.Call) else []
+            for call in chain[1:]:
+                inner_ids.add(id(call))
+        for site in by_node.values():
+            if id(site.node) in inner_ids:
+                continue
+            chain = rw.inplace_chain(site.node) if isinstance(site.node, cst.Call) else []
+            inner = [by_node[id(c)].key for c in chain[1:] if id(c) in by_node]
+            if inner:
+                heads[site.key] = inner
+        return heads
+
+    # ------------------------------------------------------------------ one site
+    def wants_rewrite(self, site: Site, fn: FunctionInfo) -> bool:
+        if site.evidence:
+            return True
+        if self.line_confirmed(site):
+            return True
+        return self.options.mode == "all" and self.in_scope(fn)
+
+    def line_confirmed(self, site: Site) -> bool:
+        if not self.options.confirmed_lines:
+            return False
+        return self.ctx.line(site.node) in self.options.confirmed_lines
+
+    def plan(self, site: Site, analysis: FunctionAnalysis, current: dict[tuple, str | None]) -> _Plan:
+        if site.not_tensor:
+            return _Plan(None, [])
+        reasons: list[tuple[str, str]] = [(r.prop, self._reason_text(r.text, r.node)) for r in site.reasons]
+        definite = self.definite(site)
+        if site.tensor_unknown and not definite and site.kind in (SiteKind.AUG, SiteKind.INDEX):
+            name = site.root or short_code(site.receiver) if site.receiver is not None else "the target"
+            reasons.append(("P1", f"could not tell that `{name}` is a tensor"))
+        if site.category == "rng":
+            reasons.append(("form", f"`{site.method}` is a random fill: rewriting it would change the random stream"))
+        elif site.category == "init":
+            reasons.append(("form", "initialisation functions write on purpose and are never rewritten"))
+        elif site.category == "dtype":
+            reasons.append(("form", f"`{site.method}` keeps the tensor's dtype while its out-of-place form returns bool"))
+        if site.nonlocal_target and not any(p in ("P5", "P3", "P2") for p, _ in reasons):
+            reasons.append(("P5", f"it writes `{short_code(site.receiver)}`, which is not a local tensor of this function"))
+        form = self.form_for(site, current)
+        if form is None:
+            reasons.append(("form", self._form_problem(site)))
+        reasons += self.conflict_reasons(site, form)
+        if reasons or not self.wants_rewrite(site, analysis.fn):
+            return _Plan(None, reasons)
+        return _Plan(form, [])
+
+    def form_for(self, site: Site, current: dict[tuple, str | None]) -> str | None:
+        kind = site.kind
+        stmt = site.statement
+        receiver = site.receiver
+        root_is_receiver = isinstance(receiver, cst.Name) and site.root == receiver.value
+        low = site.low_precision or site.autocast
+        if kind is SiteKind.AUG:
+            if isinstance(stmt, cst.AugAssign) and site.root is not None:
+                if low and not is_number(stmt.value):
+                    return "aug-dtype"
+                return "aug"
+            return None
+        if kind is SiteKind.INDEX:
+            return "clone" if site.root is not None and stmt is not None else None
+        if kind is SiteKind.METHOD:
+            twin = torch_api.inplace_methods().get(site.method or "")
+            base = rw.chain_base(site.node) if isinstance(site.node, cst.Call) else receiver
+            base_is_root = isinstance(base, cst.Name) and site.root == base.value
+            chain = rw.inplace_chain(site.node) if isinstance(site.node, cst.Call) else []
+            if twin and chain and base_is_root and self._statement_form(site) and not (low and len(chain) > 1):
+                return "method-dtype" if low and not all(is_number(a.value) for a in site.node.args) else "method"
+            if site.root is not None and stmt is not None:
+                return "clone"
+            if site.root is None and not site.nonlocal_target and twin and chain:
+                return "rename"
+            return None
+        if kind is SiteKind.FUNCTION:
+            twin = torch_api.table()["inplace_functions"].get(site.method or "")
+            if twin and root_is_receiver and self._statement_form(site):
+                return "function"
+            if site.root is not None and stmt is not None:
+                return "clone"
+            if twin and site.root is None and not site.nonlocal_target:
+                return "rename"
+            return None
+        if kind is SiteKind.ACTIVATION:
+            if site.root is None:
+                return "drop" if not site.nonlocal_target else None
+            if root_is_receiver:
+                previous = current.get(site.key)
+                if previous in ("rebind", "clone"):
+                    return previous
+                if any(name == site.root for name in site.conflicts.values()):
+                    if self._statement_form(site):
+                        return "rebind"
+                    return "clone" if stmt is not None else None
+                return "drop"
+            return "clone" if stmt is not None else None
+        if kind is SiteKind.MODULE:
+            return "drop"
+        if kind is SiteKind.OUT:
+            if root_is_receiver and site.statement_role == "expr" and isinstance(stmt, cst.Expr):
+                return "out"
+            return None
+        return None
+
+    def _statement_form(self, site: Site) -> bool:
+        stmt = site.statement
+        role = site.statement_role
+        if stmt is None or role is None:
+            return False
+        if role == "expr":
+            return isinstance(stmt, cst.Expr) and stmt.value is site.node
+        if role == "return":
+            return isinstance(stmt, cst.Return) and stmt.value is site.node
+        if role == "assign":
+            return self._assign_target(site) is not None
+        return False
+
+    def _assign_target(self, site: Site) -> str | None:
+        stmt = site.statement
+        if (
+            isinstance(stmt, cst.Assign)
+            and stmt.value is site.node
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0].target, cst.Name)
+        ):
+            return stmt.targets[0].target.value
+        return None
+
+    def _form_problem(self, site: Site) -> str:
+        if site.statement is None:
+            return "it is part of a compound statement's header, where no statement can be inserted"
+        if site.kind is SiteKind.OUT:
+            return "`out=` into something other than a local name, or inside a larger expression"
+        return "the written tensor is not a local name of this function"
+
+    def conflict_reasons(self, site: Site, form: str | None) -> list[tuple[str, str]]:
+        """Later reads that would see a different value after the rewrite (P2)."""
+        out = []
+        for node, name in sorted(site.conflicts.items(), key=lambda item: self.ctx.line(item[0])):
+            if form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "out") and name == site.root:
+                continue  # the rewrite rebinds this name, so it sees the new value
+            read_line = self.ctx.line(node)
+            if name == site.root or (site.root is None and form == "drop" and self._reads_input(site, name)):
+                out.append(("P2", f"`{name}` is read again at line {read_line} and would no longer see this change"))
+            else:
+                out.append(("P2", self._alias_text(site, name, read_line)))
+            break  # one is enough to explain
+        return out
+
+    def _reads_input(self, site: Site, name: str) -> bool:
+        return isinstance(site.receiver, cst.Name) and site.receiver.value == name
+
+    def _alias_text(self, site: Site, name: str, read_line: int) -> str:
+        written = site.root or (short_code(site.receiver) if site.receiver is not None else "the tensor")
+        link = None
+        for v in site.targets:
+            if v.kind is Kind.ALIAS and v.node is not None:
+                link = v
+                break
+        if link is not None and isinstance(link.node, cst.BaseExpression):
+            return (f"`{written}` shares memory with `{name}` (`{short_code(link.node)}`, line {self.ctx.line(link.node)}), "
+                    f"which is read again at line {read_line}: rewriting would stop updating `{name}`")
+        return f"`{written}` shares memory with `{name}`, which is read again at line {read_line}: rewriting would stop updating `{name}`"
+
+    def _reason_text(self, text: str, node: cst.CSTNode | None) -> str:
+        if node is not None and not isinstance(node, cst.Param):
+            line = self.ctx.line(node)
+            if line:
+                text = text.replace(":", f" (line {line}):", 1) if ":" in text else f"{text} (line {line})"
+        return text
+
+    def definite(self, site: Site) -> bool:
+        return any(e.what != "opaque" for e in site.evidence)
+
+    # ------------------------------------------------------------------ modules
+    def settle_modules(self) -> bool:
+        """Rewrite an in-place activation module only if every call site allows it; return True
+        if forced decisions changed (the functions must be solved again)."""
+        changed = False
+        for cls in self.index.classes:
+            for attr in self._inplace_attrs(cls):
+                sites = [s for a in self.analyses.values() for s in a.sites.values()
+                         if s.kind is SiteKind.MODULE and s.module_attr == attr and a.fn.cls is cls]
+                if not sites:
+                    continue
+                escapes = self._attr_escapes(cls, attr)
+                ok = not escapes and any(self.plans[s.key].form == "drop" for s in sites) and all(
+                    self.plans[s.key].form == "drop" or (not self.plans[s.key].reasons and not s.evidence) for s in sites
+                )
+                for s in sites:
+                    want = "drop" if ok else None
+                    if self.forced.get(s.key, "unset") != want:
+                        self.forced[s.key] = want
+                        changed = True
+        return changed
+
+    def _attr_escapes(self, cls: ClassInfo, attr: str) -> bool:
+        """``self.attr`` used other than called directly (passed on, put in a Sequential ...)."""
+        for method in cls.methods.values():
+            params = method.params.params
+            if not params:
+                continue
+            self_name = params[0].name.value
+            calls = set()
+            for node in walk_same_scope(method):
+                if isinstance(node, cst.Call) and _is_self_attr(node.func, self_name, attr):
+                    calls.add(id(node.func))
+            for node in walk_same_scope(method):
+                if _is_self_attr(node, self_name, attr) and id(node) not in calls:
+                    parent_assign = False
+                    for c in cls.attrs.get(attr).values if cls.attrs.get(attr) else []:
+                        pass
+                    if not self._is_assignment_target(method, node):
+                        return True
+                    _ = parent_assign
+        return False
+
+    def _is_assignment_target(self, method: cst.FunctionDef, node: cst.CSTNode) -> bool:
+        for stmt in walk_same_scope(method):
+            if isinstance(stmt, cst.Assign) and any(t.target is node for t in stmt.targets):
+                return True
+        return False
+
+    # ------------------------------------------------------------------ scope ("all" mode)
+    def in_scope(self, fn: FunctionInfo) -> bool:
+        if self._scope is None:
+            self._scope = self._differentiable_scope()
+        return id(fn) in self._scope
+
+    def _differentiable_scope(self) -> set[int]:
+        """``forward`` methods, functions given tensors, and what they call in this file."""
+        excluded = {"__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
+                    "__getitem__", "__len__", "extra_repr"}
+        roots = []
+        for fn in self.index.functions:
+            if fn.name in excluded:
+                continue
+            analysis = self.analyses.get(id(fn))
+            if fn.name == "forward" or (analysis is not None and analysis.tensor_params):
+                roots.append(fn)
+        by_method = {(id(fn.cls), fn.name): fn for fn in self.index.functions if fn.cls is not None}
+        by_name = {fn.name: fn for fn in self.index.functions if fn.cls is None and fn.parent is None}
+        scope: set[int] = set()
+        stack = roots
+        while stack:
+            fn = stack.pop()
+            if id(fn) in scope or fn.name in excluded:
+                continue
+            scope.add(id(fn))
+            for node in walk_same_scope(fn.node):
+                if not isinstance(node, cst.Call):
+                    continue
+                func = node.func
+                if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == fn.self_name:
+                    callee = by_method.get((id(fn.cls), func.attr.value))
+                elif isinstance(func, cst.Name):
+                    callee = by_name.get(func.value)
+                else:
+                    callee = None
+                if callee is not None:
+                    stack.append(callee)
+        return scope
+
+    # ------------------------------------------------------------------ findings
+    def findings_for(self, fn: FunctionInfo) -> list[Finding]:
+        analysis = self.analyses[id(fn)]
+        decisions = self.decisions[id(fn)]
+        out = []
+        for key, site in analysis.sites.items():
+            form = decisions.get(key)
+            if form == "chain":
+                continue
+            plan = self.plans[key]
+            if form is not None:
+                out.append(self.rewrite_finding(site, form))
+            elif site.evidence and plan.reasons and (self.definite(site) or self.line_confirmed(site)):
+                out.append(self.report_finding(site, plan))
+        return out
+
+    def evidence_text(self, site: Site) -> tuple[str, list[Related]]:
+        events = sorted(site.evidence, key=lambda e: ({"input": 0, "output": 1, "opaque": 2}[e.what], self.ctx.line(e.node)))
+        if not events:
+            return "", []
+        event = events[0]
+        line = self.ctx.line(event.node)
+        op = event.op.strip("`")
+        if event.what == "input":
+            text = f"which `{op}` saved for backward (line {line})"
+            rel = f"`{op}` saves this tensor for backward"
+        elif event.what == "output":
+            text = f"which `{op}` saved for backward as its output (line {line})"
+            rel = f"`{op}` saves its output for backward"
+        else:
+            text = f"which was passed to `{op}` (line {line}), which may save it for backward"
+            rel = f"`{op}` may save this tensor for backward"
+        return text, [Related(event.node, rel)]
+
+    def _subject(self, site: Site) -> str:
+        if site.kind is SiteKind.AUG or site.kind is SiteKind.INDEX:
+            return f"`{short_code(site.statement if site.statement is not None else site.node)}`"
+        return f"`{short_code(site.node)}`"
+
+    def _written(self, site: Site) -> str:
+        if site.root:
+            return f"`{site.root}`"
+        if site.receiver is not None:
+            return f"`{short_code(site.receiver)}`"
+        return "its input"
+
+    def rewrite_finding(self, site: Site, form: str) -> Finding:
+        code = _CODE_BY_KIND[site.kind]
+        evidence, related = self.evidence_text(site)
+        subject = self._subject(site)
+        if evidence:
+            message = f"{subject} overwrites {self._written(site)}, {evidence}"
+        elif self.line_confirmed(site):
+            message = f"{subject} overwrites {self._written(site)}, which the runtime locator saw saved for backward"
+        else:
+            message = f"{subject} modifies {self._written(site)} in place (mode = all rewrites every safe in-place op)"
+        edits, text = self.edits_for(site, form)
+        if text:
+            message += f"; rewrite: `{text}`"
+        finding = Finding(code, message, site.node if site.kind is not SiteKind.AUG else site.statement, related, edits, text)
+        if site.kind is SiteKind.MODULE:
+            for ctor in self._module_constructors(site):
+                finding.related.append(Related(ctor.node, "built with inplace=True here"))
+        return finding
+
+    def report_finding(self, site: Site, plan: _Plan) -> Finding:
+        prop, text = plan.reasons[0]
+        code = _CODE_BY_PROPERTY.get(prop, "IP206")
+        if prop == "P5" and "`.data`" in text:
+            code = "IP205"
+        evidence, related = self.evidence_text(site)
+        subject = self._subject(site)
+        message = f"{subject} overwrites {self._written(site)}, {evidence}; not rewritten: {text}"
+        node = site.node if site.kind is not SiteKind.AUG or site.statement is None else site.statement
+        return Finding(code, message, node, related)
+
+    # ------------------------------------------------------------------ edits
+    def edits_for(self, site: Site, form: str) -> tuple[list, str]:
+        stmt = site.statement
+        if form in ("aug", "aug-dtype"):
+            new = rw.augassign_replacement(stmt, keep_dtype=form == "aug-dtype")
+            return [StatementEdit(stmt, replacement=[new])], rw.statement_code([new])
+        if form == "clone":
+            new = rw.clone_of(site.root)
+            return [StatementEdit(stmt, before=[new])], rw.statement_code([new])
+        if form in ("method", "method-dtype"):
+            root = site.root
+            value: cst.BaseExpression = rw.out_of_place_chain(site.node)
+            if form == "method-dtype":
+                value = rw.to_dtype_of(value, root)
+            return self._rebind_edit(site, root, value)
+        if form == "function":
+            twin = torch_api.table()["inplace_functions"][site.method]
+            return self._rebind_edit(site, site.root, rw.renamed_function(site.node, twin))
+        if form == "rename":
+            if site.kind is SiteKind.FUNCTION:
+                new_call = rw.renamed_function(site.node, torch_api.table()["inplace_functions"][site.method])
+            else:
+                new_call = rw.out_of_place_chain(site.node)
+            return [NodeEdit(site.node, new_call)], short_code(new_call, 80)
+        if form == "drop":
+            if site.kind is SiteKind.MODULE:
+                edits = []
+                texts = []
+                for ctor in self._module_constructors(site):
+                    spec_index = torch_api.inplace_activation_modules().get((ctor.qualname or "").rsplit(".", 1)[-1])
+                    new_call = rw.without_arg(ctor.node, "inplace", spec_index)
+                    edits.append(NodeEdit(ctor.node, new_call))
+                    texts.append(short_code(new_call, 80))
+                return edits, "; ".join(texts)
+            new_call = self._without_inplace(site.node, site.method)
+            return [NodeEdit(site.node, new_call)], short_code(new_call, 80)
+        if form == "rebind":
+            return self._rebind_edit(site, site.root, self._without_inplace(site.node, site.method))
+        if form == "out":
+            new_call = rw.without_arg(site.node, "out", None)
+            new = rw.assign(site.root, new_call)
+            return [StatementEdit(stmt, replacement=[new])], rw.statement_code([new])
+        raise AssertionError(form)
+
+    def _without_inplace(self, call: cst.Call, name: str | None) -> cst.Call:
+        return rw.without_arg(call, "inplace", torch_api.FUNCTIONAL_INPLACE_ARG.get(name or ""))
+
+    def _rebind_edit(self, site: Site, root: str, value: cst.BaseExpression) -> tuple[list, str]:
+        stmt = site.statement
+        first = rw.assign(root, value)
+        role = site.statement_role
+        if role == "expr":
+            new = [first]
+        elif role == "return":
+            new = [first, cst.Return(value=cst.Name(root))]
+        else:
+            target = self._assign_target(site)
+            new = [first] if target == root else [first, rw.assign(target, cst.Name(root))]
+        return [StatementEdit(stmt, replacement=new)], rw.statement_code(new)
+
+    def _module_constructors(self, site: Site):
+        fn_cls = None
+        for a in self.analyses.values():
+            if site.key in a.sites:
+                fn_cls = a.fn.cls
+                break
+        if fn_cls is None or site.module_attr is None:
+            return []
+        info = fn_cls.attr(site.module_attr)
+        return info.inplace_constructors() if info else []
+
+    # ------------------------------------------------------------------ nn.Sequential
+    def sequential_findings(self) -> list[Finding]:
+        """``nn.Sequential(..., nn.Sigmoid(), nn.ReLU(inplace=True))``: the in-place layer
+        overwrites the previous layer's saved output."""
+        out = []
+        seen: set[int] = set()
+        for node in _walk_calls(self.ctx.module):
+            qual = self.index.imports.qualify(node.func)
+            if qual != "torch.nn.Sequential" or id(node) in seen:
+                continue
+            seen.add(id(node))
+            elements = [a.value for a in node.args if a.keyword is None and not a.star]
+            if any(a.star for a in node.args):
+                continue
+            for prev, cur in zip(elements, elements[1:]):
+                finding = self._sequential_pair(prev, cur)
+                if finding is not None:
+                    out.append(finding)
+        return out
+
+    def _sequential_pair(self, prev: cst.BaseExpression, cur: cst.BaseExpression) -> Finding | None:
+        if not (isinstance(prev, cst.Call) and isinstance(cur, cst.Call)):
+            return None
+        cur_ctor = self.index.classify_constructor(cur)
+        prev_ctor = self.index.classify_constructor(prev)
+        if not cur_ctor.inplace or prev_ctor.kind != "module" or prev_ctor.qualname is None:
+            return None
+        spec = torch_api.module_spec(prev_ctor.qualname)
+        if spec is None or spec.functional is None:
+            return None
+        if prev_ctor.inplace:
+            aten = {"relu6": "hardtanh"}.get(spec.functional, spec.functional)
+            op_spec = torch_api.method_spec(f"{aten}_")
+        else:
+            op_spec = torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
+        if op_spec is None:
+            return None
+        _, out_saved = op_spec.saved_args(set(op_spec.needs))
+        if not out_saved:
+            return None
+        prev_name = prev_ctor.qualname.rsplit(".", 1)[-1]
+        cur_name = cur_ctor.qualname.rsplit(".", 1)[-1]
+        index = torch_api.inplace_activation_modules().get(cur_name)
+        new_call = rw.without_arg(cur, "inplace", index)
+        text = short_code(new_call, 80)
+        message = (f"`{short_code(cur)}` overwrites the output of the previous layer `{short_code(prev)}`, "
+                   f"which `{prev_name}` saves for backward (line {self.ctx.line(prev)}); rewrite: `{text}`")
+        related = [Related(prev, f"`{prev_name}` saves its output for backward")]
+        return Finding("IP105", message, cur, related, [NodeEdit(cur, new_call)], text)
+
+
+def _walk_calls(module: cst.Module):
+    from ..analysis.syntax import walk
+
+    for node in walk(module):
+        if isinstance(node, cst.Call):
+            yield node
+
+
+def _is_self_attr(node: cst.CSTNode, self_name: str, attr: str) -> bool:
+    return (
+        isinstance(node, cst.Attribute)
+        and isinstance(node.value, cst.Name)
+        and node.value.value == self_name
+        and node.attr.value == attr
+    )

@@ -1,0 +1,175 @@
+"""Building the replacement syntax for in-place rewrites (pure LibCST node construction)."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from ..analysis import torch_api
+
+# Operator precedence, lowest to highest (Python reference, "Operator precedence").
+_BINARY_PRECEDENCE = {
+    cst.BitOr: 6, cst.BitXor: 7, cst.BitAnd: 8, cst.LeftShift: 9, cst.RightShift: 9,
+    cst.Add: 10, cst.Subtract: 10, cst.Multiply: 11, cst.Divide: 11, cst.FloorDivide: 11,
+    cst.Modulo: 11, cst.MatrixMultiply: 11, cst.Power: 13,
+}
+AUG_TO_BINARY = {
+    cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
+    cst.DivideAssign: cst.Divide, cst.FloorDivideAssign: cst.FloorDivide, cst.ModuloAssign: cst.Modulo,
+    cst.PowerAssign: cst.Power, cst.BitAndAssign: cst.BitAnd, cst.BitOrAssign: cst.BitOr,
+    cst.BitXorAssign: cst.BitXor, cst.LeftShiftAssign: cst.LeftShift, cst.RightShiftAssign: cst.RightShift,
+}
+
+
+def precedence(expr: cst.BaseExpression) -> int:
+    if getattr(expr, "lpar", None):
+        return 100  # already parenthesized
+    if isinstance(expr, (cst.Lambda,)):
+        return 0
+    if isinstance(expr, cst.IfExp):
+        return 1
+    if isinstance(expr, cst.BooleanOperation):
+        return 2 if isinstance(expr.operator, cst.Or) else 3
+    if isinstance(expr, cst.UnaryOperation):
+        return 4 if isinstance(expr.operator, cst.Not) else 12
+    if isinstance(expr, cst.Comparison):
+        return 5
+    if isinstance(expr, cst.BinaryOperation):
+        return _BINARY_PRECEDENCE[type(expr.operator)]
+    if isinstance(expr, cst.Await):
+        return 14
+    if isinstance(expr, (cst.NamedExpr, cst.Yield, cst.StarredElement)):
+        return -1
+    return 15  # atoms and primaries: names, calls, attributes, subscripts, literals, displays
+
+
+def parenthesize(expr: cst.BaseExpression) -> cst.BaseExpression:
+    return expr.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def right_operand(expr: cst.BaseExpression, operator: cst.BaseBinaryOp) -> cst.BaseExpression:
+    """``expr`` as the right operand of ``operator``: parenthesized unless it binds tighter.
+
+    Same precedence needs parentheses too (``x -= a - b`` is ``x = x - (a - b)``).
+    """
+    if precedence(expr) <= _BINARY_PRECEDENCE[type(operator)]:
+        return parenthesize(expr)
+    return expr
+
+
+def bare_name(name: str) -> cst.Name:
+    return cst.Name(name)
+
+
+def assign(name: str, value: cst.BaseExpression, like: cst.BaseSmallStatement | None = None) -> cst.Assign:
+    target = cst.AssignTarget(target=cst.Name(name))
+    if isinstance(like, cst.AugAssign):
+        target = target.with_changes(
+            whitespace_before_equal=like.operator.whitespace_before,
+            whitespace_after_equal=like.operator.whitespace_after,
+        )
+    return cst.Assign(targets=[target], value=value)
+
+
+def to_dtype_of(value: cst.BaseExpression, name: str) -> cst.Call:
+    """``(value).to(name.dtype)``: keep the dtype the in-place op kept."""
+    if precedence(value) < 15:
+        value = parenthesize(value)
+    return cst.Call(
+        func=cst.Attribute(value=value, attr=cst.Name("to")),
+        args=[cst.Arg(cst.Attribute(value=cst.Name(name), attr=cst.Name("dtype")))],
+    )
+
+
+def augassign_replacement(stmt: cst.AugAssign, keep_dtype: bool) -> cst.Assign:
+    """``x op= y`` -> ``x = x op y`` (``x = (x op y).to(x.dtype)`` with ``keep_dtype``)."""
+    assert isinstance(stmt.target, cst.Name)
+    op = AUG_TO_BINARY[type(stmt.operator)]()
+    value: cst.BaseExpression = cst.BinaryOperation(
+        left=stmt.target.with_changes(lpar=(), rpar=()), operator=op, right=right_operand(stmt.value, op)
+    )
+    if keep_dtype:
+        value = to_dtype_of(value, stmt.target.value)
+    return assign(stmt.target.value, value, like=stmt)
+
+
+def inplace_chain(call: cst.Call) -> list[cst.Call]:
+    """``x.mul_(a).add_(b)`` -> [add_ call, mul_ call]: the in-place calls with out-of-place twins,
+    outermost first, as long as each is the receiver of the previous."""
+    chain = []
+    node: cst.BaseExpression = call
+    while (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and node.func.attr.value in torch_api.inplace_methods()
+        and not node.func.attr.value in torch_api.METADATA_INPLACE
+    ):
+        chain.append(node)
+        node = node.func.value
+    return chain
+
+
+def chain_base(call: cst.Call) -> cst.BaseExpression:
+    chain = inplace_chain(call)
+    return chain[-1].func.value if chain else call
+
+
+def out_of_place_chain(call: cst.Call) -> cst.Call:
+    """Rename every in-place method of the chain to its out-of-place twin."""
+    chain = inplace_chain(call)
+    twins = torch_api.inplace_methods()
+
+    def rebuild(node: cst.BaseExpression) -> cst.BaseExpression:
+        if isinstance(node, cst.Call) and any(node is c for c in chain):
+            func = node.func
+            return node.with_changes(
+                func=func.with_changes(value=rebuild(func.value), attr=func.attr.with_changes(value=twins[func.attr.value]))
+            )
+        return node
+
+    return rebuild(call)  # type: ignore[return-value]
+
+
+def renamed_function(call: cst.Call, new_name: str) -> cst.Call:
+    func = call.func
+    if isinstance(func, cst.Attribute):
+        return call.with_changes(func=func.with_changes(attr=func.attr.with_changes(value=new_name)))
+    assert isinstance(func, cst.Name)
+    return call.with_changes(func=func.with_changes(value=new_name))
+
+
+def without_arg(call: cst.Call, keyword: str | None, position: int | None) -> cst.Call:
+    """The call without its ``keyword=`` argument, or without the positional at ``position``
+    (replaced by ``False`` when later arguments follow it)."""
+    args = list(call.args)
+    index = None
+    for i, arg in enumerate(args):
+        if keyword is not None and arg.keyword is not None and arg.keyword.value == keyword:
+            index = i
+            break
+    if index is None and position is not None:
+        positional = [i for i, a in enumerate(args) if a.keyword is None and not a.star]
+        if position < len(positional):
+            index = positional[position]
+            if index != len(args) - 1:
+                args[index] = args[index].with_changes(value=cst.Name("False"))
+                return call.with_changes(args=args)
+    if index is None:
+        return call
+    removed = args.pop(index)
+    if index == len(args) and args:
+        args[-1] = args[-1].with_changes(comma=removed.comma if _is_trailing_comma(removed) else cst.MaybeSentinel.DEFAULT)
+    return call.with_changes(args=args)
+
+
+def _is_trailing_comma(arg: cst.Arg) -> bool:
+    return isinstance(arg.comma, cst.Comma) and "\n" in cst.Module(body=[]).code_for_node(arg.comma)
+
+
+def clone_of(name: str) -> cst.Assign:
+    """``name = name.clone()``"""
+    return assign(name, cst.Call(func=cst.Attribute(value=cst.Name(name), attr=cst.Name("clone"))))
+
+
+def statement_code(stmts: list[cst.BaseSmallStatement]) -> str:
+    module = cst.Module(body=[])
+    return "; ".join(module.code_for_node(s).strip().rstrip(";").strip() for s in stmts)

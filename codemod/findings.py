@@ -92,6 +92,7 @@ class FileResult:
     skipped: str | None = None  # reason the file was not analysed
     parsed: bool = False
     seconds: float = 0.0
+    encoding: str = "utf-8"
 
     @property
     def changed(self) -> bool:

@@ -23,14 +23,15 @@ caller (the rule) passes the decisions in and re-runs until they are stable.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Union
 
 import libcst as cst
 
 from . import torch_api
-from .index import ClassInfo, FunctionInfo, ModuleIndex
-from .syntax import call_display, children, dotted_name, is_true, keyword_arg, positional_args, short_code, walk_same_scope
+from .index import ClassInfo, FunctionInfo, ModuleIndex, all_params
+from .syntax import call_display, children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk_same_scope
 
 
 class Kind(enum.Enum):
@@ -42,44 +43,96 @@ class Kind(enum.Enum):
     MUTATED = "mutated"  # the value after the in-place site ``site``
 
 
+Text = Union[str, Callable[[], str]]
+
+
+def text_of(text: Text) -> str:
+    return text() if callable(text) else text
+
+
+def code_text(node: cst.CSTNode, fmt: str = "`{}`", limit: int = 60) -> Callable[[], str]:
+    """Source of ``node`` in ``fmt``, computed only if a message needs it (it costs a codegen)."""
+    return lambda: fmt.format(short_code(node, limit))
+
+
+def fmt_text(fmt: str, inner: Text) -> Text:
+    if isinstance(inner, str):
+        return fmt.format(inner)
+    return lambda: fmt.format(inner())
+
+
 class Value:
     """An abstract value, created once per syntax node and role (so loops converge)."""
 
     __slots__ = (
-        "kind", "node", "label", "bases", "tensor", "immutable", "site", "data_alias",
-        "low_precision", "external", "elements", "tuple_kind",
+        "kind", "node", "_label", "bases", "tensor", "immutable", "site", "data_alias",
+        "low_precision", "_external", "elements", "tuple_kind", "grad",
     )
 
-    def __init__(self, kind: Kind, node: cst.CSTNode | None, label: str, *, tensor: bool | None = None,
-                 immutable: bool = False, external: str | None = None) -> None:
+    def __init__(self, kind: Kind, node: cst.CSTNode | None, label: Text, *, tensor: bool | None = None,
+                 immutable: bool = False, external: Text | None = None) -> None:
         self.kind = kind
         self.node = node
-        self.label = label
+        self._label = label
         self.bases: set[Value] = set()
         self.tensor = tensor  # True: a tensor; False: not a tensor; None: unknown
         self.immutable = immutable  # a Python number/str/tuple/None: ``x op= y`` just rebinds
         self.site: Site | None = None
         self.data_alias = False  # reached through ``.data`` (no shared version counter)
         self.low_precision = False  # known float16/bfloat16
-        self.external = external  # what it is, for EXTERNAL values
+        self._external = external  # what it is, for EXTERNAL values
         self.elements: list[frozenset[Value]] | None = None  # per-position values of a tuple/list display
         self.tuple_kind: str | None = None  # "views" (x.chunk) | "fresh" (x.topk) | "call" (opaque result)
+        self.grad: bool | None = None  # False: cannot require grad (factory, .detach(), integers, no_grad)
+
+    @property
+    def label(self) -> str:
+        if not isinstance(self._label, str):
+            self._label = self._label()
+        return self._label
+
+    @property
+    def external(self) -> str | None:
+        if self._external is not None and not isinstance(self._external, str):
+            self._external = self._external()
+        return self._external
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"<{self.kind.value} {self.label}>"
 
 
-@dataclass(frozen=True, eq=False)
 class SaveEvent:
-    node: cst.CSTNode  # the call or operator that saved the tensor
-    op: str  # how to show it: ``torch.var(...)``, ``x * y``
-    what: str  # "input" | "output" | "opaque"
+    """An op that saved a tensor for backward: ``what`` is "input" (it saves its argument),
+    "output" (it saves its result) or "opaque" (an unknown call that may save it)."""
+
+    __slots__ = ("node", "what", "_op")
+
+    def __init__(self, node: cst.CSTNode, op: Text, what: str) -> None:
+        self.node = node
+        self.what = what
+        self._op = op
+
+    @property
+    def op(self) -> str:  # how to show it: ``torch.var(...)``, ``x * y``
+        if not isinstance(self._op, str):
+            self._op = self._op()
+        return self._op
 
 
-@dataclass(frozen=True, eq=False)
 class EscapeEvent:
-    node: cst.CSTNode
-    where: str  # "stored in `self.cache`", "yielded to the caller"
+    """A value stored where later reads are invisible: "stored in `self.cache`", "yielded"."""
+
+    __slots__ = ("node", "_where")
+
+    def __init__(self, node: cst.CSTNode, where: Text) -> None:
+        self.node = node
+        self._where = where
+
+    @property
+    def where(self) -> str:
+        if not isinstance(self._where, str):
+            self._where = self._where()
+        return self._where
 
 
 class SiteKind(enum.Enum):
@@ -133,22 +186,56 @@ class Site:
 
 
 class State:
+    """Flow state at one program point. Mutated in place; ``copy`` before branching."""
+
     __slots__ = ("env", "saved", "escaped", "stale")
 
-    def __init__(self, env=None, saved=frozenset(), escaped=frozenset(), stale=frozenset()) -> None:
+    def __init__(self, env=None, saved=None, escaped=None, stale=None) -> None:
         self.env: dict[str, frozenset[Value]] = env if env is not None else {}
-        self.saved: frozenset[tuple[Value, SaveEvent]] = saved
-        self.escaped: frozenset[tuple[Value, EscapeEvent]] = escaped
-        self.stale: frozenset[tuple[Value, Site]] = stale
+        self.saved: dict[Value, frozenset[SaveEvent]] = saved if saved is not None else {}
+        self.escaped: dict[Value, frozenset[EscapeEvent]] = escaped if escaped is not None else {}
+        self.stale: dict[Value, frozenset[Site]] = stale if stale is not None else {}
 
     def copy(self) -> "State":
-        return State(dict(self.env), self.saved, self.escaped, self.stale)
+        return State(dict(self.env), dict(self.saved), dict(self.escaped), dict(self.stale))
 
     def same_as(self, other: "State") -> bool:
         return (
             self.env == other.env and self.saved == other.saved
             and self.escaped == other.escaped and self.stale == other.stale
         )
+
+    def add_saved(self, values: Iterable[Value], event: "SaveEvent") -> None:
+        saved = self.saved
+        for v in values:
+            if v.tensor is not False:
+                old = saved.get(v)
+                if old is None:
+                    saved[v] = frozenset((event,))
+                elif event not in old:
+                    saved[v] = old | {event}
+
+    def add_escaped(self, values: Iterable[Value], event: "EscapeEvent") -> None:
+        for v in values:
+            if v.tensor is not False or v.bases:
+                self.escaped[v] = self.escaped.get(v, frozenset()) | {event}
+
+    def add_stale(self, values: Iterable[Value], site: "Site") -> None:
+        for v in values:
+            old = self.stale.get(v)
+            if old is None:
+                self.stale[v] = frozenset((site,))
+            elif site not in old:
+                self.stale[v] = old | {site}
+
+
+def _merge(dicts: list[dict]) -> dict:
+    out = dict(dicts[0])
+    for d in dicts[1:]:
+        for k, v in d.items():
+            old = out.get(k)
+            out[k] = v if old is None else (old | v if old is not v else old)
+    return out
 
 
 def join(states: Iterable[State | None]) -> State | None:
@@ -157,15 +244,11 @@ def join(states: Iterable[State | None]) -> State | None:
         return None
     if len(live) == 1:
         return live[0].copy()
-    env: dict[str, frozenset[Value]] = {}
-    for s in live:
-        for name, values in s.env.items():
-            env[name] = env.get(name, frozenset()) | values
     return State(
-        env,
-        frozenset().union(*(s.saved for s in live)),
-        frozenset().union(*(s.escaped for s in live)),
-        frozenset().union(*(s.stale for s in live)),
+        _merge([s.env for s in live]),
+        _merge([s.saved for s in live]),
+        _merge([s.escaped for s in live]),
+        _merge([s.stale for s in live]),
     )
 
 
@@ -174,6 +257,7 @@ _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "
 _ENABLE_GRAD = {"torch.enable_grad", "torch.autograd.enable_grad"}
 _SET_GRAD = {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
 _AUTOCAST = {"torch.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast", "torch.amp.autocast"}
+_AUTOGRAD_FUNCTION = {"torch.autograd.Function", "torch.autograd.function.Function", "torch.autograd.function.InplaceFunction"}
 _LOW_PRECISION = {"torch.float16", "torch.half", "torch.bfloat16"}
 
 AUG_OPS = {
@@ -211,6 +295,63 @@ _SEQUENCE_FIRST = {"cat", "stack", "hstack", "vstack", "dstack", "concat", "conc
 _FRESH_NO_SAVE_METHODS = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "new_empty_strided",
                           "argmax", "argmin", "argsort", "nonzero", "bool", "eq", "ne", "lt", "le", "gt", "ge"}
 _MAX_LOOP_PASSES = 6
+_INTEGER_FUNCTIONS = {"argmax", "argmin", "argsort", "nonzero", "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isinf",
+                      "isfinite", "isin", "bucketize", "searchsorted", "randint", "randperm"}
+_INTEGER_NAME = re.compile(r"(^|_)(ids|idx|idxs|indices|index|labels)$")
+# Tensor methods whose result is an integer or bool tensor (cannot require grad).
+_INTEGER_METHODS = {"long", "int", "short", "bool", "byte", "char", "argmax", "argmin", "argsort", "nonzero",
+                    "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isinf", "isfinite", "logical_not", "logical_and",
+                    "logical_or", "sign", "floor_divide", "bucketize", "searchsorted", "count_nonzero"}
+
+
+@dataclass
+class Summary:
+    """What a call of a function of the module does to its arguments."""
+
+    params: list[str]  # positional parameters in order (without self)
+    kwonly: set[str]
+    saves: dict[str, str]  # parameter -> "input" (saved by a known op) | "opaque" (may be)
+    aliases: set[str]  # parameters the returned value may share storage with
+    returns_tensor: bool
+    varargs: bool
+
+
+class Summaries:
+    """Summaries of the module's functions, computed on demand (recursion: assume the worst)."""
+
+    def __init__(self, index: ModuleIndex) -> None:
+        self.index = index
+        self._cache: dict[int, Summary | None] = {}
+        self._busy: set[int] = set()
+        self._methods = {(id(fn.cls), fn.name): fn for fn in index.functions if fn.cls is not None and fn.parent is None}
+        self._toplevel = {fn.name: fn for fn in index.functions if fn.cls is None and fn.parent is None}
+
+    def method(self, cls: ClassInfo | None, name: str) -> FunctionInfo | None:
+        return self._methods.get((id(cls), name)) if cls is not None else None
+
+    def function(self, name: str, caller: FunctionInfo) -> FunctionInfo | None:
+        """``name(...)`` called from ``caller``: a function nested in the caller, or a top-level one."""
+        for fn in self.index.functions:
+            if fn.parent is caller and fn.name == name:
+                return fn
+        return self._toplevel.get(name)
+
+    def get(self, fn: FunctionInfo) -> Summary | None:
+        key = id(fn)
+        if key in self._cache:
+            return self._cache[key]
+        if key in self._busy:
+            return None
+        self._busy.add(key)
+        try:
+            analyzer = _Analyzer(fn, self.index, {}, _grad_disabled_for(fn, self.index))
+            analyzer.summaries = self
+            analyzer.run()
+            summary = analyzer.summary()
+        finally:
+            self._busy.discard(key)
+        self._cache[key] = summary
+        return summary
 
 
 class FunctionAnalysis:
@@ -233,16 +374,36 @@ class _Analyzer:
         self.decisions = decisions
         self.result = FunctionAnalysis(fn)
         self._memo: dict[tuple, Value] = {}
+        self._assigning: set[str] = set()  # names the current statement assigns
+        self._grad_seen: set[int] = set()
+        self._events: dict[tuple, object] = {}
+        self._loop_cache: dict[int, tuple[State, State | None]] = {}
+        self._exits: list[tuple[State, frozenset[Value]]] = []  # (state, returned values) at each exit
+        self.summaries: Summaries | None = None
         self._children: dict[Value, set[Value]] = {}
         self.grad_disabled = grad_disabled
         self.autocast = False
         self._statement: cst.BaseSmallStatement | None = None
         self._loop_exits: list[list[State]] = []
         self._loop_continues: list[list[State]] = []
-        self.locals = _local_names(fn.node)
+        self.locals = fn.locals
         self._params: dict[str, Value] = {}
 
     # ================================================================ values
+    def save_event(self, node: cst.CSTNode, op: Text, what: str) -> SaveEvent:
+        key = ("save", id(node), what)
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = SaveEvent(node, op, what)
+        return event
+
+    def escape_event(self, node: cst.CSTNode, where: Text) -> EscapeEvent:
+        key = ("escape", id(node))
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = EscapeEvent(node, where)
+        return event
+
     def _new(self, key: tuple, factory: Callable[[], Value]) -> Value:
         v = self._memo.get(key)
         if v is None:
@@ -257,20 +418,66 @@ class _Analyzer:
             v.bases |= new
             for b in new:
                 self._children.setdefault(b, set()).add(v)
+            if v.tensor is None and v.kind in (Kind.ALIAS, Kind.MUTATED) and any(b.tensor for b in new):
+                self.set_tensor(v)
 
-    def fresh(self, node: cst.CSTNode, role: str, label: str, tensor: bool | None, immutable: bool = False) -> Value:
+    def set_tensor(self, v: Value) -> None:
+        """``v`` is a tensor, and so is every view or in-place result derived from it."""
+        stack = [v]
+        while stack:
+            cur = stack.pop()
+            if cur.tensor is not None and cur is not v:
+                continue
+            cur.tensor = True
+            for child in self._children.get(cur, ()):
+                if child.tensor is None and child.kind in (Kind.ALIAS, Kind.MUTATED):
+                    stack.append(child)
+
+    def recreate(self, key: tuple, st: State | None) -> None:
+        """Running a definition again (a loop's next iteration) makes a new object. Facts about the
+        old one, and about views of it, no longer apply, unless a name still refers to them."""
+        v = self._memo.get(key)
+        if v is None or st is None:
+            return
+        group = {v}
+        stack = [v]
+        while stack:
+            for child in self._children.get(stack.pop(), ()):
+                if child.kind in (Kind.ALIAS, Kind.MUTATED) and child not in group:
+                    group.add(child)
+                    stack.append(child)
+        if not any(st.saved.get(g) or st.escaped.get(g) or st.stale.get(g) for g in group):
+            return
+        for name, values in st.env.items():
+            if name in self._assigning:
+                continue
+            for w in values:
+                if w in group or not group.isdisjoint(w.bases):
+                    return
+        for g in group:
+            st.saved.pop(g, None)
+            st.escaped.pop(g, None)
+            st.stale.pop(g, None)
+
+    def fresh(self, node: cst.CSTNode, role: str, label: Text, tensor: bool | None, immutable: bool = False,
+              st: State | None = None) -> Value:
+        if st is not None:
+            self.recreate((id(node), role), st)
         v = self._new((id(node), role), lambda: Value(Kind.FRESH, node, label, tensor=tensor, immutable=immutable))
         if tensor and not v.tensor:
-            v.tensor = True
+            self.set_tensor(v)
         return v
 
-    def alias(self, node: cst.CSTNode, role: str, bases: Iterable[Value], label: str, tensor: bool | None,
-              low_precision: bool | None = None) -> Value:
+    def alias(self, node: cst.CSTNode, role: str, bases: Iterable[Value], label: Text, tensor: bool | None,
+              low_precision: bool | None = None, st: State | None = None) -> Value:
+        if st is not None:
+            self.recreate((id(node), role), st)
         bases = set(bases)
         v = self._new((id(node), role), lambda: Value(Kind.ALIAS, node, label, tensor=tensor))
         self.link(v, bases)
         if tensor and not v.tensor:
-            v.tensor = True
+            self.set_tensor(v)
+        self.set_grad(v, bool(bases) and all(b.grad is False for b in bases))
         if low_precision is None:
             low_precision = any(b.low_precision for b in bases)
         if low_precision:
@@ -320,17 +527,10 @@ class _Analyzer:
                 stack.append((child, child.kind is not Kind.CONTAINER))
         return seen
 
-    def tensorish(self, v: Value, depth: int = 0) -> bool | None:
-        if v.tensor is not None or depth > 8:
-            return v.tensor
-        if v.kind in (Kind.MUTATED, Kind.ALIAS) and any(self.tensorish(b, depth + 1) for b in v.bases):
-            return True
-        return None
-
     def is_tensor(self, values: Iterable[Value]) -> bool | None:
         """True if the values are tensors (Python numbers may mix in: ``x op= y`` is then a plain
         rebinding), False if none is, None if unknown or mixed with mutable non-tensors."""
-        verdicts = [(self.tensorish(v), v.immutable) for v in values if not (v.immutable and v.label == "None")]
+        verdicts = [(v.tensor, v.immutable) for v in values if not (v.immutable and v.label == "None")]
         if not verdicts:
             return None
         if any(t is True for t, _ in verdicts):
@@ -342,13 +542,27 @@ class _Analyzer:
     def mark_tensor(self, values: Iterable[Value]) -> None:
         for v in values:
             if v.tensor is None and v.kind is not Kind.CONTAINER:
-                v.tensor = True
+                self.set_tensor(v)
+
+    def set_grad(self, v: Value, grad_free: bool) -> None:
+        """Record whether ``v`` cannot require grad. "May require grad" wins across loop passes."""
+        if id(v) not in self._grad_seen:
+            self._grad_seen.add(id(v))
+            v.grad = False if grad_free else None
+        elif not grad_free:
+            v.grad = None
+
+    def grad_free(self, *inputs: Iterable[Value]) -> bool:
+        """An op result cannot require grad if autograd is off or no input can."""
+        if self.grad_disabled:
+            return True
+        return all(v.grad is False for values in inputs for v in values if v.tensor is not False)
 
     # ================================================================ driving
     def run(self) -> FunctionAnalysis:
         node = self.fn.node
         st = State()
-        for param in _all_params(node.params):
+        for param in all_params(node.params):
             name = param.name.value
             tensor = _annotation_tensor(param.annotation) if param.annotation else None
             if name == self.self_name:
@@ -356,11 +570,46 @@ class _Analyzer:
             if param.default is not None:
                 self.eval(param.default, st)
             v = self._new(("param", name), lambda n=name, t=tensor, p=param: Value(Kind.PARAM, p, f"argument `{n}`", tensor=t))
+            if _INTEGER_NAME.search(name):
+                v.grad = False  # token ids, labels, indices: integer tensors never require grad
             self._params[name] = v
             st.env[name] = frozenset({v})
-        self.body(node.body, st)
+        end = self.body(node.body, st)
+        if end is not None:
+            self._exits.append((end, frozenset()))
         self.result.tensor_params = {n for n, v in self._params.items() if v.tensor}
         return self.result
+
+    def summary(self) -> "Summary":
+        """What a caller needs to know: which arguments this function may save for backward, and
+        which ones its result may share storage with."""
+        params = [p.name.value for p in self.fn.node.params.posonly_params + self.fn.node.params.params]
+        if self.self_name and params and params[0] == self.self_name:
+            params = params[1:]
+        saves: dict[str, str] = {}
+        aliases: set[str] = set()
+        returned: set[Value] = set()
+        for state, values in self._exits:
+            returned |= values
+        returned_group = self.closure(returned) if returned else set()
+        for name, value in self._params.items():
+            if name == self.self_name:
+                continue
+            group = self.closure({value})
+            for state, _ in self._exits:
+                for v in group:
+                    for event in state.saved.get(v, ()):
+                        strength = "input" if event.what != "opaque" else "opaque"
+                        if saves.get(name) != "input":
+                            saves[name] = strength
+            if value in returned_group:
+                aliases.add(name)
+        returns_tensor = bool(returned) and self.is_tensor(returned) is True
+        node = self.fn.node
+        return Summary(
+            params, {p.name.value for p in node.params.kwonly_params}, saves, aliases, returns_tensor,
+            isinstance(node.params.star_arg, cst.Param) or node.params.star_kwarg is not None,
+        )
 
     def body(self, suite, st: State | None) -> State | None:
         if st is None:
@@ -378,7 +627,9 @@ class _Analyzer:
             if st is None:
                 break
             self._statement = small
+            self._assigning = _assigned_names(small)
             st = self.small(small, st)
+            self._assigning = set()
         self._statement = None
         return st
 
@@ -424,6 +675,17 @@ class _Analyzer:
         return st
 
     def loop(self, stmt: cst.For | cst.While, st: State) -> State | None:
+        # A loop nested in another is re-run on each outer pass; when it is entered with the same
+        # state as before, its effects are the same too.
+        cached = self._loop_cache.get(id(stmt))
+        if cached is not None and cached[0].same_as(st):
+            return cached[1].copy() if cached[1] is not None else None
+        entry_state = st.copy()
+        out = self._loop(stmt, st)
+        self._loop_cache[id(stmt)] = (entry_state, out.copy() if out is not None else None)
+        return out
+
+    def _loop(self, stmt: cst.For | cst.While, st: State) -> State | None:
         iter_values = self.eval(stmt.iter, st) if isinstance(stmt, cst.For) else frozenset()
         head = st.copy()
         exits: list[State] = []
@@ -433,7 +695,7 @@ class _Analyzer:
             entry = head.copy()
             if isinstance(stmt, cst.For):
                 self._statement = None
-                item = self.element_of(stmt.target, "iter", iter_values, f"loop variable `{short_code(stmt.target)}`")
+                item = self.element_of(stmt.target, "iter", iter_values, code_text(stmt.target, "loop variable `{}`"))
                 self.store(stmt.target, frozenset({item}), entry, stmt)
             else:
                 self.eval(stmt.test, entry)
@@ -475,7 +737,7 @@ class _Analyzer:
                 self.autocast = True
             self.eval(expr, st)
             if item.asname is not None:
-                self.store(item.asname.name, frozenset({self.fresh(item, "with", f"`{short_code(item.asname.name)}`", None)}), st, item)
+                self.store(item.asname.name, frozenset({self.fresh(item, "with", code_text(item.asname.name), None)}), st, item)
         out = self.body(stmt.body, st)
         self.grad_disabled, self.autocast = saved_grad, saved_autocast
         return out
@@ -531,8 +793,8 @@ class _Analyzer:
         elif isinstance(small, cst.AugAssign):
             self.augassign(small, st)
         elif isinstance(small, cst.Return):
-            if small.value is not None:
-                self.eval(small.value, st, role="return")
+            values = self.eval(small.value, st, role="return") if small.value is not None else frozenset()
+            self._exits.append((st, values))
             return None
         elif isinstance(small, cst.Raise):
             if small.exc is not None:
@@ -569,7 +831,7 @@ class _Analyzer:
             self.unpack(target, values, st, stmt)
         elif isinstance(target, cst.Attribute):
             self.eval(target.value, st)
-            self.escape(values, stmt, f"stored in `{short_code(target)}`", st)
+            self.escape(values, stmt, code_text(target, "stored in `{}`"), st)
             attr = _self_attr(target, self.self_name)
             if attr is not None:
                 st.env[f"self.{attr}"] = values
@@ -586,17 +848,14 @@ class _Analyzer:
                 if not starred and v.elements is not None and len(v.elements) == len(target.elements):
                     parts |= v.elements[i]
                 elif v.tuple_kind in ("fresh", "call") and v.kind is Kind.FRESH:
-                    parts.add(self.fresh(element, "unpack-fresh", f"`{short_code(element.value)}`",
+                    parts.add(self.fresh(element, "unpack-fresh", code_text(element.value),
                                          True if v.tuple_kind == "fresh" else None))
                 else:
-                    parts.add(self.element_of(element, "unpack", frozenset({v}), f"`{short_code(element.value)}`"))
+                    parts.add(self.element_of(element, "unpack", frozenset({v}), code_text(element.value)))
             self.store(element.value if not isinstance(element, cst.StarredElement) else element, frozenset(parts), st, stmt)
 
     def escape(self, values: Iterable[Value], node: cst.CSTNode, where: str, st: State) -> None:
-        event = EscapeEvent(node, where)
-        add = {(v, event) for v in values if v.tensor is not False or v.bases}
-        if add:
-            st.escaped = st.escaped | add
+        st.add_escaped(values, self.escape_event(node, where))
 
     # ================================================================ in-place sites
     def site(self, kind: SiteKind, node: cst.CSTNode, receiver: cst.BaseExpression | None, op: str, **kw) -> Site:
@@ -608,7 +867,8 @@ class _Analyzer:
         return site
 
     def write(self, site: Site, st: State, targets: frozenset[Value], root: str | None, *, rebinds: bool,
-              saves_output: SaveEvent | None = None, tensor_proof: bool = False) -> Value:
+              saves_output: SaveEvent | None = None, tensor_proof: bool = False,
+              inputs: Iterable[frozenset[Value]] = ()) -> Value:
         """Record an in-place write of ``targets`` at ``site``; return the value after it."""
         site.root = root
         site.targets |= set(targets)
@@ -621,8 +881,8 @@ class _Analyzer:
         site.not_tensor = verdict is False
         site.tensor_unknown = verdict is None
         group = self.closure(targets)
-        for value, event in st.saved:
-            if value in group:
+        for value in group:
+            for event in st.saved.get(value, ()):
                 site.evidence.setdefault(event, value)
         for v in group:
             if v.kind is Kind.PARAM and v.tensor is not False:
@@ -631,30 +891,31 @@ class _Analyzer:
                 site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it", v.node)
             elif v.data_alias:
                 site.add_reason("P5", "it writes through `.data`, which autograd does not track: rewriting would stop updating the original tensor", v.node)
-        for v, event in st.escaped:
-            if v in group:
+        for v in group:
+            for event in st.escaped.get(v, ()):
                 site.add_reason("P2", f"{v.label} was {event.where} (line {{line}}): rewriting would stop updating that copy", event.node)
         if self.grad_disabled:
             site.add_reason("P4", "autograd is disabled here (no_grad, inference_mode or set_grad_enabled(False)), so the update looks intentional")
         # Later reads of anything sharing this memory would see another value after a rewrite.
-        st.stale = st.stale | {(v, site) for v in group}
-        label = f"`{root}`" if root else (f"`{short_code(site.receiver)}`" if site.receiver is not None else "the tensor")
+        st.add_stale(group, site)
+        label = f"`{root}`" if root else (code_text(site.receiver) if site.receiver is not None else "the tensor")
         after = self._new((id(site.node), "after", site.kind.value), lambda: Value(Kind.MUTATED, site.node, label))
         after.site = site
         self.link(after, targets)
         after.low_precision |= site.low_precision
-        if verdict:
-            after.tensor = True
+        if verdict and not after.tensor:
+            self.set_tensor(after)
+        self.set_grad(after, self.grad_free(targets, *inputs))
         if saves_output is not None and not self.grad_disabled:
-            st.saved = st.saved | {(after, saves_output)}
+            st.add_saved((after,), saves_output)
         if root is not None and rebinds and self.decisions.get(site.key) != "drop":
             st.env[root] = frozenset({after})
         return after
 
     def read(self, name: str, values: frozenset[Value], node: cst.CSTNode, st: State) -> None:
         if st.stale:
-            for v, site in st.stale:
-                if v in values:
+            for v in values:
+                for site in st.stale.get(v, ()):
                     site.conflicts.setdefault(node, name)
 
     # ================================================================ augmented assignment
@@ -664,9 +925,9 @@ class _Analyzer:
         symbol, inplace_name = AUG_OPS.get(type(node.operator), (None, None))
         if symbol is None:  # @=: torch.Tensor has no __imatmul__, so Python already rebinds
             values = self.eval(target, st)
-            self.store(target, frozenset({self.fresh(node, "matmul", f"`{short_code(target)}`", self.is_tensor(values) or None)}), st, node)
+            self.store(target, frozenset({self.fresh(node, "matmul", code_text(target), self.is_tensor(values) or None)}), st, node)
             return
-        display = f"`{short_code(node)}`"
+        display = code_text(node)
         if isinstance(target, cst.Name):
             name = target.value
             local = name in self.locals
@@ -680,17 +941,23 @@ class _Analyzer:
                         self.link(v, rhs)  # list += [...] extends in place
                 if any(not v.immutable for v in values):
                     return
-                result = self.fresh(node, "aug", f"`{name}`", True if self.is_tensor(rhs) else None)
+                rhs_tensor = self.is_tensor(rhs)
+                if rhs_tensor:
+                    result = self.fresh(node, "aug", f"`{name}`", True)
+                elif rhs_tensor is False and all(v.immutable for v in rhs):
+                    result = self.fresh(node, "aug", f"`{name}`", False, immutable=True)  # a Python number
+                else:
+                    result = self.fresh(node, "aug", f"`{name}`", None)
                 if local:
                     st.env[name] = frozenset({result})
                 return
-            self.op_saves(node, display, [("other", rhs)], st, spec=torch_api.method_spec(inplace_name), inplace=True, receiver=values)
+            self.op_saves(node, display, st, torch_api.method_spec(inplace_name), [values, rhs], inplace=True)
             site = self.site(SiteKind.AUG, node, target, f"{symbol}=", method=inplace_name)
             site.nonlocal_target = not local
             self.write(site, st, values, name if local else None, rebinds=local,
-                       saves_output=self.inplace_output(node, display, inplace_name))
+                       saves_output=self.inplace_output(node, display, inplace_name), inputs=(rhs,))
         elif isinstance(target, cst.Subscript):
-            self.index_write(node, target, st, f"[...] {symbol}=")
+            self.index_write(node, target, st, f"[...] {symbol}=", inputs=(rhs,))
         elif isinstance(target, cst.Attribute):
             values = self.eval(target, st)
             if self.is_tensor(values) is True:
@@ -707,12 +974,12 @@ class _Analyzer:
                 if v.kind is Kind.CONTAINER:
                     self.link(v, values)  # the dict/list now holds the values
                 else:
-                    self.escape(values, stmt, f"stored in `{short_code(target.value)}`", st)
+                    self.escape(values, stmt, code_text(target.value, "stored in `{}`"), st)
             return
-        self.index_write(stmt, target, st, "[...] =", base_values=base_values)
+        self.index_write(stmt, target, st, "[...] =", base_values=base_values, inputs=(values,))
 
     def index_write(self, node: cst.CSTNode, target: cst.Subscript, st: State, op: str,
-                    base_values: frozenset[Value] | None = None) -> None:
+                    base_values: frozenset[Value] | None = None, inputs: Iterable[frozenset[Value]] = ()) -> None:
         if base_values is None:
             base_values = self.eval(target.value, st)
         for element in target.slice:
@@ -722,7 +989,7 @@ class _Analyzer:
         root, root_values = self.root_of(target.value, st)
         site = self.site(SiteKind.INDEX, node, target, op)
         site.nonlocal_target = root is None
-        self.write(site, st, base_values if root is None else root_values, root, rebinds=True)
+        self.write(site, st, base_values if root is None else root_values, root, rebinds=True, inputs=inputs)
 
     def root_of(self, expr: cst.BaseExpression, st: State) -> tuple[str | None, frozenset[Value]]:
         """The local name whose storage ``expr`` views (``x`` for ``x[i].view(-1)``), if any."""
@@ -745,56 +1012,51 @@ class _Analyzer:
                 return None, frozenset()
 
     # ================================================================ saving
-    def op_saves(self, node: cst.CSTNode, display: str, args: list[tuple[str, frozenset[Value]]], st: State,
-                 spec: torch_api.OpSpec | None, inplace: bool = False, receiver: frozenset[Value] = frozenset()) -> bool:
+    def op_saves(self, node: cst.CSTNode, display: Text, st: State, spec: torch_api.OpSpec | None,
+                 positional: list[frozenset[Value]], keywords: dict[str, frozenset[Value]] | None = None,
+                 inplace: bool = False) -> bool:
         """Record which argument values the op saves for backward; return whether it saves its output.
 
-        ``receiver`` is ``self`` of a method; for an in-place op autograd saves a clone of the
-        original ``self`` (an in-place op never breaks its own backward), so ``self`` itself is not
-        recorded as saved.
+        For a method, ``positional[0]`` is ``self``. An in-place op saves a clone of the original
+        ``self`` (an in-place op never breaks its own backward), so ``self`` is not recorded then.
+        An unknown op (``spec`` None) may save any tensor it is given.
         """
         if self.grad_disabled:
             return False
-        all_args = ([("self", receiver)] if receiver else []) + args
+        keywords = keywords or {}
         if spec is None:
-            event = SaveEvent(node, display, "opaque")
-            add = {(v, event) for name, values in all_args if not (inplace and name == "self") for v in values if v.tensor is not False}
-            if add:
-                st.saved = st.saved | add
+            event = self.save_event(node, display, "opaque")
+            for i, values in enumerate(positional):
+                if not (inplace and i == 0):
+                    st.add_saved(values, event)
+            for values in keywords.values():
+                st.add_saved(values, event)
             return False
-        grad_inputs = {name for name, values in all_args if values and any(v.tensor is not False for v in values)}
-        saved, out = spec.saved_args(grad_inputs)
-        if inplace:
-            saved.discard("self")
-        event = SaveEvent(node, display, "input")
-        add = {(v, event) for name, values in all_args if name in saved for v in values if v.tensor is not False}
-        if add:
-            st.saved = st.saved | add
+        saved, out = spec.saves(positional, keywords, self.may_require_grad)
+        if saved:
+            event = self.save_event(node, display, "input")
+            for values in saved:
+                if not (inplace and positional and values is positional[0]):
+                    st.add_saved(values, event)
         return out
 
-    def inplace_output(self, node: cst.CSTNode, display: str, inplace_name: str | None) -> SaveEvent | None:
+    def may_require_grad(self, values: frozenset[Value]) -> bool:
+        """A proven tensor that is not known to be grad-free. An argument of unknown type is most
+        often a Python number (``x * scale``): it is not counted."""
+        return any(v.tensor is True and v.grad is not False for v in values)
+
+    def inplace_output(self, node: cst.CSTNode, display: Text, inplace_name: str | None) -> SaveEvent | None:
         """An in-place op whose backward reads its own result (``exp_``, ``relu_``) saves the written tensor."""
         spec = torch_api.method_spec(inplace_name) if inplace_name else None
-        if spec is None or self.grad_disabled:
+        if spec is None or self.grad_disabled or not spec.saves_output():
             return None
-        _, out = spec.saved_args(set(spec.needs))
-        return SaveEvent(node, display, "output") if out else None
+        return self.save_event(node, display, "output")
 
-    def named_args(self, spec: torch_api.OpSpec | None, args, offset: int = 0) -> list[tuple[str, frozenset[Value]]]:
-        names = spec.args if spec is not None else ()
-        out = []
-        for key, values, _ in args:
-            if isinstance(key, int):
-                i = key + offset
-                name = names[i] if i < len(names) else f"#{i}"
-            elif key == "*":
-                name = names[offset] if len(names) > offset else "*"
-            elif key == "input" and names and names[0] == "self":
-                name = "self"
-            else:
-                name = key
-            out.append((name, values))
-        return out
+    @staticmethod
+    def split_args(args) -> tuple[list[frozenset[Value]], dict[str, frozenset[Value]]]:
+        positional = [v for k, v, _ in args if isinstance(k, int) or k == "*"]
+        keywords = {k: v for k, v, _ in args if isinstance(k, str) and k != "*"}
+        return positional, keywords
 
     # ================================================================ expressions
     def eval(self, expr: cst.BaseExpression, st: State, role: str | None = None) -> frozenset[Value]:
@@ -802,7 +1064,7 @@ class _Analyzer:
         if handler is None:
             for child in _expr_children(expr):
                 self.eval(child, st)
-            return frozenset({self.fresh(expr, "other", f"`{short_code(expr)}`", None)})
+            return frozenset({self.fresh(expr, "other", code_text(expr), None)})
         return handler(self, expr, st, role)
 
     def _eval_name(self, expr: cst.Name, st: State, role) -> frozenset[Value]:
@@ -833,47 +1095,64 @@ class _Analyzer:
                     label, tensor = f"the buffer `{self.self_name}.{self_attr}`", True
                 elif info.is_module():
                     tensor = False
+                elif info.is_python_value():
+                    return frozenset({self.fresh(expr, "py-attr", label, False, immutable=True)})
             return frozenset({self.external(key, label, expr, tensor=tensor)})
         qual = self.imports.qualify(expr)
         if qual is not None:
             return frozenset({self.fresh(expr, "qual", qual, False, True)})
         base = self.eval(expr.value, st)
-        label = f"`{short_code(expr)}`"
+        label = code_text(expr)
         if attr in torch_api.NON_TENSOR_ATTRIBUTES:
             return frozenset({self.fresh(expr, "attr", label, False, True)})
         if attr == "grad":
-            return frozenset({self.external(f"grad:{id(expr)}", f"the gradient `{short_code(expr)}`", expr, tensor=True)})
+            return frozenset({self.external(f"grad:{id(expr)}", code_text(expr, "the gradient `{}`"), expr, tensor=True)})
         if attr in torch_api.ALIAS_ATTRIBUTES and self.is_tensor(base) is not False:
             v = self.alias(expr, "attr", base, label, tensor=True)
-            v.data_alias = v.data_alias or attr == "data"
+            if attr == "data":
+                v.data_alias = True
+                self.set_grad(v, True)
             return frozenset({v})
         return frozenset({self.element_of(expr, "attr", base, label)})
 
     def _eval_subscript(self, expr: cst.Subscript, st: State, role) -> frozenset[Value]:
         base = self.eval(expr.value, st)
+        advanced = False
         for element in expr.slice:
-            self._eval_slice(element, st)
-        label = f"`{short_code(expr)}`"
+            advanced |= self._eval_slice(element, st)
+        label = code_text(expr)
         idx = _int_index(expr)
         if idx is not None and base and all(v.elements is not None and -len(v.elements) <= idx < len(v.elements) for v in base):
             return frozenset().union(*(v.elements[idx] for v in base))  # type: ignore[index]
         if self.is_tensor(base):
-            return frozenset({self.alias(expr, "sub", base, label, tensor=True)})
+            if advanced:
+                # Indexing with a tensor or a list (x[mask], x[idx]) copies; it does not view.
+                result = self.fresh(expr, "gather", label, True, st=st)
+                self.set_grad(result, self.grad_free(base))
+                return frozenset({result})
+            return frozenset({self.alias(expr, "sub", base, label, tensor=True, st=st)})
         return frozenset({self.element_of(expr, "sub", base, label)})
 
-    def _eval_slice(self, element: cst.SubscriptElement, st: State) -> None:
+    def _eval_slice(self, element: cst.SubscriptElement, st: State) -> bool:
+        """Evaluate one index; return whether it is an advanced index (a tensor or a list)."""
         sl = element.slice
         if isinstance(sl, cst.Index):
-            self.eval(sl.value, st)
-        elif isinstance(sl, cst.Slice):
+            values = self.eval(sl.value, st)
+            if isinstance(sl.value, cst.UnaryOperation) and isinstance(sl.value.operator, cst.BitInvert):
+                return True  # x[~mask]: a boolean mask
+            return bool(values) and (
+                self.is_tensor(values) is True or all(v.kind is Kind.CONTAINER and not v.immutable for v in values)
+            )
+        if isinstance(sl, cst.Slice):
             for part in (sl.lower, sl.upper, sl.step):
                 if part is not None:
                     self.eval(part, st)
+        return False
 
     def _eval_literal(self, expr, st, role) -> frozenset[Value]:
         for child in _expr_children(expr):
             self.eval(child, st)
-        return frozenset({self.fresh(expr, "lit", f"`{short_code(expr)}`", False, True)})
+        return frozenset({self.fresh(expr, "lit", code_text(expr), False, True)})
 
     def _eval_container(self, expr, st, role) -> frozenset[Value]:
         elements: list[frozenset[Value]] = []
@@ -882,14 +1161,14 @@ class _Analyzer:
                 self.eval(element.key, st)
             elements.append(self.eval(element.value, st))
         positional = isinstance(expr, (cst.Tuple, cst.List)) and not any(isinstance(e, cst.StarredElement) for e in expr.elements)
-        return frozenset({self.container(expr, "display", elements, f"`{short_code(expr)}`", isinstance(expr, cst.Tuple), positional)})
+        return frozenset({self.container(expr, "display", elements, code_text(expr), isinstance(expr, cst.Tuple), positional)})
 
     def _eval_comprehension(self, expr, st, role) -> frozenset[Value]:
         inner = st.copy()
         comp = expr.for_in
         while comp is not None:
             iter_values = self.eval(comp.iter, inner)
-            item = self.element_of(comp.target, "comp", iter_values, f"`{short_code(comp.target)}`")
+            item = self.element_of(comp.target, "comp", iter_values, code_text(comp.target))
             for name in _target_names(comp.target):
                 inner.env[name] = frozenset({item})
             for cond in comp.ifs:
@@ -900,14 +1179,14 @@ class _Analyzer:
             values = self.eval(expr.value, inner)
         else:
             values = self.eval(expr.elt, inner)
-        st.saved, st.escaped, st.stale = inner.saved, inner.escaped, inner.stale
-        return frozenset({self.container(expr, "comp", [values], f"`{short_code(expr)}`", False, False)})
+        st.saved, st.escaped, st.stale = inner.saved, inner.escaped, inner.stale  # effects flow back
+        return frozenset({self.container(expr, "comp", [values], code_text(expr), False, False)})
 
     def _eval_binary(self, expr: cst.BinaryOperation, st: State, role) -> frozenset[Value]:
         left = self.eval(expr.left, st)
         right = self.eval(expr.right, st)
         lt, rt = self.is_tensor(left), self.is_tensor(right)
-        label = f"`{short_code(expr)}`"
+        label = code_text(expr)
         if lt is False and rt is False:
             immutable = all(v.immutable for v in left | right)
             if not immutable:
@@ -917,12 +1196,13 @@ class _Analyzer:
         op = _BIN_OPS.get(type(expr.operator))
         out = False
         if op is not None:
-            out = self.op_saves(expr, label, [("self", left), ("other", right)], st, spec=torch_api.method_spec(op))
-        result = self.fresh(expr, "bin", label, tensor)
+            out = self.op_saves(expr, label, st, torch_api.method_spec(op), [left, right])
+        result = self.fresh(expr, "bin", label, tensor, st=st)
+        self.set_grad(result, self.grad_free(left, right))
         if any(v.low_precision for v in left | right):
             result.low_precision = True
         if out and not self.grad_disabled:
-            st.saved = st.saved | {(result, SaveEvent(expr, label, "output"))}
+            st.add_saved((result,), self.save_event(expr, label, "output"))
         return frozenset({result})
 
     def _eval_unary(self, expr: cst.UnaryOperation, st: State, role) -> frozenset[Value]:
@@ -930,7 +1210,9 @@ class _Analyzer:
         if isinstance(expr.operator, cst.Not):
             return frozenset({self.fresh(expr, "not", "a bool", False, True)})
         t = self.is_tensor(values)
-        return frozenset({self.fresh(expr, "unary", f"`{short_code(expr)}`", t, immutable=t is False)})
+        result = self.fresh(expr, "unary", code_text(expr), t, immutable=t is False, st=st)
+        self.set_grad(result, isinstance(expr.operator, cst.BitInvert) or self.grad_free(values))
+        return frozenset({result})
 
     def _eval_boolop(self, expr: cst.BooleanOperation, st: State, role) -> frozenset[Value]:
         return self.eval(expr.left, st) | self.eval(expr.right, st)
@@ -940,7 +1222,9 @@ class _Analyzer:
         for comp in expr.comparisons:
             values = values | self.eval(comp.comparator, st)
         t = self.is_tensor(values)
-        return frozenset({self.fresh(expr, "cmp", f"`{short_code(expr)}`", t, immutable=t is False)})
+        result = self.fresh(expr, "cmp", code_text(expr), t, immutable=t is False)
+        self.set_grad(result, True)  # comparisons give bool tensors
+        return frozenset({result})
 
     def _eval_ifexp(self, expr: cst.IfExp, st: State, role) -> frozenset[Value]:
         self.eval(expr.test, st)
@@ -990,7 +1274,37 @@ class _Analyzer:
                 return self.call_builtin(call, func.value, st)
         self.eval(func, st)
         args = self.eval_args(call, st)
+        if isinstance(func, cst.Name):
+            target = self.summaries.function(func.value, self.fn) if self.summaries else None
+            if target is not None:
+                return self.user_call(call, target, args, st, func.value)
         return self.opaque_call(call, args, st)
+
+    def user_call(self, call: cst.Call, target: FunctionInfo, args, st: State, name: str) -> frozenset[Value]:
+        """A call of a function of this module: use its summary instead of assuming the worst."""
+        summary = self.summaries.get(target) if self.summaries else None
+        display = f"{name}(...)" if call.args else f"{name}()"
+        if summary is None or summary.varargs or any(k == "*" for k, _, _ in args):
+            return self.opaque_call(call, args, st, display=display)
+        aliased: set[Value] = set()
+        for key, values, _ in args:
+            param = summary.params[key] if isinstance(key, int) and key < len(summary.params) else key
+            if param not in summary.params and param not in summary.kwonly:
+                if not self.grad_disabled:
+                    st.add_saved(values, self.save_event(call, display, "opaque"))
+                continue
+            strength = summary.saves.get(param)
+            if strength is not None and not self.grad_disabled:
+                st.add_saved(values, self.save_event(call, display, strength))
+            if param in summary.aliases:
+                aliased |= values
+        label = fmt_text("the result of `{}`", display)
+        tensor = True if summary.returns_tensor else None
+        if aliased:
+            return frozenset({self.alias(call, "user-call", aliased, label, tensor, st=st)})
+        result = self.fresh(call, "call", label, tensor, st=st)
+        result.tuple_kind = "call"
+        return frozenset({result})
 
     def eval_args(self, call: cst.Call, st: State) -> list[tuple[str | int, frozenset[Value], cst.Arg]]:
         out: list[tuple[str | int, frozenset[Value], cst.Arg]] = []
@@ -1007,28 +1321,27 @@ class _Analyzer:
         return out
 
     def opaque_call(self, call: cst.Call, args, st: State, tensor: bool | None = None,
-                    display: str | None = None, receiver: frozenset[Value] = frozenset()) -> frozenset[Value]:
+                    display: Text | None = None, receiver: frozenset[Value] = frozenset()) -> frozenset[Value]:
         """A call we know nothing about: it may save any tensor it is given."""
-        display = display or call_display(call)
+        display = display or (lambda: call_display(call))
         if not self.grad_disabled:
-            event = SaveEvent(call, display, "opaque")
-            add = {(v, event) for _, values, _ in args for v in values if v.tensor is not False}
-            add |= {(v, event) for v in receiver if v.tensor is not False}
-            if add:
-                st.saved = st.saved | add
-        result = self.fresh(call, "call", f"the result of `{display}`", tensor)
+            event = self.save_event(call, display, "opaque")
+            for _, values, _ in args:
+                st.add_saved(values, event)
+            st.add_saved(receiver, event)
+        result = self.fresh(call, "call", fmt_text("the result of `{}`", display), tensor, st=st)
         result.tuple_kind = "call"
         return frozenset({result})
 
     def call_builtin(self, call: cst.Call, name: str, st: State) -> frozenset[Value]:
         args = self.eval_args(call, st)
-        label = f"`{short_code(call)}`"
+        label = code_text(call)
         if name in _CONTAINER_BUILTINS:
             return frozenset({self.container(call, "builtin", [v for _, v, _ in args], label, name == "tuple", False)})
         if name == "getattr" and args:
             return frozenset({self.element_of(call, "getattr", args[0][1], label)})
         if name == "setattr" and len(args) >= 3:
-            self.escape(args[2][1], call, f"stored by `{short_code(call)}`", st)
+            self.escape(args[2][1], call, code_text(call, "stored by `{}`"), st)
         if name == "next" and args:
             return frozenset({self.element_of(call, "next", args[0][1], label)})
         return frozenset({self.fresh(call, "builtin", label, False, name in _IMMUTABLE_BUILTINS)})
@@ -1039,14 +1352,14 @@ class _Analyzer:
         if qual in _NO_GRAD or qual in _ENABLE_GRAD or qual in _SET_GRAD or qual in _AUTOCAST:
             return frozenset({self.fresh(call, "ctx", qual, False)})
         if module.split(".")[0] in ("numpy", "math"):
-            return frozenset({self.fresh(call, "np", f"`{short_code(call)}`", False, module.startswith("math"))})
+            return frozenset({self.fresh(call, "np", code_text(call), False, module.startswith("math"))})
         if module == "torch.nn.init":
             if name.endswith("_") and args and args[0][0] == 0:
                 self.inplace_call(call, SiteKind.FUNCTION, args[0][2].value, args[0][1], f"torch.nn.init.{name}", name, st,
                                   role, out_saved=False, category="init")
             return frozenset({self.fresh(call, "init", qual, True)})
         if module == "torch.nn" and name[:1].isupper():
-            return frozenset({self.fresh(call, "module", f"`{short_code(call)}`", False)})
+            return frozenset({self.fresh(call, "module", code_text(call), False)})
         if module == "torch.nn.functional":
             return self.call_functional(call, name, args, st, role)
         if module in ("torch", "torch.special", "torch.linalg", "torch.fft"):
@@ -1055,7 +1368,7 @@ class _Analyzer:
 
     def call_torch(self, call, qual, name, args, st, role) -> frozenset[Value]:
         display = f"{qual}(...)" if call.args else f"{qual}()"
-        label = f"the result of `{display}`"
+        label = fmt_text("the result of `{}`", display)
         if name in torch_api.NON_TENSOR_FUNCTIONS:
             return frozenset({self.fresh(call, "torch", label, False, True)})
         first = next((v for k, v, _ in args if k == 0), frozenset())
@@ -1063,7 +1376,9 @@ class _Analyzer:
         if name not in _SEQUENCE_FIRST and name not in torch_api.FACTORY_FUNCTIONS:
             self.mark_tensor(first)
         if name in torch_api.FACTORY_FUNCTIONS:
-            result = self.fresh(call, "factory", label, True)
+            result = self.fresh(call, "factory", label, True, st=st)
+            rg = keyword_arg(call, "requires_grad")
+            self.set_grad(result, not (rg is not None and not is_false(rg.value)))
             dtype = keyword_arg(call, "dtype")
             if dtype is not None:
                 result.low_precision = self.imports.qualify(dtype.value) in _LOW_PRECISION
@@ -1078,18 +1393,19 @@ class _Analyzer:
             v.kind = Kind.ALIAS  # its elements are views of the argument
             return frozenset({v})
         spec = torch_api.function_spec(qual)
-        named = self.named_args(spec, [a for a in args if a[0] != "out"])
+        positional, keywords = self.split_args(args)
         if name.endswith("_") and name in torch_api.table()["inplace_functions"] and first_expr is not None:
-            out_saved = self.op_saves(call, display, named[1:], st, spec=torch_api.method_spec(name), inplace=True, receiver=first)
+            out_saved = self.op_saves(call, display, st, torch_api.method_spec(name), positional, keywords, inplace=True)
             return self.inplace_call(call, SiteKind.FUNCTION, first_expr, first, f"torch.{name}", name, st, role, out_saved)
-        out_saved = self.op_saves(call, display, named, st, spec=spec)
+        out_saved = self.op_saves(call, display, st, spec, positional, keywords)
         if name in torch_api.TUPLE_FRESH_FUNCTIONS:
-            result = self.fresh(call, "torch", label, False)
+            result = self.fresh(call, "torch", label, False, st=st)
             result.tuple_kind = "fresh"
         else:
-            result = self.fresh(call, "torch", label, True)
+            result = self.fresh(call, "torch", label, True, st=st)
+        self.set_grad(result, self.grad_free(*positional, *keywords.values()) or name in _INTEGER_FUNCTIONS)
         if out_saved and not self.grad_disabled:
-            st.saved = st.saved | {(result, SaveEvent(call, display, "output"))}
+            st.add_saved((result,), self.save_event(call, display, "output"))
         out_arg = next(((v, a) for k, v, a in args if k == "out"), None)
         if out_arg is not None:
             values, arg = out_arg
@@ -1113,9 +1429,9 @@ class _Analyzer:
         # into self.x[...] or a global is not ours to change.
         site.nonlocal_target = root is None and isinstance(arg_expr, (cst.Name, cst.Attribute, cst.Subscript)) and not self._is_temporary(arg_values)
         targets = root_values if is_name else arg_values
-        display = call_display(call)
+        display = lambda: call_display(call)  # noqa: E731
         return self.write(site, st, targets, root if is_name else None, rebinds=is_name and kind is not SiteKind.MODULE,
-                          saves_output=SaveEvent(call, display, "output") if out_saved else None,
+                          saves_output=self.save_event(call, display, "output") if out_saved else None,
                           tensor_proof=category == "inplace")
 
     def _is_temporary(self, values: frozenset[Value]) -> bool:
@@ -1124,7 +1440,7 @@ class _Analyzer:
     def call_functional(self, call, name, args, st, role) -> frozenset[Value]:
         display = f"F.{name}(...)"
         spec = torch_api.function_spec(f"torch.nn.functional.{name}")
-        named = self.named_args(spec, args)
+        positional, keywords = self.split_args(args)
         first = next((v for k, v, _ in args if k == 0), frozenset())
         first_expr = next((a.value for k, _, a in args if k == 0), None)
         self.mark_tensor(first)
@@ -1140,17 +1456,18 @@ class _Analyzer:
         if inplace and first_expr is not None:
             aten = {"relu6": "hardtanh"}.get(name, name)
             ispec = torch_api.method_spec(f"{aten}_")
-            out_saved = self.op_saves(call, display, named[1:], st, spec=ispec or spec, inplace=True, receiver=first)
+            out_saved = self.op_saves(call, display, st, ispec or spec, positional, keywords, inplace=True)
             after = self.inplace_call(call, SiteKind.ACTIVATION, first_expr, first, f"F.{name}(..., inplace=True)", name, st, role, out_saved)
             return frozenset({after})
-        out_saved = self.op_saves(call, display, named, st, spec=spec)
-        label = f"the result of `{display}`"
+        out_saved = self.op_saves(call, display, st, spec, positional, keywords)
+        label = fmt_text("the result of `{}`", display)
         if name.startswith("dropout") or name in ("alpha_dropout", "feature_alpha_dropout"):
             result = self.alias(call, "F", first, label, True)  # eval mode returns the input itself
         else:
-            result = self.fresh(call, "F", label, True)
+            result = self.fresh(call, "F", label, True, st=st)
+            self.set_grad(result, self.grad_free(*positional, *keywords.values()))
         if out_saved and not self.grad_disabled:
-            st.saved = st.saved | {(result, SaveEvent(call, display, "output"))}
+            st.add_saved((result,), self.save_event(call, display, "output"))
         return frozenset({result})
 
     def call_self(self, call: cst.Call, attr: str, st: State, role) -> frozenset[Value]:
@@ -1159,50 +1476,68 @@ class _Analyzer:
         display = f"{self.self_name}.{attr}(...)" if call.args else f"{self.self_name}.{attr}()"
         info = self.cls.attr(attr) if self.cls else None
         if info is None or not info.is_module():
+            target = self.summaries.method(self.cls, attr) if (self.summaries and info is None) else None
+            if target is not None:
+                return self.user_call(call, target, args, st, f"{self.self_name}.{attr}")
             return self.opaque_call(call, args, st, display=display)
         first = next((v for k, v, _ in args if k == 0), frozenset())
         first_expr = next((a.value for k, _, a in args if k == 0), None)
         specs = [torch_api.module_spec(c.qualname) if c.qualname else None for c in info.values]
         if first_expr is None or any(s is None for s in specs):
+            forward = self._custom_forward(info)
+            if forward is not None:
+                return self.user_call(call, forward, args, st, f"{self.self_name}.{attr}")
             return self.opaque_call(call, args, st, display=display)
         self.mark_tensor(first)
+        inplace = info.inplace_constructors()
+        after: Value | None = None
+        if inplace:
+            out_saved = False
+            for spec, ctor in zip(specs, info.values):
+                if ctor.inplace and spec.functional is not None:
+                    aten = {"relu6": "hardtanh"}.get(spec.functional, spec.functional)
+                    ispec = torch_api.method_spec(f"{aten}_") or torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
+                    out_saved |= self.op_saves(call, display, st, ispec, [first], inplace=True)
+            cls_name = (inplace[0].qualname or "").rsplit(".", 1)[-1]
+            after = self.inplace_call(call, SiteKind.MODULE, first_expr, first, f"`{display}` ({cls_name} with inplace=True)",
+                                      cls_name, st, role, out_saved, module_attr=attr)
+        # The constructors built without inplace=True (``nn.ReLU(inplace=True) if a else nn.Softplus()``)
         out_saved = False
         for spec, ctor in zip(specs, info.values):
-            if spec.container or spec.returns_input or spec.functional is None:
+            if ctor.inplace or spec.container or spec.returns_input or spec.functional is None:
                 if spec.container:
                     self.opaque_call(call, args, st, display=display)
                 continue
             fspec = torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
-            if ctor.inplace:
-                aten = {"relu6": "hardtanh"}.get(spec.functional, spec.functional)
-                ispec = torch_api.method_spec(f"{aten}_")
-                out_saved |= self.op_saves(call, display, [], st, spec=ispec or fspec, inplace=True, receiver=first)
-            else:
-                first_name = fspec.args[0] if fspec is not None and fspec.args else "self"
-                out_saved |= self.op_saves(call, display, [(first_name, first)], st, spec=fspec)
-        inplace = info.inplace_constructors()
-        if inplace:
-            cls_name = (inplace[0].qualname or "").rsplit(".", 1)[-1]
-            after = self.inplace_call(call, SiteKind.MODULE, first_expr, first, f"`{display}` ({cls_name} with inplace=True)",
-                                      cls_name, st, role, out_saved, module_attr=attr)
+            out_saved |= self.op_saves(call, display, st, fspec, [first])
+        if after is not None:
             return frozenset({after})
-        label = f"the result of `{display}`"
+        label = fmt_text("the result of `{}`", display)
         if any(s.returns_input or (s.functional or "").startswith("dropout") for s in specs):
             result = self.alias(call, "module", first, label, True)
         elif any(s.container for s in specs):
             result = self.fresh(call, "module", label, None)
         else:
-            result = self.fresh(call, "module", label, True)
+            result = self.fresh(call, "module", label, True, st=st)
         if out_saved and not self.grad_disabled:
-            st.saved = st.saved | {(result, SaveEvent(call, display, "output"))}
+            st.add_saved((result,), self.save_event(call, display, "output"))
         return frozenset({result})
+
+    def _custom_forward(self, info) -> FunctionInfo | None:
+        """The ``forward`` of the submodule's class, when every constructor of the attribute is
+        the same class of this module."""
+        names = {c.qualname for c in info.values}
+        if len(names) != 1 or self.summaries is None:
+            return None
+        cls = self.index.class_named(next(iter(names)) or "")
+        return self.summaries.method(cls, "forward") if cls is not None else None
 
     def call_method(self, call: cst.Call, func: cst.Attribute, st: State, role) -> frozenset[Value]:
         name = func.attr.value
         receiver = self.eval(func.value, st)
         args = self.eval_args(call, st)
-        recv = short_code(func.value, 30)
-        display = f"{recv}.{name}(...)" if call.args else f"{recv}.{name}()"
+        suffix = f".{name}(...)" if call.args else f".{name}()"
+        display = lambda: short_code(func.value, 30) + suffix  # noqa: E731
         recv_tensor = self.is_tensor(receiver)
         if name in _CONTAINER_STORE_METHODS and recv_tensor is not True:
             for _, values, _ in args:
@@ -1210,16 +1545,17 @@ class _Analyzer:
                     if v.kind is Kind.CONTAINER:
                         self.link(v, values)
                     else:
-                        self.escape(values, call, f"stored in `{short_code(func.value)}`", st)
+                        self.escape(values, call, code_text(func.value, "stored in `{}`"), st)
             return frozenset({self.fresh(call, "store", "None", False, True)})
         if name in torch_api.tensor_methods() and recv_tensor is not False:
             if torch_api.is_tensor_only_method(name):
                 self.mark_tensor(receiver)
             return self.tensor_method(call, func, name, receiver, args, st, role, display)
-        return self.opaque_call(call, args, st, display=display, receiver=receiver)
+        tensor = False if receiver and all(v.tensor is False and v.kind is not Kind.CONTAINER for v in receiver) else None
+        return self.opaque_call(call, args, st, tensor=tensor, display=display, receiver=receiver)
 
     def tensor_method(self, call, func, name, receiver, args, st, role, display) -> frozenset[Value]:
-        label = f"the result of `{display}`"
+        label = fmt_text("the result of `{}`", display)
         if name in torch_api.NON_TENSOR_METHODS or (name == "type" and not call.args):
             return frozenset({self.fresh(call, "m", label, False, True)})
         if name in ("numpy", "tolist"):
@@ -1235,34 +1571,38 @@ class _Analyzer:
             v.tuple_kind = "views"
             v.kind = Kind.ALIAS
             return frozenset({v})
+        positional, keywords = self.split_args(args)
+        aliasing = torch_api.method_returns_alias(name)
         spec = None if name in _FRESH_NO_SAVE_METHODS else torch_api.method_spec(name)
-        if name in _FRESH_NO_SAVE_METHODS:
-            out_saved = False
-        else:
-            named = self.named_args(spec, args, offset=1)
-            out_saved = self.op_saves(call, display, named, st, spec=spec, receiver=receiver)
+        out_saved = False
+        if spec is not None or not (aliasing or name in _FRESH_NO_SAVE_METHODS):
+            out_saved = self.op_saves(call, display, st, spec, [receiver, *positional], keywords)
         if name in torch_api.TUPLE_FRESH_METHODS:
             result = self.fresh(call, "m", label, False)
             result.tuple_kind = "fresh"
             return frozenset({result})
-        if torch_api.method_returns_alias(name):
+        tensor = True if (self.is_tensor(receiver) or torch_api.is_tensor_only_method(name)) else None
+        if aliasing:
             low = None
             if name in ("half", "bfloat16") or (name == "to" and _casts_to(call, self.imports, _LOW_PRECISION)):
                 low = True
             elif name in ("float", "double", "int", "long", "short", "bool", "byte", "char") or (name == "to" and _casts_to(call, self.imports, None)):
                 low = False
-            result = self.alias(call, "view", receiver, label, True, low_precision=low)
+            result = self.alias(call, "view", receiver, label, tensor, low_precision=low, st=st)
+            if name == "detach" or name in _INTEGER_METHODS:
+                self.set_grad(result, True)
         else:
-            result = self.fresh(call, "m", label, True)
+            result = self.fresh(call, "m", label, tensor, st=st)
             result.low_precision = any(v.low_precision for v in receiver)
+            self.set_grad(result, name in _INTEGER_METHODS or self.grad_free(receiver, *positional, *keywords.values()))
         if out_saved and not self.grad_disabled:
-            st.saved = st.saved | {(result, SaveEvent(call, display, "output"))}
+            st.add_saved((result,), self.save_event(call, display, "output"))
         return frozenset({result})
 
     def inplace_method(self, call, func, name, receiver, args, st, role, display) -> frozenset[Value]:
         spec = torch_api.method_spec(name)
-        named = self.named_args(spec, args, offset=1)
-        out_saved = self.op_saves(call, display, named, st, spec=spec, inplace=True, receiver=receiver) if spec else False
+        positional, keywords = self.split_args(args)
+        out_saved = self.op_saves(call, display, st, spec, [receiver, *positional], keywords, inplace=True)
         root, root_values = self.root_of(func.value, st)
         is_name = isinstance(func.value, cst.Name) and root is not None
         site = self.site(SiteKind.METHOD, call, func.value, name, method=name, statement_role=role)
@@ -1272,7 +1612,8 @@ class _Analyzer:
             site.category = "dtype"
         site.nonlocal_target = root is None and not self._is_temporary(receiver)
         after = self.write(site, st, root_values if is_name else receiver, root, rebinds=root is not None,
-                           saves_output=SaveEvent(call, display, "output") if out_saved else None, tensor_proof=True)
+                           saves_output=self.save_event(call, display, "output") if out_saved else None, tensor_proof=True,
+                           inputs=[*positional, *keywords.values()])
         return frozenset({after})
 
 
@@ -1324,24 +1665,25 @@ def _first_arg_false(call: cst.Call) -> bool:
     return isinstance(value, cst.Name) and value.value == "False"
 
 
-def _all_params(params: cst.Parameters) -> list[cst.Param]:
-    out = list(params.posonly_params) + list(params.params)
-    if isinstance(params.star_arg, cst.Param):
-        out.append(params.star_arg)
-    out += list(params.kwonly_params)
-    if params.star_kwarg is not None:
-        out.append(params.star_kwarg)
-    return out
-
-
 def _annotation_tensor(annotation: cst.Annotation) -> bool | None:
-    text = short_code(annotation.annotation, 200)
-    containers = ("List", "list", "Tuple", "tuple", "Dict", "dict", "Sequence", "Iterable", "Union", "|")
-    if "Tensor" in text and not any(c in text for c in containers):
+    expr = annotation.annotation
+    if isinstance(expr, cst.SimpleString):  # "torch.Tensor"
+        text = expr.value.strip("'\"")
+    else:
+        text = dotted_name(expr) or ""
+    if text.rsplit(".", 1)[-1] == "Tensor":
         return True
     if text in ("int", "float", "bool", "str", "list", "dict", "tuple", "set", "bytes"):
         return False
     return None
+
+
+def _assigned_names(small: cst.BaseSmallStatement) -> set[str]:
+    if isinstance(small, cst.Assign):
+        return {n for t in small.targets for n in _target_names(t.target)}
+    if isinstance(small, (cst.AnnAssign, cst.AugAssign)):
+        return set(_target_names(small.target))
+    return set()
 
 
 def _target_names(target: cst.BaseExpression) -> list[str]:
@@ -1365,39 +1707,6 @@ def _pattern_names(pattern) -> list[str]:
         elif isinstance(node, cst.MatchMapping) and node.rest is not None:
             names.append(node.rest.value)
     return names
-
-
-def _local_names(fn: cst.FunctionDef) -> set[str]:
-    """Names bound in the function's own scope (minus those declared global/nonlocal)."""
-    bound: set[str] = {p.name.value for p in _all_params(fn.params)}
-    declared: set[str] = set()
-    for node in walk_same_scope(fn.body):
-        if isinstance(node, (cst.Global, cst.Nonlocal)):
-            declared |= {n.name.value for n in node.names}
-        elif isinstance(node, cst.Assign):
-            for t in node.targets:
-                bound |= set(_target_names(t.target))
-        elif isinstance(node, (cst.AnnAssign, cst.AugAssign)):
-            bound |= set(_target_names(node.target))
-        elif isinstance(node, cst.For):
-            bound |= set(_target_names(node.target))
-        elif isinstance(node, cst.WithItem) and node.asname is not None:
-            bound |= set(_target_names(node.asname.name))
-        elif isinstance(node, cst.ExceptHandler) and node.name is not None:
-            bound |= set(_target_names(node.name.name))
-        elif isinstance(node, cst.NamedExpr):
-            bound |= set(_target_names(node.target))
-        elif isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not fn:
-            bound.add(node.name.value)
-        elif isinstance(node, (cst.Import, cst.ImportFrom)) and not isinstance(node.names, cst.ImportStar):
-            for alias in node.names:
-                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-                    bound.add(alias.asname.name.value)
-                else:
-                    bound.add((dotted_name(alias.name) or "").split(".")[0])
-        elif isinstance(node, cst.MatchCase):
-            bound |= set(_pattern_names(node.pattern))
-    return bound - declared
 
 
 def _expr_children(expr: cst.CSTNode):
@@ -1441,10 +1750,22 @@ _EVAL = {
 }
 
 
-def analyze_function(fn: FunctionInfo, index: ModuleIndex, decisions: Mapping[tuple, str | None]) -> FunctionAnalysis:
+def analyze_function(fn: FunctionInfo, index: ModuleIndex, decisions: Mapping[tuple, str | None],
+                     summaries: Summaries | None = None) -> FunctionAnalysis:
     """Analyse ``fn``; ``decisions`` maps site keys to the chosen rewrite form (None: not rewritten)."""
-    grad_disabled = any(_decorator_disables_grad(d, index) for d in fn.node.decorators)
-    return _Analyzer(fn, index, decisions, grad_disabled).run()
+    analyzer = _Analyzer(fn, index, decisions, _grad_disabled_for(fn, index))
+    analyzer.summaries = summaries
+    return analyzer.run()
+
+
+def _grad_disabled_for(fn: FunctionInfo, index: ModuleIndex) -> bool:
+    if any(_decorator_disables_grad(d, index) for d in fn.node.decorators):
+        return True
+    if fn.cls is not None and fn.parent is None and fn.name in ("forward", "backward", "setup_context", "jvp", "vjp"):
+        # torch.autograd.Function runs forward and backward with grad mode off.
+        if any(index.imports.qualify_dotted(b) in _AUTOGRAD_FUNCTION for b in fn.cls.bases):
+            return True
+    return False
 
 
 def _decorator_disables_grad(decorator: cst.Decorator, index: ModuleIndex) -> bool:
@@ -1455,32 +1776,4 @@ def _decorator_disables_grad(decorator: cst.Decorator, index: ModuleIndex) -> bo
     if qual in _SET_GRAD and isinstance(expr, cst.Call):
         args = positional_args(expr)
         return not (args and is_true(args[0].value))
-    return False
-
-
-def may_write_in_place(fn: cst.FunctionDef, inplace_attrs: set[str], self_name: str | None) -> bool:
-    """Cheap syntactic test: can this function contain an in-place write at all?"""
-    for node in walk_same_scope(fn.body):
-        if isinstance(node, cst.AugAssign):
-            return True
-        if isinstance(node, cst.Assign) and any(isinstance(t.target, cst.Subscript) for t in node.targets):
-            return True
-        if isinstance(node, cst.Call):
-            func = node.func
-            if isinstance(func, cst.Attribute):
-                attr = func.attr.value
-                if attr.endswith("_") and not attr.startswith("__"):
-                    return True
-                if attr in inplace_attrs and isinstance(func.value, cst.Name) and func.value.value == self_name:
-                    return True
-                if attr in torch_api.FUNCTIONAL_INPLACE_ARG and len(node.args) > 1:
-                    return True
-            elif isinstance(func, cst.Name):
-                if func.value.endswith("_") and not func.value.startswith("__"):
-                    return True
-                if func.value in torch_api.FUNCTIONAL_INPLACE_ARG and len(node.args) > 1:
-                    return True
-            for arg in node.args:
-                if arg.keyword is not None and arg.keyword.value in ("inplace", "out"):
-                    return True
     return False

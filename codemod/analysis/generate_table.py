@@ -28,14 +28,15 @@ def _is_tensor_type(type_str: str) -> bool:
     return "Tensor" in type_str and "ScalarType" not in type_str and "TensorOptions" not in type_str
 
 
-def _saved_by_op() -> dict[str, dict]:
-    """Per aten op base name, merged over overloads: ``{"args": [...], "needs": {input: [saved...]}}``.
+def _saved_by_op() -> dict[str, list[dict]]:
+    """Per aten op base name, one entry per overload: ``{"args": [...], "kw": [...], "needs": {...}}``.
 
-    ``needs[input]`` lists what the gradient formula of ``input`` reads: argument names, and ``@out``
-    for the op's primary output.  Whatever some input's formula reads is saved for backward whenever
-    that input requires grad.  Internal outputs (``layer_norm``'s mean and rstd, ``max``'s indices)
-    are left out: user code cannot overwrite them.  ``args`` is the positional order of the first
-    overload seen, so calls can be mapped by position.
+    ``args`` are the positional arguments in order, ``kw`` the keyword-only ones (so a call can be
+    matched to the overloads it may select); ``needs[input]`` lists what the gradient formula of
+    ``input`` reads: argument names, and ``@out`` for the op's primary output. Whatever some
+    input's formula reads is saved for backward whenever that input requires grad. Internal
+    outputs (``layer_norm``'s mean and rstd, ``max``'s indices) are left out: user code cannot
+    overwrite them. Sizes and dtypes that formulas read (``self.sym_sizes()``) are not tensors.
     """
     import torchgen
     from torchgen.packaged.autograd.load_derivatives import load_derivatives
@@ -46,7 +47,7 @@ def _saved_by_op() -> dict[str, dict]:
         f"{root}/ATen/native/native_functions.yaml",
         f"{root}/ATen/native/tags.yaml",
     )
-    ops: dict[str, dict] = {}
+    ops: dict[str, list[dict]] = {}
     for per_key in infos.values():
         info = per_key.get("Default") or next(iter(per_key.values()))
         schema = info.func.func
@@ -59,7 +60,7 @@ def _saved_by_op() -> dict[str, dict]:
             primary.add(schema.returns[0].name)
         if len(schema.returns) > 1:
             primary.discard("result")
-        entry = ops.setdefault(base, {"args": [a.name for a in schema.arguments.flat_positional], "needs": {}})
+        needs: dict[str, set[str]] = {}
         for deriv in info.derivatives:
             needed = set()
             for saved in list(deriv.saved_inputs) + list(deriv.saved_outputs):
@@ -71,11 +72,15 @@ def _saved_by_op() -> dict[str, dict]:
                 elif name in primary:
                     needed.add("@out")
             for var in deriv.var_names:
-                entry["needs"][var] = sorted(set(entry["needs"].get(var, [])) | needed)
-    compact = {}
-    for base, entry in sorted(ops.items()):
-        compact[base] = {"args": entry["args"], "needs": {k: v for k, v in sorted(entry["needs"].items()) if v}}
-    return compact
+                needs.setdefault(var, set()).update(needed)
+        ops.setdefault(base, []).append({
+            "overload": str(schema.name.overload_name),
+            "args": [a.name for a in schema.arguments.flat_positional],
+            "kw": [a.name for a in schema.arguments.flat_kwarg_only],
+            "required": [a.name for a in schema.arguments.flat_positional if a.default is None],
+            "needs": {k: sorted(v) for k, v in sorted(needs.items()) if v},
+        })
+    return {name: sorted(entries, key=lambda e: e["overload"]) for name, entries in sorted(ops.items())}
 
 
 def _aliasing_ops() -> list[str]:

@@ -50,6 +50,9 @@ class ImportMap:
         name = dotted_name(expr)
         if name is None:
             return None
+        return self.qualify_dotted(name)
+
+    def qualify_dotted(self, name: str) -> str | None:
         head, _, rest = name.partition(".")
         base = self.names.get(head)
         if base is None:

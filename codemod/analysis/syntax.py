@@ -36,16 +36,30 @@ def _fields(tp: type) -> tuple[str, ...]:
     return fields
 
 
-def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+_node_types: dict[type, bool] = {}
+
+
+def _is_node_type(tp: type) -> bool:
+    # isinstance against the CSTNode ABC is slow; a per-type cache is a dict lookup.
+    known = _node_types.get(tp)
+    if known is None:
+        known = _node_types[tp] = issubclass(tp, cst.CSTNode)
+    return known
+
+
+def children(node: cst.CSTNode) -> list[cst.CSTNode]:
     """Semantic children in source order (no whitespace or punctuation nodes)."""
+    out = []
     for name in _fields(type(node)):
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
-            yield value
-        elif type(value) is tuple or type(value) is list:
+        tp = type(value)
+        if tp is tuple or tp is list:
             for item in value:
-                if isinstance(item, cst.CSTNode):
-                    yield item
+                if _is_node_type(type(item)):
+                    out.append(item)
+        elif _is_node_type(tp):
+            out.append(value)
+    return out
 
 
 def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
@@ -55,7 +69,7 @@ def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     while stack:
         current = pop()
         yield current
-        kids = list(children(current))
+        kids = children(current)
         kids.reverse()
         extend(kids)
 
@@ -68,7 +82,7 @@ def walk_same_scope(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         yield current
         if current is not node and isinstance(current, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
             continue
-        kids = list(children(current))
+        kids = children(current)
         kids.reverse()
         stack.extend(kids)
 

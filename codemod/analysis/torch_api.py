@@ -33,49 +33,104 @@ def table() -> dict:
 
 
 @dataclass(frozen=True)
+class Overload:
+    args: tuple[str, ...]  # positional arguments, in order
+    kw: tuple[str, ...] = ()  # keyword-only arguments
+    required: tuple[str, ...] = ()
+    needs: dict[str, frozenset[str]] = field(default_factory=dict)  # input -> what its gradient reads
+
+    def accepts(self, n_positional: int, keywords: set[str]) -> bool:
+        if n_positional > len(self.args):
+            return False
+        names = set(self.args) | set(self.kw)
+        if not keywords <= names:
+            return False
+        provided = set(self.args[:n_positional]) | keywords
+        return set(self.required) <= provided
+
+
+@dataclass(frozen=True)
 class OpSpec:
-    """How a call maps onto autograd: argument names in positional order, and for each input the
-    tensors (argument names or ``@out``) its gradient formula reads."""
+    """How a call maps onto autograd: the op's overloads, each with its arguments and, for each
+    input, the tensors (argument names or ``@out``) its gradient formula reads."""
 
     name: str
-    args: tuple[str, ...]
-    needs: dict[str, frozenset[str]] = field(default_factory=dict)
-    opaque: bool = False  # unknown op: any tensor argument may be saved
+    overloads: tuple[Overload, ...]
 
-    def saved_args(self, may_require_grad: set[str]) -> tuple[set[str], bool]:
-        """Which argument names are saved, and whether the output is, given which inputs may
-        require grad."""
-        saved: set[str] = set()
+    @property
+    def args(self) -> tuple[str, ...]:
+        return self.overloads[0].args if self.overloads else ()
+
+    def candidates(self, n_positional: int, keywords: set[str]) -> list[Overload]:
+        """The overloads a call with these arguments may select (all of them if none fits)."""
+        keywords = set(keywords) - _IGNORED_KEYWORDS
+        fits = [o for o in self.overloads
+                if o.accepts(n_positional, {k if k in o.args or k in o.kw else _KEYWORD_ALIASES.get(k, k) for k in keywords})]
+        return fits or list(self.overloads)
+
+    def saves(self, positional: list, keywords: dict, may_require_grad) -> tuple[list, bool]:
+        """Which argument values are saved for backward, and whether the output is.
+
+        ``positional``/``keywords`` hold one item per argument (any object); ``may_require_grad``
+        says whether an argument's item may require grad.
+        """
+        saved_items: list = []
         out = False
-        for inp, needed in self.needs.items():
-            if inp not in may_require_grad:
-                continue
-            for n in needed:
-                if n == OUT:
-                    out = True
-                else:
-                    saved.add(n)
-        return saved, out
+        keywords = {k: v for k, v in keywords.items() if k not in _IGNORED_KEYWORDS}
+        for overload in self.candidates(len(positional), set(keywords)):
+            names = set(overload.args) | set(overload.kw)
+            bound = dict(zip(overload.args, positional))
+            for k, v in keywords.items():
+                k = k if k in names else _KEYWORD_ALIASES.get(k, k)
+                if k in names:
+                    bound[k] = v
+            for inp, needed in overload.needs.items():
+                item = bound.get(inp)
+                if item is None or not may_require_grad(item):
+                    continue
+                for name in needed:
+                    if name == OUT:
+                        out = True
+                    elif name in bound and not any(bound[name] is x for x in saved_items):
+                        saved_items.append(bound[name])
+        return saved_items, out
+
+    def saves_output(self) -> bool:
+        """Whether the output is saved when its inputs require grad."""
+        return any(OUT in needed for o in self.overloads for needed in o.needs.values())
+
+
+_KEYWORD_ALIASES = {"input": "self"}
+_IGNORED_KEYWORDS = {"out", "dtype", "layout", "device", "pin_memory", "memory_format", "non_blocking", "copy"}
 
 
 def _spec_from_table(name: str, aten: str | None = None, rename: dict[str, str] | None = None) -> OpSpec | None:
-    entry = table()["saves"].get(aten or name)
-    if entry is None:
+    entries = table()["saves"].get(aten or name)
+    if entries is None:
         return None
-    rename = rename or {}
-    inverse = {v: k for k, v in rename.items()}
-    args = tuple(inverse.get(a, a) for a in entry["args"])
-    needs = {
-        inverse.get(k, k): frozenset(inverse.get(x, x) for x in v) for k, v in entry["needs"].items()
-    }
-    return OpSpec(name, args, needs)
+    inverse = {v: k for k, v in (rename or {}).items()}
+
+    def r(x: str) -> str:
+        return inverse.get(x, x)
+
+    overloads = tuple(
+        Overload(
+            tuple(r(a) for a in e["args"]),
+            tuple(r(a) for a in e["kw"]),
+            tuple(r(a) for a in e["required"]),
+            {r(k): frozenset(r(x) for x in v) for k, v in e["needs"].items()},
+        )
+        for e in entries
+    )
+    return OpSpec(name, overloads)
 
 
 def _composite(name: str, args: tuple[str, ...], saves: tuple[str, ...] = (), out: bool = False) -> OpSpec:
     """A Python-level function that decomposes into several aten ops: ``saves`` are the arguments
     some piece saves whenever any input requires grad; ``out`` if the returned tensor is saved."""
     needed = frozenset(saves + ((OUT,) if out else ()))
-    return OpSpec(name, args, {a: needed for a in args} if needed else {})
+    overload = Overload(args, (), args[:1], {a: needed for a in args} if needed else {})
+    return OpSpec(name, (overload,))
 
 
 # torch.nn.functional names -> (aten op, {python arg name: aten arg name}) or a composite spec.
@@ -311,13 +366,20 @@ def method_returns_alias(name: str) -> bool:
 
 @lru_cache(maxsize=None)
 def method_spec(name: str) -> OpSpec | None:
-    """Spec for ``tensor.<name>(...)``; ``self`` is the receiver."""
+    """Spec for ``tensor.<name>(...)``; ``self`` is the receiver (the first positional)."""
     spec = _TORCH_COMPOSITE.get(name)
     if spec is not None:
-        args = ("self",) + spec.args[1:]
-        rename = {spec.args[0]: "self"}
-        needs = {rename.get(k, k): frozenset(rename.get(x, x) for x in v) for k, v in spec.needs.items()}
-        return OpSpec(name, args, needs)
+        first = spec.args[0]
+
+        def r(x: str) -> str:
+            return "self" if x == first else x
+
+        overloads = tuple(
+            Overload(tuple(r(a) for a in o.args), o.kw, tuple(r(a) for a in o.required),
+                     {r(k): frozenset(r(x) for x in v) for k, v in o.needs.items()})
+            for o in spec.overloads
+        )
+        return OpSpec(name, overloads)
     spec = _spec_from_table(name)
     if spec is None and name.endswith("_"):
         # In-place variant without its own derivatives entry uses the functional formula.
@@ -347,11 +409,11 @@ def function_spec(qualname: str) -> OpSpec | None:
             aten = f"linalg_{name}"
         elif module == "torch.fft" and not name.startswith("fft_"):
             aten = f"fft_{name}"
-        spec = _spec_from_table(name, aten=aten, rename={"input": "self"})
+        spec = _spec_from_table(name, aten=aten)
         if spec is None:
-            spec = _spec_from_table(name, aten=name, rename={"input": "self"})
+            spec = _spec_from_table(name, aten=name)
         if spec is None and name.endswith("_"):
-            spec = _spec_from_table(name, aten=name[:-1], rename={"input": "self"})
+            spec = _spec_from_table(name, aten=name[:-1])
         return spec
     return None
 

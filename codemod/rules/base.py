@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 from ..context import FileContext
 from ..findings import Finding
@@ -35,6 +35,14 @@ class RuleOptions:
     mode: str = "hazards"  # "hazards" | "all"
     # Lines (1-based) where the runtime locator saw an in-place write into a saved tensor.
     confirmed_lines: frozenset[int] = field(default_factory=frozenset)
+    # ``# codemod: ignore[...]`` comments: line -> codes ({"*"}: all). A suppressed site is
+    # treated as not rewritten when deciding the others.
+    suppressions: Mapping[int, frozenset[str]] = field(default_factory=dict)
+
+    def suppressed(self, lines: range, code: str) -> bool:
+        from ..suppression import is_suppressed
+
+        return bool(self.suppressions) and is_suppressed(self.suppressions, lines, code)
 
 
 class Rule:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import libcst as cst
 
 from ..analysis import torch_api
-from ..analysis.dataflow import FunctionAnalysis, Kind, Site, SiteKind, analyze_function, may_write_in_place
+from ..analysis.dataflow import FunctionAnalysis, Kind, Site, SiteKind, Summaries, analyze_function
 from ..analysis.index import ClassInfo, FunctionInfo, ModuleIndex
-from ..analysis.syntax import is_number, positional_args, short_code, walk_same_scope
+from ..analysis.syntax import is_number, short_code
 from ..context import FileContext
 from ..findings import Finding, NodeEdit, Related, StatementEdit
 from . import rewrite as rw
@@ -186,10 +187,11 @@ _MAX_ROUNDS = 8
 
 @dataclass
 class _Plan:
-    """The decision for one site."""
+    """The decision for one site. ``reasons`` say why it is not rewritten, as (property, text);
+    the text is built only if the site is reported (it needs line numbers, hence positions)."""
 
     form: str | None
-    reasons: list[tuple[str, str]]  # (property, text) why it is not rewritten
+    reasons: list[tuple[str, Callable[[], str]]]
 
 
 class InplaceRule(Rule):
@@ -212,10 +214,11 @@ class _Solver:
         self.plans: dict[tuple, _Plan] = {}
         self.forced: dict[tuple, str | None] = {}
         self._scope: set[int] | None = None
+        self.summaries = Summaries(self.index)
 
     # ------------------------------------------------------------------ solving
     def run(self) -> list[Finding]:
-        functions = [fn for fn in self.index.functions if may_write_in_place(fn.node, self._inplace_attrs(fn.cls), fn.self_name)]
+        functions = [fn for fn in self.index.functions if fn.writes_in_place or fn.self_calls & self._inplace_attrs(fn.cls)]
         for _ in range(3):
             for fn in functions:
                 self.solve(fn)
@@ -235,14 +238,14 @@ class _Solver:
     def solve(self, fn: FunctionInfo) -> None:
         decisions: dict[tuple, str | None] = {}
         history: list[dict] = []
-        analysis = analyze_function(fn, self.index, decisions)
+        analysis = analyze_function(fn, self.index, decisions, self.summaries)
         for _ in range(_MAX_ROUNDS):
-            new = self.decide(analysis, decisions)
+            new = {k: v for k, v in self.decide(analysis, decisions).items() if v is not None}
             if new == decisions:
                 break
             history.append(new)
             decisions = new
-            analysis = analyze_function(fn, self.index, decisions)
+            analysis = analyze_function(fn, self.index, decisions, self.summaries)
         # Whatever the rounds did, keep only rewrites that are safe under the final decisions.
         while True:
             unsafe = [k for k, form in decisions.items() if form is not None and self.plans[k].form is None]
@@ -250,7 +253,7 @@ class _Solver:
                 break
             for k in unsafe:
                 decisions[k] = None
-            analysis = analyze_function(fn, self.index, decisions)
+            analysis = analyze_function(fn, self.index, decisions, self.summaries)
             self.decide(analysis, decisions)
         self.analyses[id(fn)] = analysis
         self.decisions[id(fn)] = decisions
@@ -271,7 +274,7 @@ class _Solver:
                     decisions[key] = "chain"
                 elif form is not None and form not in ("clone",):
                     decisions[head_key] = None
-                    self.plans[head_key] = _Plan(None, [("form", "an earlier in-place call of the same chain cannot be rewritten")])
+                    self.plans[head_key] = _Plan(None, [("form", lambda: "an earlier in-place call of the same chain cannot be rewritten")])
         for key, form in self.forced.items():
             if key in decisions:
                 decisions[key] = form
@@ -297,11 +300,24 @@ class _Solver:
 
     # ------------------------------------------------------------------ one site
     def wants_rewrite(self, site: Site, fn: FunctionInfo) -> bool:
-        if site.evidence:
-            return True
+        """Rewrites happen only in differentiable code (see ``_differentiable_scope``): a hazard
+        there (or one the runtime locator confirmed), or any safe site in ``all`` mode."""
         if self.line_confirmed(site):
             return True
-        return self.options.mode == "all" and self.in_scope(fn)
+        if not self.in_scope(fn):
+            return False
+        return bool(site.evidence) or self.options.mode == "all"
+
+    def suppressed(self, site: Site) -> bool:
+        if not self.options.suppressions:
+            return False
+        node = site.statement if site.kind is SiteKind.AUG and site.statement is not None else site.node
+        span = self.ctx.positions.span(node)
+        if span is None:
+            return False
+        lines = range(span.line, span.end_line + 1)
+        codes = {_CODE_BY_KIND[site.kind], *_CODE_BY_PROPERTY.values(), "IP205"}
+        return any(self.options.suppressed(lines, code) for code in codes)
 
     def line_confirmed(self, site: Site) -> bool:
         if not self.options.confirmed_lines:
@@ -309,25 +325,30 @@ class _Solver:
         return self.ctx.line(site.node) in self.options.confirmed_lines
 
     def plan(self, site: Site, analysis: FunctionAnalysis, current: dict[tuple, str | None]) -> _Plan:
-        if site.not_tensor:
+        if site.not_tensor or self.suppressed(site):
             return _Plan(None, [])
-        reasons: list[tuple[str, str]] = [(r.prop, self._reason_text(r.text, r.node)) for r in site.reasons]
-        definite = self.definite(site)
-        if site.tensor_unknown and not definite and site.kind in (SiteKind.AUG, SiteKind.INDEX):
-            name = site.root or short_code(site.receiver) if site.receiver is not None else "the target"
-            reasons.append(("P1", f"could not tell that `{name}` is a tensor"))
+        reasons: list[tuple[str, Callable[[], str]]] = [
+            (r.prop, lambda r=r: self._reason_text(r.text, r.node)) for r in site.reasons
+        ]
+        if site.tensor_unknown:
+            # P1: whatever saved it, a value not proven to be a tensor may be a number, a numpy
+            # array or a dict, where the rewrite would change behaviour or crash.
+            name = site.root or (short_code(site.receiver) if site.receiver is not None else "the target")
+            reasons.append(("P1", lambda: f"could not tell that `{name}` is a tensor"))
         if site.category == "rng":
-            reasons.append(("form", f"`{site.method}` is a random fill: rewriting it would change the random stream"))
+            reasons.append(("form", lambda: f"`{site.method}` is a random fill: rewriting it would change the random stream"))
         elif site.category == "init":
-            reasons.append(("form", "initialisation functions write on purpose and are never rewritten"))
+            reasons.append(("form", lambda: "initialisation functions write on purpose and are never rewritten"))
         elif site.category == "dtype":
-            reasons.append(("form", f"`{site.method}` keeps the tensor's dtype while its out-of-place form returns bool"))
+            reasons.append(("form", lambda: f"`{site.method}` keeps the tensor's dtype while its out-of-place form returns bool"))
         if site.nonlocal_target and not any(p in ("P5", "P3", "P2") for p, _ in reasons):
-            reasons.append(("P5", f"it writes `{short_code(site.receiver)}`, which is not a local tensor of this function"))
+            reasons.append(("P5", lambda: f"it writes `{short_code(site.receiver)}`, which is not a local tensor of this function"))
         form = self.form_for(site, current)
         if form is None:
-            reasons.append(("form", self._form_problem(site)))
-        reasons += self.conflict_reasons(site, form)
+            reasons.append(("form", lambda: self._form_problem(site)))
+        conflict = self.conflict_reason(site, form)
+        if conflict is not None:
+            reasons.append(conflict)
         if reasons or not self.wants_rewrite(site, analysis.fn):
             return _Plan(None, reasons)
         return _Plan(form, [])
@@ -419,19 +440,21 @@ class _Solver:
             return "`out=` into something other than a local name, or inside a larger expression"
         return "the written tensor is not a local name of this function"
 
-    def conflict_reasons(self, site: Site, form: str | None) -> list[tuple[str, str]]:
-        """Later reads that would see a different value after the rewrite (P2)."""
-        out = []
-        for node, name in sorted(site.conflicts.items(), key=lambda item: self.ctx.line(item[0])):
-            if form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "out") and name == site.root:
-                continue  # the rewrite rebinds this name, so it sees the new value
+    def conflict_reason(self, site: Site, form: str | None) -> tuple[str, Callable[[], str]] | None:
+        """A later read that would see a different value after the rewrite (P2), if any."""
+        rebinding = form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "out")
+        relevant = [(node, name) for node, name in site.conflicts.items() if not (rebinding and name == site.root)]
+        if not relevant:
+            return None
+
+        def text() -> str:
+            node, name = min(relevant, key=lambda item: self.ctx.line(item[0]))
             read_line = self.ctx.line(node)
             if name == site.root or (site.root is None and form == "drop" and self._reads_input(site, name)):
-                out.append(("P2", f"`{name}` is read again at line {read_line} and would no longer see this change"))
-            else:
-                out.append(("P2", self._alias_text(site, name, read_line)))
-            break  # one is enough to explain
-        return out
+                return f"`{name}` is read again at line {read_line} and would no longer see this change"
+            return self._alias_text(site, name, read_line)
+
+        return ("P2", text)
 
     def _reads_input(self, site: Site, name: str) -> bool:
         return isinstance(site.receiver, cst.Name) and site.receiver.value == name
@@ -482,30 +505,8 @@ class _Solver:
 
     def _attr_escapes(self, cls: ClassInfo, attr: str) -> bool:
         """``self.attr`` used other than called directly (passed on, put in a Sequential ...)."""
-        for method in cls.methods.values():
-            params = method.params.params
-            if not params:
-                continue
-            self_name = params[0].name.value
-            calls = set()
-            for node in walk_same_scope(method):
-                if isinstance(node, cst.Call) and _is_self_attr(node.func, self_name, attr):
-                    calls.add(id(node.func))
-            for node in walk_same_scope(method):
-                if _is_self_attr(node, self_name, attr) and id(node) not in calls:
-                    parent_assign = False
-                    for c in cls.attrs.get(attr).values if cls.attrs.get(attr) else []:
-                        pass
-                    if not self._is_assignment_target(method, node):
-                        return True
-                    _ = parent_assign
-        return False
-
-    def _is_assignment_target(self, method: cst.FunctionDef, node: cst.CSTNode) -> bool:
-        for stmt in walk_same_scope(method):
-            if isinstance(stmt, cst.Assign) and any(t.target is node for t in stmt.targets):
-                return True
-        return False
+        info = cls.attr(attr)
+        return info is None or info.other_uses > 0
 
     # ------------------------------------------------------------------ scope ("all" mode)
     def in_scope(self, fn: FunctionInfo) -> bool:
@@ -524,7 +525,7 @@ class _Solver:
             analysis = self.analyses.get(id(fn))
             if fn.name == "forward" or (analysis is not None and analysis.tensor_params):
                 roots.append(fn)
-        by_method = {(id(fn.cls), fn.name): fn for fn in self.index.functions if fn.cls is not None}
+        by_method = {(id(fn.cls), fn.name): fn for fn in self.index.functions if fn.cls is not None and fn.parent is None}
         by_name = {fn.name: fn for fn in self.index.functions if fn.cls is None and fn.parent is None}
         scope: set[int] = set()
         stack = roots
@@ -533,18 +534,8 @@ class _Solver:
             if id(fn) in scope or fn.name in excluded:
                 continue
             scope.add(id(fn))
-            for node in walk_same_scope(fn.node):
-                if not isinstance(node, cst.Call):
-                    continue
-                func = node.func
-                if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == fn.self_name:
-                    callee = by_method.get((id(fn.cls), func.attr.value))
-                elif isinstance(func, cst.Name):
-                    callee = by_name.get(func.value)
-                else:
-                    callee = None
-                if callee is not None:
-                    stack.append(callee)
+            stack += [by_method[(id(fn.cls), m)] for m in fn.self_calls if (id(fn.cls), m) in by_method]
+            stack += [by_name[n] for n in fn.name_calls if n in by_name]
         return scope
 
     # ------------------------------------------------------------------ findings
@@ -559,7 +550,13 @@ class _Solver:
             plan = self.plans[key]
             if form is not None:
                 out.append(self.rewrite_finding(site, form))
-            elif site.evidence and plan.reasons and (self.definite(site) or self.line_confirmed(site)):
+            elif (
+                site.evidence
+                and plan.reasons
+                and (self.definite(site) or self.line_confirmed(site))
+                and (self.in_scope(fn) or self.line_confirmed(site))
+                and not any(prop == "P1" for prop, _ in plan.reasons)
+            ):
                 out.append(self.report_finding(site, plan))
         return out
 
@@ -613,7 +610,8 @@ class _Solver:
         return finding
 
     def report_finding(self, site: Site, plan: _Plan) -> Finding:
-        prop, text = plan.reasons[0]
+        prop, text_fn = plan.reasons[0]
+        text = text_fn()
         code = _CODE_BY_PROPERTY.get(prop, "IP206")
         if prop == "P5" and "`.data`" in text:
             code = "IP205"
@@ -699,15 +697,10 @@ class _Solver:
         """``nn.Sequential(..., nn.Sigmoid(), nn.ReLU(inplace=True))``: the in-place layer
         overwrites the previous layer's saved output."""
         out = []
-        seen: set[int] = set()
-        for node in _walk_calls(self.ctx.module):
-            qual = self.index.imports.qualify(node.func)
-            if qual != "torch.nn.Sequential" or id(node) in seen:
+        for node in self.index.sequential_calls:
+            if self.index.imports.qualify(node.func) != "torch.nn.Sequential" or any(a.star for a in node.args):
                 continue
-            seen.add(id(node))
-            elements = [a.value for a in node.args if a.keyword is None and not a.star]
-            if any(a.star for a in node.args):
-                continue
+            elements = [a.value for a in node.args if a.keyword is None]
             for prev, cur in zip(elements, elements[1:]):
                 finding = self._sequential_pair(prev, cur)
                 if finding is not None:
@@ -731,8 +724,7 @@ class _Solver:
             op_spec = torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
         if op_spec is None:
             return None
-        _, out_saved = op_spec.saved_args(set(op_spec.needs))
-        if not out_saved:
+        if not op_spec.saves_output():
             return None
         prev_name = prev_ctor.qualname.rsplit(".", 1)[-1]
         cur_name = cur_ctor.qualname.rsplit(".", 1)[-1]
@@ -743,14 +735,6 @@ class _Solver:
                    f"which `{prev_name}` saves for backward (line {self.ctx.line(prev)}); rewrite: `{text}`")
         related = [Related(prev, f"`{prev_name}` saves its output for backward")]
         return Finding("IP105", message, cur, related, [NodeEdit(cur, new_call)], text)
-
-
-def _walk_calls(module: cst.Module):
-    from ..analysis.syntax import walk
-
-    for node in walk(module):
-        if isinstance(node, cst.Call):
-            yield node
 
 
 def _is_self_attr(node: cst.CSTNode, self_name: str, attr: str) -> bool:

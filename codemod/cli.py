@@ -1,0 +1,210 @@
+"""The ``codemod`` command.
+
+Exit codes: 0 nothing needs attention (clean, or every finding was rewritten and written);
+1 something would change (``--check``/``--diff``) or a finding was reported but not rewritten,
+or a file could not be written; 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import MODES, ConfigError, ConfigFinder
+from .discovery import DiscoveryError, discover
+from .engine import FileTask, Selection, SelectionError, known_selectors, run
+from .progress import Progress
+from .reports import diff as diff_report
+from .reports import json_report, sarif, text
+from .reports.summary import summarize
+from .rules import RULES
+from .writer import WriteError, write_atomic
+
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 on usage errors, as documented
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="codemod", description="Find and fix PyTorch autograd bugs with LibCST codemods.")
+    parser.add_argument("--version", action="version", version=f"torch-codemod {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    apply = sub.add_parser("apply", help="find autograd bugs and rewrite them in place",
+                           description="Find in-place writes into tensors autograd saved (and the other rule "
+                                       "families), rewrite the safe ones, report the rest.")
+    apply.add_argument("paths", nargs="*", default=["."], metavar="PATH", help="files or directories (default: .)")
+    what = apply.add_mutually_exclusive_group()
+    what.add_argument("--diff", action="store_true", help="print a unified diff on stdout and write nothing (the report goes to stderr)")
+    what.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change or is reported")
+    apply.add_argument("--select", metavar="LIST", help="comma-separated rule families or codes to run (e.g. inplace,IP101)")
+    apply.add_argument("--ignore", metavar="LIST", help="comma-separated rule families or codes to skip")
+    apply.add_argument("--mode", choices=MODES, help="hazards: rewrite in-place ops that overwrite saved tensors (default); all: every safe in-place op in differentiable code")
+    apply.add_argument("--format", choices=("text", "json", "sarif"), default="text", help="report format (default: text)")
+    apply.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    apply.add_argument("-j", "--jobs", type=int, default=None, metavar="N", help="worker processes (default: all cores)")
+    apply.add_argument("--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one")
+    apply.add_argument("--no-progress", action="store_true", help="no progress bar")
+    apply.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="color in the text report")
+
+    rules = sub.add_parser("rules", help="list the rules with an explanation and examples")
+    rules.add_argument("selectors", nargs="*", metavar="CODE", help="show only these codes or families, in full")
+    rules.add_argument("--format", choices=("text", "json"), default="text")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "apply":
+            return cmd_apply(args)
+        if args.command == "rules":
+            return cmd_rules(args)
+    except (ConfigError, SelectionError, DiscoveryError) as exc:
+        print(f"codemod: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("codemod: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_apply(args) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise SelectionError("--jobs must be at least 1")
+    finder = ConfigFinder(known_selectors(), Path(args.config) if args.config else None)
+    files = discover(args.paths, finder)
+    cli_select, cli_ignore = _split(args.select), _split(args.ignore)
+    if cli_select is not None:
+        Selection.build(cli_select)  # validate early, with a clear error
+    if cli_ignore is not None:
+        Selection.build((), cli_ignore)
+    selections: dict[tuple, frozenset[str]] = {}
+    tasks = []
+    write = not (args.diff or args.check)
+    for f in files:
+        cfg = f.config
+        select = cli_select if cli_select is not None else list(cfg.select)
+        ignore = list(cfg.ignore) + (cli_ignore or [])
+        key = (tuple(select), tuple(ignore))
+        if key not in selections:
+            selections[key] = Selection.build(select, ignore).codes
+        tasks.append(FileTask(str(f.path), f.display, selections[key], args.mode or cfg.inplace, keep_source=True))
+    progress = Progress(len(tasks), enabled=not args.no_progress)
+    start = time.perf_counter()
+    results = run(tasks, args.jobs, on_result=progress.advance)
+    progress.close()
+    elapsed = time.perf_counter() - start
+
+    exit_code = EXIT_OK
+    written = False
+    if write:
+        for task, result in zip(tasks, results):
+            if not result.changed:
+                continue
+            try:
+                write_atomic(Path(task.path), result.old_source, result.new_source, result.encoding)
+                written = True
+            except WriteError as exc:
+                print(f"codemod: {exc}", file=sys.stderr)
+                for res in result.results:
+                    res.fixed = False  # not written: these still need attention
+                result.new_source = None
+                exit_code = EXIT_ATTENTION
+    mode = "diff" if args.diff else "check" if args.check else "apply"
+    summary = summarize(results, elapsed, mode, written)
+    if summary.needs_attention:
+        exit_code = EXIT_ATTENTION
+
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    if args.format == "json":
+        report = json_report.render(results, summary)
+    elif args.format == "sarif":
+        report = sarif.render(results, summary)
+    else:
+        report = text.render(results, summary, color=color and not args.output and not args.diff)
+    if args.diff:
+        sys.stdout.write(diff_report.render(results))
+        if args.output:
+            Path(args.output).write_text(report, encoding="utf-8")
+        else:
+            sys.stderr.write(report)
+    elif args.output:
+        Path(args.output).write_text(report, encoding="utf-8")
+        if args.format != "text":
+            sys.stderr.write(text.summary_line(summary) + "\n")
+    else:
+        sys.stdout.write(report)
+        if args.format != "text":
+            sys.stderr.write(text.summary_line(summary) + "\n")
+    return exit_code
+
+
+def cmd_rules(args) -> int:
+    wanted = {s.upper() if s.upper()[:2].isalpha() and any(ch.isdigit() for ch in s) else s for s in args.selectors}
+    codes = []
+    for rule in RULES:
+        for code in rule.codes:
+            if not wanted or code.code in wanted or rule.family in wanted or any(code.code.startswith(w) for w in wanted):
+                codes.append((rule.family, code))
+    if wanted and not codes:
+        raise SelectionError(f"no rule matches {', '.join(sorted(wanted))}")
+    if args.format == "json":
+        data = [
+            {"code": c.code, "name": c.name, "family": fam, "summary": c.summary, "why": c.why, "fix": c.fix,
+             "examples": [{"before": e.before, "after": e.after, "mode": e.mode} for e in c.examples]}
+            for fam, c in codes
+        ]
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    full = bool(wanted)
+    out = []
+    family = None
+    for fam, c in codes:
+        if fam != family:
+            out.append(f"{fam}:" if not out else f"\n{fam}:")
+            family = fam
+        out.append(f"  {c.code} {c.name} ({c.fix})")
+        out.append(f"      {c.summary}")
+        if full:
+            out.append("")
+            out.extend("      " + line for line in _wrap(c.why, 88))
+        for ex in c.examples[: None if full else 1]:
+            out.append("      before:")
+            out.extend("        " + line for line in ex.before.rstrip("\n").splitlines())
+            if ex.after is not None:
+                out.append("      after:")
+                out.extend("        " + line for line in ex.after.rstrip("\n").splitlines())
+            else:
+                out.append("      (reported, not rewritten)")
+    if not full:
+        out.append("\nRun `codemod rules CODE` for the full explanation and all examples.")
+    print("\n".join(out))
+    return EXIT_OK
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

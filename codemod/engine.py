@@ -1,0 +1,230 @@
+"""Files -> parse once -> rules -> edits -> results, in a process pool.
+
+Per file: a cheap text test decides whether any selected rule can have a finding; the file is
+parsed once (LibCST's native parser); every selected rule reads the same tree and shared index;
+positions are computed only when there are findings; edits are applied to the touched statements
+only. If some edits overlapped and were deferred, the rules run again on the new tree (at most
+three rounds), so the output is a fixpoint: running the engine on it changes nothing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import libcst as cst
+
+from .context import FileContext
+from .edits import apply_edits
+from .findings import FileResult, Finding, Location, RelatedLocation, Result
+from .rules import RULES, Rule, RuleOptions
+from .suppression import is_suppressed, suppressions
+
+_MAX_ROUNDS = 3
+
+
+class SelectionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Enabled rule codes, from ``select``/``ignore`` lists of families or codes."""
+
+    codes: frozenset[str]
+
+    @classmethod
+    def build(cls, select: Iterable[str] = (), ignore: Iterable[str] = ()) -> "Selection":
+        everything = {c.code: rule.family for rule in RULES for c in rule.codes}
+        families = {rule.family for rule in RULES}
+
+        def expand(items: Iterable[str]) -> set[str]:
+            out = set()
+            for item in items:
+                key = item.strip()
+                if not key:
+                    continue
+                if key in families:
+                    out |= {code for code, fam in everything.items() if fam == key}
+                elif key.upper() in everything:
+                    out.add(key.upper())
+                elif any(code.startswith(key.upper()) for code in everything):
+                    out |= {code for code in everything if code.startswith(key.upper())}
+                else:
+                    raise SelectionError(f"unknown rule or family {item!r} (families: {', '.join(sorted(families))}; codes like IP101)")
+            return out
+
+        selected = expand(select) if list(select) else set(everything)
+        return cls(frozenset(selected - expand(ignore)))
+
+    def rules(self) -> list[type[Rule]]:
+        return [rule for rule in RULES if any(c.code in self.codes for c in rule.codes)]
+
+
+def known_selectors() -> set[str]:
+    out = {rule.family for rule in RULES}
+    for rule in RULES:
+        out |= {c.code for c in rule.codes}
+    return out
+
+
+@dataclass(frozen=True)
+class FileTask:
+    path: str
+    display: str
+    codes: frozenset[str]
+    mode: str = "hazards"
+    keep_source: bool = False  # return the old text too (for diffs and verification)
+    confirmed_lines: frozenset[int] = field(default_factory=frozenset)
+
+
+_prefilter_cache: dict[frozenset[str], re.Pattern[bytes]] = {}
+
+
+def _prefilter(codes: frozenset[str]) -> re.Pattern[bytes] | None:
+    pattern = _prefilter_cache.get(codes)
+    if pattern is None:
+        parts = [rule.prefilter.pattern for rule in RULES if any(c.code in codes for c in rule.codes)]
+        if not parts:
+            return None
+        pattern = re.compile("|".join(f"(?:{p})" for p in parts).encode())
+        _prefilter_cache[codes] = pattern
+    return pattern
+
+
+def analyse_bytes(data: bytes, task: FileTask) -> FileResult:
+    """Analyse (and rewrite, in memory) one file's bytes."""
+    start = time.perf_counter()
+    result = FileResult(task.display)
+    pattern = _prefilter(task.codes)
+    if pattern is None or not pattern.search(data):
+        result.seconds = time.perf_counter() - start
+        return result
+    try:
+        module = cst.parse_module(data)
+    except cst.ParserSyntaxError as exc:
+        result.skipped = f"syntax error at line {exc.raw_line}: {exc.message}"
+        return result
+    except Exception as exc:  # the native parser raises plain exceptions on odd input
+        result.skipped = f"cannot parse: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        return result
+    result.parsed = True
+    try:
+        source = data.decode(module.encoding)  # LibCST round-trips exactly: no codegen needed
+    except (UnicodeDecodeError, LookupError):
+        source = module.code
+    rules = [rule() for rule in RULES if any(c.code in task.codes for c in rule.codes)]
+    current = module
+    for round_no in range(_MAX_ROUNDS):
+        ctx = FileContext(task.display, source if round_no == 0 else current.code, current)
+        suppressed = suppressions(ctx.source)
+        options = RuleOptions(mode=task.mode, confirmed_lines=task.confirmed_lines if round_no == 0 else frozenset(),
+                              suppressions=suppressed)
+        try:
+            findings = [f for rule in rules for f in rule.check(ctx, options) if f.code in task.codes]
+        except RecursionError:
+            result.skipped = "too deeply nested to analyse"
+            return result
+        except Exception as exc:  # a bug in a rule must not lose the other files
+            if os.environ.get("CODEMOD_DEBUG"):
+                traceback.print_exc()
+            result.skipped = f"internal error while analysing ({type(exc).__name__}: {exc}); please report it"
+            return result
+        edits = []
+        this_round: list[tuple[Finding, Result]] = []
+        for finding in findings:
+            res = _to_result(ctx, finding, task.display)
+            lines = range(res.location.line, res.location.end_line + 1)
+            if is_suppressed(suppressed, lines, finding.code):
+                res.suppressed = True
+            elif finding.fixable:
+                edits.extend(finding.edits)
+                res.fixed = True
+            this_round.append((finding, res))
+        if not edits:
+            result.results += [res for _, res in this_round]
+            break
+        current, deferred = apply_edits(current, edits)
+        deferred_ids = {id(e) for e in deferred}
+        # A finding whose edit was deferred is found again (and fixed) in the next round.
+        result.results += [res for f, res in this_round if not any(id(e) in deferred_ids for e in f.edits)]
+        if not deferred:
+            break
+    if current is not module:
+        new_source = current.code
+        if new_source != source:
+            result.new_source = new_source
+            result.old_source = source
+            result.encoding = module.encoding
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _to_result(ctx: FileContext, finding: Finding, path: str) -> Result:
+    span = ctx.positions.span(finding.node)
+    if span is None:
+        location = Location(0, 0, 0, 0)
+    else:
+        location = Location(span.line, span.column, span.end_line, span.end_column)
+    related = []
+    for rel in finding.related:
+        rspan = ctx.positions.span(rel.node)
+        if rspan is not None:
+            related.append(RelatedLocation(rel.message, rspan.line, rspan.column))
+    return Result(path, finding.code, finding.message, location, related)
+
+
+def process(task: FileTask) -> FileResult:
+    try:
+        with open(task.path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return FileResult(task.display, skipped=f"cannot read: {exc.strerror}")
+    return analyse_bytes(data, task)
+
+
+def _pool_context():
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def run(tasks: list[FileTask], jobs: int | None = None,
+        on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+    """Process every task; results come back in task order."""
+    jobs = jobs or os.cpu_count() or 1
+    order = {t.path: i for i, t in enumerate(tasks)}
+    results: list[FileResult | None] = [None] * len(tasks)
+    if jobs <= 1 or len(tasks) < 8:
+        for i, task in enumerate(tasks):
+            results[i] = process(task)
+            if on_result:
+                on_result(results[i])
+        return results  # type: ignore[return-value]
+    # Largest files first, in small chunks, so no worker is left with a long tail.
+    by_size = sorted(tasks, key=lambda t: -_size(t.path))
+    chunk = max(1, min(8, len(tasks) // (jobs * 16)))
+    with _pool_context().Pool(jobs) as pool:
+        for task_index, res in pool.imap_unordered(_indexed_process, [(order[t.path], t) for t in by_size], chunksize=chunk):
+            results[task_index] = res
+            if on_result:
+                on_result(res)
+    return results  # type: ignore[return-value]
+
+
+def _indexed_process(item: tuple[int, FileTask]) -> tuple[int, FileResult]:
+    index, task = item
+    return index, process(task)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

@@ -1,0 +1,50 @@
+"""Counts over a run, for the one-screen summary and the machine formats."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..findings import FileResult
+
+
+@dataclass
+class Summary:
+    files: int = 0  # scanned (matched the paths and config)
+    parsed: int = 0  # passed the text pre-filter and were parsed
+    changed_files: int = 0
+    rewrites: int = 0  # findings fixed by a rewrite
+    reported: int = 0  # findings reported but not rewritten
+    suppressed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: float = 0.0
+    mode: str = "apply"  # "apply" | "check" | "diff"
+    written: bool = False  # files were written
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        return data
+
+    @property
+    def needs_attention(self) -> bool:
+        """Something would change, or something was reported."""
+        if self.reported:
+            return True
+        return self.mode != "apply" and (self.rewrites > 0 or self.changed_files > 0)
+
+
+def summarize(results: list[FileResult], seconds: float, mode: str, written: bool) -> Summary:
+    s = Summary(files=len(results), seconds=seconds, mode=mode, written=written)
+    for r in results:
+        s.parsed += r.parsed
+        s.changed_files += r.changed
+        if r.skipped:
+            s.skipped.append((r.path, r.skipped))
+        for res in r.results:
+            if res.suppressed:
+                s.suppressed += 1
+            elif res.fixed:
+                s.rewrites += 1
+            else:
+                s.reported += 1
+    return s

@@ -106,7 +106,7 @@ def cmd_apply(args) -> int:
         key = (tuple(select), tuple(ignore))
         if key not in selections:
             selections[key] = Selection.build(select, ignore).codes
-        tasks.append(FileTask(str(f.path), f.display, selections[key], args.mode or cfg.inplace, keep_source=True))
+        tasks.append(FileTask(str(f.path), f.display, selections[key], args.mode or cfg.inplace))
     progress = Progress(len(tasks), enabled=not args.no_progress)
     start = time.perf_counter()
     results = run(tasks, args.jobs, on_result=progress.advance)

@@ -27,13 +27,5 @@ class FileContext:
     def line(self, node: cst.CSTNode) -> int:
         return self.positions.line(node)
 
-    @cached_property
-    def torch_name(self) -> str | None:
-        """The local name bound to the ``torch`` module, if the file has one."""
-        for local, qual in self.index.imports.names.items():
-            if qual == "torch":
-                return local
-        return None
-
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)

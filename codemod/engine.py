@@ -80,7 +80,6 @@ class FileTask:
     display: str
     codes: frozenset[str]
     mode: str = "hazards"
-    keep_source: bool = False  # return the old text too (for diffs and verification)
     confirmed_lines: frozenset[int] = field(default_factory=frozenset)
 
 
@@ -109,7 +108,7 @@ def analyse_bytes(data: bytes, task: FileTask) -> FileResult:
     try:
         module = cst.parse_module(data)
     except cst.ParserSyntaxError as exc:
-        result.skipped = f"syntax error at line {exc.raw_line}: {exc.message}"
+        result.skipped = _syntax_error(data, task.display, exc)
         return result
     except Exception as exc:  # the native parser raises plain exceptions on odd input
         result.skipped = f"cannot parse: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
@@ -120,42 +119,18 @@ def analyse_bytes(data: bytes, task: FileTask) -> FileResult:
     except (UnicodeDecodeError, LookupError):
         source = module.code
     rules = [rule() for rule in RULES if any(c.code in task.codes for c in rule.codes)]
-    current = module
-    for round_no in range(_MAX_ROUNDS):
-        ctx = FileContext(task.display, source if round_no == 0 else current.code, current)
-        suppressed = suppressions(ctx.source)
-        options = RuleOptions(mode=task.mode, confirmed_lines=task.confirmed_lines if round_no == 0 else frozenset(),
-                              suppressions=suppressed)
-        try:
-            findings = [f for rule in rules for f in rule.check(ctx, options) if f.code in task.codes]
-        except RecursionError:
-            result.skipped = "too deeply nested to analyse"
-            return result
-        except Exception as exc:  # a bug in a rule must not lose the other files
-            if os.environ.get("CODEMOD_DEBUG"):
-                traceback.print_exc()
-            result.skipped = f"internal error while analysing ({type(exc).__name__}: {exc}); please report it"
-            return result
-        edits = []
-        this_round: list[tuple[Finding, Result]] = []
-        for finding in findings:
-            res = _to_result(ctx, finding, task.display)
-            lines = range(res.location.line, res.location.end_line + 1)
-            if is_suppressed(suppressed, lines, finding.code):
-                res.suppressed = True
-            elif finding.fixable:
-                edits.extend(finding.edits)
-                res.fixed = True
-            this_round.append((finding, res))
-        if not edits:
-            result.results += [res for _, res in this_round]
-            break
-        current, deferred = apply_edits(current, edits)
-        deferred_ids = {id(e) for e in deferred}
-        # A finding whose edit was deferred is found again (and fixed) in the next round.
-        result.results += [res for f, res in this_round if not any(id(e) in deferred_ids for e in f.edits)]
-        if not deferred:
-            break
+    try:
+        current, result.results = rewrite_module(
+            module, source, task.display, rules, task.codes, task.mode, task.confirmed_lines
+        )
+    except RecursionError:
+        result.skipped = "too deeply nested to analyse"
+        return result
+    except Exception as exc:  # a bug in a rule must not lose the other files
+        if os.environ.get("CODEMOD_DEBUG"):
+            traceback.print_exc()
+        result.skipped = f"internal error while analysing ({type(exc).__name__}: {exc}); please report it"
+        return result
     if current is not module:
         new_source = current.code
         if new_source != source:
@@ -164,6 +139,52 @@ def analyse_bytes(data: bytes, task: FileTask) -> FileResult:
             result.encoding = module.encoding
     result.seconds = time.perf_counter() - start
     return result
+
+
+def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Rule], codes: frozenset[str],
+                   mode: str = "hazards", confirmed_lines: frozenset[int] = frozenset()) -> tuple[cst.Module, list[Result]]:
+    """Run ``rules`` on a parsed module and apply their edits (in rounds, until nothing is
+    deferred). Returns the new module and every finding (suppressed ones marked)."""
+    results: list[Result] = []
+    current = module
+    for round_no in range(_MAX_ROUNDS):
+        ctx = FileContext(display, source if round_no == 0 else current.code, current)
+        suppressed = suppressions(ctx.source)
+        options = RuleOptions(mode=mode, confirmed_lines=confirmed_lines if round_no == 0 else frozenset(),
+                              suppressions=suppressed)
+        findings = [f for rule in rules for f in rule.check(ctx, options) if f.code in codes]
+        edits = []
+        this_round: list[tuple[Finding, Result]] = []
+        for finding in findings:
+            res = _to_result(ctx, finding, display)
+            lines = range(res.location.line, res.location.end_line + 1)
+            if is_suppressed(suppressed, lines, finding.code):
+                res.suppressed = True
+            elif finding.fixable:
+                edits.extend(finding.edits)
+                res.fixed = True
+            this_round.append((finding, res))
+        if not edits:
+            results += [res for _, res in this_round]
+            break
+        current, deferred = apply_edits(current, edits)
+        deferred_ids = {id(e) for e in deferred}
+        # A finding whose edit was deferred is found again (and fixed) in the next round.
+        results += [res for f, res in this_round if not any(id(e) in deferred_ids for e in f.edits)]
+        if not deferred:
+            break
+    return current, results
+
+
+def _syntax_error(data: bytes, display: str, exc: cst.ParserSyntaxError) -> str:
+    """Python's own parser locates syntax errors exactly; LibCST's native parser often does not."""
+    try:
+        compile(data, display, "exec", dont_inherit=True)
+    except SyntaxError as err:
+        return f"syntax error at line {err.lineno}: {err.msg}"
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"cannot decode: {err}"
+    return f"LibCST cannot parse it: {exc.message.splitlines()[0]}"
 
 
 def _to_result(ctx: FileContext, finding: Finding, path: str) -> Result:
@@ -177,7 +198,7 @@ def _to_result(ctx: FileContext, finding: Finding, path: str) -> Result:
         rspan = ctx.positions.span(rel.node)
         if rspan is not None:
             related.append(RelatedLocation(rel.message, rspan.line, rspan.column))
-    return Result(path, finding.code, finding.message, location, related)
+    return Result(path, finding.code, finding.message, location, related, fix=finding.replacement_text)
 
 
 def process(task: FileTask) -> FileResult:

@@ -76,6 +76,7 @@ class Result:
     related: list[RelatedLocation] = field(default_factory=list)
     fixed: bool = False  # the rewrite was (or would be) applied
     suppressed: bool = False
+    fix: str | None = None  # what the rewrite reads like
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -31,7 +31,10 @@ import libcst as cst
 
 from . import torch_api
 from .index import ClassInfo, FunctionInfo, ModuleIndex, all_params
-from .syntax import call_display, children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk_same_scope
+from .syntax import (
+    call_display, children, dotted_name, is_false, is_true, keyword_arg, positional_args, self_attribute, short_code,
+    walk_same_scope,
+)
 
 
 class Kind(enum.Enum):
@@ -44,10 +47,6 @@ class Kind(enum.Enum):
 
 
 Text = Union[str, Callable[[], str]]
-
-
-def text_of(text: Text) -> str:
-    return text() if callable(text) else text
 
 
 def code_text(node: cst.CSTNode, fmt: str = "`{}`", limit: int = 60) -> Callable[[], str]:
@@ -66,7 +65,7 @@ class Value:
 
     __slots__ = (
         "kind", "node", "_label", "bases", "tensor", "immutable", "site", "data_alias",
-        "low_precision", "_external", "elements", "tuple_kind", "grad",
+        "low_precision", "_external", "elements", "tuple_kind", "grad", "operands", "view", "likely",
     )
 
     def __init__(self, kind: Kind, node: cst.CSTNode | None, label: Text, *, tensor: bool | None = None,
@@ -84,6 +83,13 @@ class Value:
         self.elements: list[frozenset[Value]] | None = None  # per-position values of a tuple/list display
         self.tuple_kind: str | None = None  # "views" (x.chunk) | "fresh" (x.topk) | "call" (opaque result)
         self.grad: bool | None = None  # False: cannot require grad (factory, .detach(), integers, no_grad)
+        # For arithmetic results: the operands. If the result is a tensor and all but one operand
+        # are plain numbers, that operand is a tensor too.
+        self.operands: tuple[frozenset[Value], ...] | None = None
+        self.view = False  # made by a tensor method or indexing of its bases: a tensor result means tensor bases
+        # Probably a tensor, not proven: a ``forward`` argument, a receiver of ``.var()``/``.sum()``
+        # (which numpy has too). Enough to count as saved for a report, never enough to rewrite.
+        self.likely = False
 
     @property
     def label(self) -> str:
@@ -174,10 +180,12 @@ class Site:
     conflicts: dict[cst.CSTNode, str] = field(default_factory=dict)  # later read -> name read
     not_tensor: bool = False  # certainly not a tensor (list, dict, numpy): not an autograd matter
     tensor_unknown: bool = False
+    likely_tensor: bool = False  # not proven, but a forward argument / a receiver of tensor methods
     grad_disabled: bool = False
     autocast: bool = False
     low_precision: bool = False
     nonlocal_target: bool = False  # writes module state / a global / a temporary we cannot name
+    container_entry: bool = False  # ``out["p"] *= 2``: an entry of a list or dict
     category: str = "inplace"  # "rng" | "init" | "dtype" for ops that are never rewritten
 
     def add_reason(self, prop: str, text: str, node: cst.CSTNode | None = None) -> None:
@@ -314,6 +322,7 @@ class Summary:
     aliases: set[str]  # parameters the returned value may share storage with
     returns_tensor: bool
     varargs: bool
+    tensor_params: set[str] = field(default_factory=set)  # parameters used as tensors
 
 
 class Summaries:
@@ -374,6 +383,7 @@ class _Analyzer:
         self.decisions = decisions
         self.result = FunctionAnalysis(fn)
         self._memo: dict[tuple, Value] = {}
+        self.tensor_inputs: set[Value] = set()  # parameters that flow into a tensor computation
         self._assigning: set[str] = set()  # names the current statement assigns
         self._grad_seen: set[int] = set()
         self._events: dict[tuple, object] = {}
@@ -422,7 +432,8 @@ class _Analyzer:
                 self.set_tensor(v)
 
     def set_tensor(self, v: Value) -> None:
-        """``v`` is a tensor, and so is every view or in-place result derived from it."""
+        """``v`` is a tensor, and so is every view or in-place result derived from it, and what it
+        was computed from when that is the only possibility (``a * 2`` is a tensor: so is ``a``)."""
         stack = [v]
         while stack:
             cur = stack.pop()
@@ -432,10 +443,19 @@ class _Analyzer:
             for child in self._children.get(cur, ()):
                 if child.tensor is None and child.kind in (Kind.ALIAS, Kind.MUTATED):
                     stack.append(child)
+            if cur.view:
+                stack.extend(b for b in cur.bases if b.tensor is None and b.kind is not Kind.CONTAINER)
+            if cur.operands is not None:
+                for ops in cur.operands:
+                    self.tensor_inputs.update(o for o in ops if o.kind is Kind.PARAM)
+                candidates = [ops for ops in cur.operands if not all(o.tensor is False for o in ops)]
+                if len(candidates) == 1:
+                    stack.extend(o for o in candidates[0] if o.tensor is None and o.kind is not Kind.CONTAINER)
 
-    def recreate(self, key: tuple, st: State | None) -> None:
+    def recreate(self, key: tuple, st: State | None, new_bases: Iterable[Value] = ()) -> None:
         """Running a definition again (a loop's next iteration) makes a new object. Facts about the
-        old one, and about views of it, no longer apply, unless a name still refers to them."""
+        old one, and about views of it, no longer apply, unless something still refers to them: a
+        name, or the new object itself (``d = d.view(...)`` views what the old view led to)."""
         v = self._memo.get(key)
         if v is None or st is None:
             return
@@ -447,6 +467,8 @@ class _Analyzer:
                     group.add(child)
                     stack.append(child)
         if not any(st.saved.get(g) or st.escaped.get(g) or st.stale.get(g) for g in group):
+            return
+        if not group.isdisjoint(new_bases):
             return
         for name, values in st.env.items():
             if name in self._assigning:
@@ -470,9 +492,9 @@ class _Analyzer:
 
     def alias(self, node: cst.CSTNode, role: str, bases: Iterable[Value], label: Text, tensor: bool | None,
               low_precision: bool | None = None, st: State | None = None) -> Value:
-        if st is not None:
-            self.recreate((id(node), role), st)
         bases = set(bases)
+        if st is not None:
+            self.recreate((id(node), role), st, bases)
         v = self._new((id(node), role), lambda: Value(Kind.ALIAS, node, label, tensor=tensor))
         self.link(v, bases)
         if tensor and not v.tensor:
@@ -516,9 +538,10 @@ class _Analyzer:
             if v in seen:
                 continue
             seen.add(v)
-            if v.kind is Kind.MUTATED and self.rewritten(v.site):
-                continue  # a fresh tensor in the rewritten program
-            if v.kind is not Kind.CONTAINER or expand_bases:
+            # After a rewritten in-place site the value is a fresh tensor: it shares nothing with
+            # what it was computed from, but views taken from it later do share its storage.
+            fresh = v.kind is Kind.MUTATED and self.rewritten(v.site)
+            if not fresh and (v.kind is not Kind.CONTAINER or expand_bases):
                 for b in v.bases:
                     stack.append((b, True))
             for child in self._children.get(v, ()):
@@ -572,6 +595,8 @@ class _Analyzer:
             v = self._new(("param", name), lambda n=name, t=tensor, p=param: Value(Kind.PARAM, p, f"argument `{n}`", tensor=t))
             if _INTEGER_NAME.search(name):
                 v.grad = False  # token ids, labels, indices: integer tensors never require grad
+            if self.fn.name == "forward" and name != self.self_name and tensor is None:
+                v.likely = True
             self._params[name] = v
             st.env[name] = frozenset({v})
         end = self.body(node.body, st)
@@ -609,6 +634,7 @@ class _Analyzer:
         return Summary(
             params, {p.name.value for p in node.params.kwonly_params}, saves, aliases, returns_tensor,
             isinstance(node.params.star_arg, cst.Param) or node.params.star_kwarg is not None,
+            {n for n, v in self._params.items() if v.tensor or v.likely or v in self.tensor_inputs},
         )
 
     def body(self, suite, st: State | None) -> State | None:
@@ -718,6 +744,10 @@ class _Analyzer:
             tensor = True
         elif container_values and self.is_tensor(container_values):
             tensor = True  # iterating a tensor yields views
+        elif container_values and all(
+            v.kind is Kind.CONTAINER and v.bases and all(b.tensor is True for b in v.bases) for v in container_values
+        ):
+            tensor = True  # a list/dict that only ever held tensors
         return self.alias(node, role, container_values, label, tensor)
 
     def with_(self, stmt: cst.With, st: State) -> State | None:
@@ -832,7 +862,7 @@ class _Analyzer:
         elif isinstance(target, cst.Attribute):
             self.eval(target.value, st)
             self.escape(values, stmt, code_text(target, "stored in `{}`"), st)
-            attr = _self_attr(target, self.self_name)
+            attr = self_attribute(target, self.self_name)
             if attr is not None:
                 st.env[f"self.{attr}"] = values
         elif isinstance(target, cst.Subscript):
@@ -880,20 +910,21 @@ class _Analyzer:
         verdict = self.is_tensor(targets)
         site.not_tensor = verdict is False
         site.tensor_unknown = verdict is None
+        site.likely_tensor |= any(v.likely for v in targets)
         group = self.closure(targets)
         for value in group:
             for event in st.saved.get(value, ()):
                 site.evidence.setdefault(event, value)
         for v in group:
             if v.kind is Kind.PARAM and v.tensor is not False:
-                site.add_reason("P3", f"{v.label} is not rebound before this line: the caller's tensor would stop changing", v.node)
+                site.add_reason("P3", f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing", v.node)
             elif v.kind is Kind.EXTERNAL:
-                site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it", v.node)
+                site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it")
             elif v.data_alias:
-                site.add_reason("P5", "it writes through `.data`, which autograd does not track: rewriting would stop updating the original tensor", v.node)
+                site.add_reason("P5", "it writes through `.data` (line @LINE), which autograd does not track: rewriting would stop updating the original tensor", v.node)
         for v in group:
             for event in st.escaped.get(v, ()):
-                site.add_reason("P2", f"{v.label} was {event.where} (line {{line}}): rewriting would stop updating that copy", event.node)
+                site.add_reason("P2", f"{v.label} was {event.where} (line @LINE): rewriting would stop updating that copy", event.node)
         if self.grad_disabled:
             site.add_reason("P4", "autograd is disabled here (no_grad, inference_mode or set_grad_enabled(False)), so the update looks intentional")
         # Later reads of anything sharing this memory would see another value after a rewrite.
@@ -985,6 +1016,16 @@ class _Analyzer:
         for element in target.slice:
             self._eval_slice(element, st)
         if self.is_tensor(base_values) is False:
+            if isinstance(node, cst.AugAssign) and any(v.kind is Kind.CONTAINER for v in base_values):
+                # out["p"] *= 2: the container keeps its entry, and the tensor in it is changed in place.
+                symbol, inplace_name = AUG_OPS.get(type(node.operator), ("", None))
+                element = self._eval_subscript(target, st, None)
+                if self.is_tensor(element) is True and inplace_name is not None:
+                    site = self.site(SiteKind.AUG, node, target, f"{symbol}=", method=inplace_name)
+                    site.nonlocal_target = True
+                    site.container_entry = True
+                    self.write(site, st, element, None, rebinds=False, inputs=inputs,
+                               saves_output=self.inplace_output(node, code_text(node), inplace_name))
             return
         root, root_values = self.root_of(target.value, st)
         site = self.site(SiteKind.INDEX, node, target, op)
@@ -1005,9 +1046,9 @@ class _Analyzer:
             elif (
                 isinstance(expr, cst.Call)
                 and isinstance(expr.func, cst.Attribute)
-                and torch_api.method_returns_alias(expr.func.attr.value)
+                and (torch_api.method_returns_alias(expr.func.attr.value) or torch_api.is_inplace_method(expr.func.attr.value))
             ):
-                expr = expr.func.value
+                expr = expr.func.value  # views and in-place calls (which return self)
             else:
                 return None, frozenset()
 
@@ -1041,9 +1082,9 @@ class _Analyzer:
         return out
 
     def may_require_grad(self, values: frozenset[Value]) -> bool:
-        """A proven tensor that is not known to be grad-free. An argument of unknown type is most
-        often a Python number (``x * scale``): it is not counted."""
-        return any(v.tensor is True and v.grad is not False for v in values)
+        """A tensor (proven, or likely) that is not known to be grad-free. An argument of unknown
+        type is most often a Python number (``x * scale``): it is not counted."""
+        return any((v.tensor is True or (v.tensor is None and v.likely)) and v.grad is not False for v in values)
 
     def inplace_output(self, node: cst.CSTNode, display: Text, inplace_name: str | None) -> SaveEvent | None:
         """An in-place op whose backward reads its own result (``exp_``, ``relu_``) saves the written tensor."""
@@ -1081,7 +1122,7 @@ class _Analyzer:
 
     def _eval_attribute(self, expr: cst.Attribute, st: State, role) -> frozenset[Value]:
         attr = expr.attr.value
-        self_attr = _self_attr(expr, self.self_name)
+        self_attr = self_attribute(expr, self.self_name)
         if self_attr is not None:
             key = f"self.{self_attr}"
             if key in st.env:
@@ -1198,6 +1239,7 @@ class _Analyzer:
         if op is not None:
             out = self.op_saves(expr, label, st, torch_api.method_spec(op), [left, right])
         result = self.fresh(expr, "bin", label, tensor, st=st)
+        result.operands = (left, right) if result.operands is None else (result.operands[0] | left, result.operands[1] | right)
         self.set_grad(result, self.grad_free(left, right))
         if any(v.low_precision for v in left | right):
             result.low_precision = True
@@ -1211,6 +1253,8 @@ class _Analyzer:
             return frozenset({self.fresh(expr, "not", "a bool", False, True)})
         t = self.is_tensor(values)
         result = self.fresh(expr, "unary", code_text(expr), t, immutable=t is False, st=st)
+        if not isinstance(expr.operator, cst.Not):
+            result.operands = (values,) if result.operands is None else (result.operands[0] | values,)
         self.set_grad(result, isinstance(expr.operator, cst.BitInvert) or self.grad_free(values))
         return frozenset({result})
 
@@ -1262,7 +1306,7 @@ class _Analyzer:
             qual = self.imports.qualify(func)
             if qual is not None:
                 return self.call_qualified(call, qual, st, role)
-            self_attr = _self_attr(func, self.self_name)
+            self_attr = self_attribute(func, self.self_name)
             if self_attr is not None and self.cls is not None:
                 return self.call_self(call, self_attr, st, role)
             return self.call_method(call, func, st, role)
@@ -1404,6 +1448,8 @@ class _Analyzer:
         else:
             result = self.fresh(call, "torch", label, True, st=st)
         self.set_grad(result, self.grad_free(*positional, *keywords.values()) or name in _INTEGER_FUNCTIONS)
+        if keyword_arg(call, "dtype") is None and any(v.low_precision for vs in positional for v in vs):
+            result.low_precision = True  # elementwise ops keep a float16/bfloat16 input's dtype
         if out_saved and not self.grad_disabled:
             st.add_saved((result,), self.save_event(call, display, "output"))
         out_arg = next(((v, a) for k, v, a in args if k == "out"), None)
@@ -1466,6 +1512,8 @@ class _Analyzer:
         else:
             result = self.fresh(call, "F", label, True, st=st)
             self.set_grad(result, self.grad_free(*positional, *keywords.values()))
+        if any(v.low_precision for v in first):
+            result.low_precision = True
         if out_saved and not self.grad_disabled:
             st.add_saved((result,), self.save_event(call, display, "output"))
         return frozenset({result})
@@ -1509,7 +1557,7 @@ class _Analyzer:
                     self.opaque_call(call, args, st, display=display)
                 continue
             fspec = torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
-            out_saved |= self.op_saves(call, display, st, fspec, [first])
+            out_saved |= self.op_saves(call, display, st, fspec, [first], self._module_weights(fspec))
         if after is not None:
             return frozenset({after})
         label = fmt_text("the result of `{}`", display)
@@ -1522,6 +1570,16 @@ class _Analyzer:
         if out_saved and not self.grad_disabled:
             st.add_saved((result,), self.save_event(call, display, "output"))
         return frozenset({result})
+
+    def _module_weights(self, spec: torch_api.OpSpec | None) -> dict[str, frozenset[Value]]:
+        """A module's own parameters are inputs of its op that require grad (``nn.Embedding``
+        saves its indices because its weight requires grad)."""
+        if spec is None:
+            return {}
+        weight = self._new(("module-weight",), lambda: Value(Kind.EXTERNAL, None, "the module's parameters", tensor=True,
+                                                            external="the module's parameters"))
+        names = {n for o in spec.overloads for n in (*o.args, *o.kw)}
+        return {n: frozenset({weight}) for n in ("weight", "bias") if n in names}
 
     def _custom_forward(self, info) -> FunctionInfo | None:
         """The ``forward`` of the submodule's class, when every constructor of the attribute is
@@ -1550,6 +1608,9 @@ class _Analyzer:
         if name in torch_api.tensor_methods() and recv_tensor is not False:
             if torch_api.is_tensor_only_method(name):
                 self.mark_tensor(receiver)
+            else:
+                for v in receiver:
+                    v.likely = True
             return self.tensor_method(call, func, name, receiver, args, st, role, display)
         tensor = False if receiver and all(v.tensor is False and v.kind is not Kind.CONTAINER for v in receiver) else None
         return self.opaque_call(call, args, st, tensor=tensor, display=display, receiver=receiver)
@@ -1589,10 +1650,12 @@ class _Analyzer:
             elif name in ("float", "double", "int", "long", "short", "bool", "byte", "char") or (name == "to" and _casts_to(call, self.imports, None)):
                 low = False
             result = self.alias(call, "view", receiver, label, tensor, low_precision=low, st=st)
+            result.view = True
             if name == "detach" or name in _INTEGER_METHODS:
                 self.set_grad(result, True)
         else:
             result = self.fresh(call, "m", label, tensor, st=st)
+            result.operands = (receiver,)  # a tensor method's result is a tensor only for a tensor receiver
             result.low_precision = any(v.low_precision for v in receiver)
             self.set_grad(result, name in _INTEGER_METHODS or self.grad_free(receiver, *positional, *keywords.values()))
         if out_saved and not self.grad_disabled:
@@ -1644,17 +1707,6 @@ def _int_index(expr: cst.Subscript) -> int | None:
         except ValueError:
             return None
         return -n if negative else n
-    return None
-
-
-def _self_attr(expr: cst.BaseExpression, self_name: str | None) -> str | None:
-    if (
-        self_name
-        and isinstance(expr, cst.Attribute)
-        and isinstance(expr.value, cst.Name)
-        and expr.value.value == self_name
-    ):
-        return expr.attr.value
     return None
 
 

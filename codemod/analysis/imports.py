@@ -60,9 +60,6 @@ class ImportMap:
         full = f"{base}.{rest}" if rest else base
         return _canonical(full)
 
-    def imports_torch(self) -> bool:
-        return any(v == "torch" or v.startswith("torch.") for v in self.names.values())
-
 
 _CANONICAL_PREFIXES = (
     ("torch.nn.modules.activation.", "torch.nn."),

@@ -26,6 +26,8 @@ class Constructor:
     qualname: str | None = None  # torch.nn.ReLU, or a class of this module
     inplace: bool = False  # a torch.nn activation built with inplace=True
     method: str | None = None  # method where the assignment is
+    # nn.Sequential whose first layer is an in-place activation: that layer writes the input.
+    first_inplace: "Constructor | None" = None
 
 
 @dataclass(eq=False)
@@ -51,7 +53,9 @@ class AttrInfo:
         return bool(self.values) and self.kinds <= {"value"}
 
     def inplace_constructors(self) -> list[Constructor]:
-        return [c for c in self.values if c.inplace]
+        """Constructors whose module writes its input: in-place activations, and the first layer
+        of an ``nn.Sequential`` when that layer is one."""
+        return [c for c in self.values if c.inplace] + [c.first_inplace for c in self.values if c.first_inplace]
 
 
 @dataclass(eq=False)
@@ -306,7 +310,14 @@ class ModuleIndex:
             if qual is not None and qual.startswith("torch.nn.") and qual.count(".") == 2 and qual[9:10].isupper():
                 spec = torch_api.module_spec(qual)
                 inplace = spec is not None and spec.inplace_index is not None and _inplace_flag(expr, spec.inplace_index)
-                return Constructor(expr, "module", qual, inplace=inplace, method=method)
+                ctor = Constructor(expr, "module", qual, inplace=inplace, method=method)
+                if spec is not None and spec.container:
+                    layers = [a.value for a in expr.args if a.keyword is None]
+                    if layers and not any(a.star for a in expr.args):
+                        first = self.classify_constructor(layers[0], method)
+                        if first.inplace:
+                            ctor.first_inplace = first
+                return ctor
             name = dotted_name(expr.func)
             if name is not None and any(c.name == name and c.is_module for c in self.classes):
                 return Constructor(expr, "module", name, method=method)

@@ -141,7 +141,6 @@ def positional_args(call: cst.Call) -> list[cst.Arg]:
     return [a for a in call.args if a.keyword is None and not a.star]
 
 
-def has_star_args(call: cst.Call) -> bool:
     return any(a.star for a in call.args)
 
 

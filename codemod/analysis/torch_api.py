@@ -236,6 +236,8 @@ _TORCH_COMPOSITE: dict[str, OpSpec] = {
     "batch_norm": _composite("batch_norm", ("input", "weight", "bias"), ("input", "weight")),
     "dropout": _composite("dropout", ("input", "p", "train")),
     "square": _composite("square", ("input",), ("input",)),
+    "square_": _composite("square_", ("input",), ("input",)),
+    "float_power_": _composite("float_power_", ("input", "exponent"), ("input", "exponent")),
     "float_power": _composite("float_power", ("input", "exponent"), ("input", "exponent")),
     "narrow": _composite("narrow", ("input",)),
     "cdist": _composite("cdist", ("x1", "x2"), ("x1", "x2"), out=True),
@@ -254,6 +256,8 @@ _TORCH_COMPOSITE: dict[str, OpSpec] = {
     "view_as": _composite("view_as", ("input", "other")),
     "reshape_as": _composite("reshape_as", ("input", "other")),
     "expand_as": _composite("expand_as", ("input", "other")),
+    # copy_ has a hand-written autograd kernel (CopyBackwards) that saves nothing.
+    "copy_": _composite("copy_", ("input", "src")),
 }
 
 # Methods/attributes that return ``self`` or a tensor sharing its storage (besides the table's
@@ -364,9 +368,29 @@ def method_returns_alias(name: str) -> bool:
     return name in ALIAS_METHODS or name in aliasing_ops()
 
 
+# Python-level alias names of aten ops (torch/_torch_docs.py documents them as aliases).
+OP_ALIASES = {
+    "absolute": "abs", "arccos": "acos", "arccosh": "acosh", "arcsin": "asin", "arcsinh": "asinh",
+    "arctan": "atan", "arctan2": "atan2", "arctanh": "atanh", "clip": "clamp", "divide": "div",
+    "true_divide": "div", "multiply": "mul", "subtract": "sub", "negative": "neg", "fix": "trunc",
+    "greater": "gt", "greater_equal": "ge", "less": "lt", "less_equal": "le", "not_equal": "ne",
+}
+# Ops with no gradient at all: they save nothing.
+NON_DIFFERENTIABLE = frozenset({
+    "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "bitwise_left_shift", "bitwise_right_shift",
+    "logical_and", "logical_or", "logical_xor", "logical_not", "gcd", "lcm", "floor_divide", "heaviside",
+    "detach", "requires_grad", "resize", "resize_as", "swapaxes", "swapdims",
+})
+
+
 @lru_cache(maxsize=None)
 def method_spec(name: str) -> OpSpec | None:
     """Spec for ``tensor.<name>(...)``; ``self`` is the receiver (the first positional)."""
+    base = name[:-1] if name.endswith("_") else name
+    if base in NON_DIFFERENTIABLE:
+        return OpSpec(name, (Overload(("self", "other"), (), ("self",), {}),))
+    if base in OP_ALIASES:
+        return method_spec(OP_ALIASES[base] + ("_" if name.endswith("_") else ""))
     spec = _TORCH_COMPOSITE.get(name)
     if spec is not None:
         first = spec.args[0]
@@ -400,6 +424,9 @@ def function_spec(qualname: str) -> OpSpec | None:
         aten, rename = entry
         return _spec_from_table(name, aten=aten, rename=rename)
     if module in ("torch", "torch.special", "torch.linalg", "torch.fft", "torch.Tensor"):
+        base = name[:-1] if name.endswith("_") else name
+        if base in NON_DIFFERENTIABLE or base in OP_ALIASES:
+            return method_spec(name)
         if name in _TORCH_COMPOSITE:
             return _TORCH_COMPOSITE[name]
         aten = name

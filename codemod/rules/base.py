@@ -60,3 +60,34 @@ class Rule:
             if c.code == code:
                 return c
         raise KeyError(code)
+
+
+def command_for(rule: type[Rule]):
+    """A ``libcst.codemod.CodemodCommand`` that runs ``rule`` (and applies its edits), so each
+    family also works as ``python -m libcst.tool codemod -x codemod.rules.<family>.<Class> PATH``."""
+    from libcst.codemod import CodemodCommand
+
+    class _Command(CodemodCommand):
+        DESCRIPTION = f"torch-codemod {rule.family}: " + "; ".join(c.summary for c in rule.codes if c.fix == "rewritten")
+
+        def __init__(self, context, mode: str = "hazards") -> None:
+            super().__init__(context)
+            self.mode = mode
+
+        @staticmethod
+        def add_args(arg_parser) -> None:
+            arg_parser.add_argument("--mode", choices=("hazards", "all"), default="hazards",
+                                    help="hazards (default) or all safe in-place ops in differentiable code")
+
+        def transform_module_impl(self, tree):
+            from ..engine import rewrite_module
+
+            codes = frozenset(c.code for c in rule.codes)
+            new, results = rewrite_module(tree, tree.code, self.context.filename or "<stdin>", [rule()], codes, self.mode)
+            for res in results:
+                if not res.fixed and not res.suppressed:
+                    self.warn(f"{res.location.line}:{res.location.column}: {res.code} {res.message}")
+            return new
+
+    _Command.__name__ = _Command.__qualname__ = f"{rule.__name__}Command"
+    return _Command

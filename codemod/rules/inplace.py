@@ -22,7 +22,7 @@ from ..analysis.syntax import is_number, short_code
 from ..context import FileContext
 from ..findings import Finding, NodeEdit, Related, StatementEdit
 from . import rewrite as rw
-from .base import Example, Rule, RuleCode, RuleOptions
+from .base import Example, Rule, RuleCode, RuleOptions, command_for
 
 FAMILY = "inplace"
 CODES = (
@@ -204,6 +204,10 @@ class InplaceRule(Rule):
         return _Solver(ctx, options).run()
 
 
+# ``python -m libcst.tool codemod -x codemod.rules.inplace.InplaceCommand PATH``
+InplaceCommand = command_for(InplaceRule)
+
+
 class _Solver:
     def __init__(self, ctx: FileContext, options: RuleOptions) -> None:
         self.ctx = ctx
@@ -262,6 +266,12 @@ class _Solver:
         decisions: dict[tuple, str | None] = {}
         sites = analysis.sites
         heads = self._chain_heads(sites)
+        # A chain x.mul_(2).add_(1) is rewritten as one unit: the head carries the evidence of
+        # every link (the inner links are rewritten by the head's edit).
+        for head_key, inner in heads.items():
+            for key in inner:
+                for event, value in sites[key].evidence.items():
+                    sites[head_key].evidence.setdefault(event, value)
         for key, site in sites.items():
             plan = self.plan(site, analysis, current)
             self.plans[key] = plan
@@ -341,7 +351,10 @@ class _Solver:
             reasons.append(("form", lambda: "initialisation functions write on purpose and are never rewritten"))
         elif site.category == "dtype":
             reasons.append(("form", lambda: f"`{site.method}` keeps the tensor's dtype while its out-of-place form returns bool"))
-        if site.nonlocal_target and not any(p in ("P5", "P3", "P2") for p, _ in reasons):
+        if site.container_entry:
+            reasons.append(("form", lambda: f"it changes an entry of `{short_code(site.receiver.value)}` in place; "
+                                            f"`{short_code(site.receiver)} = {short_code(site.receiver)} {site.op[:-1]} ...` would fix it"))
+        elif site.nonlocal_target and not any(p in ("P5", "P3", "P2") for p, _ in reasons):
             reasons.append(("P5", lambda: f"it writes `{short_code(site.receiver)}`, which is not a local tensor of this function"))
         form = self.form_for(site, current)
         if form is None:
@@ -351,6 +364,10 @@ class _Solver:
             reasons.append(conflict)
         if reasons or not self.wants_rewrite(site, analysis.fn):
             return _Plan(None, reasons)
+        if form == "clone" and not site.evidence and not self.line_confirmed(site):
+            # Clone-first fixes a hazard; without one (mode = all) it would only add a copy, and
+            # the write stays in place, so the next run would clone again.
+            return _Plan(None, [])
         return _Plan(form, [])
 
     def form_for(self, site: Site, current: dict[tuple, str | None]) -> str | None:
@@ -472,10 +489,10 @@ class _Solver:
         return f"`{written}` shares memory with `{name}`, which is read again at line {read_line}: rewriting would stop updating `{name}`"
 
     def _reason_text(self, text: str, node: cst.CSTNode | None) -> str:
-        if node is not None and not isinstance(node, cst.Param):
-            line = self.ctx.line(node)
-            if line:
-                text = text.replace(":", f" (line {line}):", 1) if ":" in text else f"{text} (line {line})"
+        """Fill in ``@LINE`` with the line of ``node`` (where the alias, argument or store is)."""
+        if "@LINE" in text:
+            line = self.ctx.line(node) if node is not None else 0
+            text = text.replace(" (line @LINE)", "") if not line else text.replace("@LINE", str(line))
         return text
 
     def definite(self, site: Site) -> bool:
@@ -522,8 +539,11 @@ class _Solver:
         for fn in self.index.functions:
             if fn.name in excluded:
                 continue
-            analysis = self.analyses.get(id(fn))
-            if fn.name == "forward" or (analysis is not None and analysis.tensor_params):
+            if fn.name == "forward":
+                roots.append(fn)
+                continue
+            summary = self.summaries.get(fn)
+            if summary is not None and summary.tensor_params:
                 roots.append(fn)
         by_method = {(id(fn.cls), fn.name): fn for fn in self.index.functions if fn.cls is not None and fn.parent is None}
         by_name = {fn.name: fn for fn in self.index.functions if fn.cls is None and fn.parent is None}
@@ -555,7 +575,7 @@ class _Solver:
                 and plan.reasons
                 and (self.definite(site) or self.line_confirmed(site))
                 and (self.in_scope(fn) or self.line_confirmed(site))
-                and not any(prop == "P1" for prop, _ in plan.reasons)
+                and (site.likely_tensor or not any(prop == "P1" for prop, _ in plan.reasons))
             ):
                 out.append(self.report_finding(site, plan))
         return out
@@ -735,12 +755,3 @@ class _Solver:
                    f"which `{prev_name}` saves for backward (line {self.ctx.line(prev)}); rewrite: `{text}`")
         related = [Related(prev, f"`{prev_name}` saves its output for backward")]
         return Finding("IP105", message, cur, related, [NodeEdit(cur, new_call)], text)
-
-
-def _is_self_attr(node: cst.CSTNode, self_name: str, attr: str) -> bool:
-    return (
-        isinstance(node, cst.Attribute)
-        and isinstance(node.value, cst.Name)
-        and node.value.value == self_name
-        and node.attr.value == attr
-    )

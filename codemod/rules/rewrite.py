@@ -56,10 +56,6 @@ def right_operand(expr: cst.BaseExpression, operator: cst.BaseBinaryOp) -> cst.B
     return expr
 
 
-def bare_name(name: str) -> cst.Name:
-    return cst.Name(name)
-
-
 def assign(name: str, value: cst.BaseExpression, like: cst.BaseSmallStatement | None = None) -> cst.Assign:
     target = cst.AssignTarget(target=cst.Name(name))
     if isinstance(like, cst.AugAssign):

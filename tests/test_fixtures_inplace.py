@@ -1,0 +1,72 @@
+"""Every in-place fixture: the rewrite, the findings, idempotence, and running code as proof."""
+
+from __future__ import annotations
+
+import pytest
+
+from codemod.engine import FileTask, Selection, analyse_bytes
+from fixture_runner import close_tensors, import_source, load_fixtures, run_smoke, same_tensors
+
+FIXTURES = load_fixtures("inplace")
+
+
+def _apply(source: str, mode: str):
+    task = FileTask("fixture.py", "fixture.py", Selection.build(["inplace"]).codes, mode)
+    return analyse_bytes(source.encode("utf-8"), task)
+
+
+def test_there_are_enough_fixtures():
+    assert len(FIXTURES) >= 50, [f.id for f in FIXTURES]
+    assert sum(f.expected is not None for f in FIXTURES) >= 20
+    assert sum(f.expected is None for f in FIXTURES) >= 20
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.id for f in FIXTURES])
+def test_rewrite_and_findings(fixture):
+    result = _apply(fixture.source, fixture.mode)
+    assert result.skipped is None, result.skipped
+    if fixture.expected is None:
+        assert result.new_source is None, "expected no change, got:\n" + (result.new_source or "")
+    else:
+        assert result.new_source == fixture.expected
+    got = sorted((r.location.line, r.location.column, r.code) for r in result.results if not r.suppressed)
+    assert got == sorted(fixture.findings), "\n".join(f"{r.location.line}:{r.location.column} {r.code} {r.message}" for r in result.results)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.id for f in FIXTURES])
+def test_second_run_changes_nothing(fixture):
+    once = _apply(fixture.source, fixture.mode)
+    text = once.new_source if once.new_source is not None else fixture.source
+    twice = _apply(text, fixture.mode)
+    assert twice.new_source is None, twice.new_source
+
+
+RUNNABLE = [f for f in FIXTURES if f.expect != "none"]
+
+
+@pytest.mark.parametrize("fixture", RUNNABLE, ids=[f.id for f in RUNNABLE])
+def test_running_code_proves_it(fixture):
+    pytest.importorskip("torch")
+    original = import_source(fixture.source, fixture.name)
+    before = run_smoke(original)
+    reference = run_smoke(import_source(fixture.source, fixture.name), clone_saved=True)
+    assert before.forward_error is None, before.forward_error
+    if fixture.expect == "hazard":
+        assert before.backward_error is not None and "inplace operation" in before.backward_error, before.backward_error
+    elif fixture.expect == "fails":
+        assert before.backward_error is not None, "the original was expected to fail at backward"
+    else:
+        assert before.backward_error is None, before.backward_error
+    if fixture.expected is None:
+        return  # unchanged: nothing more to prove
+    rewritten = import_source(fixture.expected, fixture.name + "_rw")
+    after = run_smoke(rewritten)
+    assert after.forward_error is None, after.forward_error
+    assert after.backward_error is None, after.backward_error
+    # Same forward outputs, bit for bit (dtype and shape too).
+    assert same_tensors(before.outputs, after.outputs)
+    # Gradients equal what the original program means (saved tensors snapshotted when saved).
+    assert reference.backward_error is None, reference.backward_error
+    assert close_tensors(reference.grads, after.grads)
+    if before.grads is not None:
+        assert close_tensors(before.grads, after.grads)

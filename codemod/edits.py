@@ -121,6 +121,8 @@ def apply_edits(module: cst.Module, edits: Sequence[Edit]) -> tuple[cst.Module, 
             deferred.append(edit)
             continue
         up_ids = {id(u) for u in up}
+        if isinstance(edit, NodeEdit) and id(target) in nodes and nodes[id(target)].replacement.deep_equals(edit.replacement):
+            continue  # the same edit again (one module constructor, several findings)
         replaces = isinstance(edit, NodeEdit) or edit.replacement is not None
         if replaces and any(other is target or id(other) in up_ids or id(target) in other_up for other, other_up in claimed):
             deferred.append(edit)

@@ -173,6 +173,7 @@ def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Ru
         results += [res for f, res in this_round if not any(id(e) in deferred_ids for e in f.edits)]
         if not deferred:
             break
+    results.sort(key=lambda r: (r.location.line, r.location.column, r.code))
     return current, results
 
 

@@ -194,24 +194,42 @@ class Site:
 
 
 class State:
-    """Flow state at one program point. Mutated in place; ``copy`` before branching."""
+    """Flow state at one program point. Mutated in place; ``copy`` before branching.
 
-    __slots__ = ("env", "saved", "escaped", "stale")
+    ``pinned`` keeps path correlation that a join would lose: after ``if c: x = f(v); else: x =
+    v``, with ``v`` saved only on the first path, ``(x, v)`` is pinned to no saves, because on the
+    path where ``x`` still names ``v`` nothing saved it.
+    """
 
-    def __init__(self, env=None, saved=None, escaped=None, stale=None) -> None:
+    __slots__ = ("env", "saved", "escaped", "stale", "pinned")
+
+    def __init__(self, env=None, saved=None, escaped=None, stale=None, pinned=None) -> None:
         self.env: dict[str, frozenset[Value]] = env if env is not None else {}
         self.saved: dict[Value, frozenset[SaveEvent]] = saved if saved is not None else {}
         self.escaped: dict[Value, frozenset[EscapeEvent]] = escaped if escaped is not None else {}
         self.stale: dict[Value, frozenset[Site]] = stale if stale is not None else {}
+        self.pinned: dict[tuple[str, Value], frozenset[SaveEvent]] = pinned if pinned is not None else {}
 
     def copy(self) -> "State":
-        return State(dict(self.env), dict(self.saved), dict(self.escaped), dict(self.stale))
+        return State(dict(self.env), dict(self.saved), dict(self.escaped), dict(self.stale), dict(self.pinned))
 
     def same_as(self, other: "State") -> bool:
         return (
-            self.env == other.env and self.saved == other.saved
-            and self.escaped == other.escaped and self.stale == other.stale
+            self.env == other.env and self.saved == other.saved and self.escaped == other.escaped
+            and self.stale == other.stale and self.pinned == other.pinned
         )
+
+    def bind(self, name: str, values: frozenset[Value]) -> None:
+        self.env[name] = values
+        if self.pinned:
+            for key in [k for k in self.pinned if k[0] == name]:
+                del self.pinned[key]
+
+    def saved_via(self, name: str | None, value: Value) -> frozenset[SaveEvent]:
+        """What saved ``value``, on the paths where ``name`` refers to it."""
+        if name is not None and (name, value) in self.pinned:
+            return self.pinned[(name, value)]
+        return self.saved.get(value, frozenset())
 
     def add_saved(self, values: Iterable[Value], event: "SaveEvent") -> None:
         saved = self.saved
@@ -222,6 +240,9 @@ class State:
                     saved[v] = frozenset((event,))
                 elif event not in old:
                     saved[v] = old | {event}
+                if self.pinned:
+                    for key in [k for k in self.pinned if k[1] is v]:
+                        self.pinned[key] = self.pinned[key] | {event}
 
     def add_escaped(self, values: Iterable[Value], event: "EscapeEvent") -> None:
         for v in values:
@@ -252,12 +273,22 @@ def join(states: Iterable[State | None]) -> State | None:
         return None
     if len(live) == 1:
         return live[0].copy()
-    return State(
+    out = State(
         _merge([s.env for s in live]),
         _merge([s.saved for s in live]),
         _merge([s.escaped for s in live]),
         _merge([s.stale for s in live]),
     )
+    # Saves seen by a name only on the paths where the name refers to the value.
+    for name, values in out.env.items():
+        for v in values:
+            paths = [s for s in live if v in s.env.get(name, ())]
+            if len(paths) == len(live) and not any((name, v) in s.pinned for s in live):
+                continue
+            events = frozenset().union(*(s.saved_via(name, v) for s in paths))
+            if events != out.saved.get(v, frozenset()):
+                out.pinned[(name, v)] = events
+    return out
 
 
 _NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
@@ -524,6 +555,11 @@ class _Analyzer:
     def rewritten(self, site: Site | None) -> bool:
         return site is not None and self.decisions.get(site.key) is not None
 
+    def out_of_place(self, site: Site) -> bool:
+        """Whether the site is rewritten to an out-of-place op (which saves its input ``self`` when
+        its other inputs require grad, where the in-place op saved a clone)."""
+        return self.decisions.get(site.key) in ("aug", "aug-dtype", "method", "method-dtype", "function", "rename", "chain")
+
     def closure(self, values: Iterable[Value]) -> set[Value]:
         """Every value that may share storage with one of ``values``, and every container holding one.
 
@@ -598,11 +634,11 @@ class _Analyzer:
             if self.fn.name == "forward" and name != self.self_name and tensor is None:
                 v.likely = True
             self._params[name] = v
-            st.env[name] = frozenset({v})
+            st.bind(name, frozenset({v}))
         end = self.body(node.body, st)
         if end is not None:
             self._exits.append((end, frozenset()))
-        self.result.tensor_params = {n for n, v in self._params.items() if v.tensor}
+        self.result.tensor_params = {n for n, v in self._params.items() if v.tensor or v.likely or v in self.tensor_inputs}
         return self.result
 
     def summary(self) -> "Summary":
@@ -682,10 +718,10 @@ class _Analyzer:
         if isinstance(stmt, cst.FunctionDef):
             for d in stmt.decorators:
                 self.eval(d.decorator, st)
-            st.env[stmt.name.value] = frozenset({self.fresh(stmt, "def", f"function `{stmt.name.value}`", False, True)})
+            st.bind(stmt.name.value, frozenset({self.fresh(stmt, "def", f"function `{stmt.name.value}`", False, True)}))
             return st
         if isinstance(stmt, cst.ClassDef):
-            st.env[stmt.name.value] = frozenset({self.fresh(stmt, "class", f"class `{stmt.name.value}`", False, True)})
+            st.bind(stmt.name.value, frozenset({self.fresh(stmt, "class", f"class `{stmt.name.value}`", False, True)}))
             return st
         if isinstance(stmt, cst.Match):
             self.eval(stmt.subject, st)
@@ -693,7 +729,7 @@ class _Analyzer:
             for case in stmt.cases:
                 branch = st.copy()
                 for name in _pattern_names(case.pattern):
-                    branch.env[name] = frozenset({self.fresh(case, f"match:{name}", f"`{name}`", None)})
+                    branch.bind(name, frozenset({self.fresh(case, f"match:{name}", f"`{name}`", None)}))
                 if case.guard is not None:
                     self.eval(case.guard, branch)
                 outs.append(self.body(case.body, branch))
@@ -851,12 +887,12 @@ class _Analyzer:
                     local = alias.asname.name.value
                 else:
                     local = (dotted_name(alias.name) or "").split(".")[0]
-                st.env[local] = frozenset({self.fresh(alias, "import", f"module `{local}`", False, True)})
+                st.bind(local, frozenset({self.fresh(alias, "import", f"module `{local}`", False, True)}))
         return st
 
     def store(self, target: cst.BaseExpression, values: frozenset[Value], st: State, stmt: cst.CSTNode) -> None:
         if isinstance(target, cst.Name):
-            st.env[target.value] = values
+            st.bind(target.value, values)
         elif isinstance(target, (cst.Tuple, cst.List)):
             self.unpack(target, values, st, stmt)
         elif isinstance(target, cst.Attribute):
@@ -864,7 +900,7 @@ class _Analyzer:
             self.escape(values, stmt, code_text(target, "stored in `{}`"), st)
             attr = self_attribute(target, self.self_name)
             if attr is not None:
-                st.env[f"self.{attr}"] = values
+                st.bind(f"self.{attr}", values)
         elif isinstance(target, cst.Subscript):
             self.subscript_store(target, values, st, stmt)
         elif isinstance(target, cst.StarredElement):
@@ -913,8 +949,10 @@ class _Analyzer:
         site.likely_tensor |= any(v.likely for v in targets)
         group = self.closure(targets)
         for value in group:
-            for event in st.saved.get(value, ()):
-                site.evidence.setdefault(event, value)
+            events = st.saved_via(root, value) if value in targets else st.saved.get(value, ())
+            for event in events:
+                if event.node is not site.node:  # its own op (rewritten out-of-place) is no hazard
+                    site.evidence.setdefault(event, value)
         for v in group:
             if v.kind is Kind.PARAM and v.tensor is not False:
                 site.add_reason("P3", f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing", v.node)
@@ -940,7 +978,7 @@ class _Analyzer:
         if saves_output is not None and not self.grad_disabled:
             st.add_saved((after,), saves_output)
         if root is not None and rebinds and self.decisions.get(site.key) != "drop":
-            st.env[root] = frozenset({after})
+            st.bind(root, frozenset({after}))
         return after
 
     def read(self, name: str, values: frozenset[Value], node: cst.CSTNode, st: State) -> None:
@@ -980,10 +1018,10 @@ class _Analyzer:
                 else:
                     result = self.fresh(node, "aug", f"`{name}`", None)
                 if local:
-                    st.env[name] = frozenset({result})
+                    st.bind(name, frozenset({result}))
                 return
-            self.op_saves(node, display, st, torch_api.method_spec(inplace_name), [values, rhs], inplace=True)
             site = self.site(SiteKind.AUG, node, target, f"{symbol}=", method=inplace_name)
+            self.op_saves(node, display, st, torch_api.method_spec(inplace_name), [values, rhs], inplace=not self.out_of_place(site))
             site.nonlocal_target = not local
             self.write(site, st, values, name if local else None, rebinds=local,
                        saves_output=self.inplace_output(node, display, inplace_name), inputs=(rhs,))
@@ -1211,7 +1249,7 @@ class _Analyzer:
             iter_values = self.eval(comp.iter, inner)
             item = self.element_of(comp.target, "comp", iter_values, code_text(comp.target))
             for name in _target_names(comp.target):
-                inner.env[name] = frozenset({item})
+                inner.bind(name, frozenset({item}))
             for cond in comp.ifs:
                 self.eval(cond.test, inner)
             comp = comp.inner_for_in
@@ -1220,7 +1258,7 @@ class _Analyzer:
             values = self.eval(expr.value, inner)
         else:
             values = self.eval(expr.elt, inner)
-        st.saved, st.escaped, st.stale = inner.saved, inner.escaped, inner.stale  # effects flow back
+        st.saved, st.escaped, st.stale, st.pinned = inner.saved, inner.escaped, inner.stale, inner.pinned  # effects flow back
         return frozenset({self.container(expr, "comp", [values], code_text(expr), False, False)})
 
     def _eval_binary(self, expr: cst.BinaryOperation, st: State, role) -> frozenset[Value]:
@@ -1665,10 +1703,10 @@ class _Analyzer:
     def inplace_method(self, call, func, name, receiver, args, st, role, display) -> frozenset[Value]:
         spec = torch_api.method_spec(name)
         positional, keywords = self.split_args(args)
-        out_saved = self.op_saves(call, display, st, spec, [receiver, *positional], keywords, inplace=True)
+        site = self.site(SiteKind.METHOD, call, func.value, name, method=name, statement_role=role)
+        out_saved = self.op_saves(call, display, st, spec, [receiver, *positional], keywords, inplace=not self.out_of_place(site))
         root, root_values = self.root_of(func.value, st)
         is_name = isinstance(func.value, cst.Name) and root is not None
-        site = self.site(SiteKind.METHOD, call, func.value, name, method=name, statement_role=role)
         if name in torch_api.RNG_INPLACE:
             site.category = "rng"
         elif name in torch_api.DTYPE_CHANGING_INPLACE:

@@ -126,51 +126,50 @@ class ModuleIndex:
 
     # -- the walk -------------------------------------------------------------------------------
     def _walk(self) -> None:
-        # (node, enclosing function, class whose body this is directly in)
-        stack: list[tuple[cst.CSTNode, FunctionInfo | None, ClassInfo | None]] = [(self.module, None, None)]
+        # One scope at a time (module, class body, function body); nested ones are queued.
+        scopes: list[tuple[cst.CSTNode, FunctionInfo | None, ClassInfo | None]] = [(self.module, None, None)]
         imports = self.imports
-        while stack:
-            node, fn, cls = stack.pop()
-            t = _T(node)
-            if t is cst.FunctionDef:
-                info = self._function(node, fn, cls)
+        in_function = self._in_function
+        while scopes:
+            root, fn, cls = scopes.pop()
+            stack = children(root)
+            pop, extend = stack.pop, stack.extend
+            while stack:
+                node = pop()
+                t = _T(node)
+                if t is cst.FunctionDef:
+                    scopes.append((node, self._function(node, fn, cls), None))
+                    if fn is not None:
+                        fn.bound.add(node.name.value)
+                    continue
+                if t is cst.ClassDef:
+                    info = ClassInfo(node, node.name.value, [dotted_name(a.value) or "" for a in node.bases])
+                    self.classes.append(info)
+                    if _T(node.body) is cst.IndentedBlock:
+                        for stmt in node.body.body:
+                            if _T(stmt) is cst.FunctionDef:
+                                info.methods[stmt.name.value] = stmt
+                    if fn is not None:
+                        fn.bound.add(node.name.value)
+                    scopes.append((node, fn, info))
+                    continue
+                if t is cst.Lambda:
+                    continue  # lambda bodies are not analysed
+                if t is cst.Import or t is cst.ImportFrom:
+                    imports.add(node)
+                    if fn is not None and _T(node.names) is not cst.ImportStar:
+                        for alias in node.names:
+                            if alias.asname is not None and _T(alias.asname.name) is cst.Name:
+                                fn.bound.add(alias.asname.name.value)
+                            else:
+                                fn.bound.add((dotted_name(alias.name) or "").split(".")[0])
+                    continue
                 if fn is not None:
-                    fn.bound.add(node.name.value)
-                kids = children(node)
-                kids.reverse()
-                stack.extend((k, info, None) for k in kids)
-                continue
-            if t is cst.ClassDef:
-                info = ClassInfo(node, node.name.value, [dotted_name(a.value) or "" for a in node.bases])
-                self.classes.append(info)
-                if isinstance(node.body, cst.IndentedBlock):
-                    for stmt in node.body.body:
-                        if _T(stmt) is cst.FunctionDef:
-                            info.methods[stmt.name.value] = stmt
-                if fn is not None:
-                    fn.bound.add(node.name.value)
-                kids = children(node)
-                kids.reverse()
-                stack.extend((k, fn, info) for k in kids)
-                continue
-            if t is cst.Lambda:
-                continue  # lambda bodies are not analysed
-            if t is cst.Import or t is cst.ImportFrom:
-                imports.add(node)
-                if fn is not None and not isinstance(node.names, cst.ImportStar):
-                    for alias in node.names:
-                        if alias.asname is not None and _T(alias.asname.name) is cst.Name:
-                            fn.bound.add(alias.asname.name.value)
-                        else:
-                            fn.bound.add((dotted_name(alias.name) or "").split(".")[0])
-                continue
-            if fn is not None:
-                self._in_function(node, t, fn)
-            elif t is cst.Call and _callee_name(node) == "Sequential":
-                self.sequential_calls.append(node)
-            kids = children(node)
-            kids.reverse()
-            stack.extend((k, fn, cls) for k in kids)
+                    if t in _FUNCTION_NODE_TYPES:
+                        in_function(node, t, fn)
+                elif t is cst.Call and _callee_name(node) == "Sequential":
+                    self.sequential_calls.append(node)
+                extend(children(node))
 
     def _function(self, node: cst.FunctionDef, parent: FunctionInfo | None, cls: ClassInfo | None) -> FunctionInfo:
         is_method = cls is not None
@@ -371,6 +370,11 @@ def _inplace_flag(call: cst.Call, index: int) -> bool:
     return False
 
 
+# Node types ``_in_function`` looks at (everything else is only walked through).
+_FUNCTION_NODE_TYPES = frozenset({
+    cst.Assign, cst.AugAssign, cst.AnnAssign, cst.For, cst.WithItem, cst.ExceptHandler, cst.NamedExpr,
+    cst.Global, cst.Nonlocal, cst.MatchAs, cst.MatchStar, cst.MatchMapping, cst.Call, cst.Attribute,
+})
 _SCALAR_ANNOTATIONS = {"int", "float", "bool", "str"}
 _SCALAR_BUILTINS = {"int", "float", "bool", "str", "len", "round", "abs", "min", "max", "pow"}
 

@@ -182,7 +182,9 @@ _CODE_BY_KIND = {
     SiteKind.ACTIVATION: "IP104", SiteKind.MODULE: "IP105", SiteKind.OUT: "IP106",
 }
 _CODE_BY_PROPERTY = {"P1": "IP206", "P2": "IP201", "P3": "IP202", "P4": "IP203", "P5": "IP204", "form": "IP206"}
-_MAX_ROUNDS = 8
+_MAX_SOLVE_ROUNDS = 60
+_NOT_DIFFERENTIABLE = {"__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
+                       "__getitem__", "__len__", "extra_repr"}
 
 
 @dataclass
@@ -217,7 +219,8 @@ class _Solver:
         self.decisions: dict[int, dict[tuple, str | None]] = {}
         self.plans: dict[tuple, _Plan] = {}
         self.forced: dict[tuple, str | None] = {}
-        self._scope: set[int] | None = None
+        self._scope_cache: dict[int, bool] = {}
+        self._caller_map: dict[int, list[FunctionInfo]] | None = None
         self.summaries = Summaries(self.index)
 
     # ------------------------------------------------------------------ solving
@@ -240,25 +243,44 @@ class _Solver:
         return {name for name, info in cls.attrs.items() if info.inplace_constructors()}
 
     def solve(self, fn: FunctionInfo) -> None:
+        """Choose the rewrites of one function.
+
+        Rewrites are added one at a time, earliest first (fixing an early write can make a later
+        one harmless: after ``x = x.mul(2)``, ``x.add_(1)`` writes a fresh tensor), each time
+        re-analysing the function as it would be after the rewrites chosen so far. A chosen site
+        that becomes unsafe is dropped for good. Both directions are monotone, so this ends, and
+        the result is a fixpoint: analysing the rewritten file proposes nothing more.
+        """
         decisions: dict[tuple, str | None] = {}
-        history: list[dict] = []
-        analysis = analyze_function(fn, self.index, decisions, self.summaries)
-        for _ in range(_MAX_ROUNDS):
-            new = {k: v for k, v in self.decide(analysis, decisions).items() if v is not None}
-            if new == decisions:
-                break
-            history.append(new)
-            decisions = new
+        banned: set[tuple] = set()
+        for _ in range(_MAX_SOLVE_ROUNDS):
             analysis = analyze_function(fn, self.index, decisions, self.summaries)
-        # Whatever the rounds did, keep only rewrites that are safe under the final decisions.
-        while True:
-            unsafe = [k for k, form in decisions.items() if form is not None and self.plans[k].form is None]
-            if not unsafe:
+            self.analyses[id(fn)] = analysis  # in_scope reads its tensor arguments
+            proposed = self.decide(analysis, decisions)
+            unsafe = [k for k in decisions if proposed.get(k) is None]
+            if unsafe:
+                banned.update(unsafe)
+                for k in unsafe:
+                    del decisions[k]
+                continue
+            changed = False
+            for k in decisions:
+                if proposed[k] != decisions[k]:  # e.g. "drop" became "rebind"
+                    decisions[k] = proposed[k]
+                    changed = True
+            wanted = [k for k, form in proposed.items() if form is not None and k not in decisions and k not in banned]
+            if wanted:
+                # The earliest wanted site, with the rest of its chain (x.mul_(2).add_(1)).
+                group = {wanted[0]}
+                for head, inner in self._chain_heads(analysis.sites).items():
+                    if wanted[0] == head or wanted[0] in inner:
+                        group = {head, *inner}
+                for k in group:
+                    if proposed.get(k) is not None:
+                        decisions[k] = proposed[k]
+                changed = True
+            if not changed:
                 break
-            for k in unsafe:
-                decisions[k] = None
-            analysis = analyze_function(fn, self.index, decisions, self.summaries)
-            self.decide(analysis, decisions)
         self.analyses[id(fn)] = analysis
         self.decisions[id(fn)] = decisions
 
@@ -310,7 +332,7 @@ class _Solver:
 
     # ------------------------------------------------------------------ one site
     def wants_rewrite(self, site: Site, fn: FunctionInfo) -> bool:
-        """Rewrites happen only in differentiable code (see ``_differentiable_scope``): a hazard
+        """Rewrites happen only in differentiable code (see ``in_scope``): a hazard
         there (or one the runtime locator confirmed), or any safe site in ``all`` mode."""
         if self.line_confirmed(site):
             return True
@@ -527,36 +549,54 @@ class _Solver:
 
     # ------------------------------------------------------------------ scope ("all" mode)
     def in_scope(self, fn: FunctionInfo) -> bool:
-        if self._scope is None:
-            self._scope = self._differentiable_scope()
-        return id(fn) in self._scope
+        """Differentiable code: ``forward`` methods, functions given tensors (an argument used as a
+        tensor), and what they call in this file (searched backwards from ``fn``, so only the
+        callers on the way get summarized). Never ``__init__``, init or data-loading methods."""
+        cached = self._scope_cache.get(id(fn))
+        if cached is None:
+            cached = self._scope_cache[id(fn)] = self._reached_from_root(fn)
+        return cached
 
-    def _differentiable_scope(self) -> set[int]:
-        """``forward`` methods, functions given tensors, and what they call in this file."""
-        excluded = {"__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
-                    "__getitem__", "__len__", "extra_repr"}
-        roots = []
-        for fn in self.index.functions:
-            if fn.name in excluded:
-                continue
-            if fn.name == "forward":
-                roots.append(fn)
-                continue
-            summary = self.summaries.get(fn)
-            if summary is not None and summary.tensor_params:
-                roots.append(fn)
-        by_method = {(id(fn.cls), fn.name): fn for fn in self.index.functions if fn.cls is not None and fn.parent is None}
-        by_name = {fn.name: fn for fn in self.index.functions if fn.cls is None and fn.parent is None}
-        scope: set[int] = set()
-        stack = roots
+    def _is_root(self, fn: FunctionInfo) -> bool:
+        if fn.name in _NOT_DIFFERENTIABLE:
+            return False
+        if fn.name == "forward":
+            return True
+        analysis = self.analyses.get(id(fn))
+        if analysis is not None and analysis.tensor_params:
+            return True
+        summary = self.summaries.get(fn)
+        return summary is not None and bool(summary.tensor_params)
+
+    def _reached_from_root(self, fn: FunctionInfo) -> bool:
+        if fn.name in _NOT_DIFFERENTIABLE:
+            return False
+        callers = self._callers()
+        seen = {id(fn)}
+        stack = [fn]
         while stack:
-            fn = stack.pop()
-            if id(fn) in scope or fn.name in excluded:
-                continue
-            scope.add(id(fn))
-            stack += [by_method[(id(fn.cls), m)] for m in fn.self_calls if (id(fn.cls), m) in by_method]
-            stack += [by_name[n] for n in fn.name_calls if n in by_name]
-        return scope
+            cur = stack.pop()
+            if self._is_root(cur):
+                return True
+            for caller in callers.get(id(cur), ()):
+                if id(caller) not in seen and caller.name not in _NOT_DIFFERENTIABLE:
+                    seen.add(id(caller))
+                    stack.append(caller)
+        return False
+
+    def _callers(self) -> dict[int, list[FunctionInfo]]:
+        if self._caller_map is None:
+            by_method = {(id(f.cls), f.name): f for f in self.index.functions if f.cls is not None and f.parent is None}
+            by_name = {f.name: f for f in self.index.functions if f.cls is None and f.parent is None}
+            callers: dict[int, list[FunctionInfo]] = {}
+            for f in self.index.functions:
+                callees = [by_method.get((id(f.cls), m)) for m in f.self_calls] + [by_name.get(n) for n in f.name_calls]
+                callees += [g for g in self.index.functions if g.parent is f and g.name in f.name_calls]
+                for callee in callees:
+                    if callee is not None:
+                        callers.setdefault(id(callee), []).append(f)
+            self._caller_map = callers
+        return self._caller_map
 
     # ------------------------------------------------------------------ findings
     def findings_for(self, fn: FunctionInfo) -> list[Finding]:
@@ -569,6 +609,8 @@ class _Solver:
                 continue
             plan = self.plans[key]
             if form is not None:
+                if site.kind is SiteKind.MODULE and not site.evidence and not self.line_confirmed(site) and self.options.mode != "all":
+                    continue  # a harmless call of a module rewritten because of another call
                 out.append(self.rewrite_finding(site, form))
             elif (
                 site.evidence
@@ -637,7 +679,8 @@ class _Solver:
             code = "IP205"
         evidence, related = self.evidence_text(site)
         subject = self._subject(site)
-        message = f"{subject} overwrites {self._written(site)}, {evidence}; not rewritten: {text}"
+        tag = f" ({prop})" if prop.startswith("P") else ""
+        message = f"{subject} overwrites {self._written(site)}, {evidence}; not rewritten{tag}: {text}"
         node = site.node if site.kind is not SiteKind.AUG or site.statement is None else site.statement
         return Finding(code, message, node, related)
 
@@ -702,14 +745,9 @@ class _Solver:
         return [StatementEdit(stmt, replacement=new)], rw.statement_code(new)
 
     def _module_constructors(self, site: Site):
-        fn_cls = None
-        for a in self.analyses.values():
-            if site.key in a.sites:
-                fn_cls = a.fn.cls
-                break
-        if fn_cls is None or site.module_attr is None:
-            return []
-        info = fn_cls.attr(site.module_attr)
+        """The constructors (``nn.ReLU(inplace=True)``) of the module a MODULE site calls."""
+        cls = next((a.fn.cls for a in self.analyses.values() if a.sites.get(site.key) is site), None)
+        info = cls.attr(site.module_attr) if cls is not None and site.module_attr else None
         return info.inplace_constructors() if info else []
 
     # ------------------------------------------------------------------ nn.Sequential

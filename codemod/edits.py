@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 import libcst as cst
 
 from .analysis.syntax import children
-from .findings import Edit, NodeEdit, StatementEdit
+from .findings import Edit, InsertAfter, NodeEdit, StatementEdit
 
 
 def parent_map(module: cst.Module) -> dict[int, cst.CSTNode]:
@@ -33,11 +33,13 @@ def _all_children(node: cst.CSTNode) -> Iterable[cst.CSTNode]:
 
 
 class _Applier(cst.CSTTransformer):
-    def __init__(self, ancestors: set[int], statements: dict[int, StatementEdit], nodes: dict[int, NodeEdit]) -> None:
+    def __init__(self, ancestors: set[int], statements: dict[int, StatementEdit], nodes: dict[int, NodeEdit],
+                 inserts: dict[int, list[cst.BaseStatement]]) -> None:
         super().__init__()
         self.ancestors = ancestors
         self.statements = statements
         self.nodes = nodes
+        self.inserts = inserts
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         return id(node) in self.ancestors
@@ -48,6 +50,18 @@ class _Applier(cst.CSTTransformer):
             return edit.replacement
         if isinstance(original, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
             return self._statement_line(original, updated)
+        inserted = self.inserts.get(id(original))
+        if inserted:
+            # Blank lines that closed the anchor's block now close the last inserted statement.
+            last = inserted[-1]
+            body = getattr(updated, "body", None)
+            if isinstance(body, cst.IndentedBlock) and body.footer and isinstance(getattr(last, "body", None), cst.IndentedBlock):
+                # Comments there (``# end of __init__``) stay with the anchor's block.
+                keep = max((i + 1 for i, line in enumerate(body.footer) if line.comment is not None), default=0)
+                last = last.with_changes(body=last.body.with_changes(footer=body.footer[keep:]))
+                updated = updated.with_changes(body=body.with_changes(footer=body.footer[:keep]))
+                inserted = [*inserted[:-1], last]
+            return cst.FlattenSentinel([updated, *inserted])
         return updated
 
     def _statement_line(self, original, updated):
@@ -65,6 +79,10 @@ class _Applier(cst.CSTTransformer):
             if orig_small is original.body[-1]:
                 comment_owner = len(new_body) + len(edit.before) + edit.comment_on
             new_body.extend(produced)
+        if not new_body:
+            if isinstance(original, cst.SimpleStatementSuite):
+                return updated.with_changes(body=[cst.Pass()])
+            return cst.RemovalSentinel.REMOVE
         new_body = _fix_semicolons(new_body, original.body[-1])
         if isinstance(original, cst.SimpleStatementSuite) or len(original.body) > 1:
             return updated.with_changes(body=new_body)
@@ -111,10 +129,20 @@ def apply_edits(module: cst.Module, edits: Sequence[Edit]) -> tuple[cst.Module, 
 
     statements: dict[int, StatementEdit] = {}
     nodes: dict[int, NodeEdit] = {}
+    inserts: dict[int, list[cst.BaseStatement]] = {}
     claimed: list[tuple[cst.CSTNode, set[int]]] = []  # replaced targets and their ancestors
     deferred: list[Edit] = []
     ancestors: set[int] = set()
     for edit in edits:
+        if isinstance(edit, InsertAfter):
+            up = chain(edit.anchor)
+            if not up:
+                deferred.append(edit)
+                continue
+            inserts.setdefault(id(edit.anchor), []).extend(edit.statements)
+            ancestors.update(id(u) for u in up)
+            ancestors.add(id(edit.anchor))
+            continue
         target = edit.statement if isinstance(edit, StatementEdit) else edit.node
         up = chain(target)
         if not up:
@@ -143,6 +171,6 @@ def apply_edits(module: cst.Module, edits: Sequence[Edit]) -> tuple[cst.Module, 
             claimed.append((target, up_ids))
         ancestors |= up_ids
         ancestors.add(id(target))
-    new = module.visit(_Applier(ancestors, statements, nodes))
+    new = module.visit(_Applier(ancestors, statements, nodes, inserts))
     return new, deferred
 

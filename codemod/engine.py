@@ -97,16 +97,36 @@ def _prefilter(codes: frozenset[str]) -> re.Pattern[bytes] | None:
     return pattern
 
 
+def parse_unvalidated(data: bytes) -> cst.Module:
+    """``libcst.parse_module`` without re-validating every node the parser builds (valid by
+    construction; the checks cost about a sixth of a parse). Nodes the rules build later are
+    validated as usual."""
+    from libcst._nodes.base import CSTNode
+
+    validate = CSTNode.__post_init__
+    CSTNode.__post_init__ = _no_validation
+    try:
+        return cst.parse_module(data)
+    finally:
+        CSTNode.__post_init__ = validate
+
+
+def _no_validation(self) -> None:
+    return None
+
+
 def analyse_bytes(data: bytes, task: FileTask) -> FileResult:
     """Analyse (and rewrite, in memory) one file's bytes."""
     start = time.perf_counter()
     result = FileResult(task.display)
     pattern = _prefilter(task.codes)
-    if pattern is None or not pattern.search(data):
+    # Every rule is about torch: a file that never mentions it (configs, tokenizers, plain Python)
+    # cannot hold a finding, and is not parsed.
+    if pattern is None or b"torch" not in data or not pattern.search(data):
         result.seconds = time.perf_counter() - start
         return result
     try:
-        module = cst.parse_module(data)
+        module = parse_unvalidated(data)
     except cst.ParserSyntaxError as exc:
         result.skipped = _syntax_error(data, task.display, exc)
         return result
@@ -146,6 +166,7 @@ def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Ru
     """Run ``rules`` on a parsed module and apply their edits (in rounds, until nothing is
     deferred). Returns the new module and every finding (suppressed ones marked)."""
     results: list[Result] = []
+    reported: set[tuple[str, str]] = set()
     current = module
     for round_no in range(_MAX_ROUNDS):
         ctx = FileContext(display, source if round_no == 0 else current.code, current)
@@ -164,17 +185,27 @@ def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Ru
                 edits.extend(finding.edits)
                 res.fixed = True
             this_round.append((finding, res))
+        if round_no:
+            # Later rounds exist to apply deferred edits; what they report again was reported
+            # already (its line may have moved, so compare without numbers).
+            this_round = [(f, res) for f, res in this_round if res.fixed or _report_key(res) not in reported]
         if not edits:
             results += [res for _, res in this_round]
             break
         current, deferred = apply_edits(current, edits)
         deferred_ids = {id(e) for e in deferred}
         # A finding whose edit was deferred is found again (and fixed) in the next round.
-        results += [res for f, res in this_round if not any(id(e) in deferred_ids for e in f.edits)]
+        kept = [res for f, res in this_round if not any(id(e) in deferred_ids for e in f.edits)]
+        results += kept
+        reported |= {_report_key(res) for res in kept if not res.fixed}
         if not deferred:
             break
     results.sort(key=lambda r: (r.location.line, r.location.column, r.code))
     return current, results
+
+
+def _report_key(res: Result) -> tuple[str, str]:
+    return res.code, re.sub(r"\d+", "#", res.message)
 
 
 def _syntax_error(data: bytes, display: str, exc: cst.ParserSyntaxError) -> str:

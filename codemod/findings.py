@@ -9,7 +9,8 @@ import libcst as cst
 
 @dataclass(eq=False)
 class StatementEdit:
-    """Replace one small statement by ``before + replacement`` (replacement None: keep it)."""
+    """Replace one small statement by ``before + replacement`` (replacement None: keep it; an
+    empty replacement deletes it, and its line if it was alone there)."""
 
     statement: cst.BaseSmallStatement
     before: list[cst.BaseSmallStatement] = field(default_factory=list)
@@ -25,7 +26,15 @@ class NodeEdit:
     replacement: cst.CSTNode
 
 
-Edit = StatementEdit | NodeEdit
+@dataclass(eq=False)
+class InsertAfter:
+    """Insert whole statements (a method, say) after a statement of the same block."""
+
+    anchor: cst.BaseStatement
+    statements: list[cst.BaseStatement]
+
+
+Edit = StatementEdit | NodeEdit | InsertAfter
 
 
 @dataclass(eq=False)

@@ -75,11 +75,26 @@ def load_fixtures(family: str | None = None) -> list[Fixture]:
     return out
 
 
+_DIRECTORY: Path | None = None
+
+
+def _import_directory() -> Path:
+    """One temporary directory per test process for imported sources, removed at exit (the
+    files stay while the process runs: tracebacks and ``inspect`` read them)."""
+    global _DIRECTORY
+    if _DIRECTORY is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        _DIRECTORY = Path(tempfile.mkdtemp(prefix="codemod-fixtures-"))
+        atexit.register(shutil.rmtree, _DIRECTORY, True)
+    return _DIRECTORY
+
+
 def import_source(source: str, name: str):
     """Import ``source`` as a fresh module (a file in a temporary directory)."""
-    import tempfile
-
-    directory = Path(tempfile.mkdtemp(prefix="codemod-fixture-"))
+    directory = _import_directory()
     module_name = f"_fixture_{name}_{uuid.uuid4().hex[:8]}"
     file = directory / f"{module_name}.py"
     file.write_text(source, encoding="utf-8")
@@ -162,3 +177,30 @@ def close_tensors(a, b) -> bool:
         if x is not None and (x.dtype != y.dtype or x.shape != y.shape or not torch.allclose(x, y, rtol=1e-6, atol=1e-7)):
             return False
     return True
+
+
+def apply_codemod(fixture: Fixture, source: str | None = None):
+    """Run the fixture's rule family on ``source`` (default: the fixture itself), in memory."""
+    from codemod.engine import FileTask, Selection, analyse_bytes
+
+    task = FileTask("fixture.py", "fixture.py", Selection.build([fixture.family]).codes, fixture.mode)
+    return analyse_bytes((fixture.source if source is None else source).encode("utf-8"), task)
+
+
+def check_rewrite_and_findings(fixture: Fixture) -> None:
+    """The rewrite is the recorded one (or nothing changes) and the findings are the recorded ones."""
+    result = apply_codemod(fixture)
+    assert result.skipped is None, result.skipped
+    if fixture.expected is None:
+        assert result.new_source is None, "expected no change, got:\n" + (result.new_source or "")
+    else:
+        assert result.new_source == fixture.expected
+    got = sorted((r.location.line, r.location.column, r.code) for r in result.results if not r.suppressed)
+    assert got == sorted(fixture.findings), "\n".join(f"{r.location.line}:{r.location.column} {r.code} {r.message}" for r in result.results)
+
+
+def check_second_run_changes_nothing(fixture: Fixture) -> None:
+    once = apply_codemod(fixture)
+    text = once.new_source if once.new_source is not None else fixture.source
+    twice = apply_codemod(fixture, text)
+    assert twice.new_source is None, twice.new_source

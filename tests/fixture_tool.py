@@ -21,10 +21,12 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help="family/name (default: all)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
+    if args.write and not args.names:
+        parser.error("--write records reviewed fixtures: name them (family/name ...)")
     for fx in load_fixtures():
         if args.names and fx.id not in args.names:
             continue
-        result = analyse_bytes(fx.source.encode(), FileTask("f.py", "f.py", Selection.build([fx.family.removesuffix('_pending')]).codes, fx.mode))
+        result = analyse_bytes(fx.source.encode(), FileTask("f.py", "f.py", Selection.build([fx.family]).codes, fx.mode))
         print(f"=== {fx.id} (mode={fx.mode}, expect={fx.expect})")
         if result.skipped:
             print("SKIPPED", result.skipped)

@@ -38,7 +38,7 @@ CLEAN = '''import torch
 def g(a):
     return torch.relu(a) * 2
 '''
-BROKEN = "def f(:\n    pass\n"
+BROKEN = "import torch\n\n\ndef f(:\n    pass\n"
 
 
 def project(tmp_path: Path, **files: str) -> Path:
@@ -103,12 +103,20 @@ def test_diff_is_a_patch_git_applies(tmp_path, capsys):
 
 
 def test_unparsable_file_is_skipped_with_reason_and_untouched(tmp_path, capsys):
-    root = project(tmp_path, **{"bad.py": BROKEN + "x /= 2\n", "m.py": HAZARD})
+    bad = BROKEN + "x /= 2\n"
+    root = project(tmp_path, **{"bad.py": bad, "m.py": HAZARD})
     code, out, _ = run(["apply", "."], root, capsys)
     assert code == 0
-    assert (root / "bad.py").read_text() == BROKEN + "x /= 2\n"
-    assert "bad.py: skipped: syntax error at line 1" in out
+    assert (root / "bad.py").read_text() == bad
+    assert "bad.py: skipped: syntax error at line 4" in out
     assert "1 file skipped" in out
+
+
+def test_files_that_never_mention_torch_are_not_parsed(tmp_path, capsys):
+    root = project(tmp_path, **{"plain.py": "def f(xs):\n    xs += [1]\n    return xs\n", "m.py": HAZARD})
+    code, out, _ = run(["apply", "--check", "."], root, capsys)
+    assert code == 1
+    assert "Scanned 2 files" in out and "(1 parsed)" in out
 
 
 def test_select_and_ignore(tmp_path, capsys):
@@ -244,3 +252,21 @@ def test_atomic_write_keeps_permissions(tmp_path):
     write_atomic(path, "old\n", "new\n", "utf-8")
     assert path.read_text() == "new\n" and (path.stat().st_mode & 0o777) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["m.py"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("command,source,expected", [
+    ("codemod.rules.inplace.InplaceCommand",
+     "import torch\n\n\ndef f(a, b):\n    h = torch.sigmoid(a)\n    h *= b + 1\n    return h\n",
+     "    h = h * (b + 1)\n"),
+    ("codemod.rules.init_derived.InitDerivedCommand",
+     "import torch\nimport torch.nn as nn\n\n\nclass G(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+     "        self.raw = nn.Parameter(torch.zeros(3))\n        self.g = torch.sigmoid(self.raw)\n",
+     "    @property\n    def g(self):\n        return torch.sigmoid(self.raw)\n"),
+])
+def test_rules_run_as_libcst_codemod_commands(tmp_path, command, source, expected):
+    target = tmp_path / "m.py"
+    target.write_text(source)
+    proc = subprocess.run([sys.executable, "-m", "libcst.tool", "codemod", "-x", command, "--no-format", str(target)],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert expected in target.read_text()

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from codemod.engine import FileTask, Selection, analyse_bytes
-from fixture_runner import close_tensors, import_source, load_fixtures, run_smoke, same_tensors
+from fixture_runner import check_rewrite_and_findings, check_second_run_changes_nothing, close_tensors, import_source, load_fixtures, run_smoke, same_tensors
 
 FIXTURES = load_fixtures("inplace")
 
-
-def _apply(source: str, mode: str):
-    task = FileTask("fixture.py", "fixture.py", Selection.build(["inplace"]).codes, mode)
-    return analyse_bytes(source.encode("utf-8"), task)
 
 
 def test_there_are_enough_fixtures():
@@ -23,22 +18,12 @@ def test_there_are_enough_fixtures():
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[f.id for f in FIXTURES])
 def test_rewrite_and_findings(fixture):
-    result = _apply(fixture.source, fixture.mode)
-    assert result.skipped is None, result.skipped
-    if fixture.expected is None:
-        assert result.new_source is None, "expected no change, got:\n" + (result.new_source or "")
-    else:
-        assert result.new_source == fixture.expected
-    got = sorted((r.location.line, r.location.column, r.code) for r in result.results if not r.suppressed)
-    assert got == sorted(fixture.findings), "\n".join(f"{r.location.line}:{r.location.column} {r.code} {r.message}" for r in result.results)
+    check_rewrite_and_findings(fixture)
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[f.id for f in FIXTURES])
 def test_second_run_changes_nothing(fixture):
-    once = _apply(fixture.source, fixture.mode)
-    text = once.new_source if once.new_source is not None else fixture.source
-    twice = _apply(text, fixture.mode)
-    assert twice.new_source is None, twice.new_source
+    check_second_run_changes_nothing(fixture)
 
 
 RUNNABLE = [f for f in FIXTURES if f.expect != "none"]

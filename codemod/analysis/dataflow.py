@@ -111,12 +111,13 @@ class SaveEvent:
     """An op that saved a tensor for backward: ``what`` is "input" (it saves its argument),
     "output" (it saves its result) or "opaque" (an unknown call that may save it)."""
 
-    __slots__ = ("node", "what", "_op")
+    __slots__ = ("node", "what", "_op", "dead")
 
-    def __init__(self, node: cst.CSTNode, op: Text, what: str) -> None:
+    def __init__(self, node: cst.CSTNode, op: Text, what: str, dead: bool = False) -> None:
         self.node = node
         self.what = what
         self._op = op
+        self.dead = dead  # inside ``(...).detach()``: that graph is never differentiated
 
     @property
     def op(self) -> str:  # how to show it: ``torch.var(...)``, ``x * y``
@@ -232,6 +233,8 @@ class State:
         return self.saved.get(value, frozenset())
 
     def add_saved(self, values: Iterable[Value], event: "SaveEvent") -> None:
+        if event.dead:
+            return
         saved = self.saved
         for v in values:
             if v.tensor is not False:
@@ -317,6 +320,8 @@ _BIN_OPS = {
     cst.Multiply: "mul", cst.Divide: "div", cst.MatrixMultiply: "matmul", cst.Power: "pow",
     cst.Add: "add", cst.Subtract: "sub", cst.Modulo: "remainder", cst.FloorDivide: "floor_divide",
 }
+_DICT_VIEW_METHODS = {"values", "keys", "items"}
+_SEQUENCE_QUERY_METHODS = {"index", "count"}
 _CONTAINER_STORE_METHODS = {"append", "extend", "insert", "update", "setdefault", "put", "put_nowait", "appendleft", "extendleft"}
 _CONTAINER_BUILTINS = {"list", "tuple", "set", "dict", "sorted", "reversed", "zip", "enumerate", "iter", "map", "filter"}
 _BUILTINS = {
@@ -384,7 +389,7 @@ class Summaries:
             return None
         self._busy.add(key)
         try:
-            analyzer = _Analyzer(fn, self.index, {}, _grad_disabled_for(fn, self.index))
+            analyzer = _Analyzer(fn, self.index, {}, grad_disabled_for(fn, self.index))
             analyzer.summaries = self
             analyzer.run()
             summary = analyzer.summary()
@@ -418,6 +423,7 @@ class _Analyzer:
         self._assigning: set[str] = set()  # names the current statement assigns
         self._grad_seen: set[int] = set()
         self._events: dict[tuple, object] = {}
+        self.detached = 0  # > 0 while evaluating the receiver of ``.detach()``
         self._loop_cache: dict[int, tuple[State, State | None]] = {}
         self._exits: list[tuple[State, frozenset[Value]]] = []  # (state, returned values) at each exit
         self.summaries: Summaries | None = None
@@ -435,7 +441,7 @@ class _Analyzer:
         key = ("save", id(node), what)
         event = self._events.get(key)
         if event is None:
-            event = self._events[key] = SaveEvent(node, op, what)
+            event = self._events[key] = SaveEvent(node, op, what, self.detached > 0)
         return event
 
     def escape_event(self, node: cst.CSTNode, where: Text) -> EscapeEvent:
@@ -1433,6 +1439,9 @@ class _Analyzer:
         args = self.eval_args(call, st)
         if qual in _NO_GRAD or qual in _ENABLE_GRAD or qual in _SET_GRAD or qual in _AUTOCAST:
             return frozenset({self.fresh(call, "ctx", qual, False)})
+        if module.startswith("torch.distributed") and not module.startswith("torch.distributed.nn"):
+            # Collectives and process-group queries are not differentiable: nothing is saved.
+            return frozenset({self.fresh(call, "dist", code_text(call), None)})
         if module.split(".")[0] in ("numpy", "math"):
             return frozenset({self.fresh(call, "np", code_text(call), False, module.startswith("math"))})
         if module == "torch.nn.init":
@@ -1630,7 +1639,15 @@ class _Analyzer:
 
     def call_method(self, call: cst.Call, func: cst.Attribute, st: State, role) -> frozenset[Value]:
         name = func.attr.value
-        receiver = self.eval(func.value, st)
+        if name == "detach" and not call.args and not _binds_names(func.value):
+            # ``torch.sqrt(torch.var(x) + eps).detach()``: what the ops inside save is never used.
+            self.detached += 1
+            try:
+                receiver = self.eval(func.value, st)
+            finally:
+                self.detached -= 1
+        else:
+            receiver = self.eval(func.value, st)
         args = self.eval_args(call, st)
         suffix = f".{name}(...)" if call.args else f".{name}()"
         display = lambda: short_code(func.value, 30) + suffix  # noqa: E731
@@ -1643,6 +1660,11 @@ class _Analyzer:
                     else:
                         self.escape(values, call, code_text(func.value, "stored in `{}`"), st)
             return frozenset({self.fresh(call, "store", "None", False, True)})
+        if recv_tensor is not True and name in _DICT_VIEW_METHODS and not call.args:
+            # ``d.values()`` on something not known to be a tensor: a dict's values, saved by nobody.
+            return frozenset({self.element_of(call, name, receiver, code_text(call))})
+        if recv_tensor is not True and name in _SEQUENCE_QUERY_METHODS:
+            return frozenset({self.fresh(call, "m", code_text(call), False, True)})
         if name in torch_api.tensor_methods() and recv_tensor is not False:
             if torch_api.is_tensor_only_method(name):
                 self.mark_tensor(receiver)
@@ -1671,7 +1693,8 @@ class _Analyzer:
             v.kind = Kind.ALIAS
             return frozenset({v})
         positional, keywords = self.split_args(args)
-        aliasing = torch_api.method_returns_alias(name)
+        copy_arg = keyword_arg(call, "copy") if name == "to" else None
+        aliasing = torch_api.method_returns_alias(name) and not (copy_arg is not None and is_true(copy_arg.value))
         spec = None if name in _FRESH_NO_SAVE_METHODS else torch_api.method_spec(name)
         out_saved = False
         if spec is not None or not (aliasing or name in _FRESH_NO_SAVE_METHODS):
@@ -1843,12 +1866,12 @@ _EVAL = {
 def analyze_function(fn: FunctionInfo, index: ModuleIndex, decisions: Mapping[tuple, str | None],
                      summaries: Summaries | None = None) -> FunctionAnalysis:
     """Analyse ``fn``; ``decisions`` maps site keys to the chosen rewrite form (None: not rewritten)."""
-    analyzer = _Analyzer(fn, index, decisions, _grad_disabled_for(fn, index))
+    analyzer = _Analyzer(fn, index, decisions, grad_disabled_for(fn, index))
     analyzer.summaries = summaries
     return analyzer.run()
 
 
-def _grad_disabled_for(fn: FunctionInfo, index: ModuleIndex) -> bool:
+def grad_disabled_for(fn: FunctionInfo, index: ModuleIndex) -> bool:
     if any(_decorator_disables_grad(d, index) for d in fn.node.decorators):
         return True
     if fn.cls is not None and fn.parent is None and fn.name in ("forward", "backward", "setup_context", "jvp", "vjp"):
@@ -1866,4 +1889,16 @@ def _decorator_disables_grad(decorator: cst.Decorator, index: ModuleIndex) -> bo
     if qual in _SET_GRAD and isinstance(expr, cst.Call):
         args = positional_args(expr)
         return not (args and is_true(args[0].value))
+    return False
+
+
+def _binds_names(expr: cst.CSTNode) -> bool:
+    """Whether ``expr`` binds a name (``:=``), through which its intermediate values live on."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.NamedExpr):
+            return True
+        if not isinstance(node, cst.Lambda):
+            stack.extend(children(node))
     return False

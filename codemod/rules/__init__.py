@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from .base import Rule, RuleCode, RuleOptions
+from .init_derived import InitDerivedRule
 from .inplace import InplaceRule
 
-RULES: tuple[type[Rule], ...] = (InplaceRule,)
+RULES: tuple[type[Rule], ...] = (InplaceRule, InitDerivedRule)
 
 
 def all_codes() -> list[RuleCode]:

@@ -91,3 +91,15 @@ def command_for(rule: type[Rule]):
 
     _Command.__name__ = _Command.__qualname__ = f"{rule.__name__}Command"
     return _Command
+
+
+def command_getattr(rule: type[Rule], name: str):
+    """A module ``__getattr__`` that builds ``name`` (the rule's LibCST command) on first use:
+    importing ``libcst.codemod`` costs about 0.2 s that the CLI does not need."""
+
+    def __getattr__(attr: str):
+        if attr != name:
+            raise AttributeError(attr)
+        return command_for(rule)
+
+    return __getattr__

@@ -16,13 +16,13 @@ from typing import Callable
 import libcst as cst
 
 from ..analysis import torch_api
-from ..analysis.dataflow import FunctionAnalysis, Kind, Site, SiteKind, Summaries, analyze_function
+from ..analysis.dataflow import FunctionAnalysis, Kind, Site, SiteKind, Summaries, analyze_function, grad_disabled_for
 from ..analysis.index import ClassInfo, FunctionInfo, ModuleIndex
-from ..analysis.syntax import is_number, short_code
+from ..analysis.syntax import is_number, short_code, walk
 from ..context import FileContext
 from ..findings import Finding, NodeEdit, Related, StatementEdit
 from . import rewrite as rw
-from .base import Example, Rule, RuleCode, RuleOptions, command_for
+from .base import Example, Rule, RuleCode, RuleOptions, command_getattr
 
 FAMILY = "inplace"
 CODES = (
@@ -69,11 +69,15 @@ CODES = (
         "`x[idx] = v` writes into a tensor that autograd saved for backward",
         "Index assignment is an in-place write (`copy_`/`fill_`/`index_put_`) into the tensor. "
         "If the tensor was saved for backward, backward fails. Cloning first (`x = x.clone()`) "
-        "gives the write its own storage; values and gradients stay the same.",
+        "gives the write its own storage; values and gradients stay the same. When the right-hand side "
+        "reads `x` too (`x[:, :d] = conv(x[:, :d])`), the write goes into a fresh copy instead "
+        "(`x_new = x.clone(); x_new[...] = ...; x = x_new`), so what the right-hand side saved stays intact.",
         "rewritten",
         (
             Example("def f(a):\n    att = torch.softmax(a, -1)\n    att[:, 0] = 0\n    return att\n",
                     "def f(a):\n    att = torch.softmax(a, -1)\n    att = att.clone()\n    att[:, 0] = 0\n    return att\n"),
+            Example("def f(a, w):\n    x = torch.tanh(a)\n    x[:, :2] = x[:, :2] @ w\n    return x\n",
+                    "def f(a, w):\n    x = torch.tanh(a)\n    x_new = x.clone()\n    x_new[:, :2] = x[:, :2] @ w\n    x = x_new\n    return x\n"),
         ),
     ),
     RuleCode(
@@ -144,7 +148,7 @@ CODES = (
         "that an earlier op saved with grad enabled, backward still fails; it is reported, never "
         "rewritten.",
         "reported",
-        (Example("def f(self, x):\n    y = x * self.w\n    with torch.no_grad():\n        self.w.mul_(0.9)\n    return y\n", None),),
+        (Example("def f(a):\n    h = torch.sigmoid(a)\n    with torch.no_grad():\n        h.clamp_(0.1, 0.9)\n    return h\n", None),),
     ),
     RuleCode(
         "IP204", "inplace-on-state",
@@ -154,7 +158,8 @@ CODES = (
         "for backward, the fix needs a human (often: use the state before the write, or `.clone()` "
         "it when reading).",
         "reported",
-        (Example("def forward(self, x):\n    y = x * self.scale\n    self.scale.mul_(0.99)\n    return y\n", None),),
+        (Example("class Decay(nn.Module):\n    def forward(self, x):\n        h = torch.tanh(x)\n        y = h * self.scale\n"
+                 "        self.scale.mul_(0.99)\n        return y\n", None),),
     ),
     RuleCode(
         "IP205", "inplace-through-data",
@@ -207,7 +212,7 @@ class InplaceRule(Rule):
 
 
 # ``python -m libcst.tool codemod -x codemod.rules.inplace.InplaceCommand PATH``
-InplaceCommand = command_for(InplaceRule)
+__getattr__ = command_getattr(InplaceRule, "InplaceCommand")
 
 
 class _Solver:
@@ -222,6 +227,7 @@ class _Solver:
         self._scope_cache: dict[int, bool] = {}
         self._caller_map: dict[int, list[FunctionInfo]] | None = None
         self.summaries = Summaries(self.index)
+        self._names_in: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------------ solving
     def run(self) -> list[Finding]:
@@ -405,7 +411,13 @@ class _Solver:
                 return "aug"
             return None
         if kind is SiteKind.INDEX:
-            return "clone" if site.root is not None and stmt is not None else None
+            if site.root is None or stmt is None:
+                return None
+            if isinstance(stmt, (cst.Assign, cst.AugAssign)) and rw.names_read(stmt.value, site.root):
+                # ``x[:, :d] = conv(x[:, :d])``: the right-hand side saves a view of ``x``, so a
+                # copy made first would be overwritten too; write into a fresh copy instead.
+                return "clone-into" if rw.clone_into(stmt, site.root, "_") is not None else None
+            return "clone"
         if kind is SiteKind.METHOD:
             twin = torch_api.inplace_methods().get(site.method or "")
             base = rw.chain_base(site.node) if isinstance(site.node, cst.Call) else receiver
@@ -414,7 +426,7 @@ class _Solver:
             if twin and chain and base_is_root and self._statement_form(site) and not (low and len(chain) > 1):
                 return "method-dtype" if low and not all(is_number(a.value) for a in site.node.args) else "method"
             if site.root is not None and stmt is not None:
-                return "clone"
+                return None if self._root_read_elsewhere(site) else "clone"
             if site.root is None and not site.nonlocal_target and twin and chain:
                 return "rename"
             return None
@@ -472,16 +484,26 @@ class _Solver:
             return stmt.targets[0].target.value
         return None
 
+    def _root_read_elsewhere(self, site: Site) -> bool:
+        """``y = x * x.add_(1)``: ``x`` is read beside the write in the same statement, so a copy
+        made before the statement would be written (and saved) just the same."""
+        stmt = site.statement
+        scope = stmt.value if isinstance(stmt, cst.Assign) else stmt
+        return rw.names_read(scope, site.root) > 1
+
     def _form_problem(self, site: Site) -> str:
         if site.statement is None:
             return "it is part of a compound statement's header, where no statement can be inserted"
+        if site.kind is SiteKind.METHOD and site.root is not None and self._root_read_elsewhere(site):
+            return (f"`{site.root}` is also read elsewhere in this statement, so a copy made before it would be "
+                    "overwritten as well; split the statement first")
         if site.kind is SiteKind.OUT:
             return "`out=` into something other than a local name, or inside a larger expression"
         return "the written tensor is not a local name of this function"
 
     def conflict_reason(self, site: Site, form: str | None) -> tuple[str, Callable[[], str]] | None:
         """A later read that would see a different value after the rewrite (P2), if any."""
-        rebinding = form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "out")
+        rebinding = form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "clone-into", "out")
         relevant = [(node, name) for node, name in site.conflicts.items() if not (rebinding and name == site.root)]
         if not relevant:
             return None
@@ -569,7 +591,7 @@ class _Solver:
         return summary is not None and bool(summary.tensor_params)
 
     def _reached_from_root(self, fn: FunctionInfo) -> bool:
-        if fn.name in _NOT_DIFFERENTIABLE:
+        if fn.name in _NOT_DIFFERENTIABLE or self._only_called_without_grad(fn, set()):
             return False
         callers = self._callers()
         seen = {id(fn)}
@@ -583,6 +605,20 @@ class _Solver:
                     seen.add(id(caller))
                     stack.append(caller)
         return False
+
+    def _only_called_without_grad(self, fn: FunctionInfo, seen: set[int]) -> bool:
+        """Every caller in this file runs without grad (``@torch.no_grad()``, ``__getitem__``,
+        init code, or is itself only called so): ``fn`` never builds a graph from here."""
+        seen.add(id(fn))
+        callers = [c for c in self._callers().get(id(fn), ()) if c is not fn]
+        if not callers:
+            return False
+        for caller in callers:
+            if caller.name in _NOT_DIFFERENTIABLE or grad_disabled_for(caller, self.index):
+                continue
+            if id(caller) in seen or not self._only_called_without_grad(caller, seen):
+                return False
+        return True
 
     def _callers(self) -> dict[int, list[FunctionInfo]]:
         if self._caller_map is None:
@@ -603,9 +639,13 @@ class _Solver:
         analysis = self.analyses[id(fn)]
         decisions = self.decisions[id(fn)]
         out = []
+        inner_of_reported: set[tuple] = set()
+        for head, inner in self._chain_heads(analysis.sites).items():
+            if decisions.get(head) is None:
+                inner_of_reported |= set(inner)  # one report for ``x.mul_(a).add_(b)``: the whole chain
         for key, site in analysis.sites.items():
             form = decisions.get(key)
-            if form == "chain":
+            if form == "chain" or (form is None and key in inner_of_reported):
                 continue
             plan = self.plans[key]
             if form is not None:
@@ -693,6 +733,9 @@ class _Solver:
         if form == "clone":
             new = rw.clone_of(site.root)
             return [StatementEdit(stmt, before=[new])], rw.statement_code([new])
+        if form == "clone-into":
+            stmts = rw.clone_into(stmt, site.root, self._fresh_name(site, f"{site.root}_new"))
+            return [StatementEdit(stmt, replacement=stmts, comment_on=1)], rw.statement_code(stmts)
         if form in ("method", "method-dtype"):
             root = site.root
             value: cst.BaseExpression = rw.out_of_place_chain(site.node)
@@ -727,6 +770,20 @@ class _Solver:
             new = rw.assign(site.root, new_call)
             return [StatementEdit(stmt, replacement=[new])], rw.statement_code([new])
         raise AssertionError(form)
+
+    def _fresh_name(self, site: Site, stem: str) -> str:
+        """``stem`` (or ``stem_2``...) if the function holding ``site`` spells no such name."""
+        fn = next((a.fn for a in self.analyses.values() if a.sites.get(site.key) is site), None)
+        scope = fn.node if fn is not None else self.ctx.module
+        taken = self._names_in.get(id(scope))
+        if taken is None:
+            taken = self._names_in[id(scope)] = {n.value for n in walk(scope) if isinstance(n, cst.Name)}
+        name, i = stem, 1
+        while name in taken:
+            i += 1
+            name = f"{stem}_{i}"
+        taken.add(name)
+        return name
 
     def _without_inplace(self, call: cst.Call, name: str | None) -> cst.Call:
         return rw.without_arg(call, "inplace", torch_api.FUNCTIONAL_INPLACE_ARG.get(name or ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from ..analysis import torch_api
+from ..analysis.syntax import children
 
 # Operator precedence, lowest to highest (Python reference, "Operator precedence").
 _BINARY_PRECEDENCE = {
@@ -164,6 +165,55 @@ def _is_trailing_comma(arg: cst.Arg) -> bool:
 def clone_of(name: str) -> cst.Assign:
     """``name = name.clone()``"""
     return assign(name, cst.Call(func=cst.Attribute(value=cst.Name(name), attr=cst.Name("clone"))))
+
+
+def names_read(node: cst.CSTNode, name: str) -> int:
+    """How many times the bare name ``name`` occurs in ``node`` (``obj.name`` attributes do not count)."""
+    count = 0
+    stack = [node]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, cst.Name):
+            count += cur.value == name
+            continue
+        if isinstance(cur, cst.Attribute):
+            stack.append(cur.value)
+            continue
+        stack.extend(children(cur))
+    return count
+
+
+def rename_base(target: cst.BaseExpression, old: str, new: str) -> cst.BaseExpression | None:
+    """``x[i]`` / ``x.view(-1)[i]`` with its base name ``old`` renamed to ``new``; None if the
+    base is not ``old``."""
+    if isinstance(target, cst.Name):
+        return target.with_changes(value=new) if target.value == old else None
+    if isinstance(target, (cst.Subscript, cst.Attribute)):
+        inner = rename_base(target.value, old, new)
+        return None if inner is None else target.with_changes(value=inner)
+    if isinstance(target, cst.Call) and isinstance(target.func, cst.Attribute):
+        inner = rename_base(target.func, old, new)
+        return None if inner is None else target.with_changes(func=inner)
+    return None
+
+
+def clone_into(stmt: cst.Assign | cst.AugAssign, root: str, temp: str) -> list[cst.BaseSmallStatement] | None:
+    """``x[i] = f(x)`` → ``temp = x.clone(); temp[i] = f(x); x = temp``: the right-hand side still
+    reads the original (whose saved views stay untouched), the write goes into the copy."""
+    if isinstance(stmt, cst.Assign):
+        if len(stmt.targets) != 1:
+            return None
+        target = rename_base(stmt.targets[0].target, root, temp)
+        if target is None:
+            return None
+        written = stmt.with_changes(targets=[stmt.targets[0].with_changes(target=target)])
+    else:
+        target = rename_base(stmt.target, root, temp)
+        if target is None:
+            return None
+        written = stmt.with_changes(target=target)
+    copy = assign(temp, cst.Call(func=cst.Attribute(value=cst.Name(root), attr=cst.Name("clone"))))
+    return [copy, written.with_changes(semicolon=cst.MaybeSentinel.DEFAULT), assign(root, cst.Name(temp))]
 
 
 def statement_code(stmts: list[cst.BaseSmallStatement]) -> str:

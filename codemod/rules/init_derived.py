@@ -1,0 +1,613 @@
+"""Tensors computed from a module's Parameters once, in ``__init__``.
+
+``self.x = torch.sigmoid(self.x_raw)`` builds its graph once: the second backward raises "Trying to
+backward through the graph a second time", or (ops that save nothing, ``retain_graph=True``) ``x``
+silently never changes while ``x_raw`` trains; deepcopy fails; ``.to()``/``.double()`` leave it
+behind. The fix measured in ``reference/autograd/exp4_init_derived.py``: delete the assignment and
+add a ``@property`` of the same name that recomputes it (state_dict keys unchanged, old checkpoints
+load strictly; deepcopy, pickle, ``.to()``, ``jit.script`` and ``torch.compile`` work; every
+method reading ``self.x`` sees the current value).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from ..analysis.index import ClassInfo, ModuleIndex, all_params
+from ..analysis.syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk_same_scope
+from ..context import FileContext
+from ..findings import Finding, InsertAfter, StatementEdit
+from .base import Example, Rule, RuleCode, RuleOptions, command_getattr
+
+FAMILY = "init-derived"
+_BUG = ("the graph is built once: the second backward raises 'Trying to backward through the graph a "
+        "second time', or (ops that save nothing, retain_graph=True) the value never changes while the "
+        "Parameter trains; deepcopy fails and .to()/.double() leave it behind")
+CODES = tuple(
+    RuleCode(code, name, summary, why, fix, examples, FAMILY)
+    for code, name, summary, why, fix, examples in (
+        (
+            "ID101", "init-derived-attribute",
+            "a tensor computed from Parameters in `__init__`",
+            f"`self.x = f(self.param)` in `__init__` computes `x` once: {_BUG}. A `@property` that "
+            "recomputes it keeps the state_dict keys, loads old checkpoints strictly, and works with "
+            "deepcopy, pickle, `.to()`, `jit.script` and `torch.compile`.",
+            "rewritten",
+            (Example(
+                "class Gate(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.x_raw = nn.Parameter(torch.zeros(3))\n        self.x = torch.sigmoid(self.x_raw)\n\n"
+                "    def forward(self, inp):\n        return inp * self.x\n",
+                "class Gate(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                "        self.x_raw = nn.Parameter(torch.zeros(3))\n\n    @property\n    def x(self):\n"
+                "        return torch.sigmoid(self.x_raw)\n\n    def forward(self, inp):\n        return inp * self.x\n",
+            ),),
+        ),
+        (
+            "ID102", "init-derived-buffer",
+            "a buffer registered from a tensor computed from Parameters",
+            f"`self.register_buffer('w', f(self.param))` stores a derived value: {_BUG}, and the stale value "
+            "goes into every checkpoint. A property would drop `w` from the state_dict, so this is reported.",
+            "reported",
+            (Example("class Scale(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                     "        self.log_w = nn.Parameter(torch.zeros(3))\n        self.register_buffer('w', torch.exp(self.log_w))\n", None),),
+        ),
+        (
+            "ID201", "init-derived-uses-locals",
+            "a Parameter-derived tensor whose expression uses `__init__` locals or arguments",
+            "A property cannot see `__init__`'s locals and arguments. Store them on `self` first (or inline "
+            "constants), then the assignment can become a property.",
+            "reported",
+            (Example("class Mixture(nn.Module):\n    def __init__(self, temperature):\n        super().__init__()\n"
+                     "        self.logits = nn.Parameter(torch.zeros(3))\n        self.p = torch.softmax(self.logits / temperature, -1)\n", None),),
+        ),
+        (
+            "ID202", "init-derived-reassigned",
+            "a Parameter-derived tensor that is written again (in another method, or twice in `__init__`)",
+            "The attribute is assigned, updated (`self.x *= 0.5`) or deleted again, often as a half-fix that "
+            "recomputes it in `forward`; a property would make that write fail. Keep one of the two.",
+            "reported",
+            (Example("class Gate(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                     "        self.raw = nn.Parameter(torch.zeros(3))\n        self.g = torch.sigmoid(self.raw)\n\n"
+                     "    def forward(self, x):\n        self.g = torch.sigmoid(self.raw)\n        return x * self.g\n", None),),
+        ),
+        (
+            "ID203", "init-derived-name-taken",
+            "a Parameter-derived tensor whose name the class or a subclass already defines",
+            "A property of that name would clash with the existing definition (a method, a class attribute, "
+            "or a subclass that defines or assigns the name).",
+            "reported",
+            (Example("class Gate(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                     "        self.raw = nn.Parameter(torch.zeros(3))\n        self.g = torch.sigmoid(self.raw)\n\n\n"
+                     "class Fixed(Gate):\n    def __init__(self):\n        super().__init__()\n        self.g = torch.ones(3)\n", None),),
+        ),
+        (
+            "ID204", "init-parameter-moved",
+            "a Parameter moved with `.to()`/`.cuda()` (or cast with `.half()`/`.double()`) in `__init__`",
+            "`nn.Parameter(t).to(device)` or `self.w.cuda()` returns a plain tensor when it moves or casts: assigned to `self.x` it is "
+            "not registered, so it is never trained, not saved, and not moved by `model.to()`. Create the "
+            "Parameter from a tensor already on the device, or move the whole module.",
+            "reported",
+            (Example("class OnDevice(nn.Module):\n    def __init__(self, device):\n        super().__init__()\n"
+                     "        self.w = nn.Parameter(torch.zeros(3)).to(device)\n", None),),
+        ),
+        (
+            "ID205", "init-derived-conditional",
+            "a Parameter-derived tensor assigned inside a branch or loop of `__init__`",
+            "The attribute exists only when the branch runs; a property would always exist. Rewrite by hand.",
+            "reported",
+            (Example("class Gate(nn.Module):\n    def __init__(self, gated):\n        super().__init__()\n"
+                     "        self.raw = nn.Parameter(torch.zeros(3))\n        if gated:\n"
+                     "            self.g = torch.sigmoid(self.raw)\n", None),),
+        ),
+    )
+)
+_PARAM_FACTORIES = {"torch.nn.Parameter", "torch.nn.parameter.Parameter"}
+_BUFFER_FACTORIES = {"torch.nn.Buffer", "torch.nn.parameter.Buffer"}
+_SNAPSHOT = {"detach", "detach_", "clone", "numpy", "tolist", "item", "cpu"}
+# ``.float()`` / ``.cpu()`` are left out: on a float32 CPU Parameter they return the Parameter itself.
+_MOVES = {"to", "cuda", "half", "double", "bfloat16"}
+
+
+@dataclass
+class _Derived:
+    name: str
+    statement: cst.BaseSmallStatement
+    line: cst.SimpleStatementLine
+    value: cst.BaseExpression
+    params: list[str] = field(default_factory=list)  # the Parameters it depends on (for messages)
+
+
+class InitDerivedRule(Rule):
+    family = FAMILY
+    codes = CODES
+    prefilter = re.compile(r"def __init__")
+
+    def check(self, ctx: FileContext, options: RuleOptions) -> list[Finding]:
+        checks = _FileChecks(ctx, options)
+        out: list[Finding] = []
+        for cls in ctx.index.classes:
+            out += checks.findings(cls)
+        return out
+
+
+class _FileChecks:
+    """One check per module class, run on demand: an outer module asks whether ``self.inner.g``
+    is derived in the inner class before that class's turn comes."""
+
+    def __init__(self, ctx: FileContext, options: RuleOptions) -> None:
+        self.ctx = ctx
+        self.options = options
+        self.done: dict[int, _ClassCheck] = {}
+        self.running: set[int] = set()
+
+    def check(self, cls: ClassInfo) -> "_ClassCheck | None":
+        if not (cls.is_module and "__init__" in cls.methods) or id(cls) in self.running:
+            return None
+        if id(cls) not in self.done:
+            self.running.add(id(cls))
+            try:
+                check = _ClassCheck(self.ctx, cls, self.options, self)
+                check.findings = check.run()
+                self.done[id(cls)] = check
+            finally:
+                self.running.discard(id(cls))
+        return self.done[id(cls)]
+
+    def findings(self, cls: ClassInfo) -> list[Finding]:
+        check = self.check(cls)
+        return check.findings if check is not None else []
+
+    def derived_names(self, cls: ClassInfo) -> set[str]:
+        check = self.check(cls)
+        return set(check.derived) if check is not None else set()
+
+
+# ``python -m libcst.tool codemod -x codemod.rules.init_derived.InitDerivedCommand PATH``
+__getattr__ = command_getattr(InitDerivedRule, "InitDerivedCommand")
+
+
+class _ClassCheck:
+    def __init__(self, ctx: FileContext, cls: ClassInfo, options: RuleOptions, checks: _FileChecks) -> None:
+        self.ctx = ctx
+        self.index: ModuleIndex = ctx.index
+        self.cls = cls
+        self.options = options
+        self.checks = checks
+        self.findings: list[Finding] = []
+        self.lineage = _lineage(cls, self.index)  # the class and its bases defined in this file
+        self.init = cls.methods["__init__"]
+        params = self.init.params.params
+        self.self_name = params[0].name.value if params else "self"
+        self.init_args = {p.name.value for p in all_params(self.init.params)} - {self.self_name}
+        self.init_locals = self._init_locals()
+        self.parameters: set[str] = {n for c in self.lineage for n, a in c.attrs.items() if a.is_parameter()}
+        self.derived: dict[str, _Derived] = {}
+
+    # ------------------------------------------------------------------ walk __init__
+    def run(self) -> list[Finding]:
+        findings: list[Finding] = []
+        rewritable: list[_Derived] = []
+        top_level = {id(s) for s in self.init.body.body} if isinstance(self.init.body, cst.IndentedBlock) else set()
+        assigned_in_init: dict[str, int] = {}
+        for node, _, _ in self._statements(self.init.body, grad_off=False):
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else (
+                [node.target] if isinstance(node, (cst.AnnAssign, cst.AugAssign)) else [])
+            for t in targets:
+                attr = self._self_attr(t)
+                if attr is not None:
+                    assigned_in_init[attr] = assigned_in_init.get(attr, 0) + 1
+        for node, line, grad_off in self._statements(self.init.body, grad_off=False):
+            if isinstance(node, cst.Expr) and isinstance(node.value, cst.Call):
+                finding = self._register_buffer(node.value, grad_off)
+                if finding is not None:
+                    findings.append(finding)
+                continue
+            if not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
+                continue
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            if len(targets) != 1:
+                continue
+            name = self._self_attr(targets[0])
+            if name is None:
+                continue
+            value = node.value
+            if isinstance(value, cst.Call) and self.index.imports.qualify(value.func) in _BUFFER_FACTORIES:
+                finding = self._register_buffer(value, grad_off, attr=name)
+                if finding is not None:
+                    findings.append(finding)
+                continue
+            moved = self._moved_parameter(value)
+            if moved is not None:
+                findings.append(self._moved_finding(node, name, moved))
+                continue
+            if self._is_parameter(value):
+                self.parameters.add(name)
+                continue
+            deps = self._depends_on(value)
+            if deps and self._is_alias(value):
+                self.parameters.add(name)  # ``self.w = self.lin.weight`` is the Parameter itself
+                continue
+            if not deps or grad_off or self._is_snapshot(value):
+                continue
+            derived = _Derived(name, node, line, value, sorted(deps))
+            self.derived[name] = derived
+            problem = self._problem(derived, id(line) in top_level)
+            if problem is None and assigned_in_init.get(name, 0) > 1:
+                problem = ("ID202", f"`{self.self_name}.{name}` is assigned more than once in `__init__`; "
+                                    "a property would make the other assignment fail")
+            if problem is not None:
+                findings.append(self._report(derived, *problem))
+            else:
+                rewritable.append(derived)
+        findings += self._rewrite(rewritable)
+        return findings
+
+    def _statements(self, block, grad_off: bool):
+        """Small statements of ``__init__`` in order, with their line and whether grad is off."""
+        body = block.body if isinstance(block, cst.IndentedBlock) else [block]
+        for stmt in body:
+            if isinstance(stmt, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+                for small in stmt.body:
+                    yield small, stmt, grad_off
+            elif isinstance(stmt, cst.With):
+                off = grad_off or any(self._disables_grad(item.item) for item in stmt.items)
+                yield from self._statements(stmt.body, off)
+            elif isinstance(stmt, (cst.If, cst.For, cst.While, cst.Try)):
+                for child in _blocks(stmt):
+                    yield from self._statements(child, grad_off)
+
+    def _disables_grad(self, expr) -> bool:
+        qual = self.index.imports.qualify(expr.func if isinstance(expr, cst.Call) else expr)
+        args = positional_args(expr) if isinstance(expr, cst.Call) else []
+        if qual == "torch.set_grad_enabled":
+            return not (args and is_true(args[0].value))
+        if qual in ("torch.no_grad", "torch.inference_mode"):
+            return not (args and is_false(args[0].value))
+        return False
+
+    def _init_locals(self) -> set[str]:
+        names = set()
+        for node in walk_same_scope(self.init.body):
+            if isinstance(node, cst.Assign):
+                for t in node.targets:
+                    names |= _names(t.target)
+            elif isinstance(node, (cst.AnnAssign, cst.AugAssign, cst.For)):
+                names |= _names(node.target)
+            elif isinstance(node, cst.WithItem) and node.asname is not None:
+                names |= _names(node.asname.name)
+        return names
+
+    # ------------------------------------------------------------------ classification
+    def _self_attr(self, expr) -> str | None:
+        if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == self.self_name:
+            return expr.attr.value
+        return None
+
+    def _is_parameter(self, value) -> bool:
+        return isinstance(value, cst.Call) and self.index.imports.qualify(value.func) in _PARAM_FACTORIES
+
+    def _moved_parameter(self, value) -> str | None:
+        """``nn.Parameter(t).to(device)`` / ``self.w.cuda()``: the Parameter that was moved."""
+        if not (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value in _MOVES):
+            return None
+        receiver = value.func.value
+        if self._is_parameter(receiver):
+            return short_code(receiver, 40)
+        attr = self._self_attr(receiver)
+        if attr is not None and attr in self.parameters:
+            return f"{self.self_name}.{attr}"
+        return None
+
+    def _depends_on(self, value) -> set[str]:
+        """The Parameters (``self.p``, ``self.sub.weight``) and derived attributes ``value`` reads."""
+        deps: set[str] = set()
+        for node in _tensor_valued_parts(value):
+            if not isinstance(node, cst.Attribute):
+                continue
+            chain = dotted_name(node)
+            if chain is None or not chain.startswith(self.self_name + "."):
+                continue
+            parts = chain.split(".")[1:]
+            head = parts[0]
+            if head in self.parameters or head in self.derived:
+                deps.add(head)
+            elif len(parts) >= 2 and self._submodule_parameter(head, parts[1]):
+                deps.add(f"{head}.{parts[1]}")
+        return deps
+
+    def _class_attr(self, name: str):
+        return next((c.attr(name) for c in self.lineage if c.attr(name) is not None), None)
+
+    def _submodule_parameter(self, attr: str, name: str) -> bool:
+        info = self._class_attr(attr)
+        if info is None or not info.is_module():
+            return False
+        for ctor in info.values:
+            cls = self.index.class_named(ctor.qualname or "")
+            if cls is not None:
+                lineage = _lineage(cls, self.index)
+                sub = next((c.attr(name) for c in lineage if c.attr(name) is not None), None)
+                if not ((sub is not None and sub.is_parameter()) or name in self.checks.derived_names(cls)):
+                    return False
+            elif not (name.startswith(("weight", "bias")) or name.endswith(("_weight", "_bias"))):
+                return False
+        return True
+
+    def _is_snapshot(self, value) -> bool:
+        """``.detach()``, ``.data``, ``.clone().detach()``...: a frozen copy on purpose."""
+        for node in walk_same_scope(value):
+            if isinstance(node, cst.Attribute) and node.attr.value == "data":
+                return True
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _SNAPSHOT - {"clone", "cpu"}:
+                return True
+        return False
+
+    def _is_alias(self, value) -> bool:
+        """``self.w = self.lin.weight``: the Parameter itself, which stays current. (An alias of a
+        derived attribute, ``self.y = self.x``, is derived too.)"""
+        chain = dotted_name(value) if isinstance(value, cst.Attribute) else None
+        if chain is None or not chain.startswith(self.self_name + "."):
+            return False
+        return chain.split(".")[1] not in self.derived
+
+    def _problem(self, derived: _Derived, top_level: bool) -> tuple[str, str] | None:
+        name = derived.name
+        used = self._locals_used(derived.value)
+        if used:
+            names = ", ".join(f"`{n}`" for n in sorted(used))
+            stores = "; ".join(f"`{self.self_name}.{n} = {n}`" for n in sorted(used))
+            return "ID201", (f"it uses {names} from `__init__`, which a property cannot see: store "
+                             f"{'it' if len(used) == 1 else 'them'} on the module first ({stores}) and use "
+                             f"`{self.self_name}.{sorted(used)[0]}` in the expression")
+        elsewhere = {c.method for c in (self.cls.attr(name).values if self.cls.attr(name) else []) if c.method != "__init__"}
+        written = self._written_elsewhere(name)
+        if written is not None:
+            elsewhere.add(written)
+        if elsewhere:
+            where = ", ".join(f"`{m}`" for m in sorted(elsewhere))
+            return "ID202", f"`{self.self_name}.{name}` is also written in {where}; a property would make that write fail"
+        clash = self._name_taken(name)
+        if clash is not None:
+            return "ID203", clash
+        if not top_level:
+            return "ID205", "it is assigned inside a branch or loop of `__init__`, so it does not always exist"
+        return None
+
+    def _locals_used(self, value) -> set[str]:
+        """Bare names of ``__init__`` locals and arguments read by ``value`` (not ``self.dim``'s
+        ``dim``, not the keyword of ``dim=-1``)."""
+        scope = self.init_locals | self.init_args
+        return {n for n in _bare_names(value) if n in scope}
+
+    def _written_elsewhere(self, name: str) -> str | None:
+        """``self.x *= 0.5`` / ``del self.x`` / ``setattr(self, "x", ...)`` in another method: its name."""
+        for method_name, method in self.cls.methods.items():
+            if method_name == "__init__":
+                continue
+            for node in walk_same_scope(method):
+                if isinstance(node, cst.Del):
+                    targets = [e.value for e in node.target.elements] if isinstance(node.target, (cst.Tuple, cst.List)) else [node.target]
+                elif isinstance(node, cst.AugAssign):
+                    targets = [node.target]
+                elif isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in ("setattr", "delattr"):
+                    args = positional_args(node)
+                    if len(args) >= 2 and isinstance(args[1].value, cst.SimpleString) and args[1].value.evaluated_value == name:
+                        return method_name
+                    continue
+                else:
+                    continue
+                if any(isinstance(t, cst.Attribute) and t.attr.value == name for t in targets):
+                    return method_name
+        return None
+
+    def _name_taken(self, name: str) -> str | None:
+        if name in self.cls.methods:
+            return f"the class already defines `{name}`"
+        for stmt in self.cls.node.body.body if isinstance(self.cls.node.body, cst.IndentedBlock) else ():
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else (
+                        [small.target] if isinstance(small, cst.AnnAssign) else [])
+                    if any(isinstance(t, cst.Name) and t.value == name for t in targets):
+                        return f"the class already has a class attribute `{name}`"
+        for sub in self.index.classes:
+            if sub is not self.cls and any(c is self.cls for c in _lineage(sub, self.index)):
+                if name in sub.methods:
+                    return f"the subclass `{sub.name}` defines `{name}`"
+                attr = sub.attr(name)
+                if attr is not None and attr.values:
+                    return f"the subclass `{sub.name}` assigns `self.{name}`"
+        return None
+
+    # ------------------------------------------------------------------ findings
+    def _what(self, derived: _Derived) -> str:
+        deps = ", ".join(f"`{self.self_name}.{d}`" for d in derived.params)
+        return f"`{self.self_name}.{derived.name}` is computed from {deps} once, in `__init__`"
+
+    def _report(self, derived: _Derived, code: str, reason: str) -> Finding:
+        message = f"{self._what(derived)}: {_SHORT_BUG}; not rewritten: {reason}"
+        return Finding(code, message, derived.statement)
+
+    def _register_buffer(self, call: cst.Call, grad_off: bool, attr: str | None = None) -> Finding | None:
+        """``self.register_buffer("w", f(self.p))``, or ``self.w = nn.Buffer(f(self.p))`` (``attr``)."""
+        func = call.func
+        args = positional_args(call)
+        if attr is not None:
+            if not args or grad_off:
+                return None
+            value, name = args[0].value, attr
+        else:
+            if not (isinstance(func, cst.Attribute) and func.attr.value == "register_buffer"
+                    and isinstance(func.value, cst.Name) and func.value.value == self.self_name):
+                return None
+            if len(args) < 2 or grad_off:
+                return None
+            value = args[1].value
+            name = args[0].value.evaluated_value if isinstance(args[0].value, cst.SimpleString) else "?"
+        deps = self._depends_on(value)
+        if not deps or self._is_snapshot(value):
+            return None
+        deps_text = ", ".join(f"`{self.self_name}.{d}`" for d in sorted(deps))
+        persistent = keyword_arg(call, "persistent")
+        if persistent is not None and is_false(persistent.value):
+            message = (f"buffer `{name}` is computed from {deps_text} once, in `__init__`: {_SHORT_BUG}; not rewritten: "
+                       f"a property would change what `named_buffers()` and `.to()` see. Drop the `register_buffer` "
+                       f"call and compute `{name}` in `forward` (or a property)")
+        else:
+            message = (f"buffer `{name}` is computed from {deps_text} once, in `__init__`: {_SHORT_BUG}, and its stale "
+                       f"value is saved in checkpoints; not rewritten: a property would remove `{name}` from the "
+                       "state_dict. Compute it in `forward` (or a property) and drop the buffer, converting old checkpoints")
+        return Finding("ID102", message, call)
+
+    def _moved_finding(self, node, name: str, moved: str) -> Finding:
+        message = (f"`{self.self_name}.{name}` is `{moved}` moved with `.{node.value.func.attr.value}()` in `__init__`: when that "
+                   "moves it (another device or dtype), the result is a plain tensor, not a registered Parameter, so it is never "
+                   "trained, not saved in the state_dict and not moved by `model.to()`; create the Parameter from a tensor "
+                   "already on the target device and dtype instead")
+        return Finding("ID204", message, node)
+
+    def _rewrite(self, items: list[_Derived]) -> list[Finding]:
+        if not items:
+            return []
+        findings: list[Finding] = []
+        for derived in items:
+            # Each finding carries its own property, so a suppressed one leaves its attribute alone;
+            # properties anchored on ``__init__`` land after it in this order.
+            edits = [StatementEdit(derived.statement, replacement=[]), InsertAfter(self.init, [self._property(derived)])]
+            text = f"@property def {derived.name}({self.self_name}): return {short_code(derived.value, 60)}"
+            message = f"{self._what(derived)}: {_SHORT_BUG}; rewrite: a `@property` `{derived.name}` that recomputes it"
+            findings.append(Finding("ID101", message, derived.statement, [], edits, text))
+        return findings
+
+    def _property(self, derived: _Derived) -> cst.FunctionDef:
+        comments = [line for line in derived.line.leading_lines if line.comment is not None]
+        returns = None
+        if isinstance(derived.statement, cst.AnnAssign):
+            returns = cst.Annotation(derived.statement.annotation.annotation)
+        trailing = derived.line.trailing_whitespace if len(derived.line.body) == 1 else cst.TrailingWhitespace()
+        body = cst.IndentedBlock(body=[cst.SimpleStatementLine(
+            body=[cst.Return(value=derived.value)], trailing_whitespace=trailing,
+        )])
+        return cst.FunctionDef(
+            name=cst.Name(derived.name),
+            params=cst.Parameters(params=[cst.Param(cst.Name(self.self_name))]),
+            body=body,
+            decorators=[cst.Decorator(decorator=cst.Name("property"))],
+            returns=returns,
+            leading_lines=[cst.EmptyLine(indent=False), *comments],
+        )
+
+
+_SHORT_BUG = "its graph is built once, so the second backward fails or the value never trains"
+
+
+# ``torch.zeros_like(self.w)`` reads only the shape, dtype and device of its argument.
+_LIKE_FACTORIES = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"}
+_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "layout", "names"}
+_METADATA_METHODS = {"size", "dim", "numel", "nelement", "ndimension", "element_size", "stride",
+                     "is_contiguous", "is_floating_point", "get_device", "type"}
+
+
+def _tensor_valued_parts(value):
+    """Nodes of ``value`` whose tensors can flow into its result: comparisons, ``not`` and the
+    conditions of ``and``/``or``/``if`` give Python bools (``self.p is None``), and shapes, dtypes
+    and devices (``self.w.shape[1]``, ``self.w.size(0)``, ``len(self.w)``) are metadata: none is a
+    tensor computed from the Parameter."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.Comparison, cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            continue
+        if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not):
+            continue
+        if isinstance(node, cst.Attribute) and node.attr.value in _METADATA_ATTRS:
+            continue
+        if isinstance(node, cst.Call) and (
+            (isinstance(node.func, cst.Attribute) and node.func.attr.value in _METADATA_METHODS)
+            or (isinstance(node.func, cst.Name) and node.func.value in ("len", "isinstance", "id", "type"))
+            or (isinstance(node.func, (cst.Name, cst.Attribute)) and _callee_name(node.func) in _LIKE_FACTORIES)
+        ):
+            continue
+        yield node
+        if isinstance(node, cst.IfExp):
+            stack += [node.body, node.orelse]
+        elif isinstance(node, cst.BooleanOperation):
+            stack.append(node.right)  # ``a and b`` / ``a or b``: only ``b`` is a plausible tensor result
+        else:
+            stack.extend(reversed(children(node)))
+
+
+def _callee_name(func) -> str:
+    return func.value if isinstance(func, cst.Name) else func.attr.value
+
+
+def _bare_names(value) -> set[str]:
+    """Names read as variables in ``value``: not attribute names, not keywords of calls, not the
+    names a lambda or comprehension binds itself."""
+    out: set[str] = set()
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Name):
+            out.add(node.value)
+        elif isinstance(node, cst.Attribute):
+            stack.append(node.value)
+        elif isinstance(node, cst.Arg):
+            stack.append(node.value)
+        elif isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+            continue
+        elif isinstance(node, cst.Lambda):
+            inner = _bare_names(node.body) - {p.name.value for p in all_params(node.params)}
+            out |= inner
+        else:
+            stack.extend(children(node))
+    return out
+
+
+def _lineage(cls: ClassInfo, index: ModuleIndex) -> list[ClassInfo]:
+    """``cls`` and its base classes defined in the same file, nearest first."""
+    out: list[ClassInfo] = []
+    stack = [cls]
+    while stack:
+        cur = stack.pop(0)
+        if any(c is cur for c in out):
+            continue
+        out.append(cur)
+        for base in cur.bases:
+            found = index.class_named(base.rsplit(".", 1)[-1])
+            if found is not None and found is not cur:
+                stack.append(found)
+    return out
+
+
+def _blocks(stmt):
+    if isinstance(stmt, cst.If):
+        yield stmt.body
+        if stmt.orelse is not None:
+            yield from (_blocks(stmt.orelse) if isinstance(stmt.orelse, cst.If) else [stmt.orelse.body])
+    elif isinstance(stmt, (cst.For, cst.While)):
+        yield stmt.body
+        if stmt.orelse is not None:
+            yield stmt.orelse.body
+    elif isinstance(stmt, cst.Try):
+        yield stmt.body
+        for h in stmt.handlers:
+            yield h.body
+        if stmt.orelse is not None:
+            yield stmt.orelse.body
+        if stmt.finalbody is not None:
+            yield stmt.finalbody.body
+
+
+def _names(target) -> set[str]:
+    if isinstance(target, cst.Name):
+        return {target.value}
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out = set()
+        for e in target.elements:
+            out |= _names(e.value)
+        return out
+    return set()

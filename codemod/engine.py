@@ -23,6 +23,7 @@ import libcst as cst
 from .context import FileContext
 from .edits import apply_edits
 from .findings import FileResult, Finding, Location, RelatedLocation, Result
+from .project import ProjectFacts
 from .rules import RULES, Rule, RuleOptions
 from .suppression import is_suppressed, suppressions
 
@@ -115,8 +116,8 @@ def _no_validation(self) -> None:
     return None
 
 
-def analyse_bytes(data: bytes, task: FileTask) -> FileResult:
-    """Analyse (and rewrite, in memory) one file's bytes."""
+def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = None) -> FileResult:
+    """Analyse (and rewrite, in memory) one file's bytes; ``project``: facts from the whole run."""
     start = time.perf_counter()
     result = FileResult(task.display)
     pattern = _prefilter(task.codes)
@@ -141,7 +142,7 @@ def analyse_bytes(data: bytes, task: FileTask) -> FileResult:
     rules = [rule() for rule in RULES if any(c.code in task.codes for c in rule.codes)]
     try:
         current, result.results = rewrite_module(
-            module, source, task.display, rules, task.codes, task.mode, task.confirmed_lines
+            module, source, task.display, rules, task.codes, task.mode, task.confirmed_lines, project
         )
     except RecursionError:
         result.skipped = "too deeply nested to analyse"
@@ -162,7 +163,8 @@ def analyse_bytes(data: bytes, task: FileTask) -> FileResult:
 
 
 def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Rule], codes: frozenset[str],
-                   mode: str = "hazards", confirmed_lines: frozenset[int] = frozenset()) -> tuple[cst.Module, list[Result]]:
+                   mode: str = "hazards", confirmed_lines: frozenset[int] = frozenset(),
+                   project: ProjectFacts | None = None) -> tuple[cst.Module, list[Result]]:
     """Run ``rules`` on a parsed module and apply their edits (in rounds, until nothing is
     deferred). Returns the new module and every finding (suppressed ones marked)."""
     results: list[Result] = []
@@ -172,7 +174,7 @@ def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Ru
         ctx = FileContext(display, source if round_no == 0 else current.code, current)
         suppressed = suppressions(ctx.source)
         options = RuleOptions(mode=mode, confirmed_lines=confirmed_lines if round_no == 0 else frozenset(),
-                              suppressions=suppressed)
+                              suppressions=suppressed, project=project)
         findings = [f for rule in rules for f in rule.check(ctx, options) if f.code in codes]
         edits = []
         this_round: list[tuple[Finding, Result]] = []
@@ -233,13 +235,38 @@ def _to_result(ctx: FileContext, finding: Finding, path: str) -> Result:
     return Result(path, finding.code, finding.message, location, related, fix=finding.replacement_text)
 
 
+# The run's project facts, set in the parent before the pool forks (and by the pool initializer
+# where workers are spawned): shipping them with every task would pickle them once per file.
+_project: ProjectFacts | None = None
+
+
+def _set_project(project: ProjectFacts | None) -> None:
+    global _project
+    _project = project
+
+
+def project_facts(tasks: list[FileTask]) -> ProjectFacts | None:
+    """Scan every file of the run when a selected rule reads facts about other files."""
+    codes = frozenset().union(*(t.codes for t in tasks)) if tasks else frozenset()
+    if not any(rule.needs_project and any(c.code in codes for c in rule.codes) for rule in RULES):
+        return None
+    facts = ProjectFacts()
+    for task in tasks:
+        try:
+            with open(task.path, "rb") as fh:
+                facts.add(task.display, fh.read())
+        except OSError:
+            continue  # reported when the file itself is processed
+    return facts
+
+
 def process(task: FileTask) -> FileResult:
     try:
         with open(task.path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
         return FileResult(task.display, skipped=f"cannot read: {exc.strerror}")
-    return analyse_bytes(data, task)
+    return analyse_bytes(data, task, _project)
 
 
 def _pool_context():
@@ -252,6 +279,7 @@ def run(tasks: list[FileTask], jobs: int | None = None,
         on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
     """Process every task; results come back in task order."""
     jobs = jobs or os.cpu_count() or 1
+    _set_project(project_facts(tasks))
     order = {t.path: i for i, t in enumerate(tasks)}
     results: list[FileResult | None] = [None] * len(tasks)
     if jobs <= 1 or len(tasks) < 8:
@@ -263,7 +291,7 @@ def run(tasks: list[FileTask], jobs: int | None = None,
     # Largest files first, in small chunks, so no worker is left with a long tail.
     by_size = sorted(tasks, key=lambda t: -_size(t.path))
     chunk = max(1, min(8, len(tasks) // (jobs * 16)))
-    with _pool_context().Pool(jobs) as pool:
+    with _pool_context().Pool(jobs, initializer=_set_project, initargs=(_project,)) as pool:
         for task_index, res in pool.imap_unordered(_indexed_process, [(order[t.path], t) for t in by_size], chunksize=chunk):
             results[task_index] = res
             if on_result:

@@ -100,6 +100,26 @@ class FunctionInfo:
 
 
 _NN_MODULE_BASES = {"torch.nn.Module", "torch.nn.modules.module.Module"}
+_LIGHTNING_MODULES = {"pytorch_lightning.LightningModule", "pytorch_lightning.core.LightningModule",
+                      "pytorch_lightning.core.module.LightningModule", "lightning.LightningModule",
+                      "lightning.pytorch.LightningModule", "lightning.pytorch.core.LightningModule"}
+
+
+def is_module_base(qual: str | None) -> bool:
+    """``nn.Module``, any ``torch.nn`` module class (``nn.Linear``, ``nn.Sequential``), a LightningModule."""
+    if qual is None:
+        return False
+    if qual in _NN_MODULE_BASES or qual in _LIGHTNING_MODULES:
+        return True
+    return qual.startswith("torch.nn.") and qual.rsplit(".", 1)[-1][:1].isupper() and "functional" not in qual
+
+
+def is_layer_base(qual: str | None) -> bool:
+    """A ``torch.nn`` layer class a subclass inherits ``weight``/``bias`` Parameters from."""
+    return is_module_base(qual) and qual.startswith("torch.nn.") and qual.rsplit(".", 1)[-1] not in _NO_PARAMETER_BASES
+
+
+_NO_PARAMETER_BASES = {"Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict", "Identity"}
 _REGISTER = {"register_buffer": "buffer", "register_parameter": "parameter", "add_module": "module", "register_module": "module"}
 _T = type
 
@@ -111,6 +131,7 @@ class ModuleIndex:
         self.classes: list[ClassInfo] = []
         self.functions: list[FunctionInfo] = []
         self.sequential_calls: list[cst.Call] = []  # calls whose callee ends in "Sequential"
+        self.aliases: dict[str, str] = {}  # module-level ``Base = nn.Module``: name -> dotted value
         self._handled: set[int] = set()  # ``self.x`` nodes already seen as a call or a store
         self._walk()
         self._resolve_module_classes()
@@ -167,6 +188,10 @@ class ModuleIndex:
                 if fn is not None:
                     if t in _FUNCTION_NODE_TYPES:
                         in_function(node, t, fn)
+                elif t is cst.Assign and cls is None and len(node.targets) == 1 and _T(node.targets[0].target) is cst.Name:
+                    value = dotted_name(node.value) if _T(node.value) in (cst.Name, cst.Attribute) else None
+                    if value is not None:
+                        self.aliases[node.targets[0].target.value] = value
                 elif t is cst.Call and _callee_name(node) == "Sequential":
                     self.sequential_calls.append(node)
                 extend(children(node))
@@ -285,6 +310,12 @@ class ModuleIndex:
         else:
             fn.cls._pending.append((name, value if value is not None else call, fn.name, kind))
 
+    def qualify_base(self, base: str) -> str | None:
+        """A base class name qualified through imports, or through a module-level alias
+        (``Base = nn.Module``)."""
+        alias = self.aliases.get(base)
+        return self.imports.qualify_dotted(alias if alias is not None else base)
+
     # -- after the walk ---------------------------------------------------------------------------
     def _resolve_module_classes(self) -> None:
         by_name = {c.name: c for c in self.classes}
@@ -295,8 +326,8 @@ class ModuleIndex:
                 if info.is_module:
                     continue
                 for base in info.bases:
-                    qual = self.imports.qualify_dotted(base)
-                    if qual in _NN_MODULE_BASES or (base in by_name and by_name[base].is_module):
+                    qual = self.qualify_base(base)
+                    if is_module_base(qual) or (base in by_name and by_name[base].is_module):
                         info.is_module = True
                         changed = True
                         break

@@ -8,6 +8,7 @@ from typing import ClassVar, Mapping
 
 from ..context import FileContext
 from ..findings import Finding
+from ..project import ProjectFacts
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class RuleOptions:
     # ``# codemod: ignore[...]`` comments: line -> codes ({"*"}: all). A suppressed site is
     # treated as not rewritten when deciding the others.
     suppressions: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    # What the whole run knows (attributes stored from other files); None: this file alone.
+    project: "ProjectFacts | None" = None
 
     def suppressed(self, lines: range, code: str) -> bool:
         from ..suppression import is_suppressed
@@ -48,6 +51,7 @@ class RuleOptions:
 class Rule:
     family: ClassVar[str]
     codes: ClassVar[tuple[RuleCode, ...]]
+    needs_project: ClassVar[bool] = False  # reads RuleOptions.project (facts from every file of the run)
     # A file that does not match cannot hold a finding of this rule (checked before parsing).
     prefilter: ClassVar[re.Pattern[str]]
 

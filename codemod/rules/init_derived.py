@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from ..analysis.index import ClassInfo, ModuleIndex, all_params
-from ..analysis.syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk_same_scope
+from ..analysis.index import ClassInfo, ModuleIndex, all_params, is_layer_base
+from ..analysis.syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk, walk_same_scope
 from ..context import FileContext
 from ..findings import Finding, InsertAfter, StatementEdit
 from .base import Example, Rule, RuleCode, RuleOptions, command_getattr
@@ -84,11 +84,13 @@ CODES = tuple(
                      "class Fixed(Gate):\n    def __init__(self):\n        super().__init__()\n        self.g = torch.ones(3)\n", None),),
         ),
         (
-            "ID204", "init-parameter-moved",
-            "a Parameter moved with `.to()`/`.cuda()` (or cast with `.half()`/`.double()`) in `__init__`",
+            "ID204", "init-parameter-unregistered",
+            "a Parameter moved with `.to()`/`.cuda()`, cast with `.half()`/`.double()`, or created inside an "
+            "expression in `__init__`: never registered",
             "`nn.Parameter(t).to(device)` or `self.w.cuda()` returns a plain tensor when it moves or casts: assigned to `self.x` it is "
-            "not registered, so it is never trained, not saved, and not moved by `model.to()`. Create the "
-            "Parameter from a tensor already on the device, or move the whole module.",
+            "not registered, so it is never trained, not saved, and not moved by `model.to()`. The same holds for "
+            "`torch.exp(nn.Parameter(t))`: the Parameter inside is anonymous. Create the Parameter from a tensor "
+            "already on the device (or register it under its own name and derive the value in a property).",
             "reported",
             (Example("class OnDevice(nn.Module):\n    def __init__(self, device):\n        super().__init__()\n"
                      "        self.w = nn.Parameter(torch.zeros(3)).to(device)\n", None),),
@@ -101,6 +103,17 @@ CODES = tuple(
             (Example("class Gate(nn.Module):\n    def __init__(self, gated):\n        super().__init__()\n"
                      "        self.raw = nn.Parameter(torch.zeros(3))\n        if gated:\n"
                      "            self.g = torch.sigmoid(self.raw)\n", None),),
+        ),
+        (
+            "ID206", "init-derived-not-recomputable",
+            "a Parameter-derived value that a property could not recompute faithfully",
+            "The expression draws random numbers, writes a tensor in place, or builds a container, a module or "
+            "another object: a property would draw, write or build anew on every access, and changes made to "
+            "the value would be lost. Compute the random or stateful part once (a buffer, a submodule) and "
+            "derive the rest in `forward`.",
+            "reported",
+            (Example("class Projection(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                     "        self.scale = nn.Parameter(torch.ones(1))\n        self.proj = torch.randn(3, 3) * self.scale\n", None),),
         ),
     )
 )
@@ -118,12 +131,14 @@ class _Derived:
     line: cst.SimpleStatementLine
     value: cst.BaseExpression
     params: list[str] = field(default_factory=list)  # the Parameters it depends on (for messages)
+    view: bool = False  # a view of one Parameter (``self.w.t()``): backward works, .to()/deepcopy do not
 
 
 class InitDerivedRule(Rule):
     family = FAMILY
     codes = CODES
     prefilter = re.compile(r"def __init__")
+    needs_project = True
 
     def check(self, ctx: FileContext, options: RuleOptions) -> list[Finding]:
         checks = _FileChecks(ctx, options)
@@ -142,6 +157,7 @@ class _FileChecks:
         self.options = options
         self.done: dict[int, _ClassCheck] = {}
         self.running: set[int] = set()
+        self._foreign: dict[str, str] | None = None
 
     def check(self, cls: ClassInfo) -> "_ClassCheck | None":
         if not (cls.is_module and "__init__" in cls.methods) or id(cls) in self.running:
@@ -164,6 +180,21 @@ class _FileChecks:
         check = self.check(cls)
         return set(check.derived) if check is not None else set()
 
+    def foreign_stores(self) -> dict[str, str]:
+        """Attributes stored through something other than ``self`` anywhere in the file
+        (``agent.alpha = ...``, ``self.agent.alpha = ...``): name -> where, for messages."""
+        if self._foreign is None:
+            self._foreign = {}
+            for node in walk(self.ctx.module):
+                if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)):
+                    targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+                    for target in targets:
+                        for t in _flatten_targets(target):
+                            if (isinstance(t, cst.Attribute) and not (isinstance(t.value, cst.Name) and t.value.value in ("self", "cls"))
+                                    and t.attr.value not in self._foreign):
+                                self._foreign[t.attr.value] = f"`{short_code(t, 40)} = ...` (line {self.ctx.line(node)})"
+        return self._foreign
+
 
 # ``python -m libcst.tool codemod -x codemod.rules.init_derived.InitDerivedCommand PATH``
 __getattr__ = command_getattr(InitDerivedRule, "InitDerivedCommand")
@@ -184,6 +215,8 @@ class _ClassCheck:
         self.init_args = {p.name.value for p in all_params(self.init.params)} - {self.self_name}
         self.init_locals = self._init_locals()
         self.parameters: set[str] = {n for c in self.lineage for n, a in c.attrs.items() if a.is_parameter()}
+        if any(is_layer_base(self.index.qualify_base(b)) for c in self.lineage for b in c.bases):
+            self.parameters |= {"weight", "bias"}  # ``class NormedLinear(nn.Linear)`` inherits them
         self.derived: dict[str, _Derived] = {}
 
     # ------------------------------------------------------------------ walk __init__
@@ -226,15 +259,24 @@ class _ClassCheck:
             if self._is_parameter(value):
                 self.parameters.add(name)
                 continue
+            inner = self._inline_parameter(value)
+            if inner is not None and not grad_off:
+                findings.append(self._inline_parameter_finding(node, name, inner))
+                continue
             deps = self._depends_on(value)
             if deps and self._is_alias(value):
                 self.parameters.add(name)  # ``self.w = self.lin.weight`` is the Parameter itself
                 continue
             if not deps or grad_off or self._is_snapshot(value):
                 continue
-            derived = _Derived(name, node, line, value, sorted(deps))
+            derived = _Derived(name, node, line, value, sorted(deps), view=self._is_view(value))
             self.derived[name] = derived
-            problem = self._problem(derived, id(line) in top_level)
+            if name in self.parameters:
+                findings.append(self._report(derived, "ID202", (
+                    f"`{self.self_name}.{name}` is a Parameter: assigning a plain tensor to it raises TypeError when "
+                    f"the module is built; keep the Parameter under another name (`{name}_raw`) and make `{name}` a property")))
+                continue
+            problem = self._not_recomputable(value) or self._problem(derived, id(line) in top_level)
             if problem is None and assigned_in_init.get(name, 0) > 1:
                 problem = ("ID202", f"`{self.self_name}.{name}` is assigned more than once in `__init__`; "
                                     "a property would make the other assignment fail")
@@ -301,6 +343,77 @@ class _ClassCheck:
             return f"{self.self_name}.{attr}"
         return None
 
+    def _inline_parameter(self, value) -> cst.Call | None:
+        """``torch.exp(nn.Parameter(t))``: a Parameter created inside the expression (never registered)."""
+        itself = set()  # positions whose Parameter is the assigned value: ``P(t) if c else None``, ``P(t).float()``
+        stack = [value]
+        while stack:
+            node = stack.pop()
+            itself.add(id(node))
+            if isinstance(node, cst.IfExp):
+                stack += [node.body, node.orelse]
+            elif (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+                  and node.func.attr.value in ("float", "cpu", "requires_grad_")):
+                stack.append(node.func.value)
+        stack = [value]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                continue
+            if isinstance(node, cst.Call):
+                if id(node) not in itself and self._is_parameter(node):
+                    return node
+                qual = self.index.imports.qualify(node.func) or ""
+                if qual.startswith("torch.nn.") and qual.rsplit(".", 1)[-1][:1].isupper() and not self._is_parameter(node):
+                    continue  # nn.ParameterList/ParameterDict (and modules) register what they are given
+            stack.extend(children(node))
+        return None
+
+    def _is_view(self, value) -> bool:
+        """``self.w.t()``, ``self.w.T``, ``self.w[:, 0]``, ``self.w.view(-1)``: a view of one Parameter."""
+        expr = value
+        while True:
+            if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _VIEW_METHODS:
+                expr = expr.func.value
+            elif isinstance(expr, cst.Attribute) and expr.attr.value in _VIEW_ATTRS:
+                expr = expr.value
+            elif isinstance(expr, cst.Subscript) and all(
+                isinstance(e.slice, cst.Index) and isinstance(e.slice.value, (cst.Integer, cst.UnaryOperation, cst.Name))
+                and (not isinstance(e.slice.value, cst.Name) or e.slice.value.value == "None")
+                or isinstance(e.slice, cst.Slice) for e in expr.slice
+            ):
+                expr = expr.value
+            else:
+                break
+        if expr is value:
+            return False
+        chain = dotted_name(expr) if isinstance(expr, cst.Attribute) else None
+        if chain is None or not chain.startswith(self.self_name + "."):
+            return False
+        parts = chain.split(".")[1:]
+        return (len(parts) == 1 and parts[0] in self.parameters) or (
+            len(parts) == 2 and self._submodule_parameter(parts[0], parts[1]))
+
+    def _not_recomputable(self, value) -> tuple[str, str] | None:
+        """Random draws, in-place writes, containers, modules or other objects (ID206)."""
+        kind = _CONTAINERS.get(type(value))
+        if kind is not None:
+            return "ID206", f"it builds a {kind}: a property would return a new one on every access, and changes to it would be lost"
+        for node in walk_same_scope(value):
+            if not isinstance(node, cst.Call):
+                continue
+            func = node.func
+            qual = self.index.imports.qualify(func) or ""
+            name = func.attr.value if isinstance(func, cst.Attribute) else (func.value if isinstance(func, cst.Name) else "")
+            if name in _RANDOM_METHODS or (name in _RANDOM_FUNCTIONS and qual.startswith("torch")) or qual.startswith(("numpy.random.", "random.")):
+                return "ID206", f"`{short_code(node, 40)}` draws random numbers: a property would draw new ones on every access"
+            if _is_inplace_name(name):
+                return "ID206", f"`{short_code(node, 40)}` writes a tensor in place: a property would repeat the write on every access"
+            if name[:1].isupper() and not qual.startswith(("torch.distributions.", "torch.Size", "torch.tensor")):
+                return "ID206", (f"`{short_code(node, 40)}` builds an object (a module?): a property would build a new one on "
+                                 "every access, and it would no longer be registered or saved")
+        return None
+
     def _depends_on(self, value) -> set[str]:
         """The Parameters (``self.p``, ``self.sub.weight``) and derived attributes ``value`` reads."""
         deps: set[str] = set()
@@ -362,13 +475,14 @@ class _ClassCheck:
             return "ID201", (f"it uses {names} from `__init__`, which a property cannot see: store "
                              f"{'it' if len(used) == 1 else 'them'} on the module first ({stores}) and use "
                              f"`{self.self_name}.{sorted(used)[0]}` in the expression")
-        elsewhere = {c.method for c in (self.cls.attr(name).values if self.cls.attr(name) else []) if c.method != "__init__"}
-        written = self._written_elsewhere(name)
+        elsewhere = {f"in `{c.method}`" for c in (self.cls.attr(name).values if self.cls.attr(name) else []) if c.method != "__init__"}
+        written = self._written_elsewhere(derived)
         if written is not None:
             elsewhere.add(written)
         if elsewhere:
-            where = ", ".join(f"`{m}`" for m in sorted(elsewhere))
-            return "ID202", f"`{self.self_name}.{name}` is also written in {where}; a property would make that write fail"
+            where = ", ".join(sorted(elsewhere))
+            return "ID202", (f"`{self.self_name}.{name}` is also written {where}; a property would make that write "
+                             "fail, or lose it")
         clash = self._name_taken(name)
         if clash is not None:
             return "ID203", clash
@@ -382,25 +496,58 @@ class _ClassCheck:
         scope = self.init_locals | self.init_args
         return {n for n in _bare_names(value) if n in scope}
 
-    def _written_elsewhere(self, name: str) -> str | None:
-        """``self.x *= 0.5`` / ``del self.x`` / ``setattr(self, "x", ...)`` in another method: its name."""
+    def _written_elsewhere(self, derived: _Derived) -> str | None:
+        """Where ``self.x`` is written besides its assignment: updated (``self.x *= 0.5``), written
+        into (``self.x[0] = 1``, ``self.x.clamp_(...)``), deleted, ``setattr``-ed, or stored
+        through another object (``agent.x = ...``, in this file or another file of the run)."""
+        name = derived.name
         for method_name, method in self.cls.methods.items():
-            if method_name == "__init__":
-                continue
             for node in walk_same_scope(method):
-                if isinstance(node, cst.Del):
-                    targets = [e.value for e in node.target.elements] if isinstance(node.target, (cst.Tuple, cst.List)) else [node.target]
-                elif isinstance(node, cst.AugAssign):
-                    targets = [node.target]
-                elif isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in ("setattr", "delattr"):
-                    args = positional_args(node)
-                    if len(args) >= 2 and isinstance(args[1].value, cst.SimpleString) and args[1].value.evaluated_value == name:
-                        return method_name
+                if node is derived.statement:
                     continue
-                else:
-                    continue
-                if any(isinstance(t, cst.Attribute) and t.attr.value == name for t in targets):
-                    return method_name
+                if self._writes_attr(node, name, own=method_name != "__init__"):
+                    return f"in `{method_name}`"
+        where = self.checks.foreign_stores().get(name)
+        if where is not None:
+            return f"by {where}"
+        facts = self.options.project
+        if facts is not None and name in facts.foreign_stores:
+            return f"in another file ({facts.foreign_stores[name]})"
+        if facts is not None and name in facts.subclass_stores.get(self.cls.name, {}):
+            return f"by a subclass in another file ({facts.subclass_stores[self.cls.name][name]})"
+        return None
+
+    def _writes_attr(self, node, name: str, own: bool) -> bool:
+        """Whether ``node`` writes ``self.<name>`` (``own``: plain re-assignments count too; in
+        ``__init__`` those are counted separately)."""
+        if isinstance(node, cst.Del):
+            targets = [e.value for e in node.target.elements] if isinstance(node.target, (cst.Tuple, cst.List)) else [node.target]
+            return any(self._self_attr(t) == name for t in targets)
+        if isinstance(node, (cst.AugAssign, cst.Assign, cst.AnnAssign)):
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, cst.Subscript) and self._root_attr(t) == name:
+                    return True  # self.x[0] = 1
+                if isinstance(node, cst.AugAssign) and own and self._self_attr(t) == name:
+                    return True
+            return False
+        if isinstance(node, cst.Call):
+            func = node.func
+            if isinstance(func, cst.Name) and func.value in ("setattr", "delattr"):
+                args = positional_args(node)
+                return (len(args) >= 2 and isinstance(args[1].value, cst.SimpleString)
+                        and args[1].value.evaluated_value == name)
+            if isinstance(func, cst.Attribute) and _is_inplace_name(func.attr.value):
+                return self._root_attr(func.value) == name  # self.x.clamp_(...), self.x.data.zero_()
+        return False
+
+    def _root_attr(self, expr) -> str | None:
+        """``x`` for ``self.x``, ``self.x[0]``, ``self.x.data``, ``self.x[0].T``."""
+        while isinstance(expr, (cst.Subscript, cst.Attribute)):
+            attr = self._self_attr(expr)
+            if attr is not None:
+                return attr
+            expr = expr.value
         return None
 
     def _name_taken(self, name: str) -> str | None:
@@ -428,7 +575,7 @@ class _ClassCheck:
         return f"`{self.self_name}.{derived.name}` is computed from {deps} once, in `__init__`"
 
     def _report(self, derived: _Derived, code: str, reason: str) -> Finding:
-        message = f"{self._what(derived)}: {_SHORT_BUG}; not rewritten: {reason}"
+        message = f"{self._what(derived)}: {_bug(derived)}; not rewritten: {reason}"
         return Finding(code, message, derived.statement)
 
     def _register_buffer(self, call: cst.Call, grad_off: bool, attr: str | None = None) -> Finding | None:
@@ -462,6 +609,18 @@ class _ClassCheck:
                        "state_dict. Compute it in `forward` (or a property) and drop the buffer, converting old checkpoints")
         return Finding("ID102", message, call)
 
+    def _inline_parameter_finding(self, node, name: str, inner: cst.Call) -> Finding:
+        kind = _CONTAINERS.get(type(node.value))
+        if kind in ("list", "dict"):
+            holder = "nn.ParameterList" if kind == "list" else "nn.ParameterDict"
+            message = (f"`{self.self_name}.{name}` holds Parameters in a plain {kind}: they are never registered, so they "
+                       f"are never trained, saved or moved by `model.to()`; wrap the {kind} in `{holder}(...)`")
+            return Finding("ID204", message, node)
+        message = (f"`{self.self_name}.{name}` is computed from `{short_code(inner, 40)}`, a Parameter created inside the "
+                   "expression: it is never registered, so it is never trained or saved; register it under its own name "
+                   f"(`{self.self_name}.{name}_raw = {short_code(inner, 30)}`) and compute `{name}` from it in a property")
+        return Finding("ID204", message, node)
+
     def _moved_finding(self, node, name: str, moved: str) -> Finding:
         message = (f"`{self.self_name}.{name}` is `{moved}` moved with `.{node.value.func.attr.value}()` in `__init__`: when that "
                    "moves it (another device or dtype), the result is a plain tensor, not a registered Parameter, so it is never "
@@ -478,7 +637,7 @@ class _ClassCheck:
             # properties anchored on ``__init__`` land after it in this order.
             edits = [StatementEdit(derived.statement, replacement=[]), InsertAfter(self.init, [self._property(derived)])]
             text = f"@property def {derived.name}({self.self_name}): return {short_code(derived.value, 60)}"
-            message = f"{self._what(derived)}: {_SHORT_BUG}; rewrite: a `@property` `{derived.name}` that recomputes it"
+            message = f"{self._what(derived)}: {_bug(derived)}; rewrite: a `@property` `{derived.name}` that recomputes it"
             findings.append(Finding("ID101", message, derived.statement, [], edits, text))
         return findings
 
@@ -502,6 +661,12 @@ class _ClassCheck:
 
 
 _SHORT_BUG = "its graph is built once, so the second backward fails or the value never trains"
+_VIEW_BUG = ("it is a view, so training works, but `.to()`, `.cuda()` and `.double()` leave it on the old storage "
+             "and deepcopy fails")
+
+
+def _bug(derived: _Derived) -> str:
+    return _VIEW_BUG if derived.view else _SHORT_BUG
 
 
 # ``torch.zeros_like(self.w)`` reads only the shape, dtype and device of its argument.
@@ -538,6 +703,31 @@ def _tensor_valued_parts(value):
             stack.append(node.right)  # ``a and b`` / ``a or b``: only ``b`` is a plausible tensor result
         else:
             stack.extend(reversed(children(node)))
+
+
+_RANDOM_FUNCTIONS = {"rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson",
+                     "rand_like", "randn_like", "randint_like", "dropout", "dropout1d", "dropout2d", "dropout3d",
+                     "alpha_dropout", "feature_alpha_dropout", "gumbel_softmax", "rrelu"}
+_RANDOM_METHODS = {"uniform_", "normal_", "bernoulli_", "random_", "exponential_", "geometric_", "cauchy_", "log_normal_"}
+_VIEW_METHODS = {"t", "transpose", "permute", "view", "view_as", "unsqueeze", "squeeze", "expand", "expand_as",
+                 "narrow", "select", "unflatten", "swapaxes", "swapdims", "movedim", "diagonal", "unbind", "split", "chunk"}
+_VIEW_ATTRS = {"T", "mT", "H", "mH", "real", "imag"}
+_CONTAINERS = {cst.Dict: "dict", cst.List: "list", cst.Set: "set", cst.DictComp: "dict", cst.ListComp: "list",
+               cst.SetComp: "set", cst.GeneratorExp: "generator"}
+
+
+def _is_inplace_name(name: str) -> bool:
+    return name.endswith("_") and not name.endswith("__")
+
+
+def _flatten_targets(target):
+    if isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            yield from _flatten_targets(element.value)
+    elif isinstance(target, cst.StarredElement):
+        yield from _flatten_targets(target.value)
+    else:
+        yield target
 
 
 def _callee_name(func) -> str:

@@ -245,11 +245,8 @@ def _set_project(project: ProjectFacts | None) -> None:
     _project = project
 
 
-def project_facts(tasks: list[FileTask]) -> ProjectFacts | None:
-    """Scan every file of the run when a selected rule reads facts about other files."""
-    codes = frozenset().union(*(t.codes for t in tasks)) if tasks else frozenset()
-    if not any(rule.needs_project and any(c.code in codes for c in rule.codes) for rule in RULES):
-        return None
+def project_facts(tasks: list[FileTask]) -> ProjectFacts:
+    """Scan every file of the run for facts one file cannot show."""
     facts = ProjectFacts()
     for task in tasks:
         try:
@@ -277,9 +274,32 @@ def _pool_context():
 
 def run(tasks: list[FileTask], jobs: int | None = None,
         on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
-    """Process every task; results come back in task order."""
+    """Process every task; results come back in task order.
+
+    Rules that read facts about the whole run (``needs_project``) first run without them; only
+    if one of them rewrites something are the facts collected (a text scan of every file) and the
+    files with such rewrites analysed again with them. Facts can only turn a rewrite into a report.
+    """
+    _set_project(None)
+    results = _run(tasks, jobs, on_result)
+    codes = _project_codes()
+    again = [i for i, res in enumerate(results) if any(r.fixed and r.code in codes for r in res.results)]
+    if again:
+        _set_project(project_facts(tasks))
+        try:
+            for i, res in zip(again, _run([tasks[i] for i in again], jobs, None)):
+                results[i] = res
+        finally:
+            _set_project(None)
+    return results
+
+
+def _project_codes() -> frozenset[str]:
+    return frozenset(c.code for rule in RULES if rule.needs_project for c in rule.codes)
+
+
+def _run(tasks: list[FileTask], jobs: int | None, on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
     jobs = jobs or os.cpu_count() or 1
-    _set_project(project_facts(tasks))
     order = {t.path: i for i, t in enumerate(tasks)}
     results: list[FileResult | None] = [None] * len(tasks)
     if jobs <= 1 or len(tasks) < 8:

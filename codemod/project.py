@@ -9,14 +9,15 @@ can only turn a rewrite into a report.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-# ``obj.name = ``, ``obj.attr.name += `` (not ``==``, ``<=``, ``>=``, ``!=``), receiver captured.
-_STORE = re.compile(
-    rb"(?<![\w.])([A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*)\s*\.\s*([A-Za-z_]\w*)\s*(?:[-+*/%@&|^]|//|\*\*|<<|>>)?=(?!=)"
-)
+# ``.name = ``, ``.name += `` (not ``==``, ``<=``, ``>=``, ``!=``); the receiver is read backwards
+# from the dot (a pattern that captured it directly is seven times slower).
+_STORE = re.compile(rb"\.([A-Za-z_]\w*)[ \t]*(?:[-+*/%@&|^]|//|\*\*|<<|>>)?=(?!=)")
+_IDENT = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 _SETATTR = re.compile(rb"\bsetattr\(\s*([A-Za-z_][\w.]*)\s*,\s*['\"]([A-Za-z_]\w*)['\"]")
 _CLASS = re.compile(rb"^[ \t]*class\s+([A-Za-z_]\w*)\s*(?:\(([^)]*)\))?\s*:", re.M)
 
@@ -25,9 +26,9 @@ _CLASS = re.compile(rb"^[ \t]*class\s+([A-Za-z_]\w*)\s*(?:\(([^)]*)\))?\s*:", re
 class ProjectFacts:
     # attribute name -> "path:line" of a store through something other than ``self``
     foreign_stores: dict[str, str] = field(default_factory=dict)
-    # class name -> {attribute -> "path:line"}: ``self.<attribute>`` stored in a file that defines a
+    # class name -> the ``self.*`` stores ({attribute: "path:line"}) of each file that defines a
     # subclass of that class (and not the class itself)
-    subclass_stores: dict[str, dict[str, str]] = field(default_factory=dict)
+    subclass_files: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     @classmethod
     def scan(cls, files: Iterable[tuple[str, bytes]]) -> "ProjectFacts":
@@ -36,21 +37,31 @@ class ProjectFacts:
             facts.add(display, data)
         return facts
 
+    def subclass_store(self, cls_name: str, attr: str) -> str | None:
+        """Where a subclass of ``cls_name`` in another file stores ``self.<attr>``, if anywhere."""
+        for stores in self.subclass_files.get(cls_name, ()):
+            if attr in stores:
+                return stores[attr]
+        return None
+
     def add(self, display: str, data: bytes) -> None:
+        lines = _Lines(data)
         self_stores: dict[str, int] = {}
         for match in _STORE.finditer(data):
-            receiver = re.sub(rb"\s+", b"", match.group(1))
-            name = match.group(2).decode()
+            receiver = _receiver(data, match.start())
+            if receiver is None:
+                continue
+            name = match.group(1).decode()
             if receiver in (b"self", b"cls"):
                 self_stores.setdefault(name, match.start())
             elif name not in self.foreign_stores:
-                self.foreign_stores[name] = f"{display}:{_line(data, match.start())}"
+                self.foreign_stores[name] = f"{display}:{lines.line(match.start())}"
         for match in _SETATTR.finditer(data):
             name = match.group(2).decode()
             if match.group(1) in (b"self", b"cls"):
                 self_stores.setdefault(name, match.start())
             elif name not in self.foreign_stores:
-                self.foreign_stores[name] = f"{display}:{_line(data, match.start())}"
+                self.foreign_stores[name] = f"{display}:{lines.line(match.start())}"
         if not self_stores:
             return
         defined = set()
@@ -61,11 +72,38 @@ class ProjectFacts:
                 base = base.strip().split(b"[")[0].rsplit(b".", 1)[-1]
                 if base and b"=" not in base:
                     bases.add(base.decode())
-        for base in bases - defined:
-            stores = self.subclass_stores.setdefault(base, {})
-            for name, offset in self_stores.items():
-                stores.setdefault(name, f"{display}:{_line(data, offset)}")
+        subclassed = bases - defined
+        if subclassed:
+            stores = {name: f"{display}:{lines.line(offset)}" for name, offset in self_stores.items()}
+            for base in subclassed:
+                self.subclass_files.setdefault(base, []).append(stores)
 
 
-def _line(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
+class _Lines:
+    """Offset -> line number, with the newline index built on first use."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.starts: list[int] | None = None
+
+    def line(self, offset: int) -> int:
+        if self.starts is None:
+            self.starts = [m.start() for m in re.finditer(b"\n", self.data)]
+        return bisect.bisect_right(self.starts, offset - 1) + 1
+
+
+def _receiver(data: bytes, dot: int) -> bytes | None:
+    """The dotted name ending just before ``data[dot]`` (``self``, ``self.agent``); ``b""`` for a
+    subscript or call (``x[0].alpha``, ``f().alpha``); None where no attribute is stored (an
+    ellipsis or a sentence in a docstring: ``...  patch_length=12``)."""
+    start = dot
+    while start > 0 and data[start - 1] in _IDENT:
+        start -= 1
+    receiver = data[start:dot]
+    if not receiver:
+        return b"" if dot > 0 and data[dot - 1] in b")]" else None
+    if receiver.endswith(b".") or receiver[:1].isdigit() or receiver.startswith(b"."):
+        return None
+    return receiver
+
+

@@ -45,7 +45,8 @@ def test_scan_finds_foreign_and_subclass_stores_only():
     ])
     assert set(facts.foreign_stores) == {"alpha", "beta", "zeta"}
     assert facts.foreign_stores["beta"] == "a.py:3"
-    assert facts.subclass_stores["Base"] == {"x": "b.py:3"}  # not c.py: it defines Base itself
+    assert facts.subclass_files["Base"] == [{"x": "b.py:3"}]  # not c.py: it defines Base itself
+    assert facts.subclass_store("Base", "x") == "b.py:3" and facts.subclass_store("Base", "y") is None
 
 
 def _project(tmp_path, **files):
@@ -74,3 +75,17 @@ def test_subclass_in_another_file_turns_the_rewrite_into_a_report(tmp_path, caps
     out = capsys.readouterr().out
     assert "by a subclass in another file (fixed.py:8)" in out
     assert (root / "policy.py").read_text() == POLICY
+
+
+def test_facts_reach_pool_workers(tmp_path, capsys, monkeypatch):
+    # Nine files with a rewrite: the second pass (with facts) runs in the process pool too.
+    files = {f"p{i}.py": POLICY.replace("class Policy", f"class Policy{i}") for i in range(9)}
+    files["subs.py"] = "import torch\n" + "".join(
+        f"\n\nclass Fixed{i}(Policy{i}):\n    def __init__(self):\n        super().__init__()\n        self.alpha = torch.ones(1)\n"
+        for i in range(9))
+    root = _project(tmp_path, **files)
+    monkeypatch.chdir(root)
+    assert main(["apply", "--no-progress", "-j", "2", "."]) == 1
+    out = capsys.readouterr().out
+    assert out.count("by a subclass in another file (subs.py:") == 9
+    assert all((root / f"p{i}.py").read_text() == files[f"p{i}.py"] for i in range(9))

@@ -513,8 +513,9 @@ class _ClassCheck:
         facts = self.options.project
         if facts is not None and name in facts.foreign_stores:
             return f"in another file ({facts.foreign_stores[name]})"
-        if facts is not None and name in facts.subclass_stores.get(self.cls.name, {}):
-            return f"by a subclass in another file ({facts.subclass_stores[self.cls.name][name]})"
+        where = facts.subclass_store(self.cls.name, name) if facts is not None else None
+        if where is not None:
+            return f"by a subclass in another file ({where})"
         return None
 
     def _writes_attr(self, node, name: str, own: bool) -> bool:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import MODES, ConfigError, ConfigFinder
+from .config import DEVICES, MODES, ConfigError, ConfigFinder
 from .discovery import DiscoveryError, discover
-from .engine import FileTask, Selection, SelectionError, known_selectors, run
+from .engine import SelectionError, build_tasks, known_selectors, run
 from .progress import Progress
 from .reports import diff as diff_report
 from .reports import json_report, sarif, text
@@ -56,6 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--no-progress", action="store_true", help="no progress bar")
     apply.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="color in the text report")
 
+    apply.add_argument("--verify", action="store_true",
+                       help="prove the rewrites with the repository's smoke tests first; write only if they pass")
+
+    verify = sub.add_parser("verify", help="prove the rewrites by running the repository's smoke tests",
+                            description="On throwaway copies of the repository, run the smoke tests on the original "
+                                        "and the rewritten tree in a sandbox and compare outputs and gradients. "
+                                        "Writes nothing. Exit 0 only when every rewrite is proven.")
+    verify.add_argument("path", nargs="?", default=".", metavar="PATH", help="repository (or a directory or file in it; default: .)")
+    verify.add_argument("--format", choices=("text", "json"), default="text", help="verdict format (default: text)")
+    verify.add_argument("-o", "--output", metavar="FILE", help="write the verdict to FILE instead of stdout")
+    for p in (apply, verify):
+        p.add_argument("--device", choices=DEVICES, help="where the smoke cases run (default: smoke.device, else auto)")
+        p.add_argument("--timeout", type=float, metavar="SECONDS", help="per smoke run (default: smoke.timeout, else 900)")
+    verify.add_argument("--select", metavar="LIST", help="comma-separated rule families or codes to run")
+    verify.add_argument("--ignore", metavar="LIST", help="comma-separated rule families or codes to skip")
+    verify.add_argument("--mode", choices=MODES, help="as for apply")
+    verify.add_argument("-j", "--jobs", type=int, default=None, metavar="N", help="worker processes for the analysis")
+    verify.add_argument("--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one")
+
     rules = sub.add_parser("rules", help="list the rules with an explanation and examples")
     rules.add_argument("selectors", nargs="*", metavar="CODE", help="show only these codes or families, in full")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -70,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_apply(args)
         if args.command == "rules":
             return cmd_rules(args)
+        if args.command == "verify":
+            from .verify.runner import VerifyError
+
+            try:
+                return cmd_verify(args)
+            except VerifyError as exc:
+                print(f"codemod: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
     except (ConfigError, SelectionError, DiscoveryError) as exc:
         print(f"codemod: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -86,27 +113,62 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def cmd_verify(args) -> int:
+    from .reports import verdict
+    from .verify.runner import verify
+
+    if args.jobs is not None and args.jobs < 1:
+        raise SelectionError("--jobs must be at least 1")
+    report = verify(args.path, config=args.config, device=args.device, timeout=args.timeout,
+                    select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs)
+    text_out = verdict.render_json(report) if args.format == "json" else verdict.render_text(report)
+    if args.output:
+        Path(args.output).write_text(text_out, encoding="utf-8")
+        sys.stderr.write(f"verdict: {report.status}\n")
+    else:
+        sys.stdout.write(text_out)
+    return report.exit_code
+
+
+def _apply_verified(args) -> int:
+    """``apply --verify``: one repository, written only when verification proves every rewrite."""
+    from .reports import verdict
+    from .verify.runner import VerifyError, verify
+
+    if args.diff or args.check:
+        raise SelectionError("--verify writes files; it cannot be combined with --diff or --check")
+    if len(args.paths) != 1:
+        raise SelectionError("--verify takes one repository path")
+    try:
+        report = verify(args.paths[0], config=args.config, device=args.device, timeout=args.timeout,
+                        select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs)
+    except VerifyError as exc:
+        print(f"codemod: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sys.stderr.write(verdict.render_text(report))
+    if report.status != "proven":
+        if report.changes:
+            print("codemod: verification did not prove the rewrites; nothing was written", file=sys.stderr)
+        return report.exit_code
+    for task, result in report.changes:
+        try:
+            write_atomic(Path(task.path), result.old_source, result.new_source, result.encoding)
+        except WriteError as exc:
+            print(f"codemod: {exc}", file=sys.stderr)
+            return EXIT_ATTENTION
+    print(f"codemod: wrote {len(report.changes)} verified file{'s' if len(report.changes) != 1 else ''}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_apply(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise SelectionError("--jobs must be at least 1")
+    if args.verify:
+        return _apply_verified(args)
     finder = ConfigFinder(known_selectors(), Path(args.config) if args.config else None)
     files = discover(args.paths, finder)
-    cli_select, cli_ignore = _split(args.select), _split(args.ignore)
-    if cli_select is not None:
-        Selection.build(cli_select)  # validate early, with a clear error
-    if cli_ignore is not None:
-        Selection.build((), cli_ignore)
-    selections: dict[tuple, frozenset[str]] = {}
-    tasks = []
+    tasks = build_tasks(files, _split(args.select), _split(args.ignore), args.mode)
     write = not (args.diff or args.check)
-    for f in files:
-        cfg = f.config
-        select = cli_select if cli_select is not None else list(cfg.select)
-        ignore = list(cfg.ignore) + (cli_ignore or [])
-        key = (tuple(select), tuple(ignore))
-        if key not in selections:
-            selections[key] = Selection.build(select, ignore).codes
-        tasks.append(FileTask(str(f.path), f.display, selections[key], args.mode or cfg.inplace))
     progress = Progress(len(tasks), enabled=not args.no_progress)
     start = time.perf_counter()
     results = run(tasks, args.jobs, on_result=progress.advance)

@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 
 import libcst as cst
 
+from .discovery import SourceFile
 from .context import FileContext
 from .edits import apply_edits
 from .findings import FileResult, Finding, Location, RelatedLocation, Result
@@ -83,6 +84,27 @@ class FileTask:
     codes: frozenset[str]
     mode: str = "hazards"
     confirmed_lines: frozenset[int] = field(default_factory=frozenset)
+
+
+def build_tasks(files: list[SourceFile], select: list[str] | None = None, ignore: list[str] | None = None,
+                mode: str | None = None) -> list[FileTask]:
+    """One task per file: its config's rule selection, narrowed by ``select``/``ignore`` from the
+    command line (``select`` replaces the config's, ``ignore`` adds to it), and its mode."""
+    if select is not None:
+        Selection.build(select)  # validate early, with a clear error
+    if ignore is not None:
+        Selection.build((), ignore)
+    selections: dict[tuple, frozenset[str]] = {}
+    tasks = []
+    for f in files:
+        cfg = f.config
+        chosen = select if select is not None else list(cfg.select)
+        skipped = list(cfg.ignore) + (ignore or [])
+        key = (tuple(chosen), tuple(skipped))
+        if key not in selections:
+            selections[key] = Selection.build(chosen, skipped).codes
+        tasks.append(FileTask(str(f.path), f.display, selections[key], mode or cfg.inplace))
+    return tasks
 
 
 _prefilter_cache: dict[frozenset[str], re.Pattern[bytes]] = {}

@@ -1,0 +1,80 @@
+"""The verdict of ``codemod verify``: a table per smoke case (text) or a JSON document."""
+
+from __future__ import annotations
+
+import json
+
+_HEADERS = ("case", "original", "rewritten", "outputs", "gradients", "grads", "2nd iter", "locator")
+_WIDTH = {"case": 28, "original": 44, "rewritten": 30, "outputs": 22, "gradients": 22}
+
+
+def _cut(text: str, width: int | None) -> str:
+    text = " ".join(text.split())
+    if width is None or len(text) <= width:
+        return text
+    return text[: width - 1] + "…"
+
+
+def render_text(report) -> str:
+    out = [f"codemod verify {report.root}"]
+    if report.device or report.isolation:
+        out.append(f"device: {report.device or '-'} · sandbox: {report.isolation}")
+    if report.rewrites:
+        out.append(f"rewrites ({len(report.rewrites)}):")
+        out += [f"  {r['path']}:{r['line']} {r['code']}" for r in report.rewrites]
+    if report.verdicts:
+        rows = []
+        for v in report.verdicts:
+            second = v.second_iteration.split(" (original")[0]
+            rows.append((v.name, v.original, v.rewritten, v.outputs.text, v.gradients.text, v.grads_received,
+                         second, str(len(v.locator)) if v.kind == "harness" else "-"))
+        cells = [[_cut(c, _WIDTH.get(h)) for h, c in zip(_HEADERS, row)] for row in rows]
+        widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(_HEADERS)]
+        out.append("")
+        out.append("  ".join(h.ljust(w) for h, w in zip(_HEADERS, widths)).rstrip())
+        out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+        details = [v for v in report.verdicts if not v.proven or v.original != "pass" or "(original" in v.second_iteration]
+        if details:
+            out.append("")
+        for v in details:
+            out.append(f"{v.name}:")
+            if v.original != "pass":
+                out.append(f"  original:  {v.original}")
+            if "(original" in v.second_iteration:
+                out.append(f"  original 2nd iteration: {v.second_iteration.split('(original: ', 1)[1].rstrip(')')}")
+            if v.gradients.text not in ("-",):
+                out.append(f"  gradients: {v.gradients.text}")
+            if not v.proven:
+                out.append(f"  NOT PROVEN: {v.reason}")
+    if report.hazards:
+        out.append("")
+        out.append("locator (original tree):")
+        for f in report.hazards:
+            out.append(f"  {f.get('message') or _locator_line(f)}")
+            if f.get("engine"):
+                out.append(f"      -> {f['engine']}")
+    for note in report.notes:
+        out.append(f"note: {note}")
+    out.append("")
+    out.append(f"verdict: {report.status}" + _explain(report))
+    return "\n".join(out) + "\n"
+
+
+def _locator_line(f) -> str:
+    w, s = f["write"], f.get("saved_by") or {}
+    saved = f" saved at {s['path']}:{s['line']}" if s else ""
+    return f"{w['path']}:{w['line']} {f['op']} overwrites a tensor{saved}"
+
+
+def _explain(report) -> str:
+    if report.status == "proven":
+        n = len(report.verdicts)
+        return f": every rewrite passes {n} smoke case{'s' if n != 1 else ''} with the original's outputs and gradients"
+    if report.status == "not proven":
+        failed = [v.name for v in report.verdicts if not v.proven]
+        return f": {', '.join(failed)} failed; nothing may be written"
+    return ""
+
+
+def render_json(report) -> str:
+    return json.dumps(report.to_json(), indent=2) + "\n"

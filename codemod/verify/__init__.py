@@ -1,0 +1,1 @@
+"""Verification: smoke harness, in-place locator, sandbox."""

@@ -1,0 +1,367 @@
+"""``codemod verify``: prove the rewrites of one repository by running its smoke tests.
+
+On two throwaway copies of the repository (the original and the rewritten tree), each run in the
+sandbox: the configured smoke ``command`` (pass = exit 0) and the built-in harness over the
+configured ``cases`` (or, with neither configured, cases discovered in the rewritten files). The
+harness on the original also runs the in-place locator; the lines it confirms upgrade the
+engine's candidates to rewrites (never past P1-P5). Nothing here writes to the repository:
+``apply --verify`` writes :attr:`VerifyReport.changes` only when :attr:`VerifyReport.proven`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import DEFAULT_EXCLUDE, ConfigError, ConfigFinder, SmokeConfig
+from ..discovery import discover
+from ..engine import FileTask, build_tasks, known_selectors, run
+from ..findings import FileResult
+from .compare import CaseVerdict, compare_case
+from .sandbox import Limits, SandboxResult, detect_isolation, run_sandboxed
+
+HARNESS_OUT = ".codemod-harness.pt"
+_PRIVATE_IN_SANDBOX = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+@dataclass
+class VerifyReport:
+    root: Path
+    status: str = ""                  # proven | not proven | nothing to do | nothing could be verified
+    device: str = ""
+    isolation: str = ""
+    rewrites: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[CaseVerdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    hazards: list[dict[str, Any]] = field(default_factory=list)   # locator findings on the original
+    changes: list[tuple[FileTask, FileResult]] = field(default_factory=list)
+    results: list[FileResult] = field(default_factory=list)
+
+    @property
+    def proven(self) -> bool:
+        return self.status == "proven"
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "nothing to do":
+            return 1 if self.hazards else 0
+        return 0 if self.proven else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root), "status": self.status, "proven": self.proven, "device": self.device,
+            "isolation": self.isolation, "rewrites": self.rewrites,
+            "cases": [v.to_json() for v in self.verdicts], "locator": self.hazards, "notes": self.notes,
+        }
+
+
+class VerifyError(Exception):
+    """Verification could not start (bad path, config, requirements); the message says why."""
+
+
+def repository_root(path: Path, finder: ConfigFinder) -> Path:
+    """The directory of the config that applies to ``path``, else ``path`` itself (or its folder)."""
+    config = finder.for_path(path)
+    if config.source is not None:
+        return config.source.parent.resolve()
+    return (path if path.is_dir() else path.parent).resolve()
+
+
+def verify(path: str, *, config: str | None = None, device: str | None = None, timeout: float | None = None,
+           select: list[str] | None = None, ignore: list[str] | None = None, mode: str | None = None,
+           jobs: int | None = None, limits: Limits | None = None) -> VerifyReport:
+    try:
+        import torch  # noqa: F401  (the smoke cases and the comparison need it)
+    except ImportError as exc:
+        raise VerifyError(f"codemod verify needs torch in this environment ({exc}); pip install torch") from exc
+    finder = ConfigFinder(known_selectors(), Path(config) if config else None)
+    target = Path(path)
+    if not target.exists():
+        raise VerifyError(f"{path}: no such file or directory")
+    root = repository_root(target, finder)
+    smoke = finder.for_path(target).smoke
+    device = device or smoke.device
+    timeout = timeout or smoke.timeout
+    limits = limits or Limits(memory_bytes=None if device != "cpu" else Limits().memory_bytes)
+    report = VerifyReport(root, isolation=detect_isolation(limits).describe())
+
+    tasks = build_tasks(discover([str(target)], finder), select, ignore, mode)
+    results = run(tasks, jobs)
+    python = _python_for(smoke, root)
+
+    with tempfile.TemporaryDirectory(prefix="codemod-verify-") as tmp:
+        original = _copy(root, Path(tmp) / "original")
+        changed = [_relative(t, root) for t, r in zip(tasks, results) if r.changed]
+        plan = _Plan(smoke, python, device, timeout, limits)
+        if not plan.has_cases(changed):
+            report.status = "nothing to do" if not changed else "nothing could be verified"
+            report.notes.append(_nothing_configured(changed))
+            _finish(report, tasks, results, root)
+            return report
+        before = plan.run_side(original, changed, locate=True)
+        report.device = before.device
+        report.notes += before.notes
+        report.hazards = before.locator_findings()
+        confirmed = _confirmed_lines(report.hazards)
+        if confirmed:
+            again = [i for i, t in enumerate(tasks) if confirmed.get(_relative(t, root))]
+            upgraded = [FileTask(t.path, t.display, t.codes, t.mode, frozenset(confirmed[_relative(t, root)]))
+                        for t in (tasks[i] for i in again)]
+            for i, res in zip(again, run(upgraded, jobs)):
+                results[i] = res
+        _finish(report, tasks, results, root)
+        _annotate_hazards(report.hazards, tasks, results, root)
+        if not report.changes:
+            report.status = "nothing to do"
+            if report.hazards:
+                report.notes.append("the locator found in-place writes into saved tensors that no rule can rewrite safely")
+            return report
+        rewritten = _copy(root, Path(tmp) / "rewritten")
+        for task, res in report.changes:
+            target_file = rewritten / _relative(task, root)
+            target_file.write_bytes(res.new_source.encode(res.encoding))
+        after = plan.run_side(rewritten, [_relative(t, root) for t, _ in report.changes], locate=False)
+        exact = (before.device or device) == "cpu" and all(r["code"].startswith("IP") for r in report.rewrites)
+        report.verdicts = plan.verdicts(before, after, exact)
+        if not report.verdicts:
+            report.status = "nothing could be verified"
+        elif all(v.proven for v in report.verdicts):
+            report.status = "proven"
+        else:
+            report.status = "not proven"
+    return report
+
+
+def _finish(report: VerifyReport, tasks: list[FileTask], results: list[FileResult], root: Path) -> None:
+    report.results = results
+    report.changes = [(t, r) for t, r in zip(tasks, results) if r.changed]
+    report.rewrites = [
+        {"path": _relative(t, root), "line": res.location.line, "code": res.code, "message": res.message}
+        for t, r in report.changes for res in r.results if res.fixed
+    ]
+
+
+def _annotate_hazards(hazards: list[dict[str, Any]], tasks: list[FileTask], results: list[FileResult],
+                      root: Path) -> None:
+    """Say, for each locator finding, what the engine did at that line."""
+    by_path = {_relative(t, root): r for t, r in zip(tasks, results)}
+    for hazard in hazards:
+        write = hazard["write"]
+        result = by_path.get(write["path"])
+        at_line = [r for r in (result.results if result else []) if r.location.line <= write["line"] <= r.location.end_line]
+        fixed = [r for r in at_line if r.fixed]
+        if fixed:
+            hazard["engine"] = f"rewritten ({fixed[0].code})"
+        elif at_line:
+            hazard["engine"] = f"reported, not rewritten: {at_line[0].code} {at_line[0].message}"
+        elif result is None:
+            hazard["engine"] = "not rewritten: the file is not among the files analysed"
+        else:
+            hazard["engine"] = "not rewritten: no rule can rewrite it safely"
+
+
+def _nothing_configured(changed: list[str]) -> str:
+    if not changed:
+        return "no rewrite to verify, and no smoke test configured to run the locator with"
+    return ("nothing could be verified: no [tool.codemod.smoke] command or cases, and no module in the rewritten "
+            "files constructs without arguments with an input that can be inferred")
+
+
+def _relative(task: FileTask, root: Path) -> str:
+    return Path(task.path).resolve().relative_to(root).as_posix()
+
+
+def _copy(root: Path, dest: Path) -> Path:
+    ignore = shutil.ignore_patterns(*DEFAULT_EXCLUDE, "*.pyc", HARNESS_OUT)
+    shutil.copytree(root, dest, symlinks=True, ignore=ignore)
+    return dest
+
+
+def _confirmed_lines(findings: list[dict[str, Any]]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for f in findings:
+        write = f.get("write") or {}
+        if write.get("path") and not os.path.isabs(write["path"]):
+            out.setdefault(write["path"], set()).add(int(write["line"]))
+    return out
+
+
+@dataclass
+class _Side:
+    """What ran on one copy."""
+
+    harness: dict[str, Any] | None = None
+    harness_error: str = ""
+    command: SandboxResult | None = None
+    device: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def locator_findings(self) -> list[dict[str, Any]]:
+        seen, out = set(), []
+        for record in (self.harness or {}).get("cases", {}).values():
+            for f in record.get("locator", []):
+                key = (f["write"]["path"], f["write"]["line"], (f.get("saved_by") or {}).get("line"))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(f)
+        return out
+
+
+@dataclass
+class _Plan:
+    smoke: SmokeConfig
+    python: str
+    device: str
+    timeout: float
+    limits: Limits
+
+    def has_cases(self, changed: list[str]) -> bool:
+        return bool(self.smoke.command or self.smoke.cases or changed)
+
+    def run_side(self, copy: Path, changed: list[str], locate: bool) -> _Side:
+        side = _Side()
+        if self.smoke.cases or not self.smoke.command:
+            argv = [self.python, "-m", "codemod.verify.harness", "--root", str(copy), "--out", str(copy / HARNESS_OUT),
+                    "--device", self.device]
+            argv += ["--cases", self.smoke.cases] if self.smoke.cases else ["--discover", *changed]
+            if locate:
+                argv.append("--locate")
+            result = run_sandboxed(argv, copy, timeout=self.timeout, limits=self.limits, env=_child_env(self.python),
+                                   visible=[_environment_of(self.python)])
+            out = copy / HARNESS_OUT
+            if out.is_file() and result.ok:
+                import torch
+
+                side.harness = torch.load(out, weights_only=True)
+                out.unlink()
+                side.device = side.harness.get("device", "")
+                side.notes += side.harness.get("notes", [])
+                side.notes += [f"the locator could not run on case {name}: {record['locator_error']}"
+                               for name, record in side.harness.get("cases", {}).items() if record.get("locator_error")]
+                if side.harness.get("error"):
+                    side.harness_error = side.harness["error"]
+            else:
+                side.harness_error = _failure(result, "the harness")
+        if self.smoke.command:
+            side.command = run_sandboxed(["/bin/sh", "-c", self.smoke.command], copy, timeout=self.timeout,
+                                         limits=self.limits, env={**_child_env(self.python), "CODEMOD_DEVICE": self.device},
+                                         visible=[_environment_of(self.python)])
+            side.device = side.device or self.device
+        return side
+
+    def verdicts(self, before: _Side, after: _Side, exact: bool) -> list[CaseVerdict]:
+        out: list[CaseVerdict] = []
+        if after.harness is not None or before.harness is not None or before.harness_error or after.harness_error:
+            if before.harness_error or after.harness_error:
+                out.append(CaseVerdict("harness", "harness",
+                                       f"fails: {before.harness_error}" if before.harness_error else "pass",
+                                       f"fails: {after.harness_error}" if after.harness_error else "pass",
+                                       proven=False, reason=after.harness_error or before.harness_error))
+            else:
+                orig_cases = before.harness["cases"]
+                for name, record in after.harness["cases"].items():
+                    out.append(compare_case(name, orig_cases.get(name), record, exact))
+        if self.smoke.command:
+            out.append(_command_verdict(self.smoke.command, before.command, after.command))
+        return out
+
+
+def _command_verdict(command: str, before: SandboxResult | None, after: SandboxResult | None) -> CaseVerdict:
+    orig = "pass" if before and before.ok else f"fails: {_failure(before, 'the command')}"
+    new = "pass" if after and after.ok else f"fails: {_failure(after, 'the command')}"
+    verdict = CaseVerdict(f"command: {command}", "command", orig, new)
+    verdict.proven = new == "pass"
+    if not verdict.proven:
+        verdict.reason = ("fails before and after the rewrite, for a reason unrelated to it: " + new[7:]
+                          if orig == new else f"the rewritten copy fails: {new[7:]}")
+    return verdict
+
+
+def _failure(result: SandboxResult | None, what: str) -> str:
+    """The first line that says what went wrong."""
+    if result is None:
+        return f"{what} did not run"
+    if result.timed_out:
+        return f"{what} timed out after {result.seconds:.0f} s"
+    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+    # A traceback's last line (pytest prefixes it with "E"), else pytest's summary, else the tail.
+    errors = [m.group(1) for m in map(_ERROR_LINE.match, lines) if m]
+    if errors:
+        return errors[-1][:300]
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    if failed:
+        return failed[0][:300]
+    tail = lines[-1][:300] if lines else ""
+    return f"exit {result.returncode}" + (f": {tail}" if tail else "")
+
+
+_ERROR_LINE = re.compile(r"^(?:E\s+)?((?:[A-Za-z_][\w.]*)?(?:Error|Exception|Interrupt|Exit)\b:? .*)$")
+
+
+def _environment_of(python: str) -> str:
+    """The virtual environment (or installation) a python executable belongs to."""
+    return os.path.dirname(os.path.dirname(python))
+
+
+def _child_env(python: str) -> dict[str, str]:
+    # `python` in a smoke command is the environment's (the requirements venv's, if any).
+    path = os.pathsep.join([os.path.dirname(python), os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"])
+    return {"PATH": path, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+# -- requirements: a cached venv per requirement set -------------------------------------------------
+
+def _python_for(smoke: SmokeConfig, root: Path) -> str:
+    if not smoke.requirements:
+        return sys.executable
+    return requirements_env(smoke.requirements, root)
+
+
+def requirements_env(requirements: tuple[str, ...], root: Path) -> str:
+    """A virtual environment with ``requirements`` on top of this one (torch and torch-codemod come
+    from this environment through a .pth file, so they are not reinstalled), cached by the
+    requirement set. Paths in requirements are relative to the repository root."""
+    resolved = tuple(str((root / r).resolve()) if r.startswith(("./", "../")) else r for r in requirements)
+    key = hashlib.sha256("\n".join(sorted(resolved)).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("CODEMOD_CACHE", Path.home() / ".cache" / "torch-codemod")) / "venvs"
+    if any(cache.resolve().is_relative_to(d) for d in _PRIVATE_IN_SANDBOX):
+        raise VerifyError(f"the requirements cache {cache} is under a directory the sandbox replaces with a private "
+                          f"one ({', '.join(_PRIVATE_IN_SANDBOX)}); set CODEMOD_CACHE to another directory")
+    env_dir = cache / key
+    python = env_dir / "bin" / "python"
+    if (env_dir / ".complete").is_file():
+        return str(python)
+    shutil.rmtree(env_dir, ignore_errors=True)
+    env_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, capture_output=True)
+        purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        parents = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+        # `import` lines of a .pth run at startup: addsitedir also processes the parent's own .pth
+        # files (editable installs such as torch-codemod's live there).
+        Path(purelib, "_codemod_parent.pth").write_text(
+            "".join(f"import site; site.addsitedir({p!r})\n" for p in sorted(parents)))
+        done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                               "--disable-pip-version-check", *resolved], capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        raise VerifyError(f"cannot create the environment for smoke.requirements: {exc.stderr or exc}") from exc
+    if done.returncode != 0:
+        shutil.rmtree(env_dir, ignore_errors=True)
+        last = [line for line in done.stderr.splitlines() if line.strip()]
+        raise VerifyError(f"cannot install smoke.requirements {list(requirements)}: {last[-1] if last else 'pip failed'}")
+    (env_dir / ".complete").write_text("\n".join(resolved) + "\n")
+    env_dir.chmod(0o755)
+    return str(python)
+
+
+__all__ = ["VerifyReport", "VerifyError", "verify", "repository_root", "requirements_env", "ConfigError"]

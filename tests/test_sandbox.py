@@ -493,3 +493,25 @@ def test_isolation_is_described_in_one_line_and_probed_once() -> None:
     assert first.limits.startswith("cpu 900 s, memory 16 GiB, file 1 GiB, 256 processes")
     assert detect_isolation(Limits(memory_bytes=None, processes=None)).limits.startswith(
         "cpu 900 s, memory unlimited, file 1 GiB, processes unlimited")
+
+
+def test_a_program_under_tmp_stays_reachable_and_read_only(workdir: Path, tmp_path: Path) -> None:
+    """A checkout (and its venv) under /tmp: the private /tmp must still show the program and the
+    paths passed as ``visible``, read-only, while the rest of /tmp is fresh."""
+    _need_filesystem_isolation()
+    tools = tmp_path / "tools"
+    (tools / "bin").mkdir(parents=True)
+    (tools / "share").mkdir()
+    (tools / "share" / "data.txt").write_text("shared\n")
+    secret = tmp_path / "other.txt"
+    secret.write_text("not for the child\n")
+    script = tools / "bin" / "hello"
+    script.write_text(f"#!/bin/sh\ncat {tools}/share/data.txt\n"
+                      f"test -e {secret} && echo SEEN-OTHER\n"
+                      f"echo x > {tools}/share/new.txt 2>/dev/null && echo WROTE\n"
+                      "exit 0\n")
+    script.chmod(0o755)
+    result = run_sandboxed([str(script)], workdir, timeout=30, visible=[tools])
+    assert result.ok, result.stderr
+    assert result.stdout.splitlines() == ["shared"]
+    assert not (tools / "share" / "new.txt").exists()

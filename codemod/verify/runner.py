@@ -236,7 +236,7 @@ class _Plan:
             if locate:
                 argv.append("--locate")
             result = run_sandboxed(argv, copy, timeout=self.timeout, limits=self.limits, env=_child_env(self.python),
-                                   visible=[_environment_of(self.python)])
+                                   visible=[_environment_of(self.python), _PACKAGE_DIR])
             out = copy / HARNESS_OUT
             if out.is_file() and result.ok:
                 import torch
@@ -254,7 +254,7 @@ class _Plan:
         if self.smoke.command:
             side.command = run_sandboxed(["/bin/sh", "-c", self.smoke.command], copy, timeout=self.timeout,
                                          limits=self.limits, env={**_child_env(self.python), "CODEMOD_DEVICE": self.device},
-                                         visible=[_environment_of(self.python)])
+                                         visible=[_environment_of(self.python), _PACKAGE_DIR])
             side.device = side.device or self.device
         return side
 
@@ -310,6 +310,10 @@ _ERROR_LINE = re.compile(r"^(?:E\s+)?((?:[A-Za-z_][\w.]*)?(?:Error|Exception|Int
 def _environment_of(python: str) -> str:
     """The virtual environment (or installation) a python executable belongs to."""
     return os.path.dirname(os.path.dirname(python))
+
+
+# The harness child imports torch-codemod itself; an editable install lives outside site-packages.
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
 
 def _child_env(python: str) -> dict[str, str]:

@@ -517,16 +517,23 @@ def _expose_plan(paths: set[str], uid: int, gid: int) -> list[dict]:
     return [{"dir": d, "keep": sorted(keep[d])} for d in sorted(keep, key=lambda d: (d.count("/"), d))]
 
 
-def _scratch_plan(workdir: Path, size: int | None) -> list[dict]:
-    """Fresh tmpfs for the world-writable scratch directories; the workdir stays visible if it
-    lives in one of them (tempfile.mkdtemp puts it in /tmp)."""
+def _scratch_plan(workdir: Path, size: int | None, needed: Iterable[str] = ()) -> list[dict]:
+    """Fresh tmpfs for the world-writable scratch directories. What the child needs that lives in
+    one of them stays visible, bound back at its place: the workdir (tempfile.mkdtemp puts it in
+    /tmp) and the interpreter or virtual environment (a CI checkout under /tmp has its venv there);
+    those binds keep their mount's flags, so everything but the workdir stays read-only."""
     out, seen = [], set()
+    wanted = {str(workdir), *needed}
     for name in ("/tmp", "/var/tmp", "/dev/shm"):
         real = os.path.realpath(name)
         if real in seen or not os.path.isdir(real) or Path(real).is_relative_to(workdir):
             continue
         seen.add(real)
-        keep = [str(workdir)] if workdir.is_relative_to(real) else []
+        inside = sorted(p for p in wanted if Path(p).is_relative_to(real) and p != real and os.path.exists(p))
+        keep: list[str] = []
+        for path in inside:  # sorted: a parent comes before what it contains
+            if not any(Path(path).is_relative_to(k) for k in keep):
+                keep.append(path)
         out.append({"dir": real, "keep": keep, "size": size})
     return out
 
@@ -754,10 +761,11 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
     uid = gid = None
     user_words = f"unchanged: {caps.uid}"
     expose: list[dict] = []
+    needed = _paths_the_child_needs(program, workdir, visible)
     if caps.uid is None:
         candidate = _allocate_uid()
         try:
-            expose = _expose_plan(_paths_the_child_needs(program, workdir, visible), candidate, candidate)
+            expose = _expose_plan(needed, candidate, candidate)
         except BaseException:
             _release_uid(candidate)
             raise
@@ -780,7 +788,7 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
             staging.chmod(0o755)
             binds = _identity_files(staging, uid, gid, Path(child_env["HOME"])) if uid is not None else []
             fs = {"workdir": str(workdir), "expose": expose, "binds": binds,
-                  "scratch": _scratch_plan(workdir, limits.file_size_bytes)}
+                  "scratch": _scratch_plan(workdir, limits.file_size_bytes, needed)}
         native_net = not network and caps.net is None and not caps.prefix
         cfg = {"userns": not caps.root and (native_net or fs is not None), "net": native_net, "fs": fs,
                "uid": uid, "gid": gid, "rlimits": _rlimits(limits), "env": child_env, "workdir": str(workdir)}

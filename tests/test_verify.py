@@ -55,6 +55,8 @@ def test_normalization_bug_is_proven_with_locator_lines(tmp_path):
     assert verdict["status"] == "proven" and verdict["device"] == "cpu"
     model = repo / "timesnet" / "model.py"
     assert {(r["path"], r["line"]) for r in verdict["rewrites"]} >= {("timesnet/model.py", _line_of(model, "x_enc /= stdev"))}
+    for rewrite in verdict["rewrites"]:  # both statically found rewrites ran in both cases
+        assert rewrite["exercised_by"] == ["forecaster", "with_projection"]
     cases = {c["name"]: c for c in verdict["cases"]}
     assert set(cases) == {"forecaster", "with_projection", "command: python -m pytest -q tests/test_smoke.py"}
     for name in ("forecaster", "with_projection"):
@@ -88,6 +90,27 @@ def test_locator_upgrades_a_candidate_to_a_rewrite(tmp_path):
     assert hazard["saved_by"]["line"] == _line_of(repo / "squash" / "acts.py", "torch.sigmoid")
     (case,) = verdict["cases"]
     assert case["original"].startswith("fails at backward") and case["proven"]
+
+
+def test_a_rewrite_no_case_runs_is_not_proven(tmp_path):
+    repo = _copy("locator_upgrade", tmp_path)
+    model = repo / "squash" / "model.py"
+    model.write_text(model.read_text() + (
+        "\n\ndef unused(x):\n"
+        "    h = torch.sigmoid(x)\n"
+        "    h.mul_(2)\n"
+        "    return h\n"))
+    code, verdict = _verify_json(repo)
+    assert code == 1 and verdict["status"] == "not proven"
+    (case,) = verdict["cases"]
+    assert case["proven"]  # the case itself passes: the other rewrite is what is unproven
+    lines = model.read_text().splitlines()
+    used = _line_of(model, "h.mul_(2)  #")
+    unused = max(i for i, line in enumerate(lines, 1) if line.strip() == "h.mul_(2)")
+    # The used one was found by the locator (so it ran); the other was never run.
+    assert {r["line"]: r["exercised_by"] for r in verdict["rewrites"]} == {used: ["locator"], unused: []}
+    assert any(n.startswith("not exercised by any smoke case") and f"squash/model.py:{unused} IP102" in n
+               for n in verdict["notes"])
 
 
 def test_init_derived_second_iteration(tmp_path):
@@ -164,14 +187,23 @@ def test_discovery_without_config(tmp_path):
         "    def forward(self, x):\n"
         "        return self.act(torch.sigmoid(self.lin(x)))\n"
     )
+    nets = repo / "pkg" / "nets.py"
     code, verdict = _verify_json(repo)
-    assert code == 0, verdict
     assert [c["name"] for c in verdict["cases"]] == ["pkg/nets.py:Gated"]
     assert any("NeedsArgs: its constructor needs arguments" in n for n in verdict["notes"])
+    # NeedsArgs' rewrite ran in no case: not proven, and the verdict names it.
+    assert code == 1 and verdict["status"] == "not proven"
+    assert [(r["line"], r["exercised_by"]) for r in verdict["rewrites"]] == [
+        (_line_of(nets, "return self.act"), ["pkg/nets.py:Gated"]),
+        (len(nets.read_text().splitlines()), [])]
+
+    text = nets.read_text()
+    nets.write_text(text[: text.index("class NeedsArgs")].rstrip() + "\n")
+    code, verdict = _verify_json(repo)
+    assert code == 0 and verdict["status"] == "proven", verdict
 
     # Only a module that needs arguments: nothing can be verified, and the verdict says so.
-    text = (repo / "pkg" / "nets.py").read_text()
-    (repo / "pkg" / "nets.py").write_text(text.replace("def __init__(self, dim=6)", "def __init__(self, dim)"))
+    nets.write_text(nets.read_text().replace("def __init__(self, dim=6)", "def __init__(self, dim)"))
     code, verdict = _verify_json(repo)
     assert code == 1 and verdict["status"] == "nothing could be verified"
 

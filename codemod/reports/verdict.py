@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 _HEADERS = ("case", "original", "rewritten", "outputs", "gradients", "grads", "2nd iter", "locator")
-_WIDTH = {"case": 28, "original": 44, "rewritten": 30, "outputs": 22, "gradients": 22}
+_WIDTH = {"case": 28, "original": 44, "rewritten": 30, "outputs": 22, "gradients": 22, "grads": 12}
 
 
 def _cut(text: str, width: int | None) -> str:
@@ -21,7 +21,10 @@ def render_text(report) -> str:
         out.append(f"device: {report.device or '-'} · sandbox: {report.isolation}")
     if report.rewrites:
         out.append(f"rewrites ({len(report.rewrites)}):")
-        out += [f"  {r['path']}:{r['line']} {r['code']}" for r in report.rewrites]
+        for r in report.rewrites:
+            ran = r.get("exercised_by")
+            where = "" if ran is None else f"  (run by {', '.join(ran)})" if ran else "  (no smoke case runs it)"
+            out.append(f"  {r['path']}:{r['line']} {r['code']}{where}")
     if report.verdicts:
         rows = []
         for v in report.verdicts:
@@ -33,7 +36,8 @@ def render_text(report) -> str:
         out.append("")
         out.append("  ".join(h.ljust(w) for h, w in zip(_HEADERS, widths)).rstrip())
         out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-        details = [v for v in report.verdicts if not v.proven or v.original != "pass" or "(original" in v.second_iteration]
+        details = [v for v in report.verdicts
+                   if not v.proven or v.original != "pass" or "(original" in v.second_iteration or "(" in v.grads_received]
         if details:
             out.append("")
         for v in details:
@@ -44,6 +48,8 @@ def render_text(report) -> str:
                 out.append(f"  original 2nd iteration: {v.second_iteration.split('(original: ', 1)[1].rstrip(')')}")
             if v.gradients.text not in ("-",):
                 out.append(f"  gradients: {v.gradients.text}")
+            if "(" in v.grads_received:
+                out.append(f"  parameters: {v.grads_received}")
             if not v.proven:
                 out.append(f"  NOT PROVEN: {v.reason}")
     if report.hazards:
@@ -72,7 +78,13 @@ def _explain(report) -> str:
         return f": every rewrite passes {n} smoke case{'s' if n != 1 else ''} with the original's outputs and gradients"
     if report.status == "not proven":
         failed = [v.name for v in report.verdicts if not v.proven]
-        return f": {', '.join(failed)} failed; nothing may be written"
+        unrun = [r for r in report.rewrites if r.get("exercised_by") == []]
+        why = []
+        if failed:
+            why.append(f"{', '.join(failed)} failed")
+        if unrun:
+            why.append(f"{len(unrun)} rewrite{'s' if len(unrun) != 1 else ''} no smoke case runs")
+        return f": {'; '.join(why) or 'see above'}; nothing may be written"
     return ""
 
 

@@ -206,6 +206,55 @@ def _locate(case, device: str, seed: int, root: Path) -> tuple[list[dict[str, An
         return [], _first_line(exc)
 
 
+class _LineTracker:
+    """Which of the given lines (``relative/path.py:LINE``) ran: a rewrite no smoke case executes
+    is not proven by them. A tracer only for frames of the files named, so the rest runs at full
+    speed."""
+
+    def __init__(self, root: Path, targets: list[str]):
+        self.hit: set[tuple[str, int]] = set()
+        self._lines: dict[str, set[int]] = {}
+        for item in targets:
+            path, _, line = item.rpartition(":")
+            self._lines.setdefault(path, set()).add(int(line))
+        self._root = root
+        self._files: dict[str, str | None] = {}
+
+    def _relative(self, filename: str) -> str | None:
+        rel = self._files.get(filename, "")
+        if rel == "":
+            try:
+                rel = Path(filename).resolve().relative_to(self._root).as_posix()
+            except (ValueError, OSError):
+                rel = None
+            self._files[filename] = rel
+        return rel
+
+    def _global(self, frame, event, arg):
+        rel = self._relative(frame.f_code.co_filename)
+        if rel is None or rel not in self._lines:
+            return None
+        lines, hit = self._lines[rel], self.hit
+
+        def local(frame, event, arg):
+            if event == "line" and frame.f_lineno in lines:
+                hit.add((rel, frame.f_lineno))
+            return local
+
+        return local(frame, event, arg) if event == "line" else local
+
+    def __enter__(self):
+        if self._lines:
+            self._previous = sys.gettrace()
+            sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc):
+        if self._lines:
+            sys.settrace(self._previous)
+        return False
+
+
 def _device(requested: str) -> str:
     import torch
 
@@ -225,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--locate", action="store_true")
+    parser.add_argument("--track", nargs="*", metavar="PATH:LINE", help="report which of these lines ran")
     args = parser.parse_args(argv)
 
     import torch
@@ -242,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             _seed(args.seed)
             cases, result["notes"] = discover_cases([root / f for f in args.discover or []], root)
         for case in cases:
-            result["cases"][case.name] = run_case(case, result["device"], args.seed, root, args.locate)
+            with _LineTracker(root, args.track or []) as tracker:
+                record = run_case(case, result["device"], args.seed, root, args.locate)
+            record["executed"] = sorted(tracker.hit)
+            result["cases"][case.name] = record
     except (CaseError, SystemExit) as exc:
         result["error"] = str(exc)
     except Exception as exc:

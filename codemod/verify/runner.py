@@ -80,7 +80,7 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
            select: list[str] | None = None, ignore: list[str] | None = None, mode: str | None = None,
            jobs: int | None = None, limits: Limits | None = None) -> VerifyReport:
     try:
-        import torch  # noqa: F401  (the smoke cases and the comparison need it)
+        import torch  # the smoke cases and the comparison need it
     except ImportError as exc:
         raise VerifyError(f"codemod verify needs torch in this environment ({exc}); pip install torch") from exc
     finder = ConfigFinder(known_selectors(), Path(config) if config else None)
@@ -90,6 +90,8 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
     root = repository_root(target, finder)
     smoke = finder.for_path(target).smoke
     device = device or smoke.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     timeout = timeout or smoke.timeout
     limits = limits or Limits(memory_bytes=None if device != "cpu" else Limits().memory_bytes)
     report = VerifyReport(root, isolation=detect_isolation(limits).describe())
@@ -107,7 +109,9 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
             report.notes.append(_nothing_configured(changed))
             _finish(report, tasks, results, root)
             return report
-        before = plan.run_side(original, changed, locate=True)
+        track = [f"{_relative(t, root)}:{res.location.line}"
+                 for t, r in zip(tasks, results) for res in r.results if res.fixed]
+        before = plan.run_side(original, changed, locate=True, track=track)
         report.device = before.device
         report.notes += before.notes
         report.hazards = before.locator_findings()
@@ -132,13 +136,35 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
         after = plan.run_side(rewritten, [_relative(t, root) for t, _ in report.changes], locate=False)
         exact = (before.device or device) == "cpu" and all(r["code"].startswith("IP") for r in report.rewrites)
         report.verdicts = plan.verdicts(before, after, exact)
+        unexercised = _mark_exercised(report.rewrites, before, tracked=before.harness is not None,
+                                      command=bool(smoke.command))
         if not report.verdicts:
             report.status = "nothing could be verified"
-        elif all(v.proven for v in report.verdicts):
+        elif all(v.proven for v in report.verdicts) and not unexercised:
             report.status = "proven"
         else:
             report.status = "not proven"
+            if unexercised:
+                report.notes.append("not exercised by any smoke case (add a case that runs it, or a smoke command): "
+                                    + ", ".join(f"{r['path']}:{r['line']} {r['code']}" for r in unexercised))
     return report
+
+
+def _mark_exercised(rewrites: list[dict[str, Any]], before: _Side, tracked: bool, command: bool) -> list[dict[str, Any]]:
+    """Which smoke cases ran each rewritten line on the original tree (a line the locator
+    confirmed ran by definition). Returns the rewrites nothing is known to exercise; with a smoke
+    command, whose coverage cannot be seen, none."""
+    cases = (before.harness or {}).get("cases", {})
+    confirmed = {(f["write"]["path"], f["write"]["line"]) for f in before.locator_findings()}
+    for rewrite in rewrites:
+        key = (rewrite["path"], rewrite["line"])
+        rewrite["exercised_by"] = sorted(name for name, record in cases.items()
+                                         if key in {tuple(e) for e in record.get("executed", [])})
+        if not rewrite["exercised_by"] and key in confirmed:
+            rewrite["exercised_by"] = ["locator"]
+    if command or not tracked:
+        return []
+    return [r for r in rewrites if not r["exercised_by"]]
 
 
 def _finish(report: VerifyReport, tasks: list[FileTask], results: list[FileResult], root: Path) -> None:
@@ -227,7 +253,7 @@ class _Plan:
     def has_cases(self, changed: list[str]) -> bool:
         return bool(self.smoke.command or self.smoke.cases or changed)
 
-    def run_side(self, copy: Path, changed: list[str], locate: bool) -> _Side:
+    def run_side(self, copy: Path, changed: list[str], locate: bool, track: list[str] = ()) -> _Side:
         side = _Side()
         if self.smoke.cases or not self.smoke.command:
             argv = [self.python, "-m", "codemod.verify.harness", "--root", str(copy), "--out", str(copy / HARNESS_OUT),
@@ -235,6 +261,8 @@ class _Plan:
             argv += ["--cases", self.smoke.cases] if self.smoke.cases else ["--discover", *changed]
             if locate:
                 argv.append("--locate")
+            if track:
+                argv += ["--track", *track]
             result = run_sandboxed(argv, copy, timeout=self.timeout, limits=self.limits, env=_child_env(self.python),
                                    visible=[_environment_of(self.python), _PACKAGE_DIR])
             out = copy / HARNESS_OUT
@@ -246,7 +274,8 @@ class _Plan:
                 side.device = side.harness.get("device", "")
                 side.notes += side.harness.get("notes", [])
                 side.notes += [f"the locator could not run on case {name}: {record['locator_error']}"
-                               for name, record in side.harness.get("cases", {}).items() if record.get("locator_error")]
+                               for name, record in side.harness.get("cases", {}).items()
+                               if record.get("locator_error") and record.get("status") == "ok"]
                 if side.harness.get("error"):
                     side.harness_error = side.harness["error"]
             else:

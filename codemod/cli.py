@@ -23,6 +23,7 @@ from .reports import diff as diff_report
 from .reports import json_report, sarif, text
 from .reports.summary import summarize
 from .rules import RULES
+from .verify import VerifyError
 from .writer import WriteError, write_atomic
 
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
@@ -90,14 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rules":
             return cmd_rules(args)
         if args.command == "verify":
-            from .verify.runner import VerifyError
-
-            try:
-                return cmd_verify(args)
-            except VerifyError as exc:
-                print(f"codemod: error: {exc}", file=sys.stderr)
-                return EXIT_USAGE
-    except (ConfigError, SelectionError, DiscoveryError) as exc:
+            return cmd_verify(args)
+    except (ConfigError, SelectionError, DiscoveryError, VerifyError) as exc:
         print(f"codemod: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -133,18 +128,14 @@ def cmd_verify(args) -> int:
 def _apply_verified(args) -> int:
     """``apply --verify``: one repository, written only when verification proves every rewrite."""
     from .reports import verdict
-    from .verify.runner import VerifyError, verify
+    from .verify.runner import verify
 
     if args.diff or args.check:
         raise SelectionError("--verify writes files; it cannot be combined with --diff or --check")
     if len(args.paths) != 1:
         raise SelectionError("--verify takes one repository path")
-    try:
-        report = verify(args.paths[0], config=args.config, device=args.device, timeout=args.timeout,
-                        select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs)
-    except VerifyError as exc:
-        print(f"codemod: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    report = verify(args.paths[0], config=args.config, device=args.device, timeout=args.timeout,
+                    select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs)
     sys.stderr.write(verdict.render_text(report))
     if report.status != "proven":
         if report.changes:

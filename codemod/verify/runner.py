@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_EXCLUDE, ConfigError, ConfigFinder, SmokeConfig
+from ..config import DEFAULT_EXCLUDE, ConfigFinder, SmokeConfig
 from ..discovery import discover
 from ..engine import FileTask, build_tasks, known_selectors, run
 from ..findings import FileResult
+from . import VerifyError
 from .compare import CaseVerdict, compare_case
 from .sandbox import Limits, SandboxResult, detect_isolation, run_sandboxed
 
@@ -62,10 +63,6 @@ class VerifyReport:
             "isolation": self.isolation, "rewrites": self.rewrites,
             "cases": [v.to_json() for v in self.verdicts], "locator": self.hazards, "notes": self.notes,
         }
-
-
-class VerifyError(Exception):
-    """Verification could not start (bad path, config, requirements); the message says why."""
 
 
 def repository_root(path: Path, finder: ConfigFinder) -> Path:
@@ -115,13 +112,7 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
         report.device = before.device
         report.notes += before.notes
         report.hazards = before.locator_findings()
-        confirmed = _confirmed_lines(report.hazards)
-        if confirmed:
-            again = [i for i, t in enumerate(tasks) if confirmed.get(_relative(t, root))]
-            upgraded = [FileTask(t.path, t.display, t.codes, t.mode, frozenset(confirmed[_relative(t, root)]))
-                        for t in (tasks[i] for i in again)]
-            for i, res in zip(again, run(upgraded, jobs)):
-                results[i] = res
+        _upgrade(tasks, results, _confirmed_lines(report.hazards), root, jobs)
         _finish(report, tasks, results, root)
         _annotate_hazards(report.hazards, tasks, results, root)
         if not report.changes:
@@ -148,6 +139,19 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
                 report.notes.append("not exercised by any smoke case (add a case that runs it, or a smoke command): "
                                     + ", ".join(f"{r['path']}:{r['line']} {r['code']}" for r in unexercised))
     return report
+
+
+def _upgrade(tasks: list[FileTask], results: list[FileResult], confirmed: dict[str, set[int]], root: Path,
+             jobs: int | None) -> None:
+    """Analyse again, in place, the files where the locator confirmed hazards: the engine may now
+    rewrite a candidate on those lines (still only under P1-P5)."""
+    again = [i for i, t in enumerate(tasks) if confirmed.get(_relative(t, root))]
+    if not again:
+        return
+    upgraded = [FileTask(t.path, t.display, t.codes, t.mode, frozenset(confirmed[_relative(t, root)]))
+                for t in (tasks[i] for i in again)]
+    for i, res in zip(again, run(upgraded, jobs)):
+        results[i] = res
 
 
 def _mark_exercised(rewrites: list[dict[str, Any]], before: _Side, tracked: bool, command: bool) -> list[dict[str, Any]]:
@@ -397,4 +401,4 @@ def requirements_env(requirements: tuple[str, ...], root: Path) -> str:
     return str(python)
 
 
-__all__ = ["VerifyReport", "VerifyError", "verify", "repository_root", "requirements_env", "ConfigError"]
+__all__ = ["VerifyError", "VerifyReport", "repository_root", "requirements_env", "verify"]

@@ -146,7 +146,9 @@ def run_smoke(module, clone_saved: bool = False) -> Run:
     return Run(detached, None, None, grads)
 
 
-def same_tensors(a, b) -> bool:
+def same_tensors(a, b, close: bool = False) -> bool:
+    """Equal sequences: tensors with the same dtype and shape and equal values (bit-identical, or
+    ``allclose`` at rtol 1e-6, atol 1e-7 with ``close``), other items equal (``None`` included)."""
     import torch
 
     if a is None or b is None:
@@ -156,25 +158,12 @@ def same_tensors(a, b) -> bool:
     for x, y in zip(a, b):
         if isinstance(x, torch.Tensor) != isinstance(y, torch.Tensor):
             return False
-        if isinstance(x, torch.Tensor):
-            if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(x, y):
+        if not isinstance(x, torch.Tensor):
+            if x != y:
                 return False
-        elif x != y:
+        elif x.dtype != y.dtype or x.shape != y.shape:
             return False
-    return True
-
-
-def close_tensors(a, b) -> bool:
-    import torch
-
-    if a is None or b is None:
-        return a is b
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if (x is None) != (y is None):
-            return False
-        if x is not None and (x.dtype != y.dtype or x.shape != y.shape or not torch.allclose(x, y, rtol=1e-6, atol=1e-7)):
+        elif not (torch.allclose(x, y, rtol=1e-6, atol=1e-7) if close else torch.equal(x, y)):
             return False
     return True
 

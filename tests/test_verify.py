@@ -282,16 +282,15 @@ def test_requirements_get_a_cached_environment(tmp_path):
     model.write_text("import tinyhelper\n" + model.read_text().replace("return self.fc(x) * self.scale",
                                                                         "return tinyhelper.double(self.fc(x)) * self.scale"))
     assert subprocess.run([sys.executable, "-c", "import tinyhelper"], capture_output=True).returncode != 0
-    # The sandbox gives the child a private /tmp, so the cache lives elsewhere (and is removed).
+    # Two places: under /tmp (the sandbox's /tmp is private, so the environment must be bound
+    # back into it) and under the home directory (removed afterwards).
+    _requirements_run(repo, tmp_path / "cache")
     (Path.home() / ".cache").mkdir(exist_ok=True)
     cache = Path(tempfile.mkdtemp(prefix="codemod-test-cache-", dir=Path.home() / ".cache"))
     try:
         _requirements_run(repo, cache)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    proc = subprocess.run([sys.executable, "-m", "codemod", "verify", str(repo)], capture_output=True, text=True,
-                          env={**os.environ, "CODEMOD_CACHE": str(tmp_path / "cache")}, timeout=600)
-    assert proc.returncode == 2 and "set CODEMOD_CACHE to another directory" in proc.stderr
 
 
 def _requirements_run(repo: Path, cache: Path) -> None:

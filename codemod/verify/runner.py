@@ -31,7 +31,6 @@ from .compare import CaseVerdict, compare_case
 from .sandbox import Limits, SandboxResult, detect_isolation, run_sandboxed
 
 HARNESS_OUT = ".codemod-harness.pt"
-_PRIVATE_IN_SANDBOX = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 @dataclass
@@ -369,11 +368,7 @@ def requirements_env(requirements: tuple[str, ...], root: Path) -> str:
     requirement set. Paths in requirements are relative to the repository root."""
     resolved = tuple(str((root / r).resolve()) if r.startswith(("./", "../")) else r for r in requirements)
     key = hashlib.sha256("\n".join(sorted(resolved)).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("CODEMOD_CACHE", Path.home() / ".cache" / "torch-codemod")) / "venvs"
-    if any(cache.resolve().is_relative_to(d) for d in _PRIVATE_IN_SANDBOX):
-        raise VerifyError(f"the requirements cache {cache} is under a directory the sandbox replaces with a private "
-                          f"one ({', '.join(_PRIVATE_IN_SANDBOX)}); set CODEMOD_CACHE to another directory")
-    env_dir = cache / key
+    env_dir = Path(os.environ.get("CODEMOD_CACHE", Path.home() / ".cache" / "torch-codemod")) / "venvs" / key
     python = env_dir / "bin" / "python"
     if (env_dir / ".complete").is_file():
         return str(python)

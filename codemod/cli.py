@@ -18,6 +18,7 @@ from . import __version__
 from .config import DEVICES, MODES, ConfigError, ConfigFinder
 from .discovery import DiscoveryError, discover
 from .engine import SelectionError, build_tasks, known_selectors, run
+from .locate import command as locate_command
 from .progress import Progress
 from .reports import diff as diff_report
 from .reports import json_report, sarif, text
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="list the rules with an explanation and examples")
     rules.add_argument("selectors", nargs="*", metavar="CODE", help="show only these codes or families, in full")
     rules.add_argument("--format", choices=("text", "json"), default="text")
+    locate_command.add_parser(sub)
     return parser
 
 
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "locate":
+            return locate_command.cmd_locate(args)
         if args.command == "apply":
             return cmd_apply(args)
         if args.command == "rules":

@@ -81,6 +81,8 @@ class LocatorFinding:
     saver: str | None  # the autograd node that saved the tensor, e.g. "VarBackward0"
     saver_op: str | None = None  # the aten op that saved it, e.g. "var.correction"
     silent: bool = False  # written through an alias autograd does not track (.data): no error, wrong gradient
+    shape: tuple[int, ...] | None = None  # of the saved tensor that was overwritten
+    dtype: str | None = None  # e.g. "float32"
 
     def message(self) -> str:
         write = f"`{self.write.code or self.op}` ({self.write.path}:{self.write.line})"
@@ -395,6 +397,10 @@ class InplaceLocator:
         self._result_quota: int | None = None  # output saves that node still makes
         self._muted = False
         self._active: list[tuple[saved_tensors_hooks, _WriteWatch]] = []
+        self._counts: dict[tuple[_Where | None, _Where | None], int] = {}  # writes per (write, saved_by)
+        # Called with each new finding (a new pair of lines) as soon as it is confirmed; a whole-run
+        # recorder uses it to save its report before the process may be stopped.
+        self.on_new_finding: Callable[[LocatorFinding], None] | None = None
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -403,6 +409,16 @@ class InplaceLocator:
         """Every write into a saved tensor so far, deduplicated by (write line, saving line)."""
         self._settle()
         return list(self._found.values())
+
+    def counted_findings(self) -> list[tuple[LocatorFinding, int]]:
+        """Every finding with how many writes landed on that pair of lines (a loop counts each time)."""
+        self._settle()
+        return [(finding, self._counts.get(key, 1)) for key, finding in self._found.items()]
+
+    def user_line(self, frame: FrameType | None) -> SourceLine | None:
+        """The innermost line of the user's code on ``frame``'s stack (as findings show lines)."""
+        where = self._frames.innermost(frame)
+        return _source_line(where) if where is not None else None
 
     def __enter__(self) -> Self:
         hooks = saved_tensors_hooks(self._pack, self._unpack)
@@ -584,11 +600,17 @@ class InplaceLocator:
         if saved.overwrite is None:
             saved.overwrite = (hit.op, hit.where)
         key = (hit.where, saved.where)
+        self._counts[key] = self._counts.get(key, 0) + 1
         if key in self._found:  # the same two lines again (a loop): source text is read once
             return
         write = _source_line(hit.where) if hit.where is not None else SourceLine("<unknown>", 0, "")
         saved_by = _source_line(saved.where) if saved.where is not None else None
-        self._found[key] = LocatorFinding(hit.op, write, saved_by, saved.saver, saved.saver_op, silent)
+        t = saved.tensor
+        finding = LocatorFinding(hit.op, write, saved_by, saved.saver, saved.saver_op, silent,
+                                 tuple(t.shape), str(t.dtype).removeprefix("torch."))
+        self._found[key] = finding
+        if self.on_new_finding is not None:
+            self.on_new_finding(finding)
 
 
 def _describe(where: _Where | None) -> str:

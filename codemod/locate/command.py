@@ -31,7 +31,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("locate", help="run a command under the in-place locator (codemod locate -- python train.py)",
                        description=DESCRIPTION)
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--diff", action="store_true", help="print the rewrites at the located lines as a unified diff (the report goes to stderr)")
+    what.add_argument("--diff", action="store_true", help="print the rewrites at the located lines as a unified diff "
+                      "(the report and the command's output go to stderr)")
     what.add_argument("--apply", action="store_true", help="write the rewrites at the located lines")
     p.add_argument("--until", choices=("backward", "exit"), default="backward",
                    help="backward: stop the run once the first backward after a located write has finished, or at the "
@@ -84,7 +85,9 @@ def _locate(args) -> int:
 
         Selection.build(select or (), ignore or ())  # a bad code is a usage error before the run, not after
 
-    run = run_located(argv, roots=[root], until=args.until, timeout=args.timeout)
+    sys.stdout.flush()
+    machine_stdout = args.diff or (args.format != "text" and not args.output)
+    run = run_located(argv, roots=[root], until=args.until, timeout=args.timeout, output_to_stderr=machine_stdout)
     hazards = merge_reports(run.processes)
     analysed = analyse_located(hazards, root, finder, select=select, ignore=ignore, mode=args.mode, jobs=args.jobs)
     changes = [(task, result) for task, result in analysed if result.changed]

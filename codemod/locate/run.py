@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -71,7 +72,9 @@ def read_reports(report_dir: str) -> list[dict[str, Any]]:
 
 
 def run_located(argv: list[str], *, roots: list[Path], until: str = "backward", timeout: float | None = None,
-                cwd: str | None = None, grace: float = GRACE_S) -> LocatedRun:
+                cwd: str | None = None, grace: float = GRACE_S, output_to_stderr: bool = False) -> LocatedRun:
+    """``output_to_stderr``: the command's standard output goes to this process's standard error
+    (when standard output carries a diff or a machine-readable report)."""
     if not argv:
         raise LocateError("no command given: codemod locate [options] -- COMMAND [ARGS...]")
     run = LocatedRun(list(argv))
@@ -79,7 +82,8 @@ def run_located(argv: list[str], *, roots: list[Path], until: str = "backward", 
         env = located_environment(report_dir, roots, until)
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(argv, env=env, cwd=cwd, process_group=0)
+            stdout = sys.stderr.fileno() if output_to_stderr else None
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, process_group=0, stdout=stdout)
         except FileNotFoundError as exc:
             raise LocateError(f"{argv[0]}: command not found") from exc
         except PermissionError as exc:

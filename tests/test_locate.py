@@ -136,8 +136,9 @@ def test_sarif_report_is_valid_for_code_scanning(tmp_path):
 # ----------------------------------------------------------------------------- real programs
 
 
-def test_training_script_finds_the_bug_two_calls_deep_and_stops_early(trainrepo):
-    proc, report = located_json("--", PY, "train.py", "--epochs", "50", cwd=trainrepo)
+@pytest.mark.parametrize("workers", ["fork", "spawn"])
+def test_training_script_finds_the_bug_two_calls_deep_and_stops_early(trainrepo, workers):
+    proc, report = located_json("--", PY, "train.py", "--epochs", "50", "--mp-context", workers, cwd=trainrepo)
     assert proc.returncode == 1, proc.stderr
     (hazard,) = report["hazards"]
     blocks, acts = trainrepo / "tinynet" / "blocks.py", trainrepo / "tinynet" / "acts.py"
@@ -145,7 +146,7 @@ def test_training_script_finds_the_bug_two_calls_deep_and_stops_early(trainrepo)
     assert (hazard["saved_by"]["path"], hazard["saved_by"]["line"]) == ("tinynet/acts.py", line_of(acts, "sigmoid"))
     assert hazard["shape"] == [32, 16] and hazard["engine"]["action"] == "rewrite" and hazard["engine"]["code"] == "IP102"
     # Stopped at the first backward: not one epoch finished, and the DataLoader's two workers
-    # (forked after the locator started) wrote no report of their own.
+    # (forked after the locator started, or spawned and started one of their own) reported nothing.
     assert report["stopped"] == "at the backward error"
     assert "epoch 0" not in proc.stdout and "training finished" not in proc.stdout
     assert [p["argv"][0] for p in report["processes"]] == ["train.py"]

@@ -14,8 +14,8 @@ Started by :mod:`codemod.locate.hook` right after the program imported torch, in
 * DataLoader workers switch all of it off: forked children at once (``os.register_at_fork``),
   spawned ones when they enter the worker loop; a process only ever writes its own report.
 
-The report (``<dir>/<pid>.json``, replaced atomically) is written when the recorder starts, when a
-new pair of lines is located, after the first backward, when the process is stopped, and at exit;
+The report (``<dir>/<pid>.json``, replaced atomically) is written when a new pair of lines is
+located, after the first backward, when the process is stopped, and at exit;
 the parent (:mod:`codemod.locate.run`) reads them while the command runs. A stopped process saves
 its report, then waits to be killed by the parent (which first lets the other ranks finish their
 own backward); it exits by itself after a minute if nobody does.
@@ -113,8 +113,7 @@ class ProcessRecorder:
         self._errors_mode = _WriteErrors(self._on_write_error)
         self._errors_mode.__enter__()
         self._active = True
-        atexit.register(self._at_exit)
-        self.flush()
+        atexit.register(self._at_exit)  # no report before there is something to say (a worker may never start)
 
     def detach(self) -> None:
         """Stop watching (a DataLoader worker, a forked child): modes off, no report from here."""
@@ -126,6 +125,16 @@ class ProcessRecorder:
             self.locator.__exit__(None, None, None)
         except Exception:  # the program pushed modes of its own on top: leave the stack alone
             pass
+
+    def withdraw(self) -> None:
+        """This process turned out to be a DataLoader worker: stop watching and take back its report."""
+        mine = self._mine()
+        self.detach()
+        if mine:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
     def _mine(self) -> bool:
         return self._active and os.getpid() == self.pid
@@ -275,7 +284,8 @@ def _patch_worker_loop() -> None:
     original = worker._worker_loop
 
     def _worker_loop(*args, **kwargs):
-        _detach_in_child()
+        if _RECORDER is not None:
+            _RECORDER.withdraw()
         return original(*args, **kwargs)
 
     _worker_loop.__module__, _worker_loop.__qualname__ = original.__module__, original.__qualname__

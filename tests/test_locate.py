@@ -297,3 +297,34 @@ def test_merge_joins_ranks_and_adds_counts():
     first, second = merge_reports(reports)
     assert (first.write["line"], first.count, first.ranks, first.pids) == (3, 4, {0, 1}, {10, 11})
     assert (second.write["line"], second.count, second.ranks) == (9, 1, {1})
+
+
+# ------------------------------------------------------- pieces for `codemod verify` (smoke.py)
+
+
+def test_default_smoke_tests_follow_imports_through_the_repository(trainrepo):
+    from codemod.locate.smoke import default_smoke_command, default_smoke_tests
+
+    (trainrepo / "tests" / "test_unrelated.py").write_text("import json\n\ndef test_json():\n    assert json.loads('1') == 1\n")
+    (trainrepo / "tests" / "test_acts.py").write_text("from tinynet import acts\n\ndef test_squash():\n    pass\n")
+    # test_model imports tinynet.model, which imports .blocks (relative): it runs the rewritten file.
+    assert default_smoke_tests(trainrepo, ["tinynet/blocks.py"]) == ["tests/test_model.py"]
+    assert default_smoke_tests(trainrepo, ["tinynet/acts.py"]) == ["tests/test_acts.py", "tests/test_model.py"]
+    assert default_smoke_tests(trainrepo, ["train.py"]) == []
+    assert default_smoke_command(trainrepo, ["train.py"]) is None
+    assert default_smoke_command(trainrepo, ["tinynet/blocks.py"], "py") == "py -m pytest -q -p no:cacheprovider tests/test_model.py"
+
+
+def test_a_smoke_command_run_under_the_locator_yields_confirmable_hazards(trainrepo, tmp_path):
+    from codemod.locate.run import run_located
+    from codemod.locate.smoke import smoke_hazards
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    # What the runner would do in its sandbox: the environment from located_environment, until exit.
+    run = run_located([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], roots=[trainrepo], until="exit",
+                      cwd=str(trainrepo), keep_reports=str(reports))
+    assert run.returncode == 1 and run.stopped is None  # the suite ran to its end (and failed: the bug)
+    (hazard,) = smoke_hazards(str(reports))
+    assert (hazard["write"]["path"], hazard["saved_by"]["path"]) == ("tinynet/blocks.py", "tinynet/acts.py")
+    assert hazard["count"] == 2  # both tests run the forward

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,16 @@ def read_reports(report_dir: str) -> list[dict[str, Any]]:
 
 
 def run_located(argv: list[str], *, roots: list[Path], until: str = "backward", timeout: float | None = None,
-                cwd: str | None = None, grace: float = GRACE_S, output_to_stderr: bool = False) -> LocatedRun:
+                cwd: str | None = None, grace: float = GRACE_S, output_to_stderr: bool = False,
+                keep_reports: str | None = None) -> LocatedRun:
     """``output_to_stderr``: the command's standard output goes to this process's standard error
-    (when standard output carries a diff or a machine-readable report)."""
+    (when standard output carries a diff or a machine-readable report). ``keep_reports``: an
+    existing directory for the per-process reports, left in place (default: a temporary one)."""
     if not argv:
         raise LocateError("no command given: codemod locate [options] -- COMMAND [ARGS...]")
     run = LocatedRun(list(argv))
-    with tempfile.TemporaryDirectory(prefix="codemod-locate-") as report_dir:
+    reports = nullcontext(keep_reports) if keep_reports else tempfile.TemporaryDirectory(prefix="codemod-locate-")
+    with reports as report_dir:
         env = located_environment(report_dir, roots, until)
         start = time.monotonic()
         try:

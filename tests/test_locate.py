@@ -328,3 +328,17 @@ def test_a_smoke_command_run_under_the_locator_yields_confirmable_hazards(trainr
     (hazard,) = smoke_hazards(str(reports))
     assert (hazard["write"]["path"], hazard["saved_by"]["path"]) == ("tinynet/blocks.py", "tinynet/acts.py")
     assert hazard["count"] == 2  # both tests run the forward
+
+
+def test_config_root_and_exclude_are_honoured(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.codemod]\nexclude = ["sub/method_after_sigmoid.py"]\n')
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    shutil.copy(HAZARDS / "method_after_sigmoid.py", sub)
+    shutil.copy(HAZARDS / "augassign_after_var.py", sub)
+    proc, report = located_json("--", PY, "method_after_sigmoid.py", cwd=sub)
+    (hazard,) = report["hazards"]
+    assert report["root"] == str(tmp_path) and hazard["write"]["path"] == "sub/method_after_sigmoid.py"
+    assert hazard["engine"] == {"action": "none", "reason": "the file is excluded by the [tool.codemod] configuration"}
+    _, other = located_json("--", PY, "augassign_after_var.py", cwd=sub)
+    assert other["hazards"][0]["engine"]["action"] == "rewrite"

@@ -85,7 +85,10 @@ class _WriteErrors(TorchFunctionMode):
         try:
             return func(*args, **(kwargs or {}))
         except RuntimeError as exc:
-            self._on_error(exc, func, args)
+            try:
+                self._on_error(exc, func, args)
+            except Exception:  # the locator's own failure never replaces the program's error
+                pass
             raise
 
 
@@ -199,6 +202,14 @@ class ProcessRecorder:
         return result
 
     def _after_backward(self, failed: BaseException | None) -> None:
+        try:
+            self._check_after_backward(failed)
+        except Exception as exc:  # never break the program's backward: stop watching, say why
+            self.problems.append(f"the locator failed after a backward: {type(exc).__name__}: {exc}")
+            self.flush()
+            self.detach()
+
+    def _check_after_backward(self, failed: BaseException | None) -> None:
         self.backwards += 1
         located = bool(self.write_errors) or bool(self.locator.findings)
         if located and self.until == "backward":

@@ -71,7 +71,7 @@ def render_text(run: LocatedRun, hazards: list[Hazard], root: Path) -> str:
     if processes == 0:
         seen = "no Python process of the command imported torch (or it ran with -I/-E/-S, which skip the locator)"
     else:
-        seen = f"watched {_plural(processes, 'process')} ({_plural(backwards, 'backward pass')})"
+        seen = f"watched {_plural(processes, 'process')} ({backwards} backward pass{'' if backwards == 1 else 'es'})"
     problems = sorted({p for r in run.processes for p in r.get("problems", [])})
     out += [f"codemod locate: problem: {p}" for p in problems]
     rewrites = sum(1 for h in hazards if h.engine.get("action") in ("rewrite", "rewritten"))

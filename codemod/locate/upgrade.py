@@ -76,7 +76,16 @@ def engine_decision(hazard: Hazard, root: Path, by_file: dict[Path, FileResult])
     if live:
         return _decision("report", live[0])
     return {"action": "none", "reason": "no rule can rewrite this write (it is not one of the in-place forms the "
-                                        "rules know, or not in differentiable code they analyse)"}
+                                        "rules know, or not in differentiable code they analyse)"
+                                        + _HINTS.get(hazard.kind, "")}
+
+
+_HINTS = {
+    "leaf": "; a leaf that requires grad (a Parameter) is written in place only under `torch.no_grad()`",
+    "leaf-view": "; a leaf that requires grad (a Parameter) is written in place only under `torch.no_grad()`",
+    "multi-view": "; write into a `.clone()` of the view, or compute it out of place",
+    "no-grad-view": "; make the view and the write both inside, or both outside, `no_grad`",
+}
 
 
 def _decision(action: str, result: Result) -> dict[str, Any]:

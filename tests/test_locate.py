@@ -342,3 +342,24 @@ def test_config_root_and_exclude_are_honoured(tmp_path):
     assert hazard["engine"] == {"action": "none", "reason": "the file is excluded by the [tool.codemod] configuration"}
     _, other = located_json("--", PY, "augassign_after_var.py", cwd=sub)
     assert other["hazards"][0]["engine"]["action"] == "rewrite"
+
+
+def test_ctrl_c_ends_the_run_and_exits_130(tmp_path):
+    (tmp_path / "slow.py").write_text(textwrap.dedent(
+        """
+        import os, time
+        import torch
+        open("child.tmp", "w").write(str(os.getpid()))
+        os.replace("child.tmp", "child.pid")
+        time.sleep(600)
+        """))
+    parent = subprocess.Popen([PY, "-m", "codemod", "locate", "--", PY, "slow.py"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "child.pid").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int((tmp_path / "child.pid").read_text())
+    parent.send_signal(2)  # SIGINT, as Ctrl-C sends it to the foreground group
+    out, err = parent.communicate(timeout=60)
+    assert parent.returncode == 130, err
+    assert "interrupted (Ctrl-C)" in out and gone(child)

@@ -363,3 +363,20 @@ def test_ctrl_c_ends_the_run_and_exits_130(tmp_path):
     out, err = parent.communicate(timeout=60)
     assert parent.returncode == 130, err
     assert "interrupted (Ctrl-C)" in out and gone(child)
+
+
+def test_an_interpreter_of_another_environment_is_located_too(tmp_path):
+    """A venv that sees torch but has no torch-codemod installed imports the recorder from the
+    package directory `codemod locate` hands it."""
+    other = tmp_path / "otherenv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(other)], check=True)
+    purelib = subprocess.run([str(other / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "torch_only.pth").write_text(str(Path(torch.__file__).resolve().parents[1]) + "\n")
+    probe = subprocess.run([str(other / "bin" / "python"), "-c", "import torch, importlib.util; "
+                            "print(importlib.util.find_spec('codemod'))"], cwd=tmp_path, capture_output=True, text=True)
+    assert probe.stdout.strip() == "None", probe.stderr  # torch yes, torch-codemod no
+    shutil.copy(HAZARDS / "method_after_sigmoid.py", tmp_path)
+    proc, report = located_json("--", str(other / "bin" / "python"), "method_after_sigmoid.py", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert [(h["write"]["line"], h["saved_by"]["line"]) for h in report["hazards"]] == [(10, 9)]

@@ -28,7 +28,7 @@ from typing import Any
 from . import ENV_DIR, ENV_PACKAGE, ENV_ROOTS, ENV_UNTIL, LocateError
 
 BOOTSTRAP = Path(__file__).resolve().parent / "bootstrap"
-PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parents[1]  # the codemod package
 POLL_S = 0.05
 GRACE_S = 5.0  # for the other processes that located something to finish their backward
 TERM_WAIT_S = 2.0
@@ -55,8 +55,19 @@ def located_environment(report_dir: str, roots: list[Path], until: str, base: di
     env[ENV_DIR] = report_dir
     env[ENV_ROOTS] = os.pathsep.join(str(r) for r in roots)
     env[ENV_UNTIL] = until
-    env[ENV_PACKAGE] = str(PACKAGE_PARENT)
+    env[ENV_PACKAGE] = _package_only(report_dir)
     return env
+
+
+def _package_only(report_dir: str) -> str:
+    """A directory holding only torch-codemod's package (a link to it), for an interpreter of another
+    environment to import the recorder from without seeing anything else of ours."""
+    holder = Path(report_dir, "package")
+    holder.mkdir(exist_ok=True)
+    link = holder / PACKAGE.name
+    if not link.exists():
+        link.symlink_to(PACKAGE, target_is_directory=True)
+    return str(holder)
 
 
 def read_reports(report_dir: str) -> list[dict[str, Any]]:

@@ -380,3 +380,19 @@ def test_an_interpreter_of_another_environment_is_located_too(tmp_path):
     proc, report = located_json("--", str(other / "bin" / "python"), "method_after_sigmoid.py", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert [(h["write"]["line"], h["saved_by"]["line"]) for h in report["hazards"]] == [(10, 9)]
+
+
+def test_locator_counts_each_write_and_announces_each_new_pair_once():
+    from codemod.verify.locator import InplaceLocator
+
+    announced = []
+    w = torch.randn(3, requires_grad=True)
+    with InplaceLocator(roots=[str(Path(__file__).parent)]) as locator:
+        locator.on_new_finding = announced.append
+        for _ in range(3):
+            g = torch.sigmoid(w * 2)
+            g.mul_(2)
+    ((finding, count),) = locator.counted_findings()
+    assert count == 3 and announced == [finding]
+    assert finding.shape == (3,) and finding.dtype == "float32" and finding.saver == "SigmoidBackward0"
+    assert locator.user_line(sys._getframe()).line == sys._getframe().f_lineno

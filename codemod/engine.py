@@ -10,11 +10,13 @@ three rounds), so the output is a fixpoint: running the engine on it changes not
 from __future__ import annotations
 
 import gc
+import io
 import multiprocessing
 import os
 import re
 import sys
 import time
+import tokenize
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -155,7 +157,7 @@ def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = No
         result.skipped = _syntax_error(data, task.display, exc)
         return result
     except Exception as exc:  # the native parser raises plain exceptions on odd input
-        result.skipped = f"cannot parse: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        result.skipped = _unparsable(data, exc)
         return result
     result.parsed = True
     try:
@@ -238,10 +240,26 @@ def _syntax_error(data: bytes, display: str, exc: cst.ParserSyntaxError) -> str:
     try:
         compile(data, display, "exec", dont_inherit=True)
     except SyntaxError as err:
-        return f"syntax error at line {err.lineno}: {err.msg}"
+        return f"syntax error at line {err.lineno}: {err.msg}" if err.lineno else f"syntax error: {err.msg}"
     except (ValueError, UnicodeDecodeError) as err:
         return f"cannot decode: {err}"
     return f"LibCST cannot parse it: {exc.message.splitlines()[0]}"
+
+
+def _unparsable(data: bytes, exc: Exception) -> str:
+    """One line on why the parser refused ``data`` (encodings, mostly)."""
+    if isinstance(exc, UnicodeDecodeError):
+        line = data.count(b"\n", 0, exc.start) + 1
+        try:
+            encoding, declared = tokenize.detect_encoding(io.BytesIO(data).readline)
+        except SyntaxError:
+            encoding, declared = exc.encoding, [b""]
+        how = f"its coding line declares {encoding}" if any(b"coding" in d for d in declared) else "no coding line: UTF-8"
+        return f"cannot decode byte 0x{data[exc.start]:02x} at line {line} ({how})"
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, SyntaxError) and "encoding" in message:
+        return f"cannot decode: {message}"
+    return f"cannot parse: {type(exc).__name__}: {message}".rstrip(": ")
 
 
 def _to_result(ctx: FileContext, finding: Finding, path: str) -> Result:

@@ -168,9 +168,14 @@ def test_json_report(tmp_path, capsys):
     by_path = {f["path"]: f for f in data["files"]}
     assert set(by_path) == {"m.py", "r.py"}
     finding = by_path["m.py"]["findings"][0]
-    assert finding["code"] == "IP101" and finding["location"]["line"] == 7 and finding["fixed"]
+    assert finding["code"] == "IP101" and finding["location"]["line"] == 7
+    assert finding["fixable"] and not finding["fixed"]  # --check writes nothing
     assert finding["related"][0]["line"] == 6  # the op that saved the tensor
     assert "Scanned 3 files" in err
+
+    code, out, _ = run(["apply", "--format", "json", "."], root, capsys)
+    finding = {f["path"]: f for f in json.loads(out)["files"]}["m.py"]["findings"][0]
+    assert finding["fixable"] and finding["fixed"]
 
 
 def _sarif_schema():

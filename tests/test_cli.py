@@ -275,3 +275,28 @@ def test_rules_run_as_libcst_codemod_commands(tmp_path, command, source, expecte
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert expected in target.read_text()
+
+
+def test_libcst_command_form_in_parallel_over_fifty_files(tmp_path):
+    """LibCST pickles the command class into its worker processes (``-j 2``, more than a few files)."""
+    for i in range(50):
+        (tmp_path / f"m{i:02d}.py").write_text(HAZARD)
+    (tmp_path / "clean.py").write_text(CLEAN)
+    proc = subprocess.run([sys.executable, "-m", "libcst.tool", "codemod", "-x", "codemod.rules.inplace.InplaceCommand",
+                           "--no-format", "-j", "2", "."], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Transformed 51 files successfully" in proc.stderr and "Failed to codemod 0 files" in proc.stderr
+    for i in range(50):
+        assert "    x = x / s  # normalize\n" in (tmp_path / f"m{i:02d}.py").read_text()
+    assert (tmp_path / "clean.py").read_text() == CLEAN
+
+
+@pytest.mark.parametrize("module,name", [("codemod.rules.inplace", "InplaceCommand"),
+                                         ("codemod.rules.init_derived", "InitDerivedCommand")])
+def test_libcst_command_classes_pickle_by_reference(module, name):
+    import importlib
+    import pickle
+
+    command = getattr(importlib.import_module(module), name)
+    assert command.__module__ == module and command.__qualname__ == name
+    assert pickle.loads(pickle.dumps(command)) is command

@@ -185,6 +185,8 @@ CASES = [
          r"^codemod: error: -o tree/report\.txt: permission denied$", nobody=True),
     Case("verify -o into a missing directory", _hazard_and({}), ["verify", "-o", "/nonexistent/dir/v.txt", "tree"], 2,
          r"^codemod: error: -o /nonexistent/dir/v\.txt: directory /nonexistent/dir does not exist$"),
+    Case("verify with no smoke config and no module class", _hazard_and({}), ["verify", "tree"], 1,
+         r"^verdict: nothing could be verified: no smoke case ran: .* no nn\.Module class in the rewritten files \(m\.py\)"),
     Case("closed stdout", _hazard_and({}), ["apply", "tree"], 2,
          r"^codemod: error: stdout is closed; give -o FILE for the report$", suffix=">&-"),
     Case("closed stdout, report to a file", _hazard_and({}), ["apply", "-o", "report.txt", "tree"], 0,

@@ -300,3 +300,28 @@ def test_libcst_command_classes_pickle_by_reference(module, name):
     command = getattr(importlib.import_module(module), name)
     assert command.__module__ == module and command.__qualname__ == name
     assert pickle.loads(pickle.dumps(command)) is command
+
+
+def test_report_to_a_file_prints_the_summary_line_in_every_format(tmp_path, capsys):
+    root = project(tmp_path, **{"m.py": HAZARD})
+    for fmt in ("text", "json", "sarif"):
+        code, out, err = run(["apply", "--check", "--format", fmt, "-o", f"report.{fmt}", "."], root, capsys)
+        assert code == 1 and out == ""
+        assert err.splitlines() == [err.splitlines()[0]] and err.startswith("Scanned 1 file in "), (fmt, err)
+        assert "would rewrite 1 file" in err and (root / f"report.{fmt}").stat().st_size > 0
+
+
+@pytest.mark.parametrize("marker", [".git", "pyproject.toml"])
+def test_sarif_uris_are_relative_to_the_repository_root_from_a_subdirectory(tmp_path, capsys, marker):
+    root = project(tmp_path, **{"pkg/m.py": HAZARD, "pkg/bad.py": BROKEN + "x /= 2\n"})
+    if marker == ".git":
+        (root / ".git").mkdir()
+    else:
+        (root / "pyproject.toml").write_text("[tool.codemod]\n")
+    code, out, _ = run(["apply", "--check", "--format", "sarif", "."], root / "pkg", capsys)
+    run0 = json.loads(out)["runs"][0]
+    assert run0["originalUriBaseIds"]["%SRCROOT%"]["uri"] == root.resolve().as_uri() + "/"
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in run0["results"]}
+    assert uris == {"pkg/m.py"}
+    notes = run0["invocations"][0]["toolExecutionNotifications"]
+    assert notes[0]["locations"][0]["physicalLocation"]["artifactLocation"] == {"uri": "pkg/bad.py", "uriBaseId": "%SRCROOT%"}

@@ -108,11 +108,11 @@ def test_generated_file_diff_shows_only_the_rewritten_lines(tmp_path):
     from codemod.engine import FileTask, Selection, analyse_bytes
     from codemod.reports.diff import unified_diff
 
-    source = generate(50_000)
+    source = generate(12_000)
     result = analyse_bytes(source.encode(), FileTask("gen.py", "gen.py", Selection.build().codes))
     rewrites = sum(r.fixed for r in result.results)
     patch = unified_diff(result)
-    assert rewrites > 10 and changed_count(patch) == 2 * rewrites  # `x /= s` -> `x = x / s`, nothing else
+    assert rewrites >= 4 and changed_count(patch) == 2 * rewrites  # `x /= s` -> `x = x / s`, nothing else
     from bench_diff import difflib_diff
 
     assert changed_count(difflib_diff(result.old_source, result.new_source)) > 2 * rewrites  # what it replaced

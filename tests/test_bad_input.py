@@ -149,6 +149,9 @@ CASES = [
     Case("empty file", _hazard_and({"empty.py": ""}), ["apply", "tree"], 0,
          r"^Scanned 2 files .*rewrote 1 file .*0 files skipped\.$", {"tree/m.py"}),
     Case("huge file", _huge, ["apply", "tree"], 0, r"^tree/huge\.py:500\d\d:5: IP101 .*\[fixed\]$", {"tree/huge.py"}),
+    Case("brackets nested deeper than Python allows", _hazard_and({"deep.py": "import torch\nx = " + "(" * 3000 + "1"
+                                                                   + ")" * 3000 + "\nx /= 2\n"}),
+         ["apply", "tree"], 0, r"^tree/deep\.py: skipped: syntax error at line 2: too many nested parentheses$", {"tree/m.py"}),
     Case("file symlink loop", _links(("a.py", "b.py"), ("b.py", "a.py")), ["apply", "tree"], 0,
          r"^tree/a\.py: skipped: symlink loop$", {"tree/m.py"}),
     Case("directory symlink loop", _links(("d1", "d2"), ("d2", "d1")), ["apply", "tree"], 0,

@@ -2,7 +2,12 @@
 
 Exit codes: 0 nothing needs attention (clean, or every finding was rewritten and written);
 1 something would change (``--check``/``--diff``) or a finding was reported but not rewritten,
-or a file could not be written; 2 usage or configuration error.
+or a file could not be written; 2 usage, configuration or output error (nothing was written);
+3 internal error (a bug: please report it).
+
+Every failure a user can cause ends as one line on stderr, ``codemod: error: PATH: reason``; a
+traceback is shown only with ``--debug`` or ``CODEMOD_DEBUG=1``. A file that cannot be read,
+parsed or written is reported and the run goes on with the others.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from . import __version__
 from .config import DEVICES, MODES, ConfigError, ConfigFinder
-from .discovery import DiscoveryError, discover
+from .discovery import DiscoveryError, Skipped, discover, tree_root
 from .engine import SelectionError, build_tasks, known_selectors, run
+from .findings import FileResult
 from .locate import command as locate_command
 from .progress import Progress
 from .reports import diff as diff_report
@@ -27,7 +34,11 @@ from .rules import RULES
 from .verify import VerifyError
 from .writer import WriteError, write_atomic
 
-EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class OutputError(Exception):
+    """The report cannot go where it was asked to (``-o FILE``, a closed stdout)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +50,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="codemod", description="Find and fix PyTorch autograd bugs with LibCST codemods.")
     parser.add_argument("--version", action="version", version=f"torch-codemod {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also: CODEMOD_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     apply = sub.add_parser("apply", help="find autograd bugs and rewrite them in place",
@@ -81,29 +93,102 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("selectors", nargs="*", metavar="CODE", help="show only these codes or families, in full")
     rules.add_argument("--format", choices=("text", "json"), default="text")
     locate_command.add_parser(sub)
+    for p in (apply, verify, rules):
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an error (also: CODEMOD_DEBUG=1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ours = argv[:argv.index("--")] if "--" in argv else argv  # `locate -- CMD --debug` is the command's flag
+    debug = "--debug" in ours or bool(os.environ.get("CODEMOD_DEBUG"))
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        if args.command == "locate":
-            return locate_command.cmd_locate(args)
-        if args.command == "apply":
-            return cmd_apply(args)
-        if args.command == "rules":
-            return cmd_rules(args)
-        if args.command == "verify":
-            return cmd_verify(args)
-    except (ConfigError, SelectionError, DiscoveryError, VerifyError) as exc:
-        print(f"codemod: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        args = parser.parse_args(argv)
+        command = {"apply": cmd_apply, "rules": cmd_rules, "verify": cmd_verify,
+                   "locate": locate_command.cmd_locate}[args.command]
+        return command(args)
+    except (ConfigError, SelectionError, DiscoveryError, VerifyError, OutputError) as exc:
+        return _fail(exc, debug)
     except KeyboardInterrupt:
-        print("codemod: interrupted", file=sys.stderr)
+        _stderr("codemod: interrupted")
         return 130
-    parser.error(f"unknown command {args.command}")
+    except BrokenPipeError:  # the reader went away (``| head``): nothing left to say
+        _discard_stdout()
+        return EXIT_ATTENTION
+    except OSError as exc:  # a path the user gave that cannot be used: one line, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}", debug)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _stderr(f"codemod: internal error: {type(exc).__name__}: {exc} (a bug; rerun with --debug for the "
+                "traceback and please report it)")
+        return EXIT_INTERNAL
+
+
+def _fail(exc: BaseException | str, debug: bool) -> int:
+    if debug and isinstance(exc, BaseException):
+        traceback.print_exception(exc)
+    message = " ".join(str(exc).split("\n")[0].split()) if not isinstance(exc, str) else exc
+    _stderr(f"codemod: error: {message}")
     return EXIT_USAGE
+
+
+def _stderr(line: str) -> None:
+    if sys.stderr is not None:
+        try:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _discard_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _emit(text_out: str) -> None:
+    """The command's output on stdout; a reader that went away (``| head -1``) is not an error."""
+    if sys.stdout is None:
+        raise OutputError("stdout is closed; give -o FILE for the output")
+    try:
+        sys.stdout.write(text_out)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def check_output_target(output: str | None, needs_stdout: bool = True) -> None:
+    """Refuse, before any work is done, a report target that cannot be written: ``-o`` into a
+    missing or unwritable directory, onto a directory, or a closed stdout."""
+    if output:
+        target = Path(output)
+        parent = target.parent
+        if os.path.isdir(target):
+            raise OutputError(f"-o {output}: is a directory")
+        if not os.path.isdir(parent):
+            raise OutputError(f"-o {output}: directory {parent} does not exist")
+        writable = os.access(target, os.W_OK) if os.path.lexists(target) else os.access(parent, os.W_OK | os.X_OK)
+        if not writable:
+            raise OutputError(f"-o {output}: permission denied")
+    if needs_stdout and sys.stdout is None:
+        raise OutputError("stdout is closed; give -o FILE for the report")
+
+
+def write_report(output: str, content: str) -> None:
+    try:
+        Path(output).write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"-o {output}: cannot write the report: {exc.strerror or exc}") from None
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -118,15 +203,32 @@ def cmd_verify(args) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise SelectionError("--jobs must be at least 1")
+    check_output_target(args.output)
     report = verify(args.path, config=args.config, device=args.device, timeout=args.timeout,
                     select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs)
     text_out = verdict.render_json(report) if args.format == "json" else verdict.render_text(report)
     if args.output:
-        Path(args.output).write_text(text_out, encoding="utf-8")
-        sys.stderr.write(f"verdict: {report.status}\n")
+        _stderr(f"verdict: {report.status}")
+        write_report(args.output, text_out)
     else:
-        sys.stdout.write(text_out)
+        _emit(text_out)
     return report.exit_code
+
+
+def _write_all(pairs, write_root) -> list[str]:
+    """Write every rewritten file; one that cannot be written is reported (``write_error``) and
+    the others are still written. Returns the paths written."""
+    written = []
+    for task, result in pairs:
+        if not result.changed:
+            continue
+        try:
+            write_atomic(Path(task.path), result.old_source, result.new_source, result.encoding, write_root(task))
+            written.append(task.path)
+        except WriteError as exc:
+            _stderr(f"codemod: error: {exc}")
+            result.write_error = exc.reason
+    return written
 
 
 def _apply_verified(args) -> int:
@@ -143,16 +245,13 @@ def _apply_verified(args) -> int:
     sys.stderr.write(verdict.render_text(report))
     if report.status != "proven":
         if report.changes:
-            print("codemod: verification did not prove the rewrites; nothing was written", file=sys.stderr)
+            _stderr("codemod: verification did not prove the rewrites; nothing was written")
         return report.exit_code
-    for task, result in report.changes:
-        try:
-            write_atomic(Path(task.path), result.old_source, result.new_source, result.encoding)
-        except WriteError as exc:
-            print(f"codemod: {exc}", file=sys.stderr)
-            return EXIT_ATTENTION
-    print(f"codemod: wrote {len(report.changes)} verified file{'s' if len(report.changes) != 1 else ''}", file=sys.stderr)
-    return EXIT_OK
+    root = Path(report.root)
+    written = _write_all(report.changes, lambda task: root)
+    n = len(written)
+    _stderr(f"codemod: wrote {n} verified file{'s' if n != 1 else ''}")
+    return EXIT_OK if n == len(report.changes) else EXIT_ATTENTION
 
 
 def cmd_apply(args) -> int:
@@ -160,8 +259,10 @@ def cmd_apply(args) -> int:
         raise SelectionError("--jobs must be at least 1")
     if args.verify:
         return _apply_verified(args)
+    check_output_target(args.output, needs_stdout=args.diff or not args.output)
     finder = ConfigFinder(known_selectors(), Path(args.config) if args.config else None)
-    files = discover(args.paths, finder)
+    skipped: list[Skipped] = []
+    files = discover(args.paths, finder, skipped=skipped)
     tasks = build_tasks(files, _split(args.select), _split(args.ignore), args.mode)
     write = not (args.diff or args.check)
     progress = Progress(len(tasks), enabled=not args.no_progress)
@@ -173,48 +274,40 @@ def cmd_apply(args) -> int:
     exit_code = EXIT_OK
     written = False
     if write:
-        for task, result in zip(tasks, results):
-            if not result.changed:
-                continue
-            try:
-                write_atomic(Path(task.path), result.old_source, result.new_source, result.encoding)
-                written = True
-            except WriteError as exc:
-                print(f"codemod: {exc}", file=sys.stderr)
-                for res in result.results:
-                    res.fixed = False  # not written: these still need attention
-                result.new_source = None
-                exit_code = EXIT_ATTENTION
+        roots = {str(f.path): f.root for f in files}
+        written = bool(_write_all(zip(tasks, results), lambda task: roots.get(task.path)))
+    results += [FileResult(s.display, skipped=s.reason) for s in skipped]
     mode = "diff" if args.diff else "check" if args.check else "apply"
     summary = summarize(results, elapsed, mode, written)
     if summary.needs_attention:
         exit_code = EXIT_ATTENTION
 
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    color = args.color == "always" or (args.color == "auto" and sys.stdout is not None and sys.stdout.isatty()
+                                         and not os.environ.get("NO_COLOR"))
     if args.format == "json":
         report = json_report.render(results, summary)
     elif args.format == "sarif":
-        report = sarif.render(results, summary)
+        locations = {f.display: f.path for f in files} | {s.display: s.path for s in skipped}
+        root = tree_root(Path(args.paths[0]), finder) if args.paths else Path.cwd()
+        report = sarif.render(results, summary, root=root, paths=locations)
     else:
         report = text.render(results, summary, color=color and not args.output and not args.diff)
     if args.diff:
-        sys.stdout.write(diff_report.render(results))
-        if args.output:
-            Path(args.output).write_text(report, encoding="utf-8")
-        else:
-            sys.stderr.write(report)
-    elif args.output:
-        Path(args.output).write_text(report, encoding="utf-8")
-        if args.format != "text":
-            sys.stderr.write(text.summary_line(summary) + "\n")
+        _emit(diff_report.render(results))
+    if args.output:
+        _stderr(text.summary_line(summary))
+        write_report(args.output, report)
+    elif args.diff:
+        sys.stderr.write(report)
     else:
-        sys.stdout.write(report)
+        _emit(report)
         if args.format != "text":
-            sys.stderr.write(text.summary_line(summary) + "\n")
+            _stderr(text.summary_line(summary))
     return exit_code
 
 
 def cmd_rules(args) -> int:
+    check_output_target(None)
     wanted = {s.upper() if s.upper()[:2].isalpha() and any(ch.isdigit() for ch in s) else s for s in args.selectors}
     codes = []
     for rule in RULES:
@@ -229,7 +322,7 @@ def cmd_rules(args) -> int:
              "examples": [{"before": e.before, "after": e.after, "mode": e.mode} for e in c.examples]}
             for fam, c in codes
         ]
-        print(json.dumps(data, indent=2))
+        _emit(json.dumps(data, indent=2) + "\n")
         return EXIT_OK
     full = bool(wanted)
     out = []
@@ -253,7 +346,7 @@ def cmd_rules(args) -> int:
                 out.append("      (reported, not rewritten)")
     if not full:
         out.append("\nRun `codemod rules CODE` for the full explanation and all examples.")
-    print("\n".join(out))
+    _emit("\n".join(out) + "\n")
     return EXIT_OK
 
 

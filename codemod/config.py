@@ -183,6 +183,8 @@ def read_config_file(path: Path, known_selectors: set[str]) -> Config | None:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 (byte 0x{exc.object[exc.start]:02x})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     if path.name == "pyproject.toml":
@@ -209,8 +211,9 @@ class ConfigFinder:
     def for_path(self, path: Path) -> Config:
         if self.explicit is not None:
             return self.explicit
-        directory = path.resolve()
-        if not directory.is_dir():
+        # realpath, not Path.resolve: it never raises (symlink loops are discovery's to report).
+        directory = Path(os.path.realpath(path))
+        if not os.path.isdir(directory):
             directory = directory.parent
         return self._for_dir(directory)
 
@@ -221,7 +224,7 @@ class ConfigFinder:
         config = None
         for name in ("codemod.toml", "pyproject.toml"):
             candidate = directory / name
-            if candidate.is_file():
+            if os.path.isfile(candidate):  # False (not an error) in a directory that cannot be searched
                 config = read_config_file(candidate, self.known)
                 if config is not None:
                     break
@@ -234,7 +237,7 @@ class ConfigFinder:
 
 def _relative(path: Path, root: Path) -> str | None:
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return Path(os.path.realpath(path)).relative_to(os.path.realpath(root)).as_posix()
     except ValueError:
         return None
 

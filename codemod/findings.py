@@ -103,6 +103,7 @@ class FileResult:
     parsed: bool = False
     seconds: float = 0.0
     encoding: str = "utf-8"
+    write_error: str | None = None  # set when the rewrite could not be written (the reason, one line)
 
     @property
     def changed(self) -> bool:

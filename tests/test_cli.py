@@ -168,9 +168,14 @@ def test_json_report(tmp_path, capsys):
     by_path = {f["path"]: f for f in data["files"]}
     assert set(by_path) == {"m.py", "r.py"}
     finding = by_path["m.py"]["findings"][0]
-    assert finding["code"] == "IP101" and finding["location"]["line"] == 7 and finding["fixed"]
+    assert finding["code"] == "IP101" and finding["location"]["line"] == 7
+    assert finding["fixable"] and not finding["fixed"]  # --check writes nothing
     assert finding["related"][0]["line"] == 6  # the op that saved the tensor
     assert "Scanned 3 files" in err
+
+    code, out, _ = run(["apply", "--format", "json", "."], root, capsys)
+    finding = {f["path"]: f for f in json.loads(out)["files"]}["m.py"]["findings"][0]
+    assert finding["fixable"] and finding["fixed"]
 
 
 def _sarif_schema():
@@ -270,3 +275,53 @@ def test_rules_run_as_libcst_codemod_commands(tmp_path, command, source, expecte
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert expected in target.read_text()
+
+
+def test_libcst_command_form_in_parallel_over_fifty_files(tmp_path):
+    """LibCST pickles the command class into its worker processes (``-j 2``, more than a few files)."""
+    for i in range(50):
+        (tmp_path / f"m{i:02d}.py").write_text(HAZARD)
+    (tmp_path / "clean.py").write_text(CLEAN)
+    proc = subprocess.run([sys.executable, "-m", "libcst.tool", "codemod", "-x", "codemod.rules.inplace.InplaceCommand",
+                           "--no-format", "-j", "2", "."], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Transformed 51 files successfully" in proc.stderr and "Failed to codemod 0 files" in proc.stderr
+    for i in range(50):
+        assert "    x = x / s  # normalize\n" in (tmp_path / f"m{i:02d}.py").read_text()
+    assert (tmp_path / "clean.py").read_text() == CLEAN
+
+
+@pytest.mark.parametrize("module,name", [("codemod.rules.inplace", "InplaceCommand"),
+                                         ("codemod.rules.init_derived", "InitDerivedCommand")])
+def test_libcst_command_classes_pickle_by_reference(module, name):
+    import importlib
+    import pickle
+
+    command = getattr(importlib.import_module(module), name)
+    assert command.__module__ == module and command.__qualname__ == name
+    assert pickle.loads(pickle.dumps(command)) is command
+
+
+def test_report_to_a_file_prints_the_summary_line_in_every_format(tmp_path, capsys):
+    root = project(tmp_path, **{"m.py": HAZARD})
+    for fmt in ("text", "json", "sarif"):
+        code, out, err = run(["apply", "--check", "--format", fmt, "-o", f"report.{fmt}", "."], root, capsys)
+        assert code == 1 and out == ""
+        assert err.splitlines() == [err.splitlines()[0]] and err.startswith("Scanned 1 file in "), (fmt, err)
+        assert "would rewrite 1 file" in err and (root / f"report.{fmt}").stat().st_size > 0
+
+
+@pytest.mark.parametrize("marker", [".git", "pyproject.toml"])
+def test_sarif_uris_are_relative_to_the_repository_root_from_a_subdirectory(tmp_path, capsys, marker):
+    root = project(tmp_path, **{"pkg/m.py": HAZARD, "pkg/bad.py": BROKEN + "x /= 2\n"})
+    if marker == ".git":
+        (root / ".git").mkdir()
+    else:
+        (root / "pyproject.toml").write_text("[tool.codemod]\n")
+    code, out, _ = run(["apply", "--check", "--format", "sarif", "."], root / "pkg", capsys)
+    run0 = json.loads(out)["runs"][0]
+    assert run0["originalUriBaseIds"]["%SRCROOT%"]["uri"] == root.resolve().as_uri() + "/"
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in run0["results"]}
+    assert uris == {"pkg/m.py"}
+    notes = run0["invocations"][0]["toolExecutionNotifications"]
+    assert notes[0]["locations"][0]["physicalLocation"]["artifactLocation"] == {"uri": "pkg/bad.py", "uriBaseId": "%SRCROOT%"}

@@ -18,7 +18,8 @@ def render(results: list[FileResult], summary: Summary) -> str:
             "path": r.path,
             "changed": r.changed,
             "skipped": r.skipped,
-            "findings": [res.to_dict() for res in r.results if not res.suppressed],
+            "not_written": r.write_error,
+            "findings": [_finding(res, r, summary) for res in r.results if not res.suppressed],
         })
     payload = {
         "tool": {"name": "torch-codemod", "version": __version__},
@@ -26,3 +27,11 @@ def render(results: list[FileResult], summary: Summary) -> str:
         "files": files,
     }
     return json.dumps(payload, indent=2) + "\n"
+
+
+def _finding(res, file: FileResult, summary: Summary) -> dict:
+    """``fixable``: a rewrite exists; ``fixed``: it was written (never under ``--check``/``--diff``)."""
+    data = res.to_dict()
+    data["fixable"] = res.fixed
+    data["fixed"] = res.fixed and summary.mode == "apply" and not file.write_error
+    return data

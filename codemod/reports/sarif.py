@@ -3,13 +3,19 @@
 Follows the OASIS schema and GitHub's documented subset: ``tool.driver.rules`` with help text,
 results with ``ruleId``/``ruleIndex``, a message, one physical location relative to the source
 root, related locations (the op that saved the tensor), and a stable partial fingerprint.
+
+``%SRCROOT%`` is the repository root (``discovery.tree_root``: the directory holding ``.git``,
+else the config's), not the working directory, so a run from a subdirectory gives the URIs code
+scanning expects. A file outside the root gets an absolute ``file://`` URI.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
+from typing import Mapping
 
 from .. import __version__
 from ..findings import FileResult
@@ -39,7 +45,25 @@ def _rule_descriptor(code) -> dict:
     }
 
 
-def render(results: list[FileResult], summary: Summary, root: Path | None = None) -> str:
+def artifact_location(path: Path, root: Path) -> dict:
+    """An ``artifactLocation`` for ``path``: relative to ``%SRCROOT%`` (``root``) when inside it."""
+    base = Path(os.path.realpath(root))
+    for candidate in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+        if candidate.is_relative_to(base):
+            return {"uri": candidate.relative_to(base).as_posix(), "uriBaseId": "%SRCROOT%"}
+    return {"uri": Path(os.path.abspath(path)).as_uri()}
+
+
+def render(results: list[FileResult], summary: Summary, root: Path | None = None,
+           paths: Mapping[str, Path] | None = None) -> str:
+    """``paths``: each report path (as in ``results``) to the file it names, for URIs relative to
+    ``root`` (default: the working directory; the report paths are then taken as they are)."""
+    root = root or Path.cwd()
+    paths = paths or {}
+
+    def where(report_path: str) -> dict:
+        return artifact_location(paths.get(report_path, Path(report_path)), root)
+
     codes = all_codes()
     index = {c.code: i for i, c in enumerate(codes)}
     sarif_results = []
@@ -53,7 +77,7 @@ def render(results: list[FileResult], summary: Summary, root: Path | None = None
                 region["endLine"] = loc.end_line
                 if loc.end_column > 0 and (loc.end_line > loc.line or loc.end_column > loc.column):
                     region["endColumn"] = loc.end_column
-            artifact = {"uri": res.path, "uriBaseId": "%SRCROOT%"}
+            artifact = where(res.path)
             item = {
                 "ruleId": res.code,
                 "ruleIndex": index[res.code],
@@ -61,7 +85,7 @@ def render(results: list[FileResult], summary: Summary, root: Path | None = None
                 "message": {"text": res.message},
                 "locations": [{"physicalLocation": {"artifactLocation": artifact, "region": region}}],
                 "partialFingerprints": {
-                    "torchCodemodFinding/v1": hashlib.sha256(f"{res.path}\0{res.code}\0{res.message}".encode()).hexdigest()[:32]
+                    "torchCodemodFinding/v1": hashlib.sha256(f"{artifact['uri']}\0{res.code}\0{res.message}".encode()).hexdigest()[:32]
                 },
                 "properties": {"fixable": res.fixed},
             }
@@ -80,10 +104,15 @@ def render(results: list[FileResult], summary: Summary, root: Path | None = None
             sarif_results.append(item)
     notifications = [
         {"level": "warning", "message": {"text": f"skipped: {reason}"},
-         "locations": [{"physicalLocation": {"artifactLocation": {"uri": path, "uriBaseId": "%SRCROOT%"}}}]}
+         "locations": [{"physicalLocation": {"artifactLocation": where(path)}}]}
         for path, reason in summary.skipped
     ]
-    base = (root or Path.cwd()).resolve().as_uri().rstrip("/") + "/"
+    notifications += [
+        {"level": "error", "message": {"text": f"not written: {reason}"},
+         "locations": [{"physicalLocation": {"artifactLocation": where(path)}}]}
+        for path, reason in summary.unwritten
+    ]
+    base = Path(os.path.realpath(root)).as_uri().rstrip("/") + "/"
     log = {
         "$schema": SCHEMA,
         "version": "2.1.0",

@@ -16,6 +16,7 @@ class Summary:
     reported: int = 0  # findings reported but not rewritten
     suppressed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    unwritten: list[tuple[str, str]] = field(default_factory=list)  # rewrites that could not be written: (path, reason)
     seconds: float = 0.0
     mode: str = "apply"  # "apply" | "check" | "diff"
     written: bool = False  # files were written
@@ -23,12 +24,13 @@ class Summary:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        data["unwritten"] = [{"path": p, "reason": r} for p, r in self.unwritten]
         return data
 
     @property
     def needs_attention(self) -> bool:
-        """Something would change, or something was reported."""
-        if self.reported:
+        """Something would change, was reported, or could not be written."""
+        if self.reported or self.unwritten:
             return True
         return self.mode != "apply" and (self.rewrites > 0 or self.changed_files > 0)
 
@@ -37,14 +39,17 @@ def summarize(results: list[FileResult], seconds: float, mode: str, written: boo
     s = Summary(files=len(results), seconds=seconds, mode=mode, written=written)
     for r in results:
         s.parsed += r.parsed
-        s.changed_files += r.changed
+        if r.write_error:
+            s.unwritten.append((r.path, r.write_error))
+        else:
+            s.changed_files += r.changed
         if r.skipped:
             s.skipped.append((r.path, r.skipped))
         for res in r.results:
             if res.suppressed:
                 s.suppressed += 1
             elif res.fixed:
-                s.rewrites += 1
+                s.rewrites += not r.write_error
             else:
                 s.reported += 1
     return s

@@ -20,7 +20,9 @@ def render(results: list[FileResult], summary: Summary, color: bool = False) -> 
             if res.suppressed:
                 continue
             loc = f"{res.path}:{res.location.line}:{res.location.column}"
-            if res.fixed:
+            if res.fixed and r.write_error:
+                tag = paint("not written", "31")
+            elif res.fixed:
                 tag = paint("fixed" if summary.written else "fixable", "32")
             else:
                 tag = paint("needs a human", "33")
@@ -29,6 +31,8 @@ def render(results: list[FileResult], summary: Summary, color: bool = False) -> 
                 lines.append(f"    {res.path}:{rel.line}:{rel.column}: {rel.message}")
     for path, reason in summary.skipped:
         lines.append(f"{paint(path, '1')}: skipped: {reason}")
+    for path, reason in summary.unwritten:
+        lines.append(f"{paint(path, '1')}: not written: {reason}")
     lines.append(summary_line(summary))
     return "\n".join(lines) + "\n"
 
@@ -44,4 +48,6 @@ def summary_line(s: Summary) -> str:
     if s.suppressed:
         parts.append(f"{s.suppressed} suppressed")
     parts.append(f"{_plural(len(s.skipped), 'file')} skipped")
+    if s.unwritten:
+        parts.append(f"{_plural(len(s.unwritten), 'file')} NOT written")
     return "; ".join(parts) + "."

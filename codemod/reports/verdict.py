@@ -85,6 +85,14 @@ def _explain(report) -> str:
         if unrun:
             why.append(f"{len(unrun)} rewrite{'s' if len(unrun) != 1 else ''} no smoke case runs")
         return f": {'; '.join(why) or 'see above'}; nothing may be written"
+    if report.status == "nothing could be verified":
+        if report.notes:
+            return ": no smoke case ran (see the notes above); nothing may be written"
+        files = sorted({r["path"] for r in report.rewrites})
+        return (": no smoke case ran: [tool.codemod.smoke] configures no command or cases, and no nn.Module class "
+                f"in the rewritten files ({', '.join(files) or 'none'}) constructs without arguments with an input "
+                "shape to read off its first Linear, Conv or Embedding layer; configure [tool.codemod.smoke] "
+                "cases or a command; nothing may be written")
     return ""
 
 

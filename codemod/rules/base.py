@@ -66,9 +66,24 @@ class Rule:
         raise KeyError(code)
 
 
-def command_for(rule: type[Rule]):
+_commands: dict[type[Rule], type] = {}
+
+
+def command_for(rule: type[Rule], name: str | None = None):
     """A ``libcst.codemod.CodemodCommand`` that runs ``rule`` (and applies its edits), so each
-    family also works as ``python -m libcst.tool codemod -x codemod.rules.<family>.<Class> PATH``."""
+    family also works as ``python -m libcst.tool codemod -x codemod.rules.<family>.<Class> PATH``.
+
+    One class per rule, named ``name`` in the rule's own module: LibCST pickles the command into
+    its worker processes (``-j N``, or more than a few files), and pickle finds a class by its
+    module and qualified name, which then resolve (through the module's ``__getattr__``) to this
+    very class."""
+    command = _commands.get(rule)
+    if command is None:
+        command = _commands[rule] = _build_command(rule, name or f"{rule.__name__}Command")
+    return command
+
+
+def _build_command(rule: type[Rule], name: str):
     from libcst.codemod import CodemodCommand
 
     class _Command(CodemodCommand):
@@ -93,7 +108,8 @@ def command_for(rule: type[Rule]):
                     self.warn(f"{res.location.line}:{res.location.column}: {res.code} {res.message}")
             return new
 
-    _Command.__name__ = _Command.__qualname__ = f"{rule.__name__}Command"
+    _Command.__name__ = _Command.__qualname__ = name
+    _Command.__module__ = rule.__module__
     return _Command
 
 
@@ -104,6 +120,6 @@ def command_getattr(rule: type[Rule], name: str):
     def __getattr__(attr: str):
         if attr != name:
             raise AttributeError(attr)
-        return command_for(rule)
+        return command_for(rule, name)
 
     return __getattr__

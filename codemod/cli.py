@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("-j", "--jobs", type=int, default=None, metavar="N", help="worker processes for the analysis")
     verify.add_argument("--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one")
 
+    serve = sub.add_parser("serve", help="run the GitHub App (webhook, job store, queue and workers in one process)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default: 1)")
+    worker = sub.add_parser("worker", help="run GitHub App workers alone (scale-out)")
+    worker.add_argument("--threads", type=int, default=1, metavar="N", help="worker threads (default: 1)")
+    worker.add_argument("--drain", action="store_true", help="exit once no job is queued or running")
+
     rules = sub.add_parser("rules", help="list the rules with an explanation and examples")
     rules.add_argument("selectors", nargs="*", metavar="CODE", help="show only these codes or families, in full")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -92,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_rules(args)
         if args.command == "verify":
             return cmd_verify(args)
+        if args.command in ("serve", "worker"):
+            from service import cli as service_cli
+
+            return (service_cli.serve(args.host, args.port, args.workers) if args.command == "serve"
+                    else service_cli.worker(args.threads, args.drain))
     except (ConfigError, SelectionError, DiscoveryError, VerifyError) as exc:
         print(f"codemod: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -127,15 +140,15 @@ def cmd_verify(args) -> int:
 
 def _apply_verified(args) -> int:
     """``apply --verify``: one repository, written only when verification proves every rewrite."""
+    from .api import fix_repository
     from .reports import verdict
-    from .verify.runner import verify
 
     if args.diff or args.check:
         raise SelectionError("--verify writes files; it cannot be combined with --diff or --check")
     if len(args.paths) != 1:
         raise SelectionError("--verify takes one repository path")
-    report = verify(args.paths[0], config=args.config, device=args.device, timeout=args.timeout,
-                    select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs)
+    report = fix_repository(args.paths[0], gate=False, config=args.config, device=args.device, timeout=args.timeout,
+                            select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs).report
     sys.stderr.write(verdict.render_text(report))
     if report.status != "proven":
         if report.changes:

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     codemod_queue_url: str | None = None       # default: SQLite in the data dir; redis://... for scale-out
     codemod_database_url: str | None = None    # default: SQLite in the data dir; postgresql+psycopg://...
     codemod_admin_token: SecretStr | None = None
+    codemod_app_slug: str | None = None        # default: asked from GitHub (GET /app) at start
     # The App's branches start with this; pushes to them never trigger a job.
     codemod_branch_prefix: str = "codemod/"
     # Repository-chosen requirements are installed and run only when the operator allows it.

@@ -140,6 +140,10 @@ def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: R
         if not found:
             outcome.status = "clean"
             return outcome
+        if found <= set(declined):
+            outcome.status = "nothing to do"
+            outcome.notes.append(f"every finding ({len(found)}) was declined by a closed pull request")
+            return outcome
     if not verify:
         tasks = build_tasks(discover([str(root)], finder), select, ignore, mode)
         results = run(tasks, jobs)
@@ -208,8 +212,8 @@ def blob_id(data: bytes) -> str:
 
 
 def _gate(root: Path, finder: ConfigFinder, files: list[str] | None, cache: ResultCache | None,
-          select, ignore, mode, jobs) -> bool:
-    """Is there any finding? Changed files analysed afresh, the rest from the cache."""
+          select, ignore, mode, jobs) -> set[str]:
+    """The fingerprints of every finding: changed files analysed afresh, the rest from the cache."""
     tasks = build_tasks(discover([str(root)], finder), select, ignore, mode)
     fresh = None if files is None else {Path(f).as_posix() for f in files}
     keys: dict[int, str] = {}
@@ -221,12 +225,17 @@ def _gate(root: Path, finder: ConfigFinder, files: list[str] | None, cache: Resu
     todo = [i for i, task in enumerate(tasks)
             if keys[i] not in cached or (fresh is not None and _rel(task.path, root) in fresh)]
     results = run([tasks[i] for i in todo], jobs) if todo else []
+    found: dict[int, list[str]] = {}
+    for i, res in zip(todo, results):
+        rel = _rel(tasks[i].path, root)
+        lines = _lines(root / rel, res)
+        found[i] = [_finding(r, rel, lines).fingerprint for r in res.results if not r.suppressed]
     if cache:
-        cache.put_many({keys[i]: {"findings": len([r for r in res.results if not r.suppressed])}
-                        for i, res in zip(todo, results) if res.skipped is None})
-    analysed = {i for i in todo}
-    return any(r for res in results for r in res.results if not r.suppressed) or any(
-        cached[keys[i]]["findings"] for i in keys if i not in analysed)
+        cache.put_many({keys[i]: {"fingerprints": found[i]} for i, res in zip(todo, results) if res.skipped is None})
+    for i in keys:
+        if i not in found:
+            found[i] = cached[keys[i]]["fingerprints"]
+    return {f for prints in found.values() for f in prints}
 
 
 def _rel(path: str, root: Path) -> str:

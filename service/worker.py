@@ -223,7 +223,11 @@ class Worker:
                 raise PermanentError(f"{job.repo}: branch {base} not found")
             checkout.checkout(sha)
         state = self.store.repo_state(job.repo)
-        outcome = fix_repository(checkout.path, files, cache=ResultCache(self.store),
+        # A person pushed to the App's branch: nothing will be published there, so the smoke test
+        # is not run (the check run still reports the findings).
+        held = not rebuild and any(checkout.tip(b) and checkout.foreign_commits(b, sha, self.author)
+                                   for b in (state.pushed or {}))
+        outcome = fix_repository(checkout.path, files, cache=ResultCache(self.store), verify=not held,
                                  declined=self.store.rejected(job.repo), ignore=list(state.ignored_rules or []) or None,
                                  allow_requirements=self.settings.codemod_repo_requirements,
                                  timeout=self.settings.codemod_verify_timeout)
@@ -237,7 +241,7 @@ class Worker:
         pr = None
         published = "Nothing to propose."
         with stages.timed("github"):
-            if outcome.changes and (outcome.proven or outcome.unverified == "draft"):
+            if outcome.changes and (outcome.proven or outcome.unverified == "draft" or held):
                 pr, published = self._publish(job, client, checkout, outcome, data, links, sha, base, rebuild)
             elif outcome.changes:
                 published = ("Verification did not prove the rewrites; no pull request "
@@ -256,8 +260,10 @@ class Worker:
         existing = client.open_pull(branch, base)
         state = self.store.repo_state(job.repo)
         stopped = dict(state.stopped or {})
-        if existing and remote and not rebuild:
+        if remote and not rebuild:
             human = checkout.foreign_commits(branch, sha, self.author)
+            if human and not existing:
+                return None, f"Not updated: a person pushed to `{branch}` ({human[0][:12]})."
             if human:
                 if not stopped.get(str(existing.number)):
                     client.comment(existing.number, f"A commit not made by the App ({human[0][:12]}) is on `{branch}`, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -31,13 +32,15 @@ def world(request, tmp_path_factory):
         if reason:
             pytest.skip(reason)
         redis, kwargs["queue_url"] = servers.start_redis(root / "redis")
-        postgres, kwargs["database_url"] = servers.start_postgres(root / "pg")
+        postgres, kwargs["database_url"], pg_dir = servers.start_postgres()
         started += [redis, postgres]
     w = World(root, **kwargs)
     yield w
     w.close()
     for proc in started:
         servers.stop(proc)
+    if started:
+        shutil.rmtree(pg_dir, ignore_errors=True)
 
 
 def open_pulls(world, name):

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def missing_postgres() -> str | None:
 
 
 def start_redis(root: Path) -> tuple[subprocess.Popen, str]:
+    root.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(root)], stdout=subprocess.DEVNULL,
@@ -57,14 +59,17 @@ def _as_nobody(args: list[str]) -> list[str]:
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *args]
 
 
-def start_postgres(root: Path) -> tuple[subprocess.Popen, str]:
-    data = root / "pgdata"
-    root.mkdir(parents=True, exist_ok=True)
+def start_postgres() -> tuple[subprocess.Popen, str, Path]:
+    """A throwaway cluster in its own directory (owned by nobody when we are root: postgres
+    refuses to run as root, and pytest's tmp dirs are private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="codemod-pg-"))
+    root.chmod(0o755)
+    data = root / "data"
     data.mkdir()
     if os.geteuid() == 0:
         os.chown(root, NOBODY, NOBODY)
         os.chown(data, NOBODY, NOBODY)
-    subprocess.run(_as_nobody([str(PG_BIN / "initdb"), "-q", "-A", "trust", "-U", "codemod", "-D", str(data)]),
+    subprocess.run(_as_nobody([str(PG_BIN / "initdb"), "-N", "-A", "trust", "-U", "codemod", "-D", str(data)]),
                    check=True, capture_output=True)
     port = _free_port()
     proc = subprocess.Popen(_as_nobody([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
@@ -74,14 +79,16 @@ def start_postgres(root: Path) -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise RuntimeError("postgres did not start")
     deadline = time.time() + 30
-    while time.time() < deadline:
-        done = subprocess.run(_as_nobody([str(PG_BIN / "createdb" if (PG_BIN / "createdb").exists() else "createdb"),
-                                          "-h", "127.0.0.1", "-p", str(port), "-U", "codemod", "codemod"]),
-                              capture_output=True)
+    while True:
+        done = subprocess.run(_as_nobody([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "codemod",
+                                          "codemod"]), capture_output=True, text=True)
         if done.returncode == 0:
             break
+        if time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"createdb failed: {done.stderr.strip()}")
         time.sleep(0.2)
-    return proc, f"postgresql+psycopg://codemod@127.0.0.1:{port}/codemod"
+    return proc, f"postgresql+psycopg://codemod@127.0.0.1:{port}/codemod", root
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -146,6 +146,7 @@ class World:
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def close(self) -> None:
+        self.http.close()
         self.server.should_exit = True
         self.thread.join(10)
         self.gh.close()

@@ -169,6 +169,20 @@ def test_recreate_rebuilds_the_branch_from_the_base_and_answers(world):
     assert parent == main and len(open_pulls(world, "story")) == 1
 
 
+def test_adding_a_repository_to_the_installation_scans_it_whole(world):
+    clone, sha = world.make_repo("installed", BUGGY)
+    event = load_hook("installation_repositories.added.json")
+    event["installation"]["id"] = world.gh.installation_id
+    event["repositories_added"] = [{"id": world.gh.repos["acme/installed"].id, "name": "installed",
+                                    "full_name": "acme/installed", "private": True}]
+    assert world.deliver("installation_repositories", event).status_code == 202
+    world.drain()
+    [job] = world.jobs("installed")
+    assert (job["kind"], job["request"]["files"], job["result"]["sha"]) == ("scan", None, sha)
+    [pull] = open_pulls(world, "installed")
+    assert "x = x / stdev" in world.show("installed", "codemod/autograd", "pkg/model.py")
+
+
 # -- failures on GitHub's side and in the worker -------------------------------------------------
 
 def test_github_500s_and_a_429_with_retry_after_are_retried_into_one_pull_request(world):
@@ -176,7 +190,9 @@ def test_github_500s_and_a_429_with_retry_after_are_retried_into_one_pull_reques
     world.gh.faults += [Fault("POST", r"/repos/acme/flaky/pulls$", 502, times=2),
                         Fault("POST", r"/repos/acme/flaky/check-runs$", 429, headers={"Retry-After": "1"},
                               body={"message": "API rate limit exceeded"}),
-                        Fault("GET", r"/repos/acme/flaky$", 500)]
+                        Fault("GET", r"/repos/acme/flaky$", 500),
+                        Fault("GET", r"/repos/acme/flaky/pulls$", 403, headers={"Retry-After": "1"},
+                              body={"message": "You have exceeded a secondary rate limit."})]
     world.deliver("push", world.push_payload("flaky", "0" * 40, sha, added=list(BUGGY)))
     world.drain()
     assert len(world.gh.repos["acme/flaky"].pulls) == 1
@@ -184,6 +200,8 @@ def test_github_500s_and_a_429_with_retry_after_are_retried_into_one_pull_reques
     assert [r["status"] for r in posts] == [502, 502, 201]
     runs = [r for r in world.gh.requests if r["method"] == "POST" and r["path"] == "/repos/acme/flaky/check-runs"]
     assert [r["status"] for r in runs] == [429, 201] and runs[1]["time"] - runs[0]["time"] >= 0.9
+    lists = [r for r in world.gh.requests if r["method"] == "GET" and r["path"] == "/repos/acme/flaky/pulls"]
+    assert [r["status"] for r in lists] == [403, 200]
     [job] = world.jobs("flaky")
     assert job["state"] == "done" and job["attempts"] == 1
 

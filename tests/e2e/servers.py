@@ -32,12 +32,19 @@ def _wait_port(port: int, timeout: float = 30) -> bool:
     return False
 
 
+def _missing(reason: str | None) -> str | None:
+    if reason and os.environ.get("CODEMOD_REQUIRE_SERVERS"):
+        raise RuntimeError(f"CODEMOD_REQUIRE_SERVERS is set but {reason}")
+    return reason
+
+
 def missing_redis() -> str | None:
-    return None if shutil.which("redis-server") else "redis-server is not installed (apt-get install redis-server; .ci/run does)"
+    return _missing(None if shutil.which("redis-server")
+                    else "redis-server is not installed (apt-get install redis-server; .ci/run does)")
 
 
 def missing_postgres() -> str | None:
-    return None if (PG_BIN / "postgres").exists() else f"PostgreSQL 15 binaries not found in {PG_BIN}"
+    return _missing(None if (PG_BIN / "postgres").exists() else f"PostgreSQL 15 binaries not found in {PG_BIN}")
 
 
 def start_redis(root: Path) -> tuple[subprocess.Popen, str]:

@@ -7,8 +7,11 @@ queued. ``/jobs`` names private repositories: it answers only with the admin tok
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -18,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from .events import EventError, parse_event, verify_signature
 from .queue import JobQueue
 from .settings import Settings
-from .store import DuplicateDelivery, Store
+from .store import Store
 from .triggers import Answer, Ignored, decide
 
 
@@ -33,6 +36,55 @@ class _JobStates:
         for state, count in sorted(self.store.count_by_state().items()):
             gauge.add_metric([state], count)
         yield gauge
+
+
+class _GroupCommit:
+    """Deliveries that arrive together are stored in one transaction, and each is acknowledged
+    once that commit is done: under a burst, one commit serves them all. The queue is told
+    afterwards, off the request path (the store is the record: a worker's sweep also enqueues
+    queued jobs whose queue entry was lost)."""
+
+    def __init__(self, store: Store, queue: JobQueue) -> None:
+        self.store, self.queue = store, queue
+        self.pending: list[tuple[tuple, asyncio.Future]] = []
+        self.flushing = False
+        self.store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self.queue_thread = ThreadPoolExecutor(1, thread_name_prefix="enqueue")
+
+    async def submit(self, delivery: str, event: str, jobs: list[dict], reason: str = "") -> list[int] | None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append(((delivery, event, jobs, reason), future))
+        if not self.flushing:
+            self.flushing = True
+            loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    results = await loop.run_in_executor(self.store_thread, self.store.record_deliveries,
+                                                         [item for item, _ in batch])
+                except Exception as exc:  # the store is down: every request of the batch fails (GitHub shows it)
+                    for _, future in batch:
+                        future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results):
+                    future.set_result(result)
+                ids = [i for result in results if result for i in result]
+                if ids:
+                    self.queue_thread.submit(self._enqueue, ids)
+        finally:
+            self.flushing = False
+
+    def _enqueue(self, ids: list[int]) -> None:
+        try:
+            self.queue.put(*ids)
+        except Exception as exc:  # the workers' sweep enqueues them later
+            logging.getLogger("codemod.app").warning("jobs %s: could not enqueue (%s)", ids, exc)
 
 
 def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueue | None = None,
@@ -54,6 +106,7 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
     registry.register(_JobStates(store))
 
+    commits = _GroupCommit(store, queue)
     app = FastAPI(title="torch-codemod", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store, app.state.queue, app.state.slug = store, queue, slug
 
@@ -73,21 +126,18 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
             decision = decide(parse_event(name, body), app_slug=slug, branch_prefix=settings.codemod_branch_prefix)
         except EventError as exc:
             decision = Ignored(f"malformed payload: {exc}")
-        try:
-            if isinstance(decision, (Answer, Ignored)):
-                reason = decision.text if isinstance(decision, Answer) else f"ignored: {decision.reason}"
-                store.record_delivery(delivery, name, [], reason)
-                outcome = "answered" if isinstance(decision, Answer) else "ignored"
-                reply = {"answer": decision.text} if isinstance(decision, Answer) else {"ignored": decision.reason}
-                status = 200 if isinstance(decision, Answer) else 202
-            else:
-                ids = store.record_delivery(delivery, name, [
-                    {"kind": j.kind, "repo": j.repo, "installation_id": j.installation_id, "payload": j.to_payload()}
-                    for j in decision])
-                for job_id in ids:
-                    queue.put(job_id)
-                outcome, reply, status = "queued", {"jobs": ids}, 202
-        except DuplicateDelivery:
+        if isinstance(decision, (Answer, Ignored)):
+            reason = decision.text if isinstance(decision, Answer) else f"ignored: {decision.reason}"
+            stored = await commits.submit(delivery, name, [], reason)
+            outcome = "answered" if isinstance(decision, Answer) else "ignored"
+            reply = {"answer": decision.text} if isinstance(decision, Answer) else {"ignored": decision.reason}
+            status = 200 if isinstance(decision, Answer) else 202
+        else:
+            stored = await commits.submit(delivery, name, [
+                {"kind": j.kind, "repo": j.repo, "installation_id": j.installation_id, "payload": j.to_payload()}
+                for j in decision])
+            outcome, reply, status = "queued", {"jobs": stored}, 202
+        if stored is None:
             outcome, reply, status = "duplicate", {"duplicate": delivery}, 200
         deliveries.labels(name, outcome).inc()
         latency.observe(time.perf_counter() - start)

@@ -34,8 +34,11 @@ class JobQueue:
             raise QueueError(f"CODEMOD_QUEUE_URL: unsupported scheme {scheme!r} (sqlite:///PATH or redis://HOST)")
         self.url = url
 
-    def put(self, job_id: int) -> None:
-        self.storage.enqueue(str(job_id).encode())
+    def put(self, *job_ids: int) -> None:
+        """One message for ``job_ids`` (a burst of webhooks costs one write); the worker that takes
+        it runs the first and puts the rest back for the others (:meth:`get`)."""
+        if job_ids:
+            self.storage.enqueue(",".join(map(str, job_ids)).encode())
 
     def get(self, timeout: float = 1.0) -> int | None:
         """The next job id, waiting up to ``timeout`` seconds; None when there is none."""
@@ -43,7 +46,10 @@ class JobQueue:
         while True:
             data = self.storage.dequeue()
             if data is not None:
-                return int(data)
+                first, *rest = (int(i) for i in data.split(b","))
+                if rest:
+                    self.put(*rest)
+                return first
             if self._blocking or time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)

@@ -91,13 +91,17 @@ class Worker:
 
     def run(self, stop: threading.Event, drain: bool = False) -> None:
         """Take jobs until ``stop`` is set (``drain``: until no job is queued or running)."""
-        next_sweep = 0.0
+        next_sweep = next_stale = 0.0
         while not stop.is_set():
             if time.monotonic() >= next_sweep:
                 for job_id in self.store.requeue_expired(self.settings.codemod_max_attempts):
                     log.warning("job %s: its worker stopped; queued again", job_id)
                     self.queue.put(job_id)
                 next_sweep = time.monotonic() + min(5.0, self.settings.codemod_lease_seconds / 3)
+            if time.monotonic() >= next_stale:
+                for job_id in self.store.stale_queued(60):  # stored, but its queue entry was lost
+                    self.queue.put(job_id)
+                next_stale = time.monotonic() + 60
             job_id = self.queue.get(timeout=0.5)
             if job_id is None:
                 if drain and self._idle():
@@ -170,39 +174,36 @@ class Worker:
         with stages.timed("github"):
             client = self.app.repository(job.installation_id, job.repo)
         self._scrub.secrets.append(client.token)
-        try:
-            if job.kind == "closed":
-                return self._closed(job, request), None
-            if job.kind == "ignore":
-                rules = request.get("rules") or []
-                with stages.timed("github"):
-                    if request.get("problem"):
-                        client.react(request["issue"], request["comment_id"], "confused")
-                        client.comment(request["issue"], f"@{request.get('author', '')} I did not understand: "
-                                                         f"{request['problem']}.")
-                        return {"status": "command not understood"}, None
-                    client.react(request["issue"], request["comment_id"], "+1")
-                state = self.store.repo_state(job.repo)
-                self.store.update_repo(job.repo, ignored_rules=sorted(set(state.ignored_rules or []) | set(rules)))
-                result, url = self._build(job, client, stages, files=None, sha=None, base=None, rebuild=False)
-                with stages.timed("github"):
-                    client.comment(request["issue"], f"OK: {', '.join(f'`{r}`' for r in rules)} "
-                                   f"{'is' if len(rules) == 1 else 'are'} ignored for this repository from now on."
-                                   + (f" The pull request is updated: {url}" if url else ""))
-                return {**result, "ignored": rules}, url
-            if job.kind == "recreate":
-                with stages.timed("github"):
-                    client.react(request["issue"], request["comment_id"], "+1")
-                result, url = self._build(job, client, stages, files=None, sha=None, base=None, rebuild=True)
-                with stages.timed("github"):
-                    client.comment(request["issue"], f"Recreated from `{result.get('base')}` at "
-                                   f"{(result.get('sha') or '')[:12]}: {result.get('published', '')}")
-                return result, url
-            files = request.get("files")
-            return self._build(job, client, stages, files=files, sha=request.get("sha"), base=request.get("base"),
-                               rebuild=False)
-        finally:
-            pass  # the token expires within the hour; nothing of it is kept
+        if job.kind == "closed":
+            return self._closed(job, request), None
+        if job.kind == "ignore":
+            rules = request.get("rules") or []
+            with stages.timed("github"):
+                if request.get("problem"):
+                    client.react(request["issue"], request["comment_id"], "confused")
+                    client.comment(request["issue"], f"@{request.get('author', '')} I did not understand: "
+                                                     f"{request['problem']}.")
+                    return {"status": "command not understood"}, None
+                client.react(request["issue"], request["comment_id"], "+1")
+            state = self.store.repo_state(job.repo)
+            self.store.update_repo(job.repo, ignored_rules=sorted(set(state.ignored_rules or []) | set(rules)))
+            result, url = self._build(job, client, stages, files=None, sha=None, base=None, rebuild=False)
+            with stages.timed("github"):
+                client.comment(request["issue"], f"OK: {', '.join(f'`{r}`' for r in rules)} "
+                               f"{'is' if len(rules) == 1 else 'are'} ignored for this repository from now on."
+                               + (f" The pull request is updated: {url}" if url else ""))
+            return {**result, "ignored": rules}, url
+        if job.kind == "recreate":
+            with stages.timed("github"):
+                client.react(request["issue"], request["comment_id"], "+1")
+            result, url = self._build(job, client, stages, files=None, sha=None, base=None, rebuild=True)
+            with stages.timed("github"):
+                client.comment(request["issue"], f"Recreated from `{result.get('base')}` at "
+                               f"{(result.get('sha') or '')[:12]}: {result.get('published', '')}")
+            return result, url
+        files = request.get("files")
+        return self._build(job, client, stages, files=files, sha=request.get("sha"), base=request.get("base"),
+                           rebuild=False)
 
     def _closed(self, job: Job, request: dict) -> dict[str, Any]:
         state = self.store.repo_state(job.repo)

@@ -80,15 +80,20 @@ def test_serve_runs_the_app_and_its_workers_in_one_command(world, tmp_path):
             proc.kill()
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_jobs_is_not_found_without_an_admin_token(world, tmp_path):
+    import asyncio
+
     from service.app import create_app
     from service.settings import Settings
-    from fastapi.testclient import TestClient
 
     env = {k.lower(): v for k, v in world.env.items() if k not in ("CODEMOD_ADMIN_TOKEN", "CODEMOD_CACHE")}
     env["codemod_data_dir"] = str(tmp_path)
     app = create_app(Settings(_env_file=None, **env))
-    with TestClient(app) as client:
-        assert client.get("/jobs").status_code == 404
-        assert client.get("/jobs/1", headers={"Authorization": "Bearer x"}).status_code == 404
+
+    async def get(path: str, **headers):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            return (await client.get(path, headers=headers)).status_code
+
+    assert asyncio.run(get("/jobs")) == 404
+    assert asyncio.run(get("/jobs/1", Authorization="Bearer x")) == 404
+    assert asyncio.run(get("/healthz")) == 200

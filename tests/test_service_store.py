@@ -77,8 +77,9 @@ def _queue_roundtrip(queue: JobQueue) -> None:
     queue.flush()
     for job_id in (3, 1, 2):
         queue.put(job_id)
-    assert queue.size() == 3
-    assert [queue.get(1), queue.get(1), queue.get(1)] == [3, 1, 2]
+    queue.put(7, 8, 9)  # a burst: one message, taken apart by the workers
+    assert queue.size() == 4
+    assert [queue.get(1) for _ in range(6)] == [3, 1, 2, 7, 8, 9]
     start = time.monotonic()
     assert queue.get(0.3) is None and time.monotonic() - start < 2
 

@@ -118,11 +118,13 @@ def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: R
                    gate: bool = True, verify: bool = True, declined: set[str] | frozenset[str] = frozenset(),
                    config: str | None = None, select: list[str] | None = None, ignore: list[str] | None = None,
                    mode: str | None = None, jobs: int | None = None, device: str | None = None,
-                   timeout: float | None = None, allow_requirements: bool = True, **verify_options: Any) -> Outcome:
+                   timeout: float | None = None, timeout_cap: float | None = None, allow_requirements: bool = True,
+                   **verify_options: Any) -> Outcome:
     """Find, rewrite and (with ``verify``) prove the fixes of the repository at ``path``.
 
     ``files``: paths relative to the root that changed (analysed afresh; None: every file).
-    ``declined``: fingerprints not to propose. ``allow_requirements=False``: the operator does not
+    ``declined``: fingerprints not to propose. ``timeout_cap``: the most a smoke run may take,
+    whatever the repository's config says. ``allow_requirements=False``: the operator does not
     let repositories install ``smoke.requirements``. Other keyword arguments go to the verifier.
     """
     finder = ConfigFinder(known_selectors(), Path(config) if config else None)
@@ -132,6 +134,8 @@ def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: R
     root = repository_root(target, finder)
     repo_config = finder.for_path(root)
     outcome = Outcome(root, "", branch=repo_config.github.branch, unverified=repo_config.github.unverified)
+    if timeout_cap is not None and (timeout or repo_config.smoke.timeout) > timeout_cap:
+        timeout = timeout_cap
 
     start = time.perf_counter()
     if gate:

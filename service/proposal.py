@@ -29,6 +29,19 @@ class CheckRun:
     annotations: list[list[dict]] = field(default_factory=list)
 
 
+def publication(*, has_changes: bool, proven: bool, unverified: str, held: bool) -> str:
+    """What to do with the branch and PR: ``publish`` (a ready PR), ``draft`` (a draft that shows the
+    failure), ``hold`` (a person's commit is on the branch: touch nothing, say so once), ``skip``
+    (verification failed and the repository asked for nothing) or ``nothing`` (no rewrite)."""
+    if not has_changes:
+        return "nothing"
+    if held:
+        return "hold"
+    if proven:
+        return "publish"
+    return "draft" if unverified == "draft" else "skip"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 

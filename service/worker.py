@@ -231,7 +231,7 @@ class Worker:
         outcome = fix_repository(checkout.path, files, cache=ResultCache(self.store), verify=not held,
                                  declined=self.store.rejected(job.repo), ignore=list(state.ignored_rules or []) or None,
                                  allow_requirements=self.settings.codemod_repo_requirements,
-                                 timeout=self.settings.codemod_verify_timeout)
+                                 timeout_cap=self.settings.codemod_verify_timeout)
         for name, seconds in outcome.seconds.items():
             stages.add(name, seconds)
         data = outcome.to_json()
@@ -242,9 +242,11 @@ class Worker:
         pr = None
         published = "Nothing to propose."
         with stages.timed("github"):
-            if outcome.changes and (outcome.proven or outcome.unverified == "draft" or held):
+            action = proposal.publication(has_changes=bool(outcome.changes), proven=outcome.proven,
+                                          unverified=outcome.unverified, held=held)
+            if action in ("publish", "draft", "hold"):
                 pr, published = self._publish(job, client, checkout, outcome, data, links, sha, base, rebuild)
-            elif outcome.changes:
+            elif action == "skip":
                 published = ("Verification did not prove the rewrites; no pull request "
                              "([tool.codemod.github] unverified = \"skip\").")
             check = proposal.check_run(data, pr.url if pr else None, published)

@@ -66,3 +66,14 @@ def test_nothing_found_is_a_neutral_check_run_without_annotations():
 def test_the_commit_message_lists_the_rewrites():
     message = proposal.commit_message(outcome([finding(1, True)]))
     assert message.startswith("Fix 1 autograd bug (IP101)\n\n- pkg/model.py:11 IP101: x /= s -> x = x / s\n")
+
+
+def test_what_is_published_follows_the_verdict_and_the_repositorys_choice():
+    def act(**kw):
+        return proposal.publication(**{"has_changes": True, "proven": True, "unverified": "draft", "held": False, **kw})
+
+    assert act() == "publish"
+    assert act(proven=False) == "draft"
+    assert act(proven=False, unverified="skip") == "skip"
+    assert act(held=True) == act(held=True, proven=False) == "hold"
+    assert act(has_changes=False) == "nothing"

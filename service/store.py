@@ -249,11 +249,14 @@ class Store:
                       .values(state=state, stages=stages, result=result, pr_url=pr_url, error=error,
                               finished_at=time.time(), lease_until=None))
 
-    def release(self, job_id: int, worker: str, *, error: str, stages: dict) -> None:
-        """Give a job back to the queue (a transient failure): it runs again later."""
+    def release(self, job_id: int, worker: str, *, error: str, stages: dict, count_attempt: bool = True) -> None:
+        """Give a job back to the queue (a transient failure): it runs again later. A job that
+        only waited for its repository does not count that as an attempt."""
+        values = {"state": "queued", "lease_until": None, "error": error, "stages": stages}
+        if not count_attempt:
+            values["attempts"] = Job.attempts - 1
         with self.session() as s:
-            s.execute(update(Job).where(Job.id == job_id, Job.worker == worker)
-                      .values(state="queued", lease_until=None, error=error, stages=stages))
+            s.execute(update(Job).where(Job.id == job_id, Job.worker == worker).values(**values))
 
     def requeue_expired(self, max_attempts: int) -> list[int]:
         """Jobs whose worker stopped renewing: back to ``queued`` (or ``failed`` after

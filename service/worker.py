@@ -19,6 +19,11 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from codemod.config import ConfigError
+from codemod.discovery import DiscoveryError
+from codemod.engine import SelectionError, known_selectors
+from codemod.verify import VerifyError
+
 from . import proposal
 from .checkout import Author, Checkout, GitError, PushRejected
 from .github import GitHubApp, PermanentError, RepoClient, TransientError
@@ -123,7 +128,8 @@ class Worker:
         if job is None:
             return
         if not self.store.lock_repo(job.repo, settings.codemod_lease_seconds):
-            self.store.release(job_id, self.id, error="waiting for another job of the repository", stages=job.stages or {})
+            self.store.release(job_id, self.id, error="waiting for another job of the repository", stages=job.stages or {},
+                               count_attempt=False)
             time.sleep(0.2)
             self.queue.put(job_id)
             return
@@ -177,7 +183,12 @@ class Worker:
         if job.kind == "closed":
             return self._closed(job, request), None
         if job.kind == "ignore":
-            rules = request.get("rules") or []
+            known = known_selectors()
+            rules = [r.upper() if r.upper() in known else r for r in request.get("rules") or []]
+            unknown = [r for r in rules if r not in known]
+            if unknown and not request.get("problem"):
+                request = {**request, "problem": f"no rule or family is called {', '.join(f'`{r}`' for r in unknown)} "
+                                                 "(`codemod rules` lists them)"}
             with stages.timed("github"):
                 if request.get("problem"):
                     client.react(request["issue"], request["comment_id"], "confused")
@@ -213,8 +224,6 @@ class Worker:
 
     def _build(self, job: Job, client: RepoClient, stages: Stages, *, files: list[str] | None, sha: str | None,
                base: str | None, rebuild: bool) -> tuple[dict[str, Any], str | None]:
-        from codemod.api import fix_repository
-
         base = base or client.default_branch
         checkout = Checkout(self.settings.codemod_data_dir, job.repo, client.clone_url, client.token)
         with stages.timed("fetch"):
@@ -224,6 +233,19 @@ class Worker:
                 raise PermanentError(f"{job.repo}: branch {base} not found")
             checkout.checkout(sha)
         state = self.store.repo_state(job.repo)
+        try:
+            return self._fix_and_publish(job, client, checkout, stages, state, files, sha, base, rebuild)
+        except (ConfigError, DiscoveryError, SelectionError, VerifyError) as exc:
+            # The repository's config or smoke setup is wrong: say it where its people look.
+            with stages.timed("github"):
+                client.check_run(sha=sha, name=proposal.CHECK_NAME, conclusion="failure",
+                                 title="torch-codemod could not run", summary=self._clean(str(exc)), text="",
+                                 annotations=[])
+            raise PermanentError(self._clean(f"{type(exc).__name__}: {exc}")) from None
+
+    def _fix_and_publish(self, job, client, checkout, stages, state, files, sha, base, rebuild):
+        from codemod.api import fix_repository
+
         # A person pushed to the App's branch: nothing will be published there, so the smoke test
         # is not run (the check run still reports the findings).
         held = not rebuild and any(checkout.tip(b) and checkout.foreign_commits(b, sha, self.author)

@@ -217,6 +217,17 @@ def test_a_permanent_github_error_is_recorded_with_a_clear_message(world):
     assert job["error"].startswith("GitHub answered 422 to POST /repos/acme/gone/check-runs: Validation Failed")
 
 
+def test_a_broken_repository_config_is_reported_on_the_commit(world):
+    files = {**CLEAN, "pyproject.toml": CLEAN["pyproject.toml"] + "\n[tool.codemod]\nbogus = 1\n"}
+    clone, sha = world.make_repo("misconfigured", files)
+    world.deliver("push", world.push_payload("misconfigured", "0" * 40, sha, added=list(files)))
+    world.drain()
+    [job] = world.jobs("misconfigured")
+    assert job["state"] == "failed" and job["error"].startswith("ConfigError: ")
+    [run] = world.gh.repos["acme/misconfigured"].check_runs
+    assert run["conclusion"] == "failure" and "bogus" in run["output"]["summary"]
+
+
 def test_a_worker_killed_mid_job_leads_to_one_more_run_and_one_pull_request(world):
     clone, sha = world.make_repo("killed", BUGGY)
     hold = Hold("POST", r"/repos/acme/killed/pulls$")  # the PR is created, the answer never arrives
@@ -268,8 +279,12 @@ def test_ignore_stops_a_rule_for_the_repository(world):
     assert last["result"]["rewrites"] == 0 and last["result"]["status"] == "clean"
     assert open_pulls(world, "quiet")[0]["edits"] == 0
     world.comment("quiet", pull["number"], "@torch-codemod frobnicate")
+    world.comment("quiet", pull["number"], "@torch-codemod ignore XX999")
     world.drain()
-    assert repo.reactions[-1]["content"] == "confused" and "unknown command `frobnicate`" in repo.comments[-1]["body"]
+    assert [r["content"] for r in repo.reactions[-2:]] == ["confused", "confused"]
+    replies = sorted(c["body"] for c in repo.comments[-2:])
+    assert "unknown command `frobnicate`" in replies[1] and "no rule or family is called `XX999`" in replies[0]
+    assert world.jobs("quiet")[0]["state"] == "done"
 
 
 def test_a_closed_pull_request_means_not_these_until_the_code_changes(world):

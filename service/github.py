@@ -16,7 +16,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from github import Auth, Github, GithubException, GithubIntegration, GithubRetry
+from github import Auth, Github, GithubException, GithubIntegration, GithubRetry, RateLimitExceededException
 from github.InstallationAuthorization import InstallationAuthorization
 from requests.exceptions import RequestException
 
@@ -66,6 +66,8 @@ _budgets: dict[int, WriteBudget] = {}
 def _errors(what: str):
     try:
         yield
+    except RateLimitExceededException as exc:  # still limited after GithubRetry's waits: later
+        raise TransientError(f"GitHub rate limit on {what}: {exc.data}") from None
     except GithubException as exc:
         message = exc.data.get("message") if isinstance(exc.data, dict) else str(exc.data)
         errors = exc.data.get("errors") if isinstance(exc.data, dict) else None

@@ -89,5 +89,10 @@ def load_settings(**overrides) -> Settings:
             problems.append(f"{name}: {msg}" if name else msg)
         raise SettingsError("; ".join(problems)) from None
     settings.private_key()  # fail at start, not at the first job
-    settings.codemod_data_dir.mkdir(parents=True, exist_ok=True)
+    # A smoke run sees the file system read-only under another uid: nothing secret may be
+    # readable by others there.
+    for name, path in (("GITHUB_PRIVATE_KEY_PATH", settings.github_private_key_path), (".env", Path(".env"))):
+        if path is not None and path.is_file() and path.stat().st_mode & 0o004:
+            raise SettingsError(f"{name}: {path} is readable by other users, smoke tests included (chmod 600 {path})")
+    settings.codemod_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return settings

@@ -81,6 +81,8 @@ class Worker:
         self._slug: str | None = settings.codemod_app_slug
         self._scrub = _Scrub(settings.secrets())
         log.addFilter(self._scrub)
+        for handler in logging.getLogger().handlers:  # PyGithub's, urllib3's and git's lines too
+            handler.addFilter(self._scrub)
 
     @property
     def slug(self) -> str:

@@ -160,6 +160,9 @@ def test_settings_errors_name_the_variable(monkeypatch, tmp_path):
     (tmp_path / ".env").write_text("GITHUB_PRIVATE_KEY='-----BEGIN RSA PRIVATE KEY-----\\nabc\\n-----END RSA PRIVATE KEY-----'\n"
                                    f"CODEMOD_DATA_DIR={tmp_path / 'data'}\n")
     monkeypatch.delenv("GITHUB_PRIVATE_KEY")
+    with pytest.raises(SettingsError, match=r"\.env: .env is readable by other users, smoke tests included \(chmod 600"):
+        load_settings()
+    (tmp_path / ".env").chmod(0o600)
     settings = load_settings()
     assert settings.github_app_id == 12 and (tmp_path / "data").is_dir()
     assert settings.database_url.startswith("sqlite:///") and settings.github_api_url == "https://api.github.com"

@@ -185,12 +185,13 @@ def test_adding_a_repository_to_the_installation_scans_it_whole(world):
 
 # -- failures on GitHub's side and in the worker -------------------------------------------------
 
-def test_github_500s_and_a_429_with_retry_after_are_retried_into_one_pull_request(world):
+def test_github_5xx_429_rate_limits_and_network_errors_are_retried_into_one_pull_request(world):
     clone, sha = world.make_repo("flaky", BUGGY)
     world.gh.faults += [Fault("POST", r"/repos/acme/flaky/pulls$", 502, times=2),
                         Fault("POST", r"/repos/acme/flaky/check-runs$", 429, headers={"Retry-After": "1"},
                               body={"message": "API rate limit exceeded"}),
                         Fault("GET", r"/repos/acme/flaky$", 500),
+                        Fault("POST", r"/app/installations/\d+/access_tokens$", 0),
                         Fault("GET", r"/repos/acme/flaky/pulls$", 403, headers={"Retry-After": "1"},
                               body={"message": "You have exceeded a secondary rate limit."})]
     world.deliver("push", world.push_payload("flaky", "0" * 40, sha, added=list(BUGGY)))
@@ -200,6 +201,8 @@ def test_github_500s_and_a_429_with_retry_after_are_retried_into_one_pull_reques
     assert [r["status"] for r in posts] == [502, 502, 201]
     runs = [r for r in world.gh.requests if r["method"] == "POST" and r["path"] == "/repos/acme/flaky/check-runs"]
     assert [r["status"] for r in runs] == [429, 201] and runs[1]["time"] - runs[0]["time"] >= 0.9
+    tokens = [r["status"] for r in world.gh.requests if r["path"].endswith("/access_tokens")][-2:]
+    assert tokens == [0, 201]  # a dropped connection, retried
     lists = [r for r in world.gh.requests if r["method"] == "GET" and r["path"] == "/repos/acme/flaky/pulls"]
     assert [r["status"] for r in lists] == [403, 200]
     [job] = world.jobs("flaky")

@@ -36,7 +36,7 @@ def _now_iso(delta: float = 0) -> str:
 class Fault:
     method: str
     path: str            # regex on the path
-    status: int
+    status: int          # 0: drop the connection without answering
     headers: dict = field(default_factory=dict)
     body: dict = field(default_factory=lambda: {"message": "Server Error"})
     times: int = 1
@@ -191,6 +191,9 @@ def _handler(gh: FakeGitHub):
                     fault.times -= 1
             if fault:
                 record["status"] = fault.status
+                if fault.status == 0:  # a network error: the connection drops without an answer
+                    self.close_connection = True
+                    return None
                 return self._send(fault.status, fault.body, fault.headers)
             try:
                 status, data = self._api(method, url, json.loads(body) if body else {})

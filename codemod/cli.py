@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("-j", "--jobs", type=int, default=None, metavar="N", help="worker processes for the analysis")
     verify.add_argument("--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one")
 
+    serve = sub.add_parser("serve", help="run the GitHub App (webhook, job store, queue and workers in one process)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default: 1)")
+    worker = sub.add_parser("worker", help="run GitHub App workers alone (scale-out)")
+    worker.add_argument("--threads", type=int, default=1, metavar="N", help="worker threads (default: 1)")
+    worker.add_argument("--drain", action="store_true", help="exit once no job is queued or running")
+
     rules = sub.add_parser("rules", help="list the rules with an explanation and examples")
     rules.add_argument("selectors", nargs="*", metavar="CODE", help="show only these codes or families, in full")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         command = {"apply": cmd_apply, "rules": cmd_rules, "verify": cmd_verify,
-                   "locate": locate_command.cmd_locate}[args.command]
+                   "locate": locate_command.cmd_locate, "serve": _serve, "worker": _worker}[args.command]
         return command(args)
     except (ConfigError, SelectionError, DiscoveryError, VerifyError, OutputError) as exc:
         return _fail(exc, debug)
@@ -126,6 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         _stderr(f"codemod: internal error: {type(exc).__name__}: {exc} (a bug; rerun with --debug for the "
                 "traceback and please report it)")
         return EXIT_INTERNAL
+
+
+def _serve(args) -> int:
+    from service import cli as service_cli  # the service's dependencies load only for its commands
+
+    return service_cli.serve(args.host, args.port, args.workers)
+
+
+def _worker(args) -> int:
+    from service import cli as service_cli
+
+    return service_cli.worker(args.threads, args.drain)
 
 
 def _fail(exc: BaseException | str, debug: bool) -> int:
@@ -233,15 +253,15 @@ def _write_all(pairs, write_root) -> list[str]:
 
 def _apply_verified(args) -> int:
     """``apply --verify``: one repository, written only when verification proves every rewrite."""
+    from .api import fix_repository
     from .reports import verdict
-    from .verify.runner import verify
 
     if args.diff or args.check:
         raise SelectionError("--verify writes files; it cannot be combined with --diff or --check")
     if len(args.paths) != 1:
         raise SelectionError("--verify takes one repository path")
-    report = verify(args.paths[0], config=args.config, device=args.device, timeout=args.timeout,
-                    select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs)
+    report = fix_repository(args.paths[0], gate=False, config=args.config, device=args.device, timeout=args.timeout,
+                            select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs).report
     sys.stderr.write(verdict.render_text(report))
     if report.status != "proven":
         if report.changes:

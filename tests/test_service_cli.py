@@ -1,0 +1,99 @@
+"""``codemod serve`` (everything in one process tree, SQLite under CODEMOD_DATA_DIR) and
+``codemod worker``, as an operator starts them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from e2e.world import ADMIN, CLEAN, World
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = World(tmp_path_factory.mktemp("serve"))
+    yield w
+    w.close()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_settings_errors_name_the_variable_and_no_traceback(tmp_path):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    for command in ("serve", "worker"):
+        done = subprocess.run([sys.executable, "-m", "codemod", command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            "codemod: error: GITHUB_APP_ID: Field required; GITHUB_WEBHOOK_SECRET: Field required"]
+
+
+def test_serve_runs_the_app_and_its_workers_in_one_command(world, tmp_path):
+    port = _port()
+    env = {**world.worker_env(), "CODEMOD_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "codemod", "serve", "--port", str(port), "--workers", "1"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        deadline = time.time() + 60
+        while True:
+            try:
+                assert client.get("/healthz").json()["status"] == "ok"
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        clone, sha = world.make_repo("served", CLEAN)
+        world.http, saved = client, world.http
+        try:
+            assert world.deliver("push", world.push_payload("served", "0" * 40, sha, added=list(CLEAN))).status_code == 202
+            headers = {"Authorization": f"Bearer {ADMIN}"}
+            while True:
+                [job] = client.get("/jobs", headers=headers).json()["jobs"]
+                if job["state"] in ("done", "failed"):
+                    break
+                assert time.time() < deadline + 60
+                time.sleep(0.3)
+        finally:
+            world.http = saved
+        assert job["state"] == "done" and job["result"]["status"] == "clean"
+        assert client.get(f"/jobs/{job['id']}", headers=headers).json()["id"] == job["id"]
+        assert client.get("/jobs/999", headers=headers).status_code == 404
+        assert (tmp_path / "data" / "jobs.sqlite3").is_file() and (tmp_path / "data" / "queue.sqlite3").is_file()
+        assert [r["conclusion"] for r in world.gh.repos["acme/served"].check_runs] == ["neutral"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_jobs_is_not_found_without_an_admin_token(world, tmp_path):
+    import asyncio
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    env = {k.lower(): v for k, v in world.env.items() if k not in ("CODEMOD_ADMIN_TOKEN", "CODEMOD_CACHE")}
+    env["codemod_data_dir"] = str(tmp_path)
+    app = create_app(Settings(_env_file=None, **env))
+
+    async def get(path: str, **headers):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            return (await client.get(path, headers=headers)).status_code
+
+    assert asyncio.run(get("/jobs")) == 404
+    assert asyncio.run(get("/jobs/1", Authorization="Bearer x")) == 404
+    assert asyncio.run(get("/healthz")) == 200

@@ -1,0 +1,104 @@
+"""The job store (SQLAlchemy + Alembic on a real SQLite file) and the queue: deliveries are
+deduplicated, a job is held by one worker under a lease, and a job whose worker died runs again,
+once per expiry, up to the attempt limit."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from e2e import servers
+from service.queue import JobQueue, QueueError
+from service.store import DuplicateDelivery, Store
+
+JOB = {"kind": "push", "repo": "acme/app", "installation_id": 1, "payload": {"sha": "abc"}}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+
+
+def test_a_delivery_is_stored_once_with_its_jobs(store):
+    [job_id] = store.record_delivery("d-1", "push", [JOB])
+    with pytest.raises(DuplicateDelivery):
+        store.record_delivery("d-1", "push", [JOB])
+    assert [j.id for j in store.jobs()] == [job_id]
+    assert store.deliveries()[0].outcome == f"job {job_id}"
+    store.record_delivery("d-2", "push", [], "ignored: tag")
+    assert store.deliveries()[1].outcome == "ignored: tag"
+
+
+def test_one_worker_holds_a_job_and_a_dead_workers_job_runs_again_once(store):
+    [job_id] = store.record_delivery("d-1", "push", [JOB])
+    assert store.claim(job_id, "w1", lease=0.3, max_attempts=2).attempts == 1
+    assert store.claim(job_id, "w2", lease=0.3, max_attempts=2) is None  # held
+    assert store.requeue_expired(max_attempts=2) == []                     # lease still valid
+    time.sleep(0.4)                                                        # w1 died: no renewal
+    assert store.requeue_expired(max_attempts=2) == [job_id]
+    assert store.requeue_expired(max_attempts=2) == []                     # handed out once
+    job = store.claim(job_id, "w2", lease=0.3, max_attempts=2)
+    assert (job.attempts, job.state, job.error) == (2, "running", "the worker stopped during attempt 1")
+    assert not store.renew(job_id, "w1", 10)                               # the dead worker's lease is gone
+    time.sleep(0.4)
+    assert store.requeue_expired(max_attempts=2) == []
+    failed = store.job(job_id)
+    assert failed.state == "failed" and "no attempts left" in failed.error
+
+
+def test_a_finished_job_is_not_run_again(store):
+    [job_id] = store.record_delivery("d-1", "push", [JOB])
+    store.claim(job_id, "w1", lease=10, max_attempts=3)
+    store.finish(job_id, "w1", state="done", stages={"fetch": 0.1}, result={"status": "clean"})
+    assert store.claim(job_id, "w2", lease=10, max_attempts=3) is None
+    assert store.job(job_id).to_json()["stages"] == {"fetch": 0.1}
+
+
+def test_the_schema_is_alembics_and_an_existing_data_dir_is_upgraded_in_place(tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    Store(url).record_delivery("d-1", "push", [JOB])
+    again = Store(url)  # a restart (or a new release) runs the migrations again: nothing lost
+    assert len(again.jobs()) == 1
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        assert db.execute("select version_num from alembic_version").fetchall() == [("0001",)]
+
+
+def test_one_job_per_repository_at_a_time(store):
+    assert store.lock_repo("acme/app", 0.3)
+    assert not store.lock_repo("acme/app", 0.3)
+    assert store.lock_repo("acme/other", 0.3)
+    time.sleep(0.35)
+    assert store.lock_repo("acme/app", 0.3)  # a dead worker's lock expires too
+
+
+def _queue_roundtrip(queue: JobQueue) -> None:
+    queue.flush()
+    for job_id in (3, 1, 2):
+        queue.put(job_id)
+    queue.put(7, 8, 9)  # a burst: one message, taken apart by the workers
+    assert queue.size() == 4
+    assert [queue.get(1) for _ in range(6)] == [3, 1, 2, 7, 8, 9]
+    start = time.monotonic()
+    assert queue.get(0.3) is None and time.monotonic() - start < 2
+
+
+def test_the_sqlite_queue_is_fifo(tmp_path):
+    _queue_roundtrip(JobQueue(f"sqlite:///{tmp_path / 'queue.sqlite3'}"))
+
+
+def test_the_redis_queue_is_fifo(tmp_path):
+    reason = servers.missing_redis()
+    if reason:
+        pytest.skip(reason)
+    proc, url = servers.start_redis(tmp_path)
+    try:
+        _queue_roundtrip(JobQueue(url))
+    finally:
+        servers.stop(proc)
+
+
+def test_a_bad_queue_url_names_the_variable():
+    with pytest.raises(QueueError, match="CODEMOD_QUEUE_URL: unsupported scheme 'amqp'"):
+        JobQueue("amqp://localhost")

@@ -11,10 +11,12 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -524,3 +526,121 @@ def test_a_program_under_tmp_stays_reachable_and_read_only(workdir: Path, tmp_pa
     assert result.ok, result.stderr
     assert result.stdout.splitlines() == ["shared"]
     assert not (tools / "share" / "new.txt").exists()
+
+
+# -- the layers added against hostile repositories (issue 9) ---------------------------------------
+
+def test_locale_variables_pass_by_exact_name_only(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("LC_GITHUB_TOKEN", "lc-not-for-children-1")
+    monkeypatch.setenv("LC_CTYPE", "$(cat /etc/shadow) not-a-locale-2")
+    result = run_sandboxed(_python("import json, os; print(json.dumps(dict(os.environ)))"), workdir, timeout=30)
+    seen = json.loads(result.stdout)
+    assert seen["LC_ALL"] == "C.UTF-8"
+    assert "LC_GITHUB_TOKEN" not in seen and "LC_CTYPE" not in seen
+    assert "not-for-children" not in result.stdout and "not-a-locale" not in result.stdout
+
+
+def test_the_child_sees_only_its_own_processes_ipc_and_keys(workdir: Path, marker: str) -> None:
+    if _isolation().processes.startswith("none") or _isolation().ipc.startswith("none"):
+        pytest.skip(f"no PID or IPC namespace here: {_isolation().describe()}")
+    import ctypes
+    import platform
+
+    calls = {"x86_64": (248, 250), "aarch64": (217, 219)}.get(platform.machine())
+    if calls is None:
+        pytest.skip(f"no keyctl syscall numbers for {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = libc.syscall(calls[0], b"user", marker.encode(), b"key-not-for-children", 20, -3)   # @s
+    assert key > 0
+    result = run_sandboxed(_python("""
+        import ctypes, json, os, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = libc.syscall(int(sys.argv[1]), 10, -3, b"user", sys.argv[2].encode(), 0)   # KEYCTL_SEARCH
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        print(json.dumps({"pids": pids, "me": os.getpid(), "shm": open("/proc/sysvipc/shm").read().splitlines()[1:],
+                          "root": sorted(os.listdir("/")), "keys": open("/proc/keys").read(), "found": found}))
+    """, str(calls[1]), marker), workdir, timeout=30)
+    assert result.ok, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["pids"] == [1, seen["me"]]          # init and the command itself
+    assert seen["shm"] == []
+    assert set(seen["root"]) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp",
+                                 "usr", "var", "root", "work", "opt", "home", "srv"}
+    if not _isolation().keyring.startswith("none"):
+        assert seen["found"] < 0 and marker not in seen["keys"]
+
+
+def test_a_huge_timeout_does_not_overflow_the_wait(workdir: Path) -> None:
+    result = run_sandboxed(["true"], workdir, timeout=1e18)
+    assert result.ok and not result.timed_out
+
+
+def test_the_launcher_dies_with_its_parent(workdir: Path, marker: str) -> None:
+    """The parent SIGKILLed mid-run (no cleanup of its own): PR_SET_PDEATHSIG takes the launcher,
+    init and the command with it."""
+    parent = subprocess.Popen([PY, "-c", textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from codemod.verify.sandbox import run_sandboxed
+        run_sandboxed([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]], Path(sys.argv[2]), timeout=600)
+    """), marker, str(workdir)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    while not _marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked_processes(marker), "the sandboxed command never started"
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked_processes(marker) == []
+
+
+def test_the_result_channel_accepts_only_one_frame_with_its_nonce() -> None:
+    from codemod.verify.channel import ResultChannel, frame
+
+    def send(*chunks: bytes) -> tuple[bytes | None, str]:
+        channel = ResultChannel(cap=1 << 10)
+        for chunk in chunks:
+            os.write(channel.write_fd, chunk(channel.nonce) if callable(chunk) else chunk)
+        return channel.payload()
+
+    assert send(lambda n: frame(n, b"payload")) == (b"payload", "")
+    assert send()[0] is None and "did not report" in send()[1]
+    assert send(frame("0" * 32, b"forged"))[0] is None
+    assert send(frame("0" * 32, b"forged"), lambda n: frame(n, b"payload"))[0] is None   # anything before it
+    assert send(lambda n: frame(n, b"payload") + b"trailing")[0] is None
+    assert "larger than" in send(lambda n: frame(n, b"x" * (4 << 10)))[1]
+
+
+def test_operator_settings_from_the_environment() -> None:
+    from codemod.verify import VerifyError
+    from codemod.verify.settings import OperatorSettings
+
+    settings = OperatorSettings.from_environment({"CODEMOD_ALLOW_REQUIREMENTS": "0", "CODEMOD_SANDBOX_MEMORY": "512M",
+                                                  "CODEMOD_SANDBOX_DISK": "2GiB", "CODEMOD_SANDBOX_MAX_TIMEOUT": "60"})
+    assert not settings.allow_requirements and settings.memory_bytes == 512 << 20 and settings.disk_bytes == 2 << 30
+    assert settings.clamp_timeout(1e9) == 60 and settings.clamp_timeout(5) == 5
+    assert settings.limits().memory_bytes == 512 << 20
+    for key, value in (("CODEMOD_SANDBOX_MEMORY", "lots"), ("CODEMOD_ALLOW_REQUIREMENTS", "maybe"),
+                       ("CODEMOD_SANDBOX_MAX_TIMEOUT", "0"), ("CODEMOD_PIP_INDEX_URL", "--log=/x")):
+        with pytest.raises(VerifyError, match=key):
+            OperatorSettings.from_environment({key: value})
+
+
+def test_requirement_strings_are_checked_before_pip(tmp_path: Path) -> None:
+    from codemod.verify import VerifyError
+    from codemod.verify.requirements import check_requirements
+
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "x.whl").write_text("")
+    (tmp_path / "escape").symlink_to("/etc")
+    ok = check_requirements(["einops>=0.7", "numpy[extra]; python_version >= '3'", "./vendor/x.whl"], tmp_path)
+    assert [r.path for r in ok] == [None, None, "vendor/x.whl"]
+    for bad, why in (("-r/etc/shadow", "pip option"), ("--index-url=http://x", "pip option"),
+                     ("einops @ https://x/e.whl", "direct URL"), ("./escape/passwd", "leaves the repository"),
+                     ("../x", "leaves the repository"), ("einops --log=/tmp/x", "not a PEP 508"),
+                     ("./missing.whl", "no such file")):
+        with pytest.raises(VerifyError, match=why):
+            check_requirements([bad], tmp_path)

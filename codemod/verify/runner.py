@@ -110,7 +110,10 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
     asked = timeout or smoke.timeout
     timeout = settings.clamp_timeout(asked)
     requirements = check_requirements(smoke.requirements, root) if smoke.requirements else []
-    report = VerifyReport(root, isolation=detect_isolation(limits).describe())
+    # CUDA needs an unlimited address space: only a cgroup then bounds memory. Where CUDA is not
+    # there, asking for it changes nothing (the address-space limit stays).
+    gpu = device == "cuda" and torch.cuda.is_available()
+    report = VerifyReport(root, isolation=detect_isolation(limits, gpu).describe())
     if timeout < asked:
         report.notes.append(f"the smoke timeout {asked:g} s was clamped to the operator's maximum, {timeout:g} s")
 
@@ -123,7 +126,7 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
         original = _copy(root, Path(tmp) / "original", report.notes)
         changed = [_relative(t, root) for t, r in zip(tasks, results) if r.changed]
         python, site = sys.executable, None
-        plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes)
+        plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, gpu=gpu)
         if plan.has_cases(changed) and requirements:
             if not settings.allow_requirements:
                 report.status = "nothing could be verified"
@@ -133,7 +136,7 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
                 return report
             python, site = install_requirements(requirements, _copy(root, Path(tmp) / "install", []), Path(tmp),
                                                 timeout=timeout, limits=limits, index_url=settings.pip_index_url)
-            plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, site)
+            plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, site, gpu)
         if not plan.has_cases(changed):
             report.status = "nothing to do" if not changed else "nothing could be verified"
             report.notes.append(_nothing_configured(changed))
@@ -342,6 +345,7 @@ class _Plan:
     limits: Limits
     result_bytes: int = 512 << 20
     site: str | None = None
+    gpu: bool = False
 
     def has_cases(self, changed: list[str]) -> bool:
         return bool(self.smoke.command or self.smoke.cases or changed)
@@ -349,7 +353,7 @@ class _Plan:
     def run_side(self, copy: Path, changed: list[str], locate: bool, track: list[str] = ()) -> _Side:
         side = _Side()
         visible = [_environment_of(self.python), _environment_of(sys.executable), _PACKAGE_DIR]
-        gpu = self.device != "cpu"
+        gpu = self.gpu
         if self.smoke.cases or not self.smoke.command:
             channel = ResultChannel(self.result_bytes)
             # The harness runs isolated (-I: neither the copy nor PYTHONPATH can shadow it) with

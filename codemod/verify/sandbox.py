@@ -583,12 +583,12 @@ def _words(caps: _Capabilities, network: bool, uid_words: str, limits: Limits, g
 
 
 @functools.cache
-def detect_isolation(limits: Limits = Limits()) -> Isolation:
-    """The isolation a default run (``network=False``) gets on this machine; probes once."""
+def detect_isolation(limits: Limits = Limits(), gpu: bool = False) -> Isolation:
+    """The isolation a run with ``network=False`` gets on this machine; probes once."""
     caps = _capabilities()
     user = ("a dedicated uid per run (no capabilities, no_new_privs)" if caps.layers.get("uid") is None
             else f"unchanged: {caps.layers['uid']}")
-    return _words(caps, False, user, limits, False)
+    return _words(caps, False, user, limits, gpu)
 
 
 # -- running -----------------------------------------------------------------------------------------

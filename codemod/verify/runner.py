@@ -356,9 +356,11 @@ class _Plan:
         gpu = self.gpu
         if self.smoke.cases or not self.smoke.command:
             channel = ResultChannel(self.result_bytes)
-            # The harness runs isolated (-I: neither the copy nor PYTHONPATH can shadow it) with
-            # this interpreter; the requirements' environment is added once its channel is open.
-            argv = [sys.executable, "-I", "-B", "-m", "codemod.verify.harness", "--root", str(copy),
+            # The harness runs with this interpreter, the copy kept off sys.path (-P) and no user
+            # site (-s), so nothing of the repository can stand in for it; the environment is ours
+            # (no PYTHONPATH; PYTHONHASHSEED kept). The requirements' environment is added once the
+            # channel is open and the harness's own modules are imported.
+            argv = [sys.executable, "-P", "-s", "-B", "-m", "codemod.verify.harness", "--root", str(copy),
                     "--report-fd", str(channel.write_fd), "--device", self.device]
             argv += ["--site", self.site] if self.site else []
             argv += ["--cases", self.smoke.cases] if self.smoke.cases else ["--discover", *changed]

@@ -392,6 +392,25 @@ def test_sigterm_to_the_worker_kills_the_run_and_removes_the_copies(world: World
     world.assert_clean(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
 
 
+def test_sigkill_to_the_worker_still_kills_the_run_and_the_next_run_removes_the_copies(world: World) -> None:
+    repo = world.repository("sigkill", _DAEMON_THEN_SLEEP + "\ntimeout = 600")
+    proc = world.start("verify", str(repo), "--format", "json")
+    deadline = time.monotonic() + 120
+    while not _marked(world.marker) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert _marked(world.marker), "the smoke command never started"
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 10
+    while _marked(world.marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked(world.marker) == [], "PR_SET_PDEATHSIG did not take the run with the worker"
+    assert os.listdir(world.tmp), "nothing was left behind to sweep (the test proves nothing)"
+    again, verdict = world.verify(world.repository("after-sigkill", 'command = "true"\ntimeout = 60'))
+    assert verdict is not None and verdict["status"] == "proven", again.stdout + again.stderr
+    world.assert_clean(again)
+
+
 # -- 8: symlinks out of the repository -------------------------------------------------------------
 
 def test_symlinks_out_of_the_repository_are_neither_read_nor_copied(world: World) -> None:

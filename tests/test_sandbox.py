@@ -644,3 +644,23 @@ def test_requirement_strings_are_checked_before_pip(tmp_path: Path) -> None:
                      ("./missing.whl", "no such file")):
         with pytest.raises(VerifyError, match=why):
             check_requirements([bad], tmp_path)
+
+
+def test_directories_of_a_killed_run_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    from codemod.verify.sandbox import OWNER_FILE, owned_tempdir, sweep_stale
+
+    dead = subprocess.Popen([PY, "-c", "pass"])
+    dead.wait()
+    prefix = f"codemod-sweep-test-{uuid.uuid4().hex[:8]}-"
+    live = owned_tempdir(prefix)
+    stale = owned_tempdir(prefix)
+    _, started, namespace = (stale / OWNER_FILE).read_text().split()
+    (stale / OWNER_FILE).write_text(f"{dead.pid} {started} {namespace}\n")      # a pid that is gone
+    elsewhere = owned_tempdir(prefix)
+    (elsewhere / OWNER_FILE).write_text(f"{dead.pid} {started} pid:[1]\n")      # another PID namespace
+    try:
+        assert sweep_stale(prefix) == [str(stale)]
+        assert live.is_dir() and elsewhere.is_dir() and not stale.exists()
+    finally:
+        shutil.rmtree(live, ignore_errors=True)
+        shutil.rmtree(elsewhere, ignore_errors=True)

@@ -22,7 +22,6 @@ import re
 import shutil
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ from . import VerifyError
 from .channel import ResultChannel
 from .compare import CaseVerdict, compare_case
 from .requirements import check_requirements, install_requirements
-from .sandbox import Limits, SandboxResult, detect_isolation, run_sandboxed, terminate_as_exit
+from .sandbox import (Limits, SandboxResult, detect_isolation, owned_tempdir, run_sandboxed, sweep_stale,
+                      terminate_as_exit)
 from .settings import OperatorSettings
 
 
@@ -122,7 +122,10 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
     tasks = build_tasks(sources, select, ignore, mode)
     results = run(tasks, jobs)
 
-    with tempfile.TemporaryDirectory(prefix="codemod-verify-") as tmp:
+    for prefix in ("codemod-verify-", "codemod-sandbox-"):   # left behind by a verification killed with SIGKILL
+        sweep_stale(prefix)
+    tmp = owned_tempdir("codemod-verify-")
+    try:
         original = _copy(root, Path(tmp) / "original", report.notes)
         changed = [_relative(t, root) for t, r in zip(tasks, results) if r.changed]
         python, site = sys.executable, None
@@ -173,6 +176,9 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
             if unexercised:
                 report.notes.append("not exercised by any smoke case (add a case that runs it, or a smoke command): "
                                     + ", ".join(f"{r['path']}:{r['line']} {r['code']}" for r in unexercised))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
     return report
 
 

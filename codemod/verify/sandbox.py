@@ -676,6 +676,63 @@ def _prepare_workdir(workdir: Path) -> None:
     (base / "tmp").mkdir()
 
 
+OWNER_FILE = ".codemod-owner"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): a pid with the same start time is the
+    same process, not a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner() -> str:
+    """This process as an owner: pid, start time, PID namespace (another namespace's pids cannot
+    be judged from here)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{os.getpid()} {_start_time(os.getpid())} {namespace}"
+
+
+def owned_tempdir(prefix: str) -> Path:
+    """A temporary directory that names its owner, so that a later run can remove it if its owner
+    died without cleaning up (SIGKILL): see :func:`sweep_stale`."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    (path / OWNER_FILE).write_text(_owner() + "\n")
+    return path
+
+
+def sweep_stale(prefix: str, base: str | None = None) -> list[str]:
+    """Remove this user's ``prefix*`` temporary directories whose owner is gone. Returns them."""
+    removed = []
+    base = base or tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not (entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_uid == os.geteuid()):
+                continue
+            fd = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd) as f:
+                pid_text, started, namespace = (f.read(200).split() + ["", "", ""])[:3]
+        except (OSError, ValueError):
+            continue
+        if namespace != _owner().split()[2] or not pid_text.isdigit():
+            continue
+        if _start_time(int(pid_text)) != started:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
 @contextlib.contextmanager
 def terminate_as_exit() -> Iterator[None]:
     """While inside, SIGTERM raises ``SystemExit(143)`` in the main thread, so every ``finally``
@@ -727,7 +784,7 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
         uid = gid = _allocate_uid()
         user_words = f"uid {uid} (dedicated to this run, no capabilities, no_new_privs)"
     isolation = _words(caps, network, user_words, limits, gpu)
-    staging = Path(tempfile.mkdtemp(prefix="codemod-sandbox-"))
+    staging = owned_tempdir("codemod-sandbox-")
     cgroup: _Cgroup | None = None
     try:
         staging.chmod(0o755)
@@ -799,4 +856,4 @@ def _kill_group(pgid: int) -> None:
 
 
 __all__ = ["OUTPUT_CAP", "Isolation", "Limits", "SandboxError", "SandboxResult", "detect_isolation", "hand_over",
-           "looks_like_credential", "run_sandboxed", "terminate_as_exit"]
+           "looks_like_credential", "owned_tempdir", "run_sandboxed", "sweep_stale", "terminate_as_exit"]

@@ -379,13 +379,19 @@ def test_a_huge_timeout_is_clamped_and_the_daemon_dies(world: World) -> None:
     world.assert_clean(proc)
 
 
-def test_sigterm_to_the_worker_kills_the_run_and_removes_the_copies(world: World) -> None:
-    repo = world.repository("sigterm", _DAEMON_THEN_SLEEP + "\ntimeout = 600")
+def _start_until_running(world: World, repo: Path) -> subprocess.Popen:
+    """``codemod verify`` on ``repo``, once its smoke command has started its daemon."""
     proc = world.start("verify", str(repo), "--format", "json")
     deadline = time.monotonic() + 120
     while not _marked(world.marker) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert _marked(world.marker), "the smoke command never started"
+    return proc
+
+
+def test_sigterm_to_the_worker_kills_the_run_and_removes_the_copies(world: World) -> None:
+    repo = world.repository("sigterm", _DAEMON_THEN_SLEEP + "\ntimeout = 600")
+    proc = _start_until_running(world, repo)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -394,11 +400,7 @@ def test_sigterm_to_the_worker_kills_the_run_and_removes_the_copies(world: World
 
 def test_sigkill_to_the_worker_still_kills_the_run_and_the_next_run_removes_the_copies(world: World) -> None:
     repo = world.repository("sigkill", _DAEMON_THEN_SLEEP + "\ntimeout = 600")
-    proc = world.start("verify", str(repo), "--format", "json")
-    deadline = time.monotonic() + 120
-    while not _marked(world.marker) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert _marked(world.marker), "the smoke command never started"
+    proc = _start_until_running(world, repo)
     proc.kill()
     proc.communicate(timeout=60)
     deadline = time.monotonic() + 10

@@ -450,17 +450,26 @@ os._exit(0)                                       # before the real harness can 
 '''
 
 
-def test_a_forged_result_is_never_proven(world: World) -> None:
-    repo = world.repository("forge", 'cases = "tests/smoke_cases.py:cases"\ntimeout = 300', {
-        "tests/smoke_cases.py": _FORGE % {"rootonly": str(world.rootonly)},
-        "forgery.py": (HOSTILE / "fake_harness.py").read_text(),
-        "codemod/__init__.py": "", "codemod/verify/__init__.py": "",
-        "codemod/verify/harness.py": (HOSTILE / "fake_harness.py").read_text()})
+@pytest.mark.parametrize("how", ["planted", "shadowed"])
+def test_a_forged_result_is_never_proven(world: World, how: str) -> None:
+    """planted: the smoke cases plant a perfect result where torch-codemod once read it, write
+    frames on every fd, and exit before the harness reports. shadowed: the repository's own
+    ``random.py`` and ``codemod/verify/harness.py`` wait for the harness (were the copy on its
+    sys.path) to take its nonce."""
+    files = {"forgery.py": (HOSTILE / "fake_harness.py").read_text()}
+    if how == "planted":
+        files["tests/smoke_cases.py"] = _FORGE % {"rootonly": str(world.rootonly)}
+    else:
+        files.update({"random.py": (HOSTILE / "shadow_random.py").read_text(), "codemod/__init__.py": "",
+                      "codemod/verify/__init__.py": "", "codemod/verify/harness.py": files["forgery.py"]})
+    repo = world.repository(f"forge-{how}", 'cases = "tests/smoke_cases.py:cases"\ntimeout = 300', files)
     proc, verdict = world.verify(repo)
     assert verdict is not None, proc.stderr
-    assert proc.returncode == 1 and verdict["status"] == "not proven", verdict
-    assert not any(c["name"] == "forged" for c in verdict["cases"])
-    assert "harness" in _case(verdict, "harness")["reason"]
+    assert not any(c["name"] == "forged" for c in verdict["cases"]), verdict["cases"]
+    if how == "planted":
+        assert verdict["status"] == "not proven", verdict
+    else:   # the real harness ran the repository's real cases: its verdict is its own
+        assert [c["name"] for c in verdict["cases"]] == ["scaled_mlp"], verdict["cases"]
     world.assert_clean(proc)
 
 

@@ -18,7 +18,7 @@ def forged_payload(argv):
     record = {"status": "ok", "stage": "", "error": "", "outputs": [torch.ones(2)], "grads": {"w": torch.ones(2)},
               "grad_source": "backward", "missing_grads": [], "nonfinite_grads": [], "params": 1, "second": "ok",
               "locator": [], "locator_error": "", "executed": executed}
-    result = {"device": "cpu", "torch": torch.__version__, "error": "", "notes": [], "cases": {"forged": record}}
+    result = {"device": "cpu", "torch": str(torch.__version__), "error": "", "notes": [], "cases": {"forged": record}}
     buffer = io.BytesIO()
     torch.save(result, buffer)
     return buffer.getvalue()
@@ -33,3 +33,4 @@ if __name__ == "__main__":      # run as the repository's own codemod/verify/har
     fd = int(args[args.index("--report-fd") + 1])
     os.write(fd, frame(sys.stdin.readline().strip().encode(), forged_payload(args)))
     os.close(fd)
+

@@ -11,10 +11,12 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +52,7 @@ def _need_dedicated_uid() -> None:
 
 
 def _need_filesystem_isolation() -> None:
-    if _isolation().filesystem.startswith("unchanged"):
+    if _isolation().filesystem.startswith("none"):
         pytest.skip(f"no filesystem isolation here: {_isolation().filesystem}")
 
 
@@ -148,7 +150,8 @@ def test_parent_secrets_are_invisible_and_home_is_fresh(workdir: Path, monkeypat
         with open(os.path.join(os.environ["HOME"], "home.txt"), "w") as f:
             f.write("ok")
         with tempfile.NamedTemporaryFile(delete=False) as f:
-            print(json.dumps({"env": dict(os.environ), "tmp": f.name}))
+            print(json.dumps({"env": dict(os.environ), "tmp": f.name, "home": os.listdir(os.environ["HOME"]),
+                              "tmp_exists": os.path.isfile(f.name)}))
     """), workdir, timeout=30, env={"CODEMOD_DEVICE": "cpu"})
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
@@ -158,8 +161,8 @@ def test_parent_secrets_are_invisible_and_home_is_fresh(workdir: Path, monkeypat
         "PATH", "HOME", "TMPDIR", "PYTHONHASHSEED", "USER", "LOGNAME", "CODEMOD_DEVICE"}
     assert seen["env"]["CODEMOD_DEVICE"] == "cpu"
     sandbox = workdir / ".codemod-sandbox"
-    assert seen["env"]["HOME"] == str(sandbox / "home") and (sandbox / "home" / "home.txt").read_text() == "ok"
-    assert seen["tmp"].startswith(str(sandbox / "tmp") + "/") and Path(seen["tmp"]).is_file()
+    assert seen["env"]["HOME"] == str(sandbox / "home") and seen["home"] == ["home.txt"]
+    assert seen["tmp"].startswith(str(sandbox / "tmp") + "/") and seen["tmp_exists"]
     again = run_sandboxed(["ls", "-A", str(sandbox / "home")], workdir, timeout=30)
     assert again.ok and again.stdout == "", "HOME must be fresh for every run"
 
@@ -205,13 +208,13 @@ def test_without_root_a_user_namespace_still_cuts_the_network(workdir: Path, ser
                           "user": r.isolation.user, "fs": r.isolation.filesystem}))
     """
     result = run_sandboxed(_python(inner, textwrap.dedent(CONNECT), str(server.port)), workdir, timeout=60,
-                           network=True, env={"PYTHONPATH": str(REPO)})
+                           network=True, env={"PYTHONPATH": str(REPO)}, visible=[REPO / "codemod"])
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
     if seen["network"].startswith("none"):
         pytest.skip(f"unprivileged user namespaces are not allowed here: {seen['network']}")
     assert seen["user"].startswith("unchanged: not started as root")
-    assert seen["network"].startswith("network namespace") and seen["fs"].startswith("read-only")
+    assert seen["network"].startswith("network namespace") and seen["fs"].startswith("minimal root")
     assert seen["code"] == 2 and "cannot connect" in seen["out"]
     assert server.accepted == 0
 
@@ -227,7 +230,8 @@ def test_runs_as_a_dedicated_uid_without_privileges(workdir: Path) -> None:
             f.write("mine")
         print(json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
                           "user": getpass.getuser(), "caps": status["CapEff"].strip(),
-                          "nnp": status["NoNewPrivs"].strip(), "input": open("input.txt").read()}))
+                          "nnp": status["NoNewPrivs"].strip(), "input": open("input.txt").read(),
+                          "owner": os.stat("written.txt").st_uid}))
     """), workdir, timeout=30)
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
@@ -235,7 +239,9 @@ def test_runs_as_a_dedicated_uid_without_privileges(workdir: Path) -> None:
     assert set(seen["groups"]) <= {seen["gid"]}
     assert seen["caps"] == "0000000000000000" and seen["nnp"] == "1"
     assert seen["user"] == "codemod-sandbox" and seen["input"] == "from the repository\n"
-    assert (workdir / "written.txt").stat().st_uid == seen["uid"]
+    assert seen["owner"] == seen["uid"]
+    if not _isolation().filesystem.startswith("none"):
+        assert not (workdir / "written.txt").exists()   # the child's writes stay in its overlay
     assert f"uid {seen['uid']}" in result.isolation.user
     import pwd
 
@@ -256,7 +262,8 @@ def test_rlimits_are_set_in_the_child(workdir: Path) -> None:
     seen = json.loads(result.stdout)
     assert seen == {"RLIMIT_CPU": [7, 8], "RLIMIT_AS": [3 << 30] * 2, "RLIMIT_FSIZE": [5 << 20] * 2,
                     "RLIMIT_NPROC": [99, 99], "RLIMIT_CORE": [0, 0]}
-    assert result.isolation.limits.startswith("cpu 7 s, memory 3 GiB, file 5 MiB, 99 processes")
+    assert result.isolation.limits.startswith("cpu 7 s, memory 3 GiB")
+    assert "file 5 MiB, 99 processes" in result.isolation.limits
 
 
 def test_cpu_limit_stops_a_busy_loop_before_the_timeout(workdir: Path) -> None:
@@ -269,14 +276,15 @@ def test_cpu_limit_stops_a_busy_loop_before_the_timeout(workdir: Path) -> None:
 def test_file_size_limit_stops_a_large_write(workdir: Path) -> None:
     result = run_sandboxed(_python("""
         import errno, sys
+        import os
         try:
             with open("big.bin", "wb") as f:
                 f.write(b"x" * (2 << 20))
         except OSError as exc:
-            print(errno.errorcode[exc.errno]); sys.exit(3)
+            print(errno.errorcode[exc.errno], os.path.getsize("big.bin")); sys.exit(3)
     """), workdir, timeout=30, limits=Limits(file_size_bytes=1 << 20))
-    assert result.returncode == 3 and result.stdout.strip() == "EFBIG", (result.stdout, result.stderr)
-    assert (workdir / "big.bin").stat().st_size <= 1 << 20
+    assert result.returncode == 3 and result.stdout.split()[0] == "EFBIG", (result.stdout, result.stderr)
+    assert int(result.stdout.split()[1]) <= 1 << 20
 
 
 # -- 5. timeout and process cleanup ------------------------------------------------------------------
@@ -334,11 +342,12 @@ def test_without_root_the_process_group_is_still_killed(workdir: Path, marker: s
             except OSError:
                 return False
             return sys.argv[2].encode() in cmdline and state != "Z"
-        alive = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid() and marked(p)]
+        # pid 1 is this (outer) sandbox's own init, which carries the same argv
+        alive = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid()) and marked(p)]
         print(json.dumps({"code": r.returncode, "out": r.stdout, "user": r.isolation.user, "alive": len(alive)}))
     """
     result = run_sandboxed(_python(inner, textwrap.dedent(FORK_BOMB), marker), workdir, timeout=60,
-                           env={"PYTHONPATH": str(REPO)})
+                           env={"PYTHONPATH": str(REPO)}, visible=[REPO / "codemod"])
     assert result.ok, result.stderr
     seen = json.loads(result.stdout.splitlines()[-1])
     assert seen["user"].startswith("unchanged: not started as root")
@@ -403,12 +412,13 @@ def test_files_outside_the_workdir_are_untouched(workdir: Path, outside: Path, m
     assert victim.read_text() == "original\n" and victim.stat().st_uid == os.geteuid()
     if os.geteuid() == 0 and _isolation().user.startswith("a dedicated uid"):
         assert f"refused {closed / 'pwned.txt'}" in result.stdout
-        assert not (closed / "pwned.txt").exists()
-    if not _isolation().filesystem.startswith("unchanged"):
-        assert f"refused {open_ / 'pwned.txt'} Read-only file system" in result.stdout
-        assert not (open_ / "pwned.txt").exists()
+    assert not (closed / "pwned.txt").exists()
+    if not _isolation().filesystem.startswith("none"):
+        # Outside the minimal root: the directories do not even exist for the child.
+        assert f"refused {open_ / 'pwned.txt'} No such file or directory" in result.stdout
         assert f"wrote /tmp/{marker}.txt" in result.stdout      # a private /tmp ...
         assert not Path(f"/tmp/{marker}.txt").exists()          # ... that is not the host's
+    assert not (open_ / "pwned.txt").exists()
 
 
 def test_the_child_mounts_do_not_leak_into_the_host(workdir: Path) -> None:
@@ -488,11 +498,12 @@ def test_isolation_is_described_in_one_line_and_probed_once() -> None:
     assert detect_isolation() is first
     line = first.describe()
     assert "\n" not in line
-    for part in ("network: ", "; user: ", "; filesystem: ", "; limits: "):
+    for part in ("network: ", "; user: ", "; filesystem: ", "; processes: ", "; ipc: ", "; keyring: ", "; limits: "):
         assert part in line
-    assert first.limits.startswith("cpu 900 s, memory 16 GiB, file 1 GiB, 256 processes")
-    assert detect_isolation(Limits(memory_bytes=None, processes=None)).limits.startswith(
-        "cpu 900 s, memory unlimited, file 1 GiB, processes unlimited")
+    assert first.limits.startswith("cpu 900 s, memory 16 GiB")
+    assert "file 1 GiB, 256 processes, disk 4 GiB" in first.limits
+    assert detect_isolation(Limits(memory_bytes=None, processes=None, disk_bytes=None)).limits == (
+        "cpu 900 s, memory unlimited, file 1 GiB, processes unlimited, disk unlimited")
 
 
 def test_a_program_under_tmp_stays_reachable_and_read_only(workdir: Path, tmp_path: Path) -> None:
@@ -515,3 +526,141 @@ def test_a_program_under_tmp_stays_reachable_and_read_only(workdir: Path, tmp_pa
     assert result.ok, result.stderr
     assert result.stdout.splitlines() == ["shared"]
     assert not (tools / "share" / "new.txt").exists()
+
+
+# -- the layers added against hostile repositories (issue 9) ---------------------------------------
+
+def test_locale_variables_pass_by_exact_name_only(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("LC_GITHUB_TOKEN", "lc-not-for-children-1")
+    monkeypatch.setenv("LC_CTYPE", "$(cat /etc/shadow) not-a-locale-2")
+    result = run_sandboxed(_python("import json, os; print(json.dumps(dict(os.environ)))"), workdir, timeout=30)
+    seen = json.loads(result.stdout)
+    assert seen["LC_ALL"] == "C.UTF-8"
+    assert "LC_GITHUB_TOKEN" not in seen and "LC_CTYPE" not in seen
+    assert "not-for-children" not in result.stdout and "not-a-locale" not in result.stdout
+
+
+def test_the_child_sees_only_its_own_processes_ipc_and_keys(workdir: Path, marker: str) -> None:
+    if _isolation().processes.startswith("none") or _isolation().ipc.startswith("none"):
+        pytest.skip(f"no PID or IPC namespace here: {_isolation().describe()}")
+    import ctypes
+    import platform
+
+    calls = {"x86_64": (248, 250), "aarch64": (217, 219)}.get(platform.machine())
+    if calls is None:
+        pytest.skip(f"no keyctl syscall numbers for {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = libc.syscall(calls[0], b"user", marker.encode(), b"key-not-for-children", 20, -3)   # @s
+    assert key > 0
+    result = run_sandboxed(_python("""
+        import ctypes, json, os, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = libc.syscall(int(sys.argv[1]), 10, -3, b"user", sys.argv[2].encode(), 0)   # KEYCTL_SEARCH
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        print(json.dumps({"pids": pids, "me": os.getpid(), "shm": open("/proc/sysvipc/shm").read().splitlines()[1:],
+                          "root": sorted(os.listdir("/")), "keys": open("/proc/keys").read(), "found": found}))
+    """, str(calls[1]), marker), workdir, timeout=30)
+    assert result.ok, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["pids"] == [1, seen["me"]]          # init and the command itself
+    assert seen["shm"] == []
+    assert set(seen["root"]) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp",
+                                 "usr", "var", "root", "work", "opt", "home", "srv"}
+    if not _isolation().keyring.startswith("none"):
+        assert seen["found"] < 0 and marker not in seen["keys"]
+
+
+def test_a_huge_timeout_does_not_overflow_the_wait(workdir: Path) -> None:
+    result = run_sandboxed(["true"], workdir, timeout=1e18)
+    assert result.ok and not result.timed_out
+
+
+def test_the_launcher_dies_with_its_parent(workdir: Path, marker: str) -> None:
+    """The parent SIGKILLed mid-run (no cleanup of its own): PR_SET_PDEATHSIG takes the launcher,
+    init and the command with it."""
+    parent = subprocess.Popen([PY, "-c", textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from codemod.verify.sandbox import run_sandboxed
+        run_sandboxed([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]], Path(sys.argv[2]), timeout=600)
+    """), marker, str(workdir)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    while not _marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked_processes(marker), "the sandboxed command never started"
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked_processes(marker) == []
+
+
+def test_the_result_channel_accepts_only_one_frame_with_its_nonce() -> None:
+    from codemod.verify.channel import ResultChannel, frame
+
+    def send(*chunks: bytes) -> tuple[bytes | None, str]:
+        channel = ResultChannel(cap=1 << 10)
+        for chunk in chunks:
+            os.write(channel.write_fd, chunk(channel.nonce) if callable(chunk) else chunk)
+        return channel.payload()
+
+    assert send(lambda n: frame(n, b"payload")) == (b"payload", "")
+    assert send()[0] is None and "did not report" in send()[1]
+    assert send(frame("0" * 32, b"forged"))[0] is None
+    assert send(frame("0" * 32, b"forged"), lambda n: frame(n, b"payload"))[0] is None   # anything before it
+    assert send(lambda n: frame(n, b"payload") + b"trailing")[0] is None
+    assert "larger than" in send(lambda n: frame(n, b"x" * (4 << 10)))[1]
+
+
+def test_operator_settings_from_the_environment() -> None:
+    from codemod.verify import VerifyError
+    from codemod.verify.settings import OperatorSettings
+
+    settings = OperatorSettings.from_environment({"CODEMOD_ALLOW_REQUIREMENTS": "0", "CODEMOD_SANDBOX_MEMORY": "512M",
+                                                  "CODEMOD_SANDBOX_DISK": "2GiB", "CODEMOD_SANDBOX_MAX_TIMEOUT": "60"})
+    assert not settings.allow_requirements and settings.memory_bytes == 512 << 20 and settings.disk_bytes == 2 << 30
+    assert settings.clamp_timeout(1e9) == 60 and settings.clamp_timeout(5) == 5
+    assert settings.limits().memory_bytes == 512 << 20
+    for key, value in (("CODEMOD_SANDBOX_MEMORY", "lots"), ("CODEMOD_ALLOW_REQUIREMENTS", "maybe"),
+                       ("CODEMOD_SANDBOX_MAX_TIMEOUT", "0"), ("CODEMOD_PIP_INDEX_URL", "--log=/x")):
+        with pytest.raises(VerifyError, match=key):
+            OperatorSettings.from_environment({key: value})
+
+
+def test_requirement_strings_are_checked_before_pip(tmp_path: Path) -> None:
+    from codemod.verify import VerifyError
+    from codemod.verify.requirements import check_requirements
+
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "x.whl").write_text("")
+    (tmp_path / "escape").symlink_to("/etc")
+    ok = check_requirements(["einops>=0.7", "numpy[extra]; python_version >= '3'", "./vendor/x.whl"], tmp_path)
+    assert [r.path for r in ok] == [None, None, "vendor/x.whl"]
+    for bad, why in (("-r/etc/shadow", "pip option"), ("--index-url=http://x", "pip option"),
+                     ("einops @ https://x/e.whl", "direct URL"), ("./escape/passwd", "leaves the repository"),
+                     ("../x", "leaves the repository"), ("einops --log=/tmp/x", "not a PEP 508"),
+                     ("./missing.whl", "no such file")):
+        with pytest.raises(VerifyError, match=why):
+            check_requirements([bad], tmp_path)
+
+
+def test_directories_of_a_killed_run_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    from codemod.verify.sandbox import OWNER_FILE, owned_tempdir, sweep_stale
+
+    dead = subprocess.Popen([PY, "-c", "pass"])
+    dead.wait()
+    prefix = f"codemod-sweep-test-{uuid.uuid4().hex[:8]}-"
+    live = owned_tempdir(prefix)
+    stale = owned_tempdir(prefix)
+    _, started, namespace = (stale / OWNER_FILE).read_text().split()
+    (stale / OWNER_FILE).write_text(f"{dead.pid} {started} {namespace}\n")      # a pid that is gone
+    elsewhere = owned_tempdir(prefix)
+    (elsewhere / OWNER_FILE).write_text(f"{dead.pid} {started} pid:[1]\n")      # another PID namespace
+    try:
+        assert sweep_stale(prefix) == [str(stale)]
+        assert live.is_dir() and elsewhere.is_dir() and not stale.exists()
+    finally:
+        shutil.rmtree(live, ignore_errors=True)
+        shutil.rmtree(elsewhere, ignore_errors=True)

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -271,7 +270,7 @@ def _tiny_wheel(directory: Path) -> Path:
     return wheel
 
 
-def test_requirements_get_a_cached_environment(tmp_path):
+def _repo_with_requirement(tmp_path: Path) -> Path:
     repo = _copy("init_derived", tmp_path)
     (repo / "vendor").mkdir()
     _tiny_wheel(repo / "vendor")
@@ -281,32 +280,43 @@ def test_requirements_get_a_cached_environment(tmp_path):
     model = repo / "scaler" / "model.py"
     model.write_text("import tinyhelper\n" + model.read_text().replace("return self.fc(x) * self.scale",
                                                                         "return tinyhelper.double(self.fc(x)) * self.scale"))
+    return repo
+
+
+def test_requirements_are_installed_inside_the_sandbox(tmp_path):
+    repo = _repo_with_requirement(tmp_path)
     assert subprocess.run([sys.executable, "-c", "import tinyhelper"], capture_output=True).returncode != 0
-    # Two places: under /tmp (the sandbox's /tmp is private, so the environment must be bound
-    # back into it) and under the home directory (removed afterwards).
-    _requirements_run(repo, tmp_path / "cache")
-    (Path.home() / ".cache").mkdir(exist_ok=True)
-    cache = Path(tempfile.mkdtemp(prefix="codemod-test-cache-", dir=Path.home() / ".cache"))
-    try:
-        _requirements_run(repo, cache)
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-
-
-def _requirements_run(repo: Path, cache: Path) -> None:
+    cache = tmp_path / "cache"
     env = {**os.environ, "CODEMOD_CACHE": str(cache)}
     proc = subprocess.run([sys.executable, "-m", "codemod", "verify", str(repo), "--format", "json"],
                           capture_output=True, text=True, env=env, timeout=600)
     verdict = json.loads(proc.stdout)
     assert proc.returncode == 0 and verdict["status"] == "proven", proc.stdout + proc.stderr
-    (env_dir,) = (cache / "venvs").iterdir()
-    # torch comes from this environment, not a second copy
-    assert not list(env_dir.glob("lib/python*/site-packages/torch"))
-    assert list(env_dir.glob("lib/python*/site-packages/tinyhelper"))
-    stamp = (env_dir / ".complete").stat().st_mtime
+    # Nothing installed into this environment, and no environment shared with later runs.
+    assert subprocess.run([sys.executable, "-c", "import tinyhelper"], capture_output=True).returncode != 0
+    assert not cache.exists()
+
+
+def test_requirements_turned_off_by_the_operator_say_why_nothing_ran(tmp_path):
+    repo = _repo_with_requirement(tmp_path)
+    env = {**os.environ, "CODEMOD_ALLOW_REQUIREMENTS": "0"}
     proc = subprocess.run([sys.executable, "-m", "codemod", "verify", str(repo), "--format", "json"],
                           capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0 and (env_dir / ".complete").stat().st_mtime == stamp  # reused, not rebuilt
+    verdict = json.loads(proc.stdout)
+    assert proc.returncode == 1 and verdict["status"] == "nothing could be verified"
+    assert any("requirements is turned off by the operator" in n for n in verdict["notes"]), verdict["notes"]
+
+
+@pytest.mark.parametrize("requirement", ["-r/etc/shadow", "--index-url=http://127.0.0.1:9/", "--log=/tmp/x.log",
+                                         "einops @ http://127.0.0.1:9/einops.whl", "./../outside", "not a requirement!"])
+def test_requirement_strings_that_are_not_requirements_are_refused(tmp_path, requirement):
+    repo = _copy("init_derived", tmp_path)
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("timeout = 300", f"timeout = 300\nrequirements = [{json.dumps(requirement)}]"))
+    proc = _codemod("verify", str(repo))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "smoke.requirements" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")

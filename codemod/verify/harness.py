@@ -1,6 +1,7 @@
 """The built-in smoke harness: runs in a sandboxed child, on one copy of the repository.
 
-    python -m codemod.verify.harness --root COPY --out RESULT.pt [--cases SPEC | --discover FILE ...]
+    python -m codemod.verify.harness --root COPY (--report-fd FD | --out RESULT.pt)
+                                     [--cases SPEC | --discover FILE ...]
                                      [--device cpu|cuda|auto] [--seed 0] [--locate]
 
 For each smoke case, seeded: build the module, make the inputs, forward, loss, backward, record the
@@ -10,13 +11,18 @@ reference gradient is recomputed with saved tensors snapshotted at save time (pa
 clone), which is the gradient the code as written means; a correct rewrite must reproduce it.
 With ``--locate`` one extra forward runs under the in-place locator first.
 
-The result file (``torch.save``, plain dicts, tensors and strings; loaded with
-``weights_only=True``) is compared with the other copy's in the parent (:mod:`.compare`).
+The result (``torch.save``, plain dicts, tensors and strings; loaded with ``weights_only=True``) is
+compared with the other copy's in the parent (:mod:`.compare`). Under ``codemod verify`` it goes
+through the result channel (:mod:`.channel`): ``--report-fd`` names the pipe, and the first line
+of stdin is the nonce, read before anything of the repository is imported. ``--out`` writes a
+file instead (for running the harness by hand).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import random
 import sys
 import traceback
@@ -265,10 +271,36 @@ def _device(requested: str) -> str:
     return requested
 
 
+def _open_channel(fd: int) -> tuple[int, str]:
+    """Take the nonce off stdin and keep the channel away from everything the repository starts:
+    close-on-exec, and this process non-dumpable (its /proc/PID/fd and memory are then closed to
+    other processes of the same uid)."""
+    nonce = sys.stdin.readline().strip()
+    os.set_inheritable(fd, False)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)   # PR_SET_DUMPABLE, 0
+    except (OSError, AttributeError):
+        pass
+    return fd, nonce
+
+
+def _send(fd: int, nonce: str, payload: bytes) -> None:
+    from .channel import frame
+
+    data = memoryview(frame(nonce, payload))
+    while data:
+        data = data[os.write(fd, data):]
+    os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m codemod.verify.harness")
     parser.add_argument("--root", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out")
+    parser.add_argument("--report-fd", type=int)
+    parser.add_argument("--site", action="append", default=[], help="site directory to add (after the channel is open)")
     parser.add_argument("--cases")
     parser.add_argument("--discover", nargs="*", default=None)
     parser.add_argument("--device", default="auto")
@@ -276,10 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--locate", action="store_true")
     parser.add_argument("--track", nargs="*", metavar="PATH:LINE", help="report which of these lines ran")
     args = parser.parse_args(argv)
+    if (args.out is None) == (args.report_fd is None):
+        parser.error("give exactly one of --out and --report-fd")
+    channel = _open_channel(args.report_fd) if args.report_fd is not None else None
+
+    import site
 
     import torch
 
+    from . import channel as _channel, compare as _compare, locator as _locator  # noqa: F401 - imported before any site
     from .cases import CaseError, discover_cases, load_cases
+
+    for directory in args.site:   # the requirements' environment: cannot shadow what is imported already
+        site.addsitedir(directory)
 
     root = Path(args.root).resolve()
     sys.path.insert(0, str(root))
@@ -300,7 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         result["error"] = str(exc)
     except Exception as exc:
         result["error"] = f"the harness failed: {_first_line(exc)}"
-    torch.save(result, args.out)
+    if channel is None:
+        torch.save(result, args.out)
+        return 0
+    buffer = io.BytesIO()
+    torch.save(result, buffer)
+    _send(*channel, buffer.getvalue())
     return 0
 
 

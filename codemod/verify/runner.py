@@ -6,18 +6,22 @@ configured ``cases`` (or, with neither configured, cases discovered in the rewri
 harness on the original also runs the in-place locator; the lines it confirms upgrade the
 engine's candidates to rewrites (never past P1-P5). Nothing here writes to the repository:
 ``apply --verify`` writes :attr:`VerifyReport.changes` only when :attr:`VerifyReport.proven`.
+
+What the repository's config asks for is bounded by :class:`.settings.OperatorSettings` (the
+caller's, else the environment's): the timeout is clamped, limits come only from the operator,
+requirements are installed only in the sandbox and only if allowed. Nothing outside the repository
+is read as its code: files whose real path leaves the repository (symlinks) are skipped and
+reported, and the copies leave such symlinks out. The harness reports through a pipe the parent
+holds (:mod:`.channel`), never through a file in the copy.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
-import subprocess
+import stat
 import sys
-import sysconfig
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,12 @@ from ..discovery import discover
 from ..engine import FileTask, build_tasks, known_selectors, run
 from ..findings import FileResult
 from . import VerifyError
+from .channel import ResultChannel
 from .compare import CaseVerdict, compare_case
-from .sandbox import Limits, SandboxResult, detect_isolation, run_sandboxed
-
-HARNESS_OUT = ".codemod-harness.pt"
+from .requirements import check_requirements, install_requirements
+from .sandbox import (Limits, SandboxResult, detect_isolation, owned_tempdir, run_sandboxed, sweep_stale,
+                      terminate_as_exit)
+from .settings import OperatorSettings
 
 
 @dataclass
@@ -74,7 +80,20 @@ def repository_root(path: Path, finder: ConfigFinder) -> Path:
 
 def verify(path: str, *, config: str | None = None, device: str | None = None, timeout: float | None = None,
            select: list[str] | None = None, ignore: list[str] | None = None, mode: str | None = None,
-           jobs: int | None = None, limits: Limits | None = None) -> VerifyReport:
+           jobs: int | None = None, limits: Limits | None = None,
+           settings: OperatorSettings | None = None) -> VerifyReport:
+    """Prove the rewrites of the repository at ``path``. ``settings`` are the operator's bounds
+    (default: from the environment, :meth:`OperatorSettings.from_environment`); ``limits``, when
+    given, replaces the settings' limits. A SIGTERM while it runs (main thread) still kills every
+    sandboxed process and removes the copies."""
+    settings = settings if settings is not None else OperatorSettings.from_environment()
+    with terminate_as_exit():
+        return _verify(path, config, device, timeout, select, ignore, mode, jobs, limits or settings.limits(), settings)
+
+
+def _verify(path: str, config: str | None, device: str | None, timeout: float | None, select: list[str] | None,
+            ignore: list[str] | None, mode: str | None, jobs: int | None, limits: Limits,
+            settings: OperatorSettings) -> VerifyReport:
     try:
         import torch  # the smoke cases and the comparison need it
     except ImportError as exc:
@@ -88,18 +107,39 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
     device = device or smoke.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    timeout = timeout or smoke.timeout
-    limits = limits or Limits(memory_bytes=None if device != "cpu" else Limits().memory_bytes)
-    report = VerifyReport(root, isolation=detect_isolation(limits).describe())
+    asked = timeout or smoke.timeout
+    timeout = settings.clamp_timeout(asked)
+    requirements = check_requirements(smoke.requirements, root) if smoke.requirements else []
+    # CUDA needs an unlimited address space: only a cgroup then bounds memory. Where CUDA is not
+    # there, asking for it changes nothing (the address-space limit stays).
+    gpu = device == "cuda" and torch.cuda.is_available()
+    report = VerifyReport(root, isolation=detect_isolation(limits, gpu).describe())
+    if timeout < asked:
+        report.notes.append(f"the smoke timeout {asked:g} s was clamped to the operator's maximum, {timeout:g} s")
 
-    tasks = build_tasks(discover([str(target)], finder), select, ignore, mode)
+    sources, outside = _inside_repository(discover([str(target)], finder), root)
+    report.notes += outside
+    tasks = build_tasks(sources, select, ignore, mode)
     results = run(tasks, jobs)
-    python = _python_for(smoke, root)
 
-    with tempfile.TemporaryDirectory(prefix="codemod-verify-") as tmp:
-        original = _copy(root, Path(tmp) / "original")
+    for prefix in ("codemod-verify-", "codemod-sandbox-"):   # left behind by a verification killed with SIGKILL
+        sweep_stale(prefix)
+    tmp = owned_tempdir("codemod-verify-")
+    try:
+        original = _copy(root, Path(tmp) / "original", report.notes)
         changed = [_relative(t, root) for t, r in zip(tasks, results) if r.changed]
-        plan = _Plan(smoke, python, device, timeout, limits)
+        python, site = sys.executable, None
+        plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, gpu=gpu)
+        if plan.has_cases(changed) and requirements:
+            if not settings.allow_requirements:
+                report.status = "nothing could be verified"
+                report.notes.append("the smoke tests could not run: they need smoke.requirements, and installing "
+                                    "requirements is turned off by the operator (CODEMOD_ALLOW_REQUIREMENTS=0)")
+                _finish(report, tasks, results, root)
+                return report
+            python, site = install_requirements(requirements, _copy(root, Path(tmp) / "install", []), Path(tmp),
+                                                timeout=timeout, limits=limits, index_url=settings.pip_index_url)
+            plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, site, gpu)
         if not plan.has_cases(changed):
             report.status = "nothing to do" if not changed else "nothing could be verified"
             report.notes.append(_nothing_configured(changed))
@@ -119,10 +159,9 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
             if report.hazards:
                 report.notes.append("the locator found in-place writes into saved tensors that no rule can rewrite safely")
             return report
-        rewritten = _copy(root, Path(tmp) / "rewritten")
+        rewritten = _copy(root, Path(tmp) / "rewritten", [])
         for task, res in report.changes:
-            target_file = rewritten / _relative(task, root)
-            target_file.write_bytes(res.new_source.encode(res.encoding))
+            _replace(rewritten / _relative(task, root), res.new_source.encode(res.encoding))
         after = plan.run_side(rewritten, [_relative(t, root) for t, _ in report.changes], locate=False)
         exact = (before.device or device) == "cpu" and all(r["code"].startswith("IP") for r in report.rewrites)
         report.verdicts = plan.verdicts(before, after, exact)
@@ -137,6 +176,9 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
             if unexercised:
                 report.notes.append("not exercised by any smoke case (add a case that runs it, or a smoke command): "
                                     + ", ".join(f"{r['path']}:{r['line']} {r['code']}" for r in unexercised))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
     return report
 
 
@@ -209,10 +251,65 @@ def _relative(task: FileTask, root: Path) -> str:
     return Path(task.path).resolve().relative_to(root).as_posix()
 
 
-def _copy(root: Path, dest: Path) -> Path:
-    ignore = shutil.ignore_patterns(*DEFAULT_EXCLUDE, "*.pyc", HARNESS_OUT)
-    shutil.copytree(root, dest, symlinks=True, ignore=ignore)
+def _inside_repository(sources: list, root: Path) -> tuple[list, list[str]]:
+    """The discovered files whose real path stays in the repository, and a note for each other."""
+    kept, notes = [], []
+    for source in sources:
+        real = Path(os.path.realpath(source.path))
+        if real.is_relative_to(root) and real.is_file():
+            kept.append(source)
+        else:
+            notes.append(f"skipped {source.display}: a symlink whose target leaves the repository")
+    return kept, notes
+
+
+def _copy(root: Path, dest: Path, notes: list[str]) -> Path:
+    """A throwaway copy of the repository. Symlinks are kept only when their target stays in the
+    repository (then as relative links); others, and sockets, fifos and devices, are left out
+    (with a note). Files are read with O_NOFOLLOW."""
+    excluded = shutil.ignore_patterns(*DEFAULT_EXCLUDE, "*.pyc")
+    dest.mkdir()
+    for top, dirs, files in os.walk(root):
+        rel_top = Path(top).relative_to(root)
+        skip = excluded(top, dirs + files)
+        dirs[:] = [d for d in dirs if d not in skip]
+        for name in sorted(set(dirs + files) - skip):
+            source, target = Path(top, name), dest / rel_top / name
+            st = os.lstat(source)
+            if stat.S_ISLNK(st.st_mode):
+                real = Path(os.path.realpath(source))
+                if not real.is_relative_to(root):
+                    notes.append(f"left out of the copies: {(rel_top / name).as_posix()} (a symlink whose target "
+                                 "leaves the repository)")
+                    if name in dirs:
+                        dirs.remove(name)
+                    continue
+                os.symlink(os.path.relpath(dest / real.relative_to(root), target.parent), target)
+                if name in dirs:
+                    dirs.remove(name)   # walked through its target already (or later)
+            elif stat.S_ISDIR(st.st_mode):
+                target.mkdir()
+            elif stat.S_ISREG(st.st_mode):
+                _copy_file(source, target, st)
+            else:
+                notes.append(f"left out of the copies: {(rel_top / name).as_posix()} (not a regular file)")
     return dest
+
+
+def _copy_file(source: Path, target: Path, st: os.stat_result) -> None:
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    os.chmod(target, stat.S_IMODE(st.st_mode) & 0o755 | 0o600)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write a rewritten file into the copy, never through a symlink."""
+    if path.is_symlink():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _confirmed_lines(findings: list[dict[str, Any]]) -> dict[str, set[int]]:
@@ -252,28 +349,51 @@ class _Plan:
     device: str
     timeout: float
     limits: Limits
+    result_bytes: int = 512 << 20
+    site: str | None = None
+    gpu: bool = False
 
     def has_cases(self, changed: list[str]) -> bool:
         return bool(self.smoke.command or self.smoke.cases or changed)
 
     def run_side(self, copy: Path, changed: list[str], locate: bool, track: list[str] = ()) -> _Side:
         side = _Side()
+        visible = [_environment_of(self.python), _environment_of(sys.executable), _PACKAGE_DIR]
+        gpu = self.gpu
         if self.smoke.cases or not self.smoke.command:
-            argv = [self.python, "-m", "codemod.verify.harness", "--root", str(copy), "--out", str(copy / HARNESS_OUT),
-                    "--device", self.device]
+            channel = ResultChannel(self.result_bytes)
+            # The harness runs with this interpreter, the copy kept off sys.path (-P) and no user
+            # site (-s), so nothing of the repository can stand in for it; the environment is ours
+            # (no PYTHONPATH; PYTHONHASHSEED kept). The requirements' environment is added once the
+            # channel is open and the harness's own modules are imported.
+            argv = [sys.executable, "-P", "-s", "-B", "-m", "codemod.verify.harness", "--root", str(copy),
+                    "--report-fd", str(channel.write_fd), "--device", self.device]
+            argv += ["--site", self.site] if self.site else []
             argv += ["--cases", self.smoke.cases] if self.smoke.cases else ["--discover", *changed]
             if locate:
                 argv.append("--locate")
             if track:
                 argv += ["--track", *track]
-            result = run_sandboxed(argv, copy, timeout=self.timeout, limits=self.limits, env=_child_env(self.python),
-                                   visible=[_environment_of(self.python), _PACKAGE_DIR])
-            out = copy / HARNESS_OUT
-            if out.is_file() and result.ok:
+            try:
+                result = run_sandboxed(argv, copy, timeout=self.timeout, limits=self.limits,
+                                       env=_child_env(self.python), visible=visible, stdin=channel.nonce + "\n",
+                                       pass_fds=[channel.write_fd], gpu=gpu)
+            finally:
+                channel.close_writer()
+            payload, why = channel.payload()
+            if payload is not None and result.ok:
+                import io
+
                 import torch
 
-                side.harness = torch.load(out, weights_only=True)
-                out.unlink()
+                try:
+                    side.harness = torch.load(io.BytesIO(payload), weights_only=True)
+                except Exception as exc:  # noqa: BLE001 - a malformed result is a failed run
+                    side.harness = None
+                    side.harness_error = f"the harness's result could not be read: {type(exc).__name__}"
+            else:
+                side.harness_error = _failure(result, "the harness") if not result.ok else why
+            if side.harness is not None:
                 side.device = side.harness.get("device", "")
                 side.notes += side.harness.get("notes", [])
                 side.notes += [f"the locator could not run on case {name}: {record['locator_error']}"
@@ -281,12 +401,10 @@ class _Plan:
                                if record.get("locator_error") and record.get("status") == "ok"]
                 if side.harness.get("error"):
                     side.harness_error = side.harness["error"]
-            else:
-                side.harness_error = _failure(result, "the harness")
         if self.smoke.command:
             side.command = run_sandboxed(["/bin/sh", "-c", self.smoke.command], copy, timeout=self.timeout,
                                          limits=self.limits, env={**_child_env(self.python), "CODEMOD_DEVICE": self.device},
-                                         visible=[_environment_of(self.python), _PACKAGE_DIR])
+                                         visible=visible, gpu=gpu)
             side.device = side.device or self.device
         return side
 
@@ -354,46 +472,4 @@ def _child_env(python: str) -> dict[str, str]:
     return {"PATH": path, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
-# -- requirements: a cached venv per requirement set -------------------------------------------------
-
-def _python_for(smoke: SmokeConfig, root: Path) -> str:
-    if not smoke.requirements:
-        return sys.executable
-    return requirements_env(smoke.requirements, root)
-
-
-def requirements_env(requirements: tuple[str, ...], root: Path) -> str:
-    """A virtual environment with ``requirements`` on top of this one (torch and torch-codemod come
-    from this environment through a .pth file, so they are not reinstalled), cached by the
-    requirement set. Paths in requirements are relative to the repository root."""
-    resolved = tuple(str((root / r).resolve()) if r.startswith(("./", "../")) else r for r in requirements)
-    key = hashlib.sha256("\n".join(sorted(resolved)).encode()).hexdigest()[:16]
-    env_dir = Path(os.environ.get("CODEMOD_CACHE", Path.home() / ".cache" / "torch-codemod")) / "venvs" / key
-    python = env_dir / "bin" / "python"
-    if (env_dir / ".complete").is_file():
-        return str(python)
-    shutil.rmtree(env_dir, ignore_errors=True)
-    env_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, capture_output=True)
-        purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                 check=True, capture_output=True, text=True).stdout.strip()
-        parents = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-        # `import` lines of a .pth run at startup: addsitedir also processes the parent's own .pth
-        # files (editable installs such as torch-codemod's live there).
-        Path(purelib, "_codemod_parent.pth").write_text(
-            "".join(f"import site; site.addsitedir({p!r})\n" for p in sorted(parents)))
-        done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                               "--disable-pip-version-check", *resolved], capture_output=True, text=True)
-    except subprocess.CalledProcessError as exc:
-        raise VerifyError(f"cannot create the environment for smoke.requirements: {exc.stderr or exc}") from exc
-    if done.returncode != 0:
-        shutil.rmtree(env_dir, ignore_errors=True)
-        last = [line for line in done.stderr.splitlines() if line.strip()]
-        raise VerifyError(f"cannot install smoke.requirements {list(requirements)}: {last[-1] if last else 'pip failed'}")
-    (env_dir / ".complete").write_text("\n".join(resolved) + "\n")
-    env_dir.chmod(0o755)
-    return str(python)
-
-
-__all__ = ["VerifyError", "VerifyReport", "repository_root", "requirements_env", "verify"]
+__all__ = ["OperatorSettings", "VerifyError", "VerifyReport", "repository_root", "verify"]

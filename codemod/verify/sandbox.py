@@ -1,73 +1,54 @@
-"""Run one command of an untrusted repository in a sandboxed child process.
+"""Run one command of an untrusted repository in a sandboxed child process (the parent side).
 
-``codemod verify`` runs a user's smoke tests, which is running code we have never read. Everything
-goes through :func:`run_sandboxed`, which starts a small *launcher* (this file run as a script by
-the same interpreter, ``python -I -S sandbox.py --stage1``, with an empty environment, so nothing of
-the repository can influence it) that sets the sandbox up while it still has the parent's
-privileges, and then ``execve``\\ s the command. The launcher reads its settings
-and the child's environment from a private pipe (never argv) and reports setup or ``exec`` failures
-through a close-on-exec pipe, so a failure has a clear message instead of a bare exit code.
+``codemod verify`` runs a user's smoke tests, which is running code we have never read; the GitHub
+App runs it in a worker that holds the App's private key. Everything goes through
+:func:`run_sandboxed`, which starts the *launcher* (:mod:`.launcher`, run as a script by the same
+interpreter with ``-I -S`` and an empty environment) and hands it a plan through a private pipe.
+What the child gets, layer by layer (:func:`detect_isolation` probes once per process, in a real
+launcher, so the verdict says what the kernel allowed, or ``none: <why>``):
 
-Which isolation is active, and when (:func:`detect_isolation` probes once per process, in a real
-launcher, so what it reports is what the kernel allowed, not what we hoped):
-
-* **Environment** (always): the child sees only ``PATH`` (the interpreter's ``bin`` first),
-  ``LANG``/``LC_*``, ``TZ``, ``PYTHONHASHSEED`` (``0`` unless set), a fresh ``HOME`` and ``TMPDIR``
-  under ``WORKDIR/.codemod-sandbox/``, ``USER``/``LOGNAME``, and the keys passed in ``env``. Keys
-  that look like credentials (``*TOKEN*``, ``*SECRET*``, ``GITHUB_*``, ``AWS_*`` ...) are refused
-  even when passed explicitly.
-* **Process group** (always): the child starts its own session; after the command ends or times
-  out, the whole group is killed with SIGKILL before the output pipes are drained.
-* **Network** (``network=False``, the default): as root, ``unshare(CLONE_NEWNET)`` (via ctypes in
-  the launcher) gives a network namespace whose only interface is a loopback that is down, so even
-  ``127.0.0.1`` is unreachable. Not root: the same inside a new user namespace
-  (``CLONE_NEWUSER``), where the kernel allows unprivileged user namespaces. Else, when
-  ``bwrap`` is installed and works: ``bwrap --unshare-net --unshare-pid --die-with-parent`` (its
-  namespace has its own loopback, up; the host's is unreachable; killing bwrap ends its PID
-  namespace, so on this path processes that left the group die too).
-  Else none, and :class:`Isolation` says ``"none: <why>"``.
-* **User** (started as root): the command runs as a *dedicated* uid/gid, picked at random for
-  this run from a range with no passwd entry and no running process (so killing "every process of
-  that uid" cannot hit anything else, and ``RLIMIT_NPROC`` counts only this run), with no
-  supplementary groups, no capabilities and ``PR_SET_NO_NEW_PRIVS`` (setuid binaries gain
-  nothing). The workdir tree is ``lchown``\\ ed to it (hard-linked files are skipped: a link could
-  point outside). A passwd/group entry ``codemod-sandbox`` is bind-mounted in the child's mount
-  namespace so ``getpass``/``pwd`` work. Directories on the way to the interpreter or the workdir
-  that others cannot search (``/root`` is ``0700``, and pyenv lives there) are covered, in the
-  child's mount namespace only, by a read-only tmpfs that holds just the needed entries,
-  bind-mounted back; the rest of such a directory stays invisible. Not root: the uid is unchanged.
-* **Filesystem** (where a mount namespace can be made: as root, or in a user namespace): every
-  mount is made read-only and ``nosuid`` (``mount_setattr(AT_RECURSIVE)``, Linux >= 5.12) except
-  the workdir; ``/tmp``, ``/var/tmp`` and ``/dev/shm`` are fresh private tmpfs (each capped at
-  ``file_size_bytes`` when set), so nothing outside the workdir can be written, even by a root
-  child.
-  Mounts never propagate back (``MS_PRIVATE``). Else ordinary permissions only.
-* **Limits** (always, via ``setrlimit`` in the launcher): ``RLIMIT_CPU``, ``RLIMIT_AS``,
-  ``RLIMIT_FSIZE``, ``RLIMIT_NPROC`` (the kernel ignores it for root) and ``RLIMIT_CORE=0``.
-  ``None`` leaves a limit as inherited.
-* **Timeout and stragglers**: on the wall-clock timeout, and also after a normal exit, the process
-  group is killed, and with a dedicated uid every process of that uid is killed too
-  (``kill(-1, SIGKILL)`` from a helper running as that uid, which the kernel performs atomically
-  with respect to ``fork``, so a fork bomb or a ``setsid`` daemon cannot outrun it), repeated until
-  ``/proc`` shows none alive. Without a dedicated uid only the process group is killed: a process
-  that calls ``setsid()`` escapes (a stated limitation).
+* **Environment**: only ``PATH``, the locale variables by their exact names (``LANG``, ``LC_ALL``,
+  ``LC_CTYPE`` ...; a value must look like a locale), ``TZ``, ``PYTHONHASHSEED``, a fresh ``HOME``
+  and ``TMPDIR`` in the working copy, ``USER``/``LOGNAME`` and the keys passed in ``env``; names
+  that look like credentials are refused even when passed explicitly.
+* **Namespaces**: user (when not root), mount, PID, IPC, UTS and network (unless ``network=True``).
+  The PID namespace's init is the launcher's child: when the command ends, init exits and the
+  kernel kills every process left in the namespace; ``/proc`` is a fresh one that shows only them.
+  The network namespace has only a loopback that is down; the IPC namespace has no SysV objects of
+  the host. Unix sockets on the host's filesystem are out of reach because the host's filesystem is.
+* **Minimal root**: the child's ``/`` is a fresh tmpfs holding only: the system directories
+  (``/usr``, ``/bin``, ``/lib*``, ``/sbin``), a few files of ``/etc`` (loader cache, time zone,
+  certificates; a ``passwd`` and ``group`` with just ``root`` and the sandbox user), the interpreter
+  and the environments it needs (read-only), ``visible`` paths (read-only), ``writable`` paths,
+  ``/dev/null``-like devices, private ``/tmp``, ``/var/tmp``, ``/dev/shm``, and the working copy
+  through an overlay: the child sees the copy, its writes land on a tmpfs capped at
+  ``Limits.disk_bytes`` (shared with the scratch directories), and nothing it writes reaches the
+  parent's copy. Nothing else of the host exists there (no ``/root``, ``/home``, ``/run``, ``/srv``,
+  no directory of the parent's ``sys.path`` but the environment's own).
+* **User** (started as root): a uid dedicated to the run, no supplementary groups, no
+  capabilities, ``PR_SET_NO_NEW_PRIVS``. Not root: the caller's uid inside a user namespace (the
+  minimal root is then what keeps the caller's files out of reach).
+* **Keyring**: the command joins a fresh session keyring; the parent's keys are not possessed.
+* **Limits**: memory and processes through a cgroup where one can be made (v1 or v2; the memory
+  limit then also holds for CUDA runs), ``RLIMIT_AS`` (except with ``gpu=True``), ``RLIMIT_CPU``,
+  ``RLIMIT_FSIZE``, ``RLIMIT_NPROC`` and ``RLIMIT_CORE=0``; the overlay's tmpfs caps the disk.
+* **Lifetime**: the launcher dies with the parent (``PR_SET_PDEATHSIG``), init with the launcher,
+  the command with init. On the wall-clock timeout, after a normal exit, and on any exception in
+  the parent (a SIGTERM turned into one by :func:`terminate_as_exit`), the process group, the
+  cgroup and every process of the dedicated uid are killed; the staging directories are removed.
 
 Output is read by threads (no pipe deadlock) and only the last ``OUTPUT_CAP`` bytes of each stream
-are kept. Not covered: the child can see other processes in ``/proc`` (no PID namespace) and can
-use filesystem unix sockets its uid has permission for; if the parent is SIGKILLed mid-run, the
-child is not cleaned up.
+are kept.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
+import contextlib
 import functools
 import json
 import os
 import random
 import re
-import resource
 import select
 import shutil
 import signal
@@ -79,7 +60,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,15 +72,21 @@ SANDBOX_DIR = ".codemod-sandbox"
 
 SANDBOX_USER = "codemod-sandbox"
 
+LAUNCHER = str(Path(__file__).resolve().with_name("launcher.py"))
+
+LONGEST_WAIT = 30 * 24 * 3600.0
+"""A timeout beyond this (a month) is clamped: a wait never overflows."""
+
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of the child (``None`` = leave as inherited)."""
+    """Resource limits of the child (``None`` = leave as inherited / no cap)."""
 
     cpu_seconds: int | None = 900          # RLIMIT_CPU
-    memory_bytes: int | None = 16 << 30    # RLIMIT_AS (None = unlimited; CUDA needs None)
+    memory_bytes: int | None = 16 << 30    # cgroup memory limit; RLIMIT_AS too unless gpu=True
     file_size_bytes: int | None = 1 << 30  # RLIMIT_FSIZE
-    processes: int | None = 256            # RLIMIT_NPROC (effective only for a non-root uid)
+    processes: int | None = 256            # cgroup pids.max and RLIMIT_NPROC
+    disk_bytes: int | None = 4 << 30       # the tmpfs under the copy's overlay and /tmp (all writes)
 
 
 @dataclass(frozen=True)
@@ -108,11 +95,15 @@ class Isolation:
 
     network: str   # e.g. "network namespace (...)" or "none: <why>"
     user: str      # e.g. "uid 1500123456 (dedicated ...)" or "unchanged: not started as root"
-    limits: str    # e.g. "cpu 900 s, memory 16 GiB, file 1 GiB, 256 processes"
+    limits: str    # e.g. "cpu 900 s, memory 16 GiB (cgroup v1), file 1 GiB, 256 processes, disk 4 GiB"
     filesystem: str = "unchanged"
+    processes: str = "none"
+    ipc: str = "none"
+    keyring: str = "none"
 
     def describe(self) -> str:
-        return f"network: {self.network}; user: {self.user}; filesystem: {self.filesystem}; limits: {self.limits}"
+        return (f"network: {self.network}; user: {self.user}; filesystem: {self.filesystem}; "
+                f"processes: {self.processes}; ipc: {self.ipc}; keyring: {self.keyring}; limits: {self.limits}")
 
 
 @dataclass
@@ -133,204 +124,20 @@ class SandboxResult:
         return not self.timed_out and self.returncode == 0
 
 
-# ---------------------------------------------------------------------------------------------------
-# The launcher (stage 1): runs as a script, as the parent's user, in the child process.
-# Only the standard library; every step raises OSError with the step's name on failure.
-
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 0x1, 0x2
-AT_FDCWD, AT_RECURSIVE = -100, 0x8000
-SYS_MOUNT_SETATTR = 442        # the same number on every architecture (new syscall table)
-PR_SET_NO_NEW_PRIVS = 38
+class SandboxError(RuntimeError):
+    """The sandbox was asked for something it cannot do (bad workdir, credential in ``env``)."""
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-@functools.lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    libc.unshare.argtypes = [ctypes.c_int]
-    return libc
-
-
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _unshare(flags: int, what: str) -> None:
-    _check(_libc().unshare(flags), f"unshare({what})")
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: None if s is None else os.fsencode(s))
-    _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
-           f"mount {source or ''} on {target}")
-
-
-def _mount_setattr(path: str, set_: int = 0, clear: int = 0, recursive: bool = True) -> None:
-    attr = _MountAttr(set_, clear, 0, 0)
-    ret = _libc().syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(os.fsencode(path)),
-                          ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
-                          ctypes.c_size_t(ctypes.sizeof(attr)))
-    _check(ret, f"mount_setattr({path}{', recursive' if recursive else ''})")
-
-
-def _enter_user_namespace() -> None:
-    """Unprivileged path: a user namespace mapping our own uid/gid to themselves gives the
-    capabilities to make network and mount namespaces; ``execve`` of a non-zero uid drops them."""
-    uid, gid = os.getuid(), os.getgid()
-    _unshare(CLONE_NEWUSER, "CLONE_NEWUSER")
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as f:
-            f.write(text)
-
-
-def _mask_directory(directory: str, keep: list[str], mode: int, size: int | None) -> None:
-    """Cover ``directory`` with a fresh tmpfs, then bind the ``keep`` paths (files or directories
-    below it, opened before the cover) back at their places, with 0755 directories on the way."""
-    handles = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC), os.path.isdir(path)) for path in keep]
-    options = f"mode={mode:o}" + (f",size={size}" if size else "")
-    _mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, options)
-    for path, fd, is_dir in handles:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        if is_dir:
-            os.makedirs(path, mode=0o755, exist_ok=True)
-        else:
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-        os.close(fd)
-
-
-def _isolate_filesystem(fs: dict) -> None:
-    """Private mount namespace: expose hidden paths, bind passwd/group, read-only everything but
-    the workdir, fresh scratch directories."""
-    _unshare(CLONE_NEWNS, "CLONE_NEWNS")
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    for mask in fs["expose"]:
-        _mask_directory(mask["dir"], mask["keep"], 0o755, 1 << 20)
-    for source, target in fs["binds"]:
-        _mount(source, target, None, MS_BIND)
-    workdir = fs["workdir"]
-    _mount(workdir, workdir, None, MS_BIND | MS_REC)
-    if os.path.isdir("/proc/sys"):
-        _mount("/proc/sys", "/proc/sys", None, MS_BIND | MS_REC)   # its own mount: stays read-only below
-    _mount_setattr("/", set_=MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID)
-    _mount_setattr(workdir, clear=MOUNT_ATTR_RDONLY)
-    try:  # /proc itself stays writable (a nested sandbox writes /proc/self/uid_map); /proc/sys does not
-        _mount_setattr("/proc", clear=MOUNT_ATTR_RDONLY, recursive=False)
-    except OSError:
-        pass  # it was read-only (and locked) before: keep it so
-    for mask in fs["scratch"]:
-        _mask_directory(mask["dir"], mask["keep"], 0o1777, mask["size"])
-
-
-def _apply_limits(rlimits: dict[str, list[int]]) -> None:
-    for name, (soft, hard) in rlimits.items():
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-
-
-def _drop_privileges(uid: int, gid: int) -> None:
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (uid, uid, gid, gid):
-        raise OSError(errno.EPERM, f"still uid {os.getuid()} after setuid({uid})")
-
-
-def _no_new_privileges() -> None:
-    _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-
-
-def _setup(cfg: dict) -> None:
-    """The launcher's steps, in order; the first failure aborts the run."""
-    os.umask(0o022)
-    if cfg["userns"]:
-        _enter_user_namespace()
-    if cfg["net"]:
-        _unshare(CLONE_NEWNET, "CLONE_NEWNET")
-    if cfg["fs"] is not None:
-        _isolate_filesystem(cfg["fs"])
-    _apply_limits(cfg["rlimits"])
-    _no_new_privileges()
-    if cfg["uid"] is not None:
-        _drop_privileges(cfg["uid"], cfg["gid"])
-    os.chdir(cfg["workdir"])
-
-
-def _probe_steps(cfg: dict) -> dict[str, str | None]:
-    """Try each step once (in this throwaway launcher) and say which failed and why."""
-    report: dict[str, str | None] = {"userns": None, "net": None, "fs": None, "uid": None}
-
-    def attempt(key: str, step) -> None:  # type: ignore[no-untyped-def]
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - the probe reports every failure as text
-            report[key] = str(exc) or type(exc).__name__
-
-    if cfg["userns"]:
-        attempt("userns", _enter_user_namespace)
-        if report["userns"]:
-            report["net"] = report["fs"] = f"no user namespace: {report['userns']}"
-            return report
-    if cfg["net"]:
-        attempt("net", lambda: _unshare(CLONE_NEWNET, "CLONE_NEWNET"))
-    if cfg["fs"] is not None:
-        attempt("fs", lambda: _isolate_filesystem(cfg["fs"]))
-    if cfg["uid"] is not None:
-        attempt("uid", lambda: (_no_new_privileges(), _drop_privileges(cfg["uid"], cfg["gid"])))
-    return report
-
-
-def _stage1(args: list[str]) -> int:
-    """Entry point of the launcher: ``--stage1 CONFIG_FD STATUS_FD -- ARGV...``."""
-    config_fd, status_fd = int(args[0]), int(args[1])
-    argv = args[3:]
-    os.set_inheritable(status_fd, False)
-    with os.fdopen(config_fd, "rb") as f:
-        cfg = json.loads(f.read())
-    if cfg.get("probe"):
-        sys.stdout.write(json.dumps(_probe_steps(cfg)))
-        return 0
-
-    def fail(message: str, code: int) -> int:
-        os.write(status_fd, message.encode(errors="replace"))
-        return code
-
-    try:
-        _setup(cfg)
-    except Exception as exc:  # noqa: BLE001 - any setup failure is reported, not half-run
-        return fail(f"sandbox setup failed: {exc}", 126)
-    try:
-        os.execvpe(argv[0], argv, cfg["env"])
-    except OSError as exc:
-        who = f" as uid {cfg['uid']}" if cfg["uid"] is not None else ""
-        hint = " (every directory on its path must be searchable by that uid)" if exc.errno == errno.EACCES else ""
-        return fail(f"cannot run {argv[0]!r}{who}: {exc.strerror}{hint}", 127 if exc.errno == errno.ENOENT else 126)
-    return 126  # not reached
-
-
-# ---------------------------------------------------------------------------------------------------
-# The parent side.
+# -- the environment ---------------------------------------------------------------------------------
 
 _CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY|AUTH(?!OR)|COOKIE")
 _CREDENTIAL_PREFIXES = ("GITHUB_", "GH_", "AWS_", "AZURE_", "GOOGLE_", "GCP_", "GCLOUD_", "SSH_", "GPG_", "NPM_",
                         "PYPI_", "TWINE_", "OPENAI_", "ANTHROPIC_")
-_UID_RANGES = ((1_500_000_000, 1_000_000), (61_184, 4_000))
-_uids_in_use: set[int] = set()
-_uids_lock = threading.Lock()
-
-
-class SandboxError(RuntimeError):
-    """The sandbox was asked for something it cannot do (bad workdir, credential in ``env``)."""
+_LOCALE_NAMES = frozenset({"LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE",
+                           "LC_MONETARY", "LC_MESSAGES", "LC_PAPER", "LC_NAME", "LC_ADDRESS", "LC_TELEPHONE",
+                           "LC_MEASUREMENT", "LC_IDENTIFICATION"})
+_LOCALE_VALUE = re.compile(r"[A-Za-z0-9_.@:-]{0,64}")
+_TZ_VALUE = re.compile(r":?[A-Za-z0-9_/+,.:-]{0,64}")
 
 
 def looks_like_credential(name: str) -> bool:
@@ -339,22 +146,28 @@ def looks_like_credential(name: str) -> bool:
 
 
 def _child_environment(workdir: Path, env: Mapping[str, str] | None) -> dict[str, str]:
-    """The allow-listed environment: nothing of the parent's but locale, PATH, TZ, hash seed."""
+    """The allow-listed environment: of the parent's, only the locale (exact names, values that
+    look like a locale), TZ, PATH and the hash seed."""
     parent = os.environ
-    out = {k: v for k, v in parent.items() if k in ("LANG", "TZ") or k.startswith("LC_")}
+    out = {k: v for k, v in parent.items() if k in _LOCALE_NAMES and _LOCALE_VALUE.fullmatch(v)}
+    if "TZ" in parent and _TZ_VALUE.fullmatch(parent["TZ"]):
+        out["TZ"] = parent["TZ"]
     interpreter_bin = os.path.dirname(sys.executable)
     path = parent.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
     if interpreter_bin not in path.split(os.pathsep):
         path = interpreter_bin + os.pathsep + path
-    home = workdir / SANDBOX_DIR / "home"
-    out.update(PATH=path, HOME=str(home), TMPDIR=str(workdir / SANDBOX_DIR / "tmp"),
-               PYTHONHASHSEED=parent.get("PYTHONHASHSEED", "0"), USER=SANDBOX_USER, LOGNAME=SANDBOX_USER)
+    seed = parent.get("PYTHONHASHSEED", "0")
+    out.update(PATH=path, HOME=str(workdir / SANDBOX_DIR / "home"), TMPDIR=str(workdir / SANDBOX_DIR / "tmp"),
+               PYTHONHASHSEED=seed if seed.isdigit() or seed == "random" else "0",
+               USER=SANDBOX_USER, LOGNAME=SANDBOX_USER)
     for key, value in (env or {}).items():
         if looks_like_credential(key):
             raise SandboxError(f"refusing to pass {key} into the sandbox: the name looks like a credential")
         out[key] = str(value)
     return out
 
+
+# -- limits ------------------------------------------------------------------------------------------
 
 def _size(n: int) -> str:
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
@@ -363,26 +176,135 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _describe_limits(limits: Limits, root_child: bool) -> str:
-    parts = [f"cpu {limits.cpu_seconds} s" if limits.cpu_seconds is not None else "cpu unlimited",
-             f"memory {_size(limits.memory_bytes)}" if limits.memory_bytes is not None else "memory unlimited",
-             f"file {_size(limits.file_size_bytes)}" if limits.file_size_bytes is not None else "file unlimited"]
+def _describe_limits(limits: Limits, cgroup: str | None, disk: str | None, gpu: bool = False) -> str:
+    """``cgroup``: None if a cgroup enforces memory and processes, else why not; ``disk``: None
+    if the overlay's tmpfs caps the disk, else why not."""
+    parts = [f"cpu {limits.cpu_seconds} s" if limits.cpu_seconds is not None else "cpu unlimited"]
+    if limits.memory_bytes is None:
+        parts.append("memory unlimited")
+    elif cgroup is None:
+        parts.append(f"memory {_size(limits.memory_bytes)} (cgroup)")
+    elif gpu:
+        parts.append(f"memory none: no cgroup ({cgroup}) and CUDA needs an unlimited address space")
+    else:
+        parts.append(f"memory {_size(limits.memory_bytes)} (address space only: no cgroup: {cgroup})")
+    parts.append(f"file {_size(limits.file_size_bytes)}" if limits.file_size_bytes is not None else "file unlimited")
     if limits.processes is None:
         parts.append("processes unlimited")
     else:
-        parts.append(f"{limits.processes} processes" + (" (not enforced for root)" if root_child else ""))
+        parts.append(f"{limits.processes} processes")
+    if limits.disk_bytes is None:
+        parts.append("disk unlimited")
+    elif disk is None:
+        parts.append(f"disk {_size(limits.disk_bytes)}")
+    else:
+        parts.append(f"disk none: {disk}")
     return ", ".join(parts)
 
 
-def _rlimits(limits: Limits) -> dict[str, list[int]]:
+def _rlimits(limits: Limits, gpu: bool) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {"RLIMIT_CORE": [0, 0]}
     if limits.cpu_seconds is not None:
         out["RLIMIT_CPU"] = [limits.cpu_seconds, limits.cpu_seconds + 1]   # SIGXCPU, then SIGKILL
-    for name, value in (("RLIMIT_AS", limits.memory_bytes), ("RLIMIT_FSIZE", limits.file_size_bytes),
-                        ("RLIMIT_NPROC", limits.processes)):
+    for name, value in (("RLIMIT_AS", None if gpu else limits.memory_bytes),
+                        ("RLIMIT_FSIZE", limits.file_size_bytes), ("RLIMIT_NPROC", limits.processes)):
         if value is not None:
             out[name] = [value, value]
     return out
+
+
+class _Cgroup:
+    """A memory + pids cgroup below the parent's own (v2, else v1), made for one run."""
+
+    def __init__(self, name: str, limits: Limits) -> None:
+        self.dirs: list[str] = []
+        try:
+            self._make(name, limits)
+        except OSError:
+            self.remove()
+            raise
+
+    @staticmethod
+    def _own() -> dict[str, str]:
+        out = {}
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for c in controllers.split(",") if controllers else [""]:
+                    out[c] = path
+        return out
+
+    def _make(self, name: str, limits: Limits) -> None:
+        own = self._own()
+        if os.path.isfile("/sys/fs/cgroup/cgroup.controllers") and "" in own:
+            base = "/sys/fs/cgroup" + own[""]
+            with open(os.path.join(base, "cgroup.subtree_control")) as f:
+                enabled = f.read().split()
+            if not {"memory", "pids"} <= set(enabled):
+                raise OSError(f"cgroup v2 {base} does not delegate memory and pids to its children")
+            self._dir(os.path.join(base, name), {"memory.max": limits.memory_bytes, "memory.swap.max": 0,
+                                                 "pids.max": limits.processes})
+            return
+        for controller, files in (("memory", {"memory.limit_in_bytes": limits.memory_bytes,
+                                              "memory.memsw.limit_in_bytes": limits.memory_bytes}),
+                                  ("pids", {"pids.max": limits.processes})):
+            root = f"/sys/fs/cgroup/{controller}"
+            if controller not in own or not os.path.isdir(root):
+                raise OSError(f"no cgroup {controller} controller is mounted")
+            self._dir(os.path.join(root + own[controller], name), files)
+
+    def _dir(self, path: str, files: Mapping[str, int | None]) -> None:
+        os.mkdir(path, 0o700)
+        self.dirs.append(path)
+        for name, value in files.items():
+            if value is None:
+                continue
+            try:
+                with open(os.path.join(path, name), "w") as f:
+                    f.write(str(value))
+            except OSError:
+                if name in ("memory.memsw.limit_in_bytes", "memory.swap.max"):
+                    continue   # no swap accounting: the memory limit alone holds
+                raise
+
+    @property
+    def procs(self) -> list[str]:
+        return [os.path.join(d, "cgroup.procs") for d in self.dirs]
+
+    def kill_all(self) -> None:
+        deadline = time.monotonic() + 5.0
+        for procs in self.procs:
+            while time.monotonic() < deadline:
+                try:
+                    with open(procs) as f:
+                        pids = [int(p) for p in f.read().split()]
+                except OSError:
+                    break
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.01)
+
+    def remove(self) -> None:
+        for path in reversed(self.dirs):
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)   # the last process is still being torn down
+        self.dirs = []
+
+
+# -- uids ----------------------------------------------------------------------------------------------
+
+_UID_RANGES = ((1_500_000_000, 1_000_000), (61_184, 4_000))
+_uids_in_use: set[int] = set()
+_uids_lock = threading.Lock()
 
 
 def _mapped(uid: int, map_file: str) -> bool:
@@ -468,131 +390,140 @@ def _kill_every_process_of(uid: int, gid: int) -> None:
         time.sleep(0.02)
 
 
-def _hand_over(workdir: Path, uid: int, gid: int) -> None:
-    """Make the workdir tree the sandbox uid's. Symlinks are changed, not followed; regular files
-    with several hard links are skipped (one could be a link to a file outside the workdir)."""
-    for top, dirs, files in os.walk(workdir):
+def hand_over(tree: Path, uid: int, gid: int) -> None:
+    """Make ``tree`` ``uid``'s. Symlinks are changed, not followed; regular files with several
+    hard links are skipped (one could be a link to a file outside the tree)."""
+    for top, dirs, files in os.walk(tree):
         for name in dirs + files:
             path = os.path.join(top, name)
             st = os.lstat(path)
             if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 continue
             os.chown(path, uid, gid, follow_symlinks=False)
-    os.chown(workdir, uid, gid)
+    os.chown(tree, uid, gid, follow_symlinks=False)
 
 
-def _searchable(path: str, uid: int, gid: int) -> bool:
-    st = os.stat(path)
-    bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
-    return bool(st.st_mode & bit)
+# -- the minimal root ---------------------------------------------------------------------------------
+
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "localtime", "timezone", "host.conf",
+              "hosts", "gai.conf", "ssl", "ca-certificates", "ca-certificates.conf", "pki", "alternatives",
+              "mime.types", "os-release", "lsb-release", "debian_version", "protocols", "services")
+_NETWORK_ETC = ("resolv.conf",)
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_GPU_DEVICES = re.compile(r"nvidia.*|dri")
 
 
-def _paths_the_child_needs(program: str | None, workdir: Path, extra: Iterable[str | Path] = ()) -> set[str]:
-    """The program, the workdir, ``extra`` and this interpreter's files (the harness imports
-    torch and codemod from them), unresolved and resolved."""
-    items = {str(workdir), sys.executable, sys.prefix, sys.base_prefix, sys.exec_prefix, *map(str, extra)}
-    items.update(p for p in sys.path if p and os.path.isabs(p) and os.path.exists(p))
+def _links_on_the_way(path: str, links: dict[str, str], depth: int = 0) -> str:
+    """Record every symlink met while resolving ``path`` (location -> target, each location a
+    path without symlinks in it), so the same links can be made in the child's root. Returns the
+    resolved path."""
+    if depth > 40:
+        return os.path.realpath(path)
+    cur = "/"
+    for part in Path(os.path.abspath(path)).parts[1:]:
+        nxt = os.path.join(cur, part)
+        if os.path.islink(nxt):
+            target = os.readlink(nxt)
+            links[nxt] = target
+            cur = _links_on_the_way(os.path.join(cur, target), links, depth + 1)
+        else:
+            cur = nxt
+    return cur
+
+
+def _under(path: str, roots: Iterable[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _root_plan(needed: Iterable[str], writable: Iterable[str], network: bool, gpu: bool,
+               identity: list[list[str]]) -> tuple[list[list], list[list[str]], list[str]]:
+    """Binds (source, target, writable), symlinks (location, target) and devices of the child's
+    root, from the system directories and the paths the command needs."""
+    links: dict[str, str] = {}
+    wanted: dict[str, bool] = {}
+    etc = [f"/etc/{name}" for name in _ETC_FILES + (_NETWORK_ETC if network else ())]
+    gpu_paths = ["/sys"] if gpu else []
+    for path in [*_SYSTEM_DIRS, *etc, *gpu_paths, *needed]:
+        if os.path.lexists(path):
+            real = _links_on_the_way(path, links)
+            if os.path.exists(real) and real != "/":
+                wanted.setdefault(real, False)
+    for path in writable:
+        wanted[_links_on_the_way(str(path), links)] = True
+    binds: list[list] = []
+    for real in sorted(wanted):
+        if not _under(real, [b[1] for b in binds]):
+            binds.append([real, real, wanted[real]])
+    bound = [b[1] for b in binds] + [t for _, t in identity]
+    plan_links = [[loc, target] for loc, target in sorted(links.items())
+                  if not _under(os.path.dirname(loc), bound) and loc not in bound]
+    binds += [[source, target, False] for source, target in identity]
+    devices = [d for d in _DEVICES if os.path.exists(d)]
+    if gpu and os.path.isdir("/dev"):
+        devices += [f"/dev/{n}" for n in sorted(os.listdir("/dev")) if _GPU_DEVICES.fullmatch(n)]
+    return binds, plan_links, devices
+
+
+def _identity_files(staging: Path, uid: int, gid: int, home: Path) -> list[list[str]]:
+    """passwd/group with just root and a ``codemod-sandbox`` entry, bound over /etc's in the child."""
+    out = []
+    for name, text in (("passwd", f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+                                  f"{SANDBOX_USER}:x:{uid}:{gid}:codemod sandbox:{home}:/usr/sbin/nologin\n"),
+                       ("group", f"root:x:0:\n{SANDBOX_USER}:x:{gid}:\n")):
+        copy = staging / name
+        copy.write_text(text)
+        copy.chmod(0o644)
+        out.append([str(copy), f"/etc/{name}"])
+    return out
+
+
+def _paths_the_child_needs(program: str | None, extra: Iterable[str | Path] = ()) -> set[str]:
+    """The program, ``extra``, and this interpreter with its environment (not the rest of the
+    parent's ``sys.path``: a directory there may hold the parent's secrets)."""
+    items = {sys.executable, sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *map(str, extra)}
     if program:
         items.add(program)
         venv = os.path.dirname(os.path.dirname(program))
         if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
             items.add(venv)
-    return {q for p in items for q in (os.path.abspath(p), os.path.realpath(p))}
+    return {os.path.abspath(p) for p in items if p}
 
 
-def _expose_plan(paths: set[str], uid: int, gid: int) -> list[dict]:
-    """For every directory on the way to ``paths`` that ``uid`` cannot search: the entries below it
-    that must stay visible. Shallow directories first (deeper ones are masked through them)."""
-    keep: dict[str, set[str]] = {}
-    for path in paths:
-        parts = Path(path).parts
-        for i in range(1, len(parts)):
-            directory = os.path.join(*parts[:i])
-            try:
-                if _searchable(directory, uid, gid):
-                    continue
-            except OSError:
-                break
-            keep.setdefault(directory, set()).add(os.path.join(directory, parts[i]))
-    return [{"dir": d, "keep": sorted(keep[d])} for d in sorted(keep, key=lambda d: (d.count("/"), d))]
+# -- probing ---------------------------------------------------------------------------------------
+
+def _launcher_argv(config_fd: int, status_fd: int, argv: list[str]) -> list[str]:
+    return [sys.executable, "-I", "-S", LAUNCHER, "--stage1", str(config_fd), str(status_fd), "--", *argv]
 
 
-def _scratch_plan(workdir: Path, size: int | None, needed: Iterable[str] = ()) -> list[dict]:
-    """Fresh tmpfs for the world-writable scratch directories. What the child needs that lives in
-    one of them stays visible, bound back at its place: the workdir (tempfile.mkdtemp puts it in
-    /tmp) and the interpreter or virtual environment (a CI checkout under /tmp has its venv there);
-    those binds keep their mount's flags, so everything but the workdir stays read-only."""
-    out, seen = [], set()
-    wanted = {str(workdir), *needed}
-    for name in ("/tmp", "/var/tmp", "/dev/shm"):
-        real = os.path.realpath(name)
-        if real in seen or not os.path.isdir(real) or Path(real).is_relative_to(workdir):
-            continue
-        seen.add(real)
-        inside = sorted(p for p in wanted if Path(p).is_relative_to(real) and p != real and os.path.exists(p))
-        keep: list[str] = []
-        for path in inside:  # sorted: a parent comes before what it contains
-            if not any(Path(path).is_relative_to(k) for k in keep):
-                keep.append(path)
-        out.append({"dir": real, "keep": keep, "size": size})
-    return out
-
-
-def _identity_files(staging: Path, uid: int, gid: int, home: Path) -> list[list[str]]:
-    """passwd/group copies with a ``codemod-sandbox`` entry, to bind over /etc's in the child."""
-    binds = []
-    for name, line in (("passwd", f"{SANDBOX_USER}:x:{uid}:{gid}:codemod sandbox:{home}:/usr/sbin/nologin\n"),
-                       ("group", f"{SANDBOX_USER}:x:{gid}:\n")):
-        source = Path("/etc", name)
-        if not source.is_file():
-            continue
-        text = source.read_text(errors="replace")
-        copy = staging / name
-        copy.write_text(text + ("" if text.endswith("\n") or not text else "\n") + line)
-        copy.chmod(0o644)
-        binds.append([str(copy), str(source)])
-    return binds
-
-
-# -- probing -----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Capabilities:
-    root: bool
-    net: str | None           # None: CLONE_NEWNET works; else why not
-    fs: str | None            # None: the mount namespace setup works
-    uid: str | None           # None: dropping to a dedicated uid works
-    prefix: tuple[str, ...]   # bwrap command line when bwrap supplies the network namespace
-
-
-def _launcher_argv(config_fd: int, status_fd: int, argv: list[str], prefix: tuple[str, ...] = ()) -> list[str]:
-    return [*prefix, sys.executable, "-I", "-S", os.path.abspath(__file__), "--stage1", str(config_fd),
-            str(status_fd), "--", *argv]
-
-
-def _run_probe(cfg: dict, prefix: tuple[str, ...]) -> tuple[dict[str, str | None], str | None]:
-    """The launcher's report of which steps work, and why the launcher itself did not run (or None)."""
+def _start_launcher(argv: list[str], cfg: dict, stdin: int, pass_fds: Iterable[int] = ()) -> tuple[subprocess.Popen, int]:
+    """Start the launcher, hand it ``cfg``; returns the process and the read end of its status pipe."""
     config_r, config_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
-        proc = subprocess.Popen(_launcher_argv(config_r, status_w, ["true"], prefix), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, cwd="/",
-                                pass_fds=(config_r, status_w), start_new_session=True)
+        proc = subprocess.Popen(_launcher_argv(config_r, status_w, argv), stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={}, cwd="/", pass_fds=(config_r, status_w, *pass_fds),
+                                start_new_session=True)
+    except BaseException:
+        os.close(config_w)
+        os.close(status_r)
+        raise
     finally:
         os.close(config_r)
         os.close(status_w)
     with os.fdopen(config_w, "wb") as f:
-        f.write(json.dumps({**cfg, "probe": True}).encode())
-    try:
-        out, err = proc.communicate(timeout=30)
-    finally:
-        os.close(status_r)
-    try:
-        return json.loads(out), None
-    except ValueError:
-        why = (err.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-        failed = f"the probe failed: {why}"
-        return {"userns": failed, "net": failed, "fs": failed, "uid": failed}, why
+        f.write(json.dumps({**cfg, "parent_pid": os.getpid()}).encode())
+    return proc, status_r
+
+
+@dataclass(frozen=True)
+class _Capabilities:
+    root: bool
+    layers: dict            # layer -> None (works) or why not
+    cgroup: str | None      # None: a cgroup can be made
+
+
+_LAYERS = ("userns", "mount", "pid", "ipc", "uts", "net", "root", "keyring", "uid")
 
 
 @functools.lru_cache(maxsize=1)
@@ -600,52 +531,64 @@ def _capabilities() -> _Capabilities:
     """Probe, once per process, which isolation the kernel grants here."""
     root = os.geteuid() == 0
     with tempfile.TemporaryDirectory(prefix="codemod-sandbox-probe-") as tmp:
-        workdir = Path(tmp).resolve()
+        base = Path(tmp)
+        for name in ("root", "scratch", "work"):
+            (base / name).mkdir()
         uid = _allocate_uid() if root else None
         try:
-            fs = {"workdir": str(workdir), "expose": [], "binds": [], "scratch": _scratch_plan(workdir, 1 << 20)}
-            cfg = {"userns": not root, "net": True, "fs": fs, "uid": uid, "gid": uid}
-            report, _ = _run_probe(cfg, ())
-            prefix: tuple[str, ...] = ()
-            bwrap = shutil.which("bwrap")
-            if report["net"] and bwrap:
-                candidate = (bwrap, "--dev-bind", "/", "/", "--unshare-net", "--unshare-pid", "--die-with-parent", "--")
-                through, failed = _run_probe({**cfg, "net": False}, candidate)
-                if failed is None:
-                    prefix, report = candidate, {**through, "net": None}
-                else:
-                    report["net"] += f"; bwrap failed: {failed}"
-            elif report["net"]:
-                report["net"] += "; bwrap is not installed"
+            binds, links, devices = _root_plan(_paths_the_child_needs(None), [], False, False, [])
+            plan = {"dir": str(base / "root"), "scratch": str(base / "scratch"), "scratch_size": 1 << 20,
+                    "binds": binds, "links": links, "devices": devices,
+                    "workdir": {"path": str(base / "work"), "source": str(base / "work"), "overlay": True}}
+            cfg = {"probe": True, "userns": not root, "root": plan, "uid": uid, "gid": uid}
+            proc, status_r = _start_launcher(["true"], cfg, subprocess.DEVNULL)
+            try:
+                out, err = proc.communicate(timeout=60)
+            finally:
+                os.close(status_r)
+            try:
+                layers = json.loads(out)
+            except ValueError:
+                why = (err.decode(errors="replace").strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+                layers = dict.fromkeys(_LAYERS, f"the probe failed: {why}")
         finally:
             if uid is not None:
                 _release_uid(uid)
-    uid_error = report["uid"] if root else f"not started as root (uid {os.geteuid()})"
-    return _Capabilities(root, report["net"], report["fs"], uid_error, prefix)
+    if not root:
+        layers["uid"] = f"not started as root (uid {os.geteuid()})"
+    cgroup: str | None = "not started as root" if not root else None
+    if root:
+        try:
+            _Cgroup(f"codemod-probe-{os.getpid()}-{random.randrange(1 << 30)}", Limits()).remove()
+        except OSError as exc:
+            cgroup = str(exc)
+    return _Capabilities(root, layers, cgroup)
 
 
-_FS_ACTIVE = "read-only outside the workdir; private /tmp, /var/tmp, /dev/shm"
+def _words(caps: _Capabilities, network: bool, uid_words: str, limits: Limits, gpu: bool) -> Isolation:
+    layers = caps.layers
 
+    def layer(name: str, good: str) -> str:
+        return good if layers.get(name) is None else f"none: {layers[name]}"
 
-def _network_words(caps: _Capabilities, network: bool) -> str:
-    if network:
-        return "host network (network=True was asked for)"
-    if caps.net is not None:
-        return f"none: {caps.net}"
-    if caps.prefix:
-        return "bubblewrap --unshare-net (a network namespace with only its own loopback)"
-    return "network namespace (only a loopback, down: nothing reachable, not even 127.0.0.1)"
+    net = "host network (network=True was asked for)" if network else layer(
+        "net", "network namespace (only a loopback, down: nothing reachable, not even 127.0.0.1)")
+    fs = layer("root", "minimal root (system directories, the interpreter and its environment read-only; the copy "
+                       "through an overlay; private /tmp; fresh /proc)")
+    disk = None if layers.get("root") is None else "no overlay without the minimal root"
+    return Isolation(network=net, user=uid_words, filesystem=fs,
+                     processes=layer("pid", "PID namespace (init kills every leftover process)"),
+                     ipc=layer("ipc", "IPC namespace"), keyring=layer("keyring", "a fresh session keyring"),
+                     limits=_describe_limits(limits, caps.cgroup, disk, gpu))
 
 
 @functools.cache
-def detect_isolation(limits: Limits = Limits()) -> Isolation:
-    """The isolation a default run (``network=False``) gets on this machine; probes once."""
+def detect_isolation(limits: Limits = Limits(), gpu: bool = False) -> Isolation:
+    """The isolation a run with ``network=False`` gets on this machine; probes once."""
     caps = _capabilities()
-    user = ("a dedicated uid per run (no capabilities, no_new_privs)" if caps.uid is None
-            else f"unchanged: {caps.uid}")
-    return Isolation(network=_network_words(caps, False), user=user,
-                     limits=_describe_limits(limits, caps.root and caps.uid is not None),
-                     filesystem=_FS_ACTIVE if caps.fs is None else f"unchanged: {caps.fs}")
+    user = ("a dedicated uid per run (no capabilities, no_new_privs)" if caps.layers.get("uid") is None
+            else f"unchanged: {caps.layers['uid']}")
+    return _words(caps, False, user, limits, gpu)
 
 
 # -- running -----------------------------------------------------------------------------------------
@@ -690,39 +633,35 @@ def _feed(pipe, data: bytes) -> None:  # type: ignore[no-untyped-def]
 
 def _wait_exit(pid: int, seconds: float) -> bool:
     """Wait for ``pid`` to exit, without reaping it (its pgid must stay reserved until the group
-    is killed). True if it exited in time."""
+    is killed). True if it exited in time. Any ``seconds`` works (waited in slices)."""
+    deadline = time.monotonic() + min(max(0.0, seconds), LONGEST_WAIT)
+    fd = os.pidfd_open(pid)
     try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        fd = None
-    if fd is not None:
-        try:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            return bool(poller.poll(max(0.0, seconds) * 1000))
-        finally:
-            os.close(fd)
-    deadline = time.monotonic() + seconds
-    while True:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        if info is not None:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if poller.poll(int(min(max(0.0, left), 3600.0) * 1000)):
+                return True
+            if left <= 0:
+                return False
+    finally:
+        os.close(fd)
 
 
 def _read_status(fd: int, seconds: float) -> tuple[str, bool]:
     """The launcher's failure message ('' once the command is exec'd) and whether it said so in time."""
     data = b""
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + min(max(0.0, seconds), LONGEST_WAIT)
     with os.fdopen(fd, "rb", buffering=0) as f:
         while True:
-            ready, _, _ = select.select([f], [], [], max(0.0, deadline - time.monotonic()))
+            ready, _, _ = select.select([f], [], [], min(max(0.0, deadline - time.monotonic()), 3600.0))
             if not ready:
+                if time.monotonic() < deadline:
+                    continue
                 return data.decode(errors="replace"), False
             chunk = f.read(4096)
-            if not chunk:
+            if not chunk or len(data) > 1 << 16:
                 return data.decode(errors="replace"), True
             data += chunk
 
@@ -737,14 +676,95 @@ def _prepare_workdir(workdir: Path) -> None:
     (base / "tmp").mkdir()
 
 
+OWNER_FILE = ".codemod-owner"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): a pid with the same start time is the
+    same process, not a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner() -> str:
+    """This process as an owner: pid, start time, PID namespace (another namespace's pids cannot
+    be judged from here)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{os.getpid()} {_start_time(os.getpid())} {namespace}"
+
+
+def owned_tempdir(prefix: str) -> Path:
+    """A temporary directory that names its owner, so that a later run can remove it if its owner
+    died without cleaning up (SIGKILL): see :func:`sweep_stale`."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    (path / OWNER_FILE).write_text(_owner() + "\n")
+    return path
+
+
+def sweep_stale(prefix: str, base: str | None = None) -> list[str]:
+    """Remove this user's ``prefix*`` temporary directories whose owner is gone. Returns them."""
+    removed = []
+    base = base or tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not (entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_uid == os.geteuid()):
+                continue
+            fd = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd) as f:
+                pid_text, started, namespace = (f.read(200).split() + ["", "", ""])[:3]
+        except (OSError, ValueError):
+            continue
+        if namespace != _owner().split()[2] or not pid_text.isdigit():
+            continue
+        if _start_time(int(pid_text)) != started:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """While inside, SIGTERM raises ``SystemExit(143)`` in the main thread, so every ``finally``
+    runs: sandboxed processes are killed and throwaway copies removed. Elsewhere (a worker
+    thread) nothing changes: there the children die with the process (``PR_SET_PDEATHSIG``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # type: ignore[no-untyped-def]
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Limits = Limits(),
                   env: Mapping[str, str] | None = None, network: bool = False,
-                  stdin: str | None = None, visible: Iterable[str | Path] = ()) -> SandboxResult:
+                  stdin: str | None = None, visible: Iterable[str | Path] = (),
+                  writable: Iterable[str | Path] = (), pass_fds: Iterable[int] = (),
+                  gpu: bool = False) -> SandboxResult:
     """Run ``argv`` in ``workdir`` (a throwaway copy: it becomes the sandbox uid's and gets a
-    ``.codemod-sandbox/`` directory) with the isolation described in the module docstring.
-    Returns when the command has ended or ``timeout`` seconds of wall clock have passed; either
-    way nothing it started is left running. ``visible``: more paths the child must reach (e.g. a
-    virtual environment a shell command finds on PATH) through directories it cannot search."""
+    ``.codemod-sandbox/`` directory; with the minimal root the child's writes to it stay in the
+    sandbox) with the isolation described in the module docstring. Returns when the command has
+    ended or ``timeout`` seconds of wall clock have passed; either way nothing it started is left
+    running. ``visible``: more paths the child must see (read-only); ``writable``: paths it may
+    write (bound as they are, owned by the run's uid for the run); ``pass_fds``: file descriptors
+    the command inherits; ``gpu``: the NVIDIA devices and ``/sys`` are visible and there is no
+    address-space limit (the cgroup's memory limit still holds)."""
     if not argv:
         raise SandboxError("run_sandboxed needs a command")
     workdir = Path(workdir).resolve()
@@ -755,81 +775,71 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
     caps = _capabilities()
     child_env = _child_environment(workdir, env)
     _prepare_workdir(workdir)
-
     program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=child_env["PATH"])
     program = os.path.abspath(program) if program else None
+    writable = [Path(w).resolve() for w in writable]
     uid = gid = None
-    user_words = f"unchanged: {caps.uid}"
-    expose: list[dict] = []
-    needed = _paths_the_child_needs(program, workdir, visible)
-    if caps.uid is None:
-        candidate = _allocate_uid()
-        try:
-            expose = _expose_plan(needed, candidate, candidate)
-        except BaseException:
-            _release_uid(candidate)
-            raise
-        if expose and caps.fs is not None:
-            _release_uid(candidate)
-            user_words = (f"unchanged: {expose[0]['dir']} is not searchable by other users and no mount "
-                          f"namespace can expose what the command needs ({caps.fs})")
-        else:
-            uid = gid = candidate
-            user_words = f"uid {uid} (dedicated to this run, no capabilities, no_new_privs)"
-    isolation = Isolation(network=_network_words(caps, network), user=user_words,
-                          limits=_describe_limits(limits, caps.root and uid is None),
-                          filesystem=_FS_ACTIVE if caps.fs is None else f"unchanged: {caps.fs}")
-    staging = Path(tempfile.mkdtemp(prefix="codemod-sandbox-"))
+    user_words = f"unchanged: {caps.layers['uid']}"
+    if caps.root and caps.layers.get("uid") is None:
+        uid = gid = _allocate_uid()
+        user_words = f"uid {uid} (dedicated to this run, no capabilities, no_new_privs)"
+    isolation = _words(caps, network, user_words, limits, gpu)
+    staging = owned_tempdir("codemod-sandbox-")
+    cgroup: _Cgroup | None = None
     try:
+        staging.chmod(0o755)
         if uid is not None:
-            _hand_over(workdir, uid, gid)  # type: ignore[arg-type]
-        fs = None
-        if caps.fs is None:
-            staging.chmod(0o755)
-            binds = _identity_files(staging, uid, gid, Path(child_env["HOME"])) if uid is not None else []
-            fs = {"workdir": str(workdir), "expose": expose, "binds": binds,
-                  "scratch": _scratch_plan(workdir, limits.file_size_bytes, needed)}
-        native_net = not network and caps.net is None and not caps.prefix
-        cfg = {"userns": not caps.root and (native_net or fs is not None), "net": native_net, "fs": fs,
-               "uid": uid, "gid": gid, "rlimits": _rlimits(limits), "env": child_env, "workdir": str(workdir)}
-        prefix = caps.prefix if not network else ()
-        return _launch(argv, cfg, prefix, timeout, stdin, isolation)
+            for tree in (workdir, *writable):
+                hand_over(tree, uid, gid)  # type: ignore[arg-type]
+        layers = {name: caps.layers.get(name) is None for name in ("mount", "pid", "ipc", "uts", "keyring")}
+        layers["net"] = not network and caps.layers.get("net") is None
+        root = None
+        if caps.layers.get("root") is None:
+            for name in ("root", "scratch"):
+                (staging / name).mkdir()
+            identity = _identity_files(staging, uid if uid is not None else os.getuid(),
+                                       gid if gid is not None else os.getgid(), Path(child_env["HOME"]))
+            needed = _paths_the_child_needs(program, visible)
+            binds, links, devices = _root_plan(needed, [str(w) for w in writable], network, gpu, identity)
+            root = {"dir": str(staging / "root"), "scratch": str(staging / "scratch"),
+                    "scratch_size": limits.disk_bytes, "binds": binds, "links": links, "devices": devices,
+                    "workdir": {"path": str(workdir), "source": str(workdir), "overlay": True}}
+        if caps.cgroup is None and (limits.memory_bytes is not None or limits.processes is not None):
+            cgroup = _Cgroup(f"codemod-sandbox-{os.getpid()}-{random.randrange(1 << 40):x}", limits)
+        cfg = {"userns": not caps.root and caps.layers.get("userns") is None, "layers": layers, "root": root,
+               "cgroups": cgroup.procs if cgroup else [], "uid": uid, "gid": gid, "rlimits": _rlimits(limits, gpu),
+               "env": child_env, "workdir": str(workdir), "keep_fds": list(pass_fds)}
+        return _launch(argv, cfg, timeout, stdin, isolation, cgroup, tuple(pass_fds))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if cgroup is not None:
+            cgroup.kill_all()
+            cgroup.remove()
         if uid is not None:
+            _kill_every_process_of(uid, gid)  # type: ignore[arg-type]
             _release_uid(uid)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _launch(argv: list[str], cfg: dict, prefix: tuple[str, ...], timeout: float, stdin: str | None,
-            isolation: Isolation) -> SandboxResult:
+def _launch(argv: list[str], cfg: dict, timeout: float, stdin: str | None, isolation: Isolation,
+            cgroup: _Cgroup | None, pass_fds: tuple[int, ...]) -> SandboxResult:
     started = time.monotonic()
-    config_r, config_w = os.pipe()
-    status_r, status_w = os.pipe()
+    proc, status_r = _start_launcher(argv, cfg, subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                     pass_fds)
     try:
-        proc = subprocess.Popen(_launcher_argv(config_r, status_w, argv, prefix),
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={}, cwd="/",
-                                pass_fds=(config_r, status_w), start_new_session=True)
-    except BaseException:
-        for fd in (config_w, status_r):
-            os.close(fd)
-        raise
+        out, err = _Tail(proc.stdout), _Tail(proc.stderr)
+        failure, in_time = _read_status(status_r, timeout)
+        if stdin is not None and not failure:
+            threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True).start()
+        elif proc.stdin is not None:
+            proc.stdin.close()
+        exited = in_time and _wait_exit(proc.pid, timeout - (time.monotonic() - started))
     finally:
-        os.close(config_r)
-        os.close(status_w)
-    out, err = _Tail(proc.stdout), _Tail(proc.stderr)
-    with os.fdopen(config_w, "wb") as f:
-        f.write(json.dumps(cfg).encode())
-    failure, in_time = _read_status(status_r, timeout)
-    if stdin is not None and not failure:
-        threading.Thread(target=_feed, args=(proc.stdin, stdin.encode()), daemon=True).start()
-    elif proc.stdin is not None:
-        proc.stdin.close()
-    exited = in_time and _wait_exit(proc.pid, timeout - (time.monotonic() - started))
-    _kill_group(proc.pid)
-    if cfg["uid"] is not None:
-        _kill_every_process_of(cfg["uid"], cfg["gid"])
-    code = proc.wait()
+        _kill_group(proc.pid)
+        if cgroup is not None:
+            cgroup.kill_all()
+        if cfg["uid"] is not None:
+            _kill_every_process_of(cfg["uid"], cfg["gid"])
+        code = proc.wait()
     seconds = time.monotonic() - started
     stdout, stderr = out.text(5.0), err.text(5.0)
     if failure:
@@ -845,9 +855,5 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-__all__ = ["OUTPUT_CAP", "Isolation", "Limits", "SandboxError", "SandboxResult", "detect_isolation",
-           "looks_like_credential", "run_sandboxed"]
-
-
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--stage1":
-    sys.exit(_stage1(sys.argv[2:]))
+__all__ = ["OUTPUT_CAP", "Isolation", "Limits", "SandboxError", "SandboxResult", "detect_isolation", "hand_over",
+           "looks_like_credential", "owned_tempdir", "run_sandboxed", "sweep_stale", "terminate_as_exit"]

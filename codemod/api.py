@@ -20,7 +20,6 @@ op that saved the tensor), so they survive unrelated line moves and change when 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from .config import ConfigFinder
 from .discovery import discover
 from .engine import build_tasks, known_selectors, run
 from .findings import FileResult, Result
+from .verify.settings import OperatorSettings
 from .writer import write_atomic
 
 
@@ -118,14 +118,13 @@ def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: R
                    gate: bool = True, verify: bool = True, declined: set[str] | frozenset[str] = frozenset(),
                    config: str | None = None, select: list[str] | None = None, ignore: list[str] | None = None,
                    mode: str | None = None, jobs: int | None = None, device: str | None = None,
-                   timeout: float | None = None, timeout_cap: float | None = None, allow_requirements: bool = True,
-                   **verify_options: Any) -> Outcome:
+                   timeout: float | None = None, settings: OperatorSettings | None = None) -> Outcome:
     """Find, rewrite and (with ``verify``) prove the fixes of the repository at ``path``.
 
     ``files``: paths relative to the root that changed (analysed afresh; None: every file).
-    ``declined``: fingerprints not to propose. ``timeout_cap``: the most a smoke run may take,
-    whatever the repository's config says. ``allow_requirements=False``: the operator does not
-    let repositories install ``smoke.requirements``. Other keyword arguments go to the verifier.
+    ``declined``: fingerprints not to propose. ``settings``: the operator's bounds for the
+    sandbox (requirements allowed or not, the longest smoke run, memory, disk...), which the
+    repository's config cannot lift; default: from the environment.
     """
     finder = ConfigFinder(known_selectors(), Path(config) if config else None)
     target = Path(path)
@@ -134,8 +133,7 @@ def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: R
     root = repository_root(target, finder)
     repo_config = finder.for_path(root)
     outcome = Outcome(root, "", branch=repo_config.github.branch, unverified=repo_config.github.unverified)
-    if timeout_cap is not None and (timeout or repo_config.smoke.timeout) > timeout_cap:
-        timeout = timeout_cap
+    settings = OperatorSettings.from_environment() if settings is None else settings
 
     start = time.perf_counter()
     if gate:
@@ -157,27 +155,17 @@ def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: R
         return _decline(outcome, declined)
 
     options = {"config": config, "select": select, "ignore": ignore, "mode": mode, "device": device,
-               "timeout": timeout, "allow_requirements": allow_requirements, **verify_options}
+               "timeout": timeout, "settings": settings}
     key = _tree_key(root, options) if cache is not None else None
     if key is not None:
         hit = cache.get_many([key]).get(key)
         if hit is not None:
             return _decline(Outcome.from_json(root, hit), declined)
-    if not allow_requirements and repo_config.smoke.requirements and "allow_requirements" not in _VERIFY_ARGS:
-        outcome.status = "not proven"
-        outcome.notes.append("smoke.requirements are not installed on this server (the operator turned repository "
-                             "requirements off), so the smoke test cannot run")
-        return outcome
-    if not allow_requirements and "allow_requirements" in _VERIFY_ARGS:
-        verify_options["allow_requirements"] = False
-    unknown = sorted(set(verify_options) - _VERIFY_ARGS)
-    if unknown:
-        raise TypeError(f"the verifier does not take {', '.join(unknown)}")
     from .verify.runner import verify as run_verify
 
     started = time.perf_counter()
     report = run_verify(str(root), config=config, device=device, timeout=timeout, select=select, ignore=ignore,
-                        mode=mode, jobs=jobs, **verify_options)
+                        mode=mode, jobs=jobs, settings=settings)
     outcome.seconds["verification"] = time.perf_counter() - started
     outcome.report = report
     outcome.status = report.status
@@ -199,15 +187,6 @@ def _tree_key(root: Path, options: dict[str, Any]) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + blob_id(path.read_bytes()).encode())
     return "verify:" + digest.hexdigest()
-
-
-def _verify_args() -> frozenset[str]:
-    from .verify.runner import verify as run_verify
-
-    return frozenset(inspect.signature(run_verify).parameters) - {"path"}
-
-
-_VERIFY_ARGS = _verify_args()
 
 
 def blob_id(data: bytes) -> str:

@@ -31,14 +31,16 @@ class Settings(BaseSettings):
     codemod_app_slug: str | None = None        # default: asked from GitHub (GET /app) at start
     # The App's branches start with this; pushes to them never trigger a job.
     codemod_branch_prefix: str = "codemod/"
-    # Repository-chosen requirements are installed and run only when the operator allows it.
-    codemod_repo_requirements: bool = True
+    # The sandbox's bounds, the same variables `codemod verify` reads (codemod.verify.settings):
+    # repository-chosen requirements are installed (in the sandbox) only when the operator allows it,
+    # and no smoke run takes longer than the maximum, whatever the repository's config says.
+    codemod_allow_requirements: bool = True
+    codemod_sandbox_max_timeout: float = Field(3600.0, gt=0)
     codemod_lease_seconds: float = Field(300.0, gt=0)   # a job's lease; a live worker renews it
     codemod_max_attempts: int = Field(3, ge=1)          # runs of one job before it is marked failed
     codemod_github_retries: int = Field(6, ge=0)        # per REST call (5xx, 429, secondary rate limits)
     codemod_github_backoff: float = Field(0.5, ge=0)    # urllib3 backoff factor, seconds
     codemod_writes_per_minute: int = Field(80, ge=1)    # content-creating requests (GitHub's limit: 80)
-    codemod_verify_timeout: float | None = None         # caps smoke.timeout
 
     @model_validator(mode="after")
     def _one_private_key(self) -> "Settings":

@@ -16,13 +16,14 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from codemod.config import ConfigError
 from codemod.discovery import DiscoveryError
 from codemod.engine import SelectionError, known_selectors
 from codemod.verify import VerifyError
+from codemod.verify.settings import OperatorSettings
 
 from . import proposal
 from .checkout import Author, Checkout, GitError, PushRejected
@@ -79,6 +80,11 @@ class Worker:
         self.app = app or GitHubApp(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{next(_ids)}"
         self._slug: str | None = settings.codemod_app_slug
+        # The sandbox's bounds: the environment's (CODEMOD_SANDBOX_*), with the two the service's
+        # settings validate (they may come from .env, which the environment does not see).
+        self.sandbox = replace(OperatorSettings.from_environment(),
+                               allow_requirements=settings.codemod_allow_requirements,
+                               max_timeout=settings.codemod_sandbox_max_timeout)
         self._scrub = _Scrub(settings.secrets())
         log.addFilter(self._scrub)
         for handler in logging.getLogger().handlers:  # PyGithub's, urllib3's and git's lines too
@@ -254,8 +260,7 @@ class Worker:
                                    for b in (state.pushed or {}))
         outcome = fix_repository(checkout.path, files, cache=ResultCache(self.store), verify=not held,
                                  declined=self.store.rejected(job.repo), ignore=list(state.ignored_rules or []) or None,
-                                 allow_requirements=self.settings.codemod_repo_requirements,
-                                 timeout_cap=self.settings.codemod_verify_timeout)
+                                 settings=self.sandbox)
         for name, seconds in outcome.seconds.items():
             stages.add(name, seconds)
         data = outcome.to_json()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from codemod.api import blob_id, fix_repository
+from codemod.verify.settings import OperatorSettings
 from e2e.world import BUGGY, CLEAN, MODEL
 
 
@@ -76,7 +77,9 @@ def test_declined_findings_are_not_proposed_again(tmp_path):
 
 def test_repository_requirements_turned_off_by_the_operator_are_not_installed(tmp_path):
     pyproject = BUGGY["pyproject.toml"].replace("[tool.codemod.smoke]\n", "[tool.codemod.smoke]\nrequirements = [\"./evil\"]\n")
-    repo = make(tmp_path, {**BUGGY, "pyproject.toml": pyproject})
-    outcome = fix_repository(repo, allow_requirements=False)
-    assert (outcome.status, outcome.changes, outcome.report) == ("not proven", [], None)  # nothing ran
-    assert "operator turned repository requirements off" in " ".join(outcome.notes)
+    marker = tmp_path / "installed"
+    evil = f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\nfrom setuptools import setup\nsetup(name='evil')\n"
+    repo = make(tmp_path / "repo", {**BUGGY, "pyproject.toml": pyproject, "evil/setup.py": evil})
+    outcome = fix_repository(repo, settings=OperatorSettings(allow_requirements=False))
+    assert outcome.status == "nothing could be verified" and not outcome.proven and not marker.exists()
+    assert "requirements is turned off by the operator" in " ".join(outcome.notes)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Union
 
 import libcst as cst
 
@@ -35,6 +35,9 @@ from .syntax import (
     call_display, children, dotted_name, is_false, is_true, keyword_arg, positional_args, self_attribute, short_code,
     walk_same_scope,
 )
+
+if TYPE_CHECKING:
+    from ..program import Program
 
 
 class Kind(enum.Enum):
@@ -359,13 +362,18 @@ class Summary:
     returns_tensor: bool
     varargs: bool
     tensor_params: set[str] = field(default_factory=set)  # parameters used as tensors
+    saved_output: str | None = None  # every return is the output of this op, which saves it
+    where: str | None = None  # "path:line" of a function of another file
 
 
 class Summaries:
     """Summaries of the module's functions, computed on demand (recursion: assume the worst)."""
 
-    def __init__(self, index: ModuleIndex) -> None:
+    def __init__(self, index: ModuleIndex, program: "Program | None" = None, display: str = "") -> None:
         self.index = index
+        self.program = program
+        self.display = display
+        self._external: dict[str, Summary | None] = {}
         self._cache: dict[int, Summary | None] = {}
         self._busy: set[int] = set()
         self._methods = {(id(fn.cls), fn.name): fn for fn in index.functions if fn.cls is not None and fn.parent is None}
@@ -380,6 +388,20 @@ class Summaries:
             if fn.parent is caller and fn.name == name:
                 return fn
         return self._toplevel.get(name)
+
+    def external(self, dotted: str) -> Summary | None:
+        """The summary of a function of another file of the run (or one this file imports), from
+        the whole-program phase; None when ``dotted`` names nothing of the run."""
+        if self.program is None:
+            return None
+        if dotted not in self._external:
+            found = self.program.callee(self.display, dotted)
+            self._external[dotted] = None if found is None else Summary(
+                params=list(found.params), kwonly=set(found.kwonly),
+                saves={p: "opaque" for p in (*found.params, *found.kwonly)}, aliases=set(found.aliases),
+                returns_tensor=found.saved_output is not None, varargs=found.varargs,
+                saved_output=found.saved_output, where=found.where)
+        return self._external[dotted]
 
     def get(self, fn: FunctionInfo) -> Summary | None:
         key = id(fn)
@@ -1353,6 +1375,11 @@ class _Analyzer:
             self_attr = self_attribute(func, self.self_name)
             if self_attr is not None and self.cls is not None:
                 return self.call_self(call, self_attr, st, role)
+            dotted = dotted_name(func) if self.summaries and self.summaries.program else None
+            if dotted and dotted.split(".")[0] not in self.locals:
+                external = self.summaries.external(dotted)
+                if external is not None:  # ``blocks.gate(...)``: a module of the run, imported
+                    return self.user_call(call, None, self.eval_args(call, st), st, dotted, external)
             return self.call_method(call, func, st, role)
         if isinstance(func, cst.Name) and func.value not in self.locals:
             qual = self.imports.qualify(func)
@@ -1366,11 +1393,17 @@ class _Analyzer:
             target = self.summaries.function(func.value, self.fn) if self.summaries else None
             if target is not None:
                 return self.user_call(call, target, args, st, func.value)
+            external = self.summaries.external(func.value) if self.summaries else None
+            if external is not None:
+                return self.user_call(call, None, args, st, func.value, external)
         return self.opaque_call(call, args, st)
 
-    def user_call(self, call: cst.Call, target: FunctionInfo, args, st: State, name: str) -> frozenset[Value]:
-        """A call of a function of this module: use its summary instead of assuming the worst."""
-        summary = self.summaries.get(target) if self.summaries else None
+    def user_call(self, call: cst.Call, target: FunctionInfo | None, args, st: State, name: str,
+                  summary: Summary | None = None) -> frozenset[Value]:
+        """A call of a function of this module (``target``), or of another file of the run
+        (``summary`` from the whole-program phase): use its summary instead of assuming the worst."""
+        if target is not None:
+            summary = self.summaries.get(target) if self.summaries else None
         display = f"{name}(...)" if call.args else f"{name}()"
         if summary is None or summary.varargs or any(k == "*" for k, _, _ in args):
             return self.opaque_call(call, args, st, display=display)
@@ -1392,6 +1425,10 @@ class _Analyzer:
             return frozenset({self.alias(call, "user-call", aliased, label, tensor, st=st)})
         result = self.fresh(call, "call", label, tensor, st=st)
         result.tuple_kind = "call"
+        if summary.saved_output and summary.where and not self.grad_disabled:
+            # ``h = block(x)`` where ``block`` (another file) returns ``torch.sigmoid(...)``.
+            op = f"{summary.saved_output}(...)` ({summary.where}) of `{display}"
+            st.add_saved((result,), self.save_event(call, op, "output"))
         return frozenset({result})
 
     def eval_args(self, call: cst.Call, st: State) -> list[tuple[str | int, frozenset[Value], cst.Arg]]:
@@ -1455,6 +1492,10 @@ class _Analyzer:
             return self.call_functional(call, name, args, st, role)
         if module in ("torch", "torch.special", "torch.linalg", "torch.fft"):
             return self.call_torch(call, qual, name, args, st, role)
+        dotted = dotted_name(call.func) if module.split(".")[0] != "torch" and self.summaries else None
+        external = self.summaries.external(dotted) if dotted else None
+        if external is not None:
+            return self.user_call(call, None, args, st, dotted, external)
         return self.opaque_call(call, args, st)
 
     def call_torch(self, call, qual, name, args, st, role) -> frozenset[Value]:

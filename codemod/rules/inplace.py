@@ -226,7 +226,7 @@ class _Solver:
         self.forced: dict[tuple, str | None] = {}
         self._scope_cache: dict[int, bool] = {}
         self._caller_map: dict[int, list[FunctionInfo]] | None = None
-        self.summaries = Summaries(self.index)
+        self.summaries = Summaries(self.index, options.program, ctx.path)
         self._names_in: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------------ solving

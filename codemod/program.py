@@ -63,6 +63,9 @@ class FileSummary:
     functions: dict[str, FunctionSummary] = field(default_factory=dict)
     methods: dict[str, dict[str, FunctionSummary]] = field(default_factory=dict)  # class -> name -> summary
     imports: dict[str, tuple[int, str]] = field(default_factory=dict)  # local name -> (level, "module.name")
+    # Calls of names: (callee as written, the calling function's qualname or None at module level,
+    # whether the call runs with grad disabled: a ``with torch.no_grad():`` block, a decorator)
+    calls: list[tuple[str, str | None, bool]] = field(default_factory=list)
 
 
 def module_key(path: str) -> tuple[tuple[str, ...], bool]:
@@ -102,6 +105,7 @@ def summarize(path: str, display: str, data: bytes) -> FileSummary | None:
                 out.imports[local] = (node.level, target)
                 if not node.level:
                     torch_names.names[local] = target
+    _CallSites(out.calls, torch_names).visit(tree)
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             out.functions[node.name] = _summarize_function(node, display, False, torch_names)
@@ -130,6 +134,89 @@ class _Imports:
         if base is None:
             return None
         return ".".join([base, *reversed(parts)])
+
+
+_NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
+                      "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
+
+
+class _CallSites(ast.NodeVisitor):
+    """Every call of a (dotted) name, with its calling function and grad mode."""
+
+    def __init__(self, out: list[tuple[str, str | None, bool]], imports: _Imports) -> None:
+        self.out = out
+        self.imports = imports
+        self.scope: list[str] = []  # class and function names
+        self.function: str | None = None
+        self.self_class: str | None = None
+        self.no_grad = False
+
+    def _disables(self, expr: ast.expr) -> bool:
+        func = expr.func if isinstance(expr, ast.Call) else expr
+        if self.imports.qualify(func) not in _NO_GRAD:
+            return False
+        # ``torch.no_grad(False)``/``inference_mode(False)`` keep grad on
+        return not (isinstance(expr, ast.Call) and expr.args and isinstance(expr.args[0], ast.Constant)
+                    and expr.args[0].value is False)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self.scope.append(node.name)
+        self.generic_visit(node)
+        self.scope.pop()
+
+    def visit_FunctionDef(self, node) -> None:
+        for d in node.decorator_list:
+            self.visit(d)
+        saved = (self.function, self.self_class, self.no_grad)
+        if self.function is None and len(self.scope) <= 1:  # a top-level function or a method
+            self.function = ".".join([*self.scope, node.name])
+            self.self_class = self.scope[0] if self.scope else None
+        # The calls of a nested function count as its definer's (an over-approximation), but it
+        # runs whenever it is called: not in its definer's grad mode.
+        self.no_grad = any(self._disables(d) for d in node.decorator_list)
+        self.scope.append(node.name)
+        for stmt in node.body:
+            self.visit(stmt)
+        self.scope.pop()
+        self.function, self.self_class, self.no_grad = saved
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        saved = self.no_grad
+        self.no_grad = False
+        self.generic_visit(node)
+        self.no_grad = saved
+
+    def visit_With(self, node) -> None:
+        for item in node.items:
+            self.visit(item.context_expr)
+        saved = self.no_grad
+        self.no_grad = self.no_grad or any(self._disables(item.context_expr) for item in node.items)
+        for stmt in node.body:
+            self.visit(stmt)
+        self.no_grad = saved
+
+    visit_AsyncWith = visit_With
+
+    def visit_Call(self, node: ast.Call) -> None:
+        name = _dotted(node.func)
+        if name is not None:
+            head, _, rest = name.partition(".")
+            if head in ("self", "cls") and self.self_class and rest and "." not in rest:
+                name = f"{self.self_class}.{rest}"
+            self.out.append((name, self.function, self.no_grad))
+        self.generic_visit(node)
+
+
+def _dotted(expr: ast.expr) -> str | None:
+    parts = []
+    while isinstance(expr, ast.Attribute):
+        parts.append(expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return None
+    return ".".join([expr.id, *reversed(parts)])
 
 
 def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef, display: str, method: bool,
@@ -276,6 +363,46 @@ class Program:
             for i in range(len(s.key)):
                 self._suffixes.setdefault(s.key[i:], []).append(s)
         self._cache: dict[tuple[str, str], FunctionSummary | None] = {}
+        self._callers: dict[str, list[tuple[str | None, bool]]] | None = None
+        self._grad_free: dict[str, bool] = {}
+
+    def callers(self) -> dict[str, list[tuple[str | None, bool]]]:
+        """A function's ``where`` -> its call sites in the run: (the caller's ``where``, or None
+        at module level; whether the call runs with grad disabled)."""
+        if self._callers is None:
+            self._callers = {}
+            for display, source in self.files.items():
+                for callee, caller, no_grad in source.calls:
+                    target = self.callee(display, callee)
+                    if target is None:
+                        continue
+                    caller_fn = self.callee(display, caller) if caller else None
+                    self._callers.setdefault(target.where, []).append(
+                        (caller_fn.where if caller_fn is not None else None, no_grad))
+        return self._callers
+
+    def only_called_without_grad(self, display: str, qualname: str) -> str | None:
+        """Where ``qualname`` of ``display`` is called in the run, and every call runs with grad
+        disabled (directly, or from functions themselves only so called): one such call site's
+        function, to name in a report; None otherwise (no caller: a public function)."""
+        fn = self.callee(display, qualname)
+        if fn is None:
+            return None
+        return fn.where if self._grad_free_at(fn.where, set()) else None
+
+    def _grad_free_at(self, where: str, seen: set[str]) -> bool:
+        top = not seen
+        if where in self._grad_free:
+            return self._grad_free[where]
+        sites = self.callers().get(where, [])
+        seen.add(where)
+        result = bool(sites) and all(
+            no_grad or (caller is not None and caller not in seen and self._grad_free_at(caller, seen))
+            for caller, no_grad in sites
+        )
+        if top:  # inside a cycle, an answer depends on the way in: kept only for the first asked
+            self._grad_free[where] = result
+        return result
 
     def __len__(self) -> int:
         return len(self.files)

@@ -143,3 +143,61 @@ def test_alias_returned_by_another_file_is_not_rewritten(tmp_path, capsys, monke
     monkeypatch.chdir(root)
     assert main(["apply", "--check", "--no-progress", "gate/model.py"]) == 1
     assert "IP102" in capsys.readouterr().out
+
+
+def test_call_sites_and_grad_mode():
+    program = _summaries(**{
+        "m/ops.py": "def a(x):\n    return x\n\ndef b(x):\n    return x\n\ndef c(x):\n    return x\n\ndef d(x):\n    return x\n",
+        "m/use.py": (
+            "import torch\nfrom .ops import a, b, c, d\n\n"
+            "class T:\n    @torch.no_grad()\n    def step(self, x):\n        a(x)\n        self.helper(x)\n\n"
+            "    def helper(self, x):\n        b(x)\n\n"
+            "def run(x):\n    with torch.inference_mode():\n        c(x)\n        def later():\n            c(x)\n    return later\n\n"
+            "def main(x):\n    with torch.no_grad(False):\n        d(x)\n"
+        ),
+    })
+    assert program.only_called_without_grad("m/ops.py", "a") == "m/ops.py:1"
+    assert program.only_called_without_grad("m/use.py", "T.helper")  # only from a no_grad method
+    assert program.only_called_without_grad("m/ops.py", "b")  # from there, transitively
+    assert program.only_called_without_grad("m/ops.py", "c") is None  # a nested function runs later, with grad
+    assert program.only_called_without_grad("m/ops.py", "d") is None  # no_grad(False)
+    assert program.only_called_without_grad("m/use.py", "run") is None  # no caller: public
+
+
+def test_function_only_called_under_no_grad_in_other_files_is_not_rewritten(tmp_path, capsys, monkeypatch):
+    root = _copy("no_grad_callers", tmp_path)
+    before = _snapshot(root)
+    code, report = _apply(root, capsys, monkeypatch)
+    assert code == 0 and _snapshot(root) == before and "IP" not in report
+    # Alone, ops.py looks like differentiable code (a public function given tensors).
+    monkeypatch.chdir(root)
+    assert main(["apply", "--check", "--no-progress", "pkg/ops.py"]) == 1
+    assert "IP102" in capsys.readouterr().out
+
+
+def test_one_caller_with_grad_keeps_the_rewrite(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _copy("grad_caller", tmp_path)
+    x = torch.randn(4, requires_grad=True)
+
+    def run():
+        for name in [m for m in sys.modules if m == "pkg" or m.startswith("pkg.")]:
+            del sys.modules[name]
+        sys.path.insert(0, str(root))
+        try:
+            train = importlib.import_module("pkg.train")
+        finally:
+            sys.path.remove(str(root))
+        out = train.evaluate(torch.nn.Identity(), x, torch.zeros(4))
+        grad, = torch.autograd.grad(out.sum(), x)
+        return out, grad
+
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        run()
+    code, report = _apply(root, capsys, monkeypatch)
+    assert code == 0 and "pkg/ops.py:7:5: IP102" in report
+    out, grad = run()
+    avg = torch.zeros(4)
+    avg.mul_(0.9).add_(torch.exp(x.detach()) * 0.5)  # the first, no_grad call
+    assert torch.equal(out.detach(), avg * 0.9 + torch.exp(x.detach()) * 0.5)
+    assert torch.allclose(grad, torch.exp(x.detach()) * 0.5)

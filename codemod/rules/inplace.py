@@ -593,6 +593,9 @@ class _Solver:
     def _reached_from_root(self, fn: FunctionInfo) -> bool:
         if fn.name in _NOT_DIFFERENTIABLE or self._only_called_without_grad(fn, set()):
             return False
+        program = self.options.program
+        if program is not None and program.only_called_without_grad(self.ctx.path, fn.qualname):
+            return False  # every call in the run (this file or others) runs under no_grad
         callers = self._callers()
         seen = {id(fn)}
         stack = [fn]

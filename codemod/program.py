@@ -34,6 +34,8 @@ _VIEW_METHODS = frozenset({
     "T", "mT", "H", "mH", "data", "view_as_real", "view_as_complex", "to", "type_as", "float", "double", "half",
     "bfloat16", "cpu", "cuda", "requires_grad_", "align_to", "refine_names", "rename",
 })
+# Attributes of a tensor that are not tensors.
+_METADATA = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout", "names"})
 # torch functions that return (a view of) their first argument.
 _TORCH_ALIAS_FUNCTIONS = frozenset({
     "as_strided", "as_tensor", "asarray", "from_numpy", "narrow", "select", "squeeze", "unsqueeze", "transpose",
@@ -52,6 +54,9 @@ class FunctionSummary:
     kwonly: frozenset[str]
     varargs: bool
     aliases: frozenset[str]  # parameters the returned value may share storage with
+    # parameters that may be saved for backward: given (or an alias) to a call other than a view
+    # method, or an operand of an arithmetic operator
+    saves: frozenset[str] = frozenset()
     saved_output: str | None = None  # the op every return's value comes from, when it saves its output
 
 
@@ -259,6 +264,20 @@ def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef, display: s
                 if not found <= have:
                     have |= found
                     changed = True
+    saves: set[str] = set()
+    for sub in _own_nodes(node):
+        if isinstance(sub, ast.BinOp):
+            saves |= _aliases(sub.left, alias_of, imports) | _aliases(sub.right, alias_of, imports)
+        elif isinstance(sub, ast.Call):
+            func = sub.func
+            if isinstance(func, ast.Attribute) and (func.attr in _VIEW_METHODS or func.attr in _METADATA):
+                continue
+            if isinstance(func, ast.Attribute):
+                saves |= _aliases(func.value, alias_of, imports)
+            for a in sub.args:
+                saves |= _aliases(a, alias_of, imports)
+            for kw in sub.keywords:
+                saves |= _aliases(kw.value, alias_of, imports)
     aliases: set[str] = set()
     for value in returns:
         if value is not None:
@@ -274,6 +293,7 @@ def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef, display: s
         kwonly=frozenset(a.arg for a in args.kwonlyargs),
         varargs=args.vararg is not None or args.kwarg is not None,
         aliases=frozenset(aliases & names),
+        saves=frozenset(saves & names),
         saved_output=saved,
     )
 
@@ -316,15 +336,21 @@ def _aliases(expr: ast.expr, alias_of: dict[str, set[str]], imports: _Imports) -
                 return _aliases(expr.args[0], alias_of, imports) if expr.args else set()
             return set()  # a torch op returns a new tensor
         # A method of a tensor, or a call of something unknown: it may return its receiver or any
-        # argument (or a view of one).
+        # argument (or a view of one). A view method's arguments are sizes and dimensions.
         found: set[str] = set()
         if isinstance(expr.func, ast.Attribute):
             found |= _aliases(expr.func.value, alias_of, imports)
+            if expr.func.attr in _VIEW_METHODS:
+                return found
         for a in expr.args:
             found |= _aliases(a, alias_of, imports)
         for kw in expr.keywords:
             found |= _aliases(kw.value, alias_of, imports)
         return found
+    if isinstance(expr, ast.Subscript):  # ``x[i]`` shares ``x``'s storage, never the index's
+        return _aliases(expr.value, alias_of, imports)
+    if isinstance(expr, ast.Attribute):
+        return set() if expr.attr in _METADATA else _aliases(expr.value, alias_of, imports)
     found = set()
     for child in ast.iter_child_nodes(expr):
         if isinstance(child, ast.expr):

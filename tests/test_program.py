@@ -201,3 +201,25 @@ def test_one_caller_with_grad_keeps_the_rewrite(tmp_path, capsys, monkeypatch):
     avg.mul_(0.9).add_(torch.exp(x.detach()) * 0.5)  # the first, no_grad call
     assert torch.equal(out.detach(), avg * 0.9 + torch.exp(x.detach()) * 0.5)
     assert torch.allclose(grad, torch.exp(x.detach()) * 0.5)
+
+
+def test_summary_saves_and_aliases_are_about_storage():
+    program = _summaries(**{"w.py": (
+        "import torch\n\n"
+        "def unpartition(windows, hw):\n    h, w = hw\n    x = windows.view(h, w, -1)\n    return x[:h, :w].contiguous()\n\n"
+        "def gated(x, g):\n    y = x.view(-1)\n    return torch.exp(y) * g\n"
+    )})
+    un = program.callee("w.py", "unpartition")
+    assert un.aliases == {"windows"}  # not ``hw``: a slice's bounds share no storage
+    assert un.saves == frozenset()  # views only: nothing is saved
+    gated = program.callee("w.py", "gated")
+    assert gated.saves == {"x", "g"} and gated.aliases == frozenset()
+
+
+def test_fresh_view_returned_from_another_file_is_not_a_saved_tensor(tmp_path, capsys, monkeypatch):
+    """Shaped after detectron2's MViT (``x = window_unpartition(x, ...); x += ori_q``): the result
+    is a view of a tensor the helper only reshapes, which nothing saved. Correct code: untouched."""
+    root = _copy("unpartition", tmp_path)
+    before = _snapshot(root)
+    code, report = _apply(root, capsys, monkeypatch)
+    assert code == 0 and _snapshot(root) == before and "IP" not in report

@@ -398,7 +398,7 @@ class Summaries:
             found = self.program.callee(self.display, dotted)
             self._external[dotted] = None if found is None else Summary(
                 params=list(found.params), kwonly=set(found.kwonly),
-                saves={p: "opaque" for p in (*found.params, *found.kwonly)}, aliases=set(found.aliases),
+                saves={p: "opaque" for p in found.saves}, aliases=set(found.aliases),
                 returns_tensor=found.saved_output is not None, varargs=found.varargs,
                 saved_output=found.saved_output, where=found.where)
         return self._external[dotted]
@@ -1418,7 +1418,8 @@ class _Analyzer:
             if strength is not None and not self.grad_disabled:
                 st.add_saved(values, self.save_event(call, display, strength))
             if param in summary.aliases:
-                aliased |= values
+                # (a summary of another file over-approximates: only what may be a tensor counts)
+                aliased |= values if summary.where is None else {v for v in values if v.tensor is not False}
         label = fmt_text("the result of `{}`", display)
         tensor = True if summary.returns_tensor else None
         if aliased:

@@ -428,6 +428,7 @@ class FunctionAnalysis:
         self.fn = fn
         self.sites: dict[tuple, Site] = {}
         self.tensor_params: set[str] = set()
+        self.makes_grad_leaf = False  # builds a tensor with requires_grad=True itself
 
 
 class _Analyzer:
@@ -945,7 +946,14 @@ class _Analyzer:
                     parts.add(self.fresh(element, "unpack-fresh", code_text(element.value),
                                          True if v.tuple_kind == "fresh" else None))
                 else:
-                    parts.add(self.element_of(element, "unpack", frozenset({v}), code_text(element.value)))
+                    part = self.element_of(element, "unpack", frozenset({v}), code_text(element.value))
+                    parts.add(part)
+                    if v.tuple_kind == "views" and v.node is not None and not self.grad_disabled and v.bases \
+                            and not self.grad_free(frozenset(v.bases)):
+                        # One of several views (``a, b = x.chunk(2)``): PyTorch refuses to write it
+                        # in place when it requires grad.
+                        call = v.node
+                        st.add_saved((part,), self.save_event(call, lambda call=call: short_code(call, 40), "multiview"))
             self.store(element.value if not isinstance(element, cst.StarredElement) else element, frozenset(parts), st, stmt)
 
     def escape(self, values: Iterable[Value], node: cst.CSTNode, where: str, st: State) -> None:
@@ -979,8 +987,15 @@ class _Analyzer:
         for value in group:
             events = st.saved_via(root, value) if value in targets else st.saved.get(value, ())
             for event in events:
+                if event.what == "leaf" and self.grad_disabled:
+                    continue  # writing a leaf under no_grad is how optimizers update it
+                if event.what == "multiview" and value not in targets:
+                    continue  # only the view itself is refused, not the base
                 if event.node is not site.node:  # its own op (rewritten out-of-place) is no hazard
                     site.evidence.setdefault(event, value)
+                if event.what == "leaf":
+                    site.add_reason("P5", "rebinding the name would leave the leaf itself (which an optimizer may hold) "
+                                          "unchanged: write it under `torch.no_grad()`, or compute a new tensor from it", event.node)
         for v in group:
             if v.kind is Kind.PARAM and v.tensor is not False:
                 site.add_reason("P3", f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing", v.node)
@@ -1512,6 +1527,12 @@ class _Analyzer:
             result = self.fresh(call, "factory", label, True, st=st)
             rg = keyword_arg(call, "requires_grad")
             self.set_grad(result, not (rg is not None and not is_false(rg.value)))
+            if rg is not None and is_true(rg.value):
+                self.result.makes_grad_leaf = True
+            if rg is not None and is_true(rg.value) and not self.grad_disabled:
+                # A leaf that requires grad: PyTorch refuses any in-place write into it (or a view
+                # of it) while grad is on. Recorded like a save, so that such a write is found.
+                st.add_saved((result,), self.save_event(call, display, "leaf"))
             dtype = keyword_arg(call, "dtype")
             if dtype is not None:
                 result.low_precision = self.imports.qualify(dtype.value) in _LOW_PRECISION

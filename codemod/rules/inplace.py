@@ -585,8 +585,8 @@ class _Solver:
         if fn.name == "forward":
             return True
         analysis = self.analyses.get(id(fn))
-        if analysis is not None and analysis.tensor_params:
-            return True
+        if analysis is not None and (analysis.tensor_params or analysis.makes_grad_leaf):
+            return True  # given tensors, or builds its own that require grad (a training step)
         summary = self.summaries.get(fn)
         return summary is not None and bool(summary.tensor_params)
 
@@ -666,7 +666,8 @@ class _Solver:
         return out
 
     def evidence_text(self, site: Site) -> tuple[str, list[Related]]:
-        events = sorted(site.evidence, key=lambda e: ({"input": 0, "output": 1, "opaque": 2}[e.what], self.ctx.line(e.node)))
+        order = {"leaf": -2, "multiview": -1, "input": 0, "output": 1, "opaque": 2}
+        events = sorted(site.evidence, key=lambda e: (order[e.what], self.ctx.line(e.node)))
         if not events:
             return "", []
         event = events[0]
@@ -678,6 +679,13 @@ class _Solver:
         elif event.what == "output":
             text = f"which `{op}` saved for backward as its output (line {line})"
             rel = f"`{op}` saves its output for backward"
+        elif event.what == "leaf":
+            text = f"a leaf tensor that requires grad (`{op}`, line {line}): PyTorch refuses to write it in place"
+            rel = "a leaf that requires grad is created here"
+        elif event.what == "multiview":
+            text = (f"one of the views that `{op}` returns (line {line}): PyTorch refuses to write such a view "
+                    "in place while it requires grad")
+            rel = f"`{op}` returns several views of one tensor"
         else:
             text = f"which was passed to `{op}` (line {line}), which may save it for backward"
             rel = f"`{op}` may save this tensor for backward"

@@ -94,3 +94,17 @@ def test_linalg_output_saved(tmp_path, capsys, monkeypatch):
     g_out, = torch.autograd.grad(out.sum(), w)
     g_meant, = torch.autograd.grad(meant.sum(), w)
     assert torch.allclose(g_out, g_meant, rtol=1e-6, atol=1e-7)
+
+
+def test_write_through_data_in_differentiable_code_is_reported(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    code, report, before, after = _apply("data_write.py", tmp_path, capsys, monkeypatch)
+    assert code == 1 and after == before
+    assert "data_write.py:15:9: IP205 `h.data.mul_(2)` overwrites `h`, through `.data` (line 15)" in report
+    assert report.count("IP205") == 1  # not the clipping under no_grad
+    model = import_source(before, "data_write").Scale()
+    x = torch.ones(3, requires_grad=True)
+    out = model(x)
+    out.sum().backward()
+    assert torch.equal(out.detach(), torch.full((3,), 4.0))
+    assert torch.equal(x.grad, torch.full((3,), 2.0))  # what the report says: the write is not in the gradient

@@ -1003,6 +1003,10 @@ class _Analyzer:
                 site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it")
             elif v.data_alias:
                 site.add_reason("P5", "it writes through `.data` (line @LINE), which autograd does not track: rewriting would stop updating the original tensor", v.node)
+                if not self.grad_disabled and v.node is not None and v in targets:
+                    # In differentiable code the gradient silently ignores such a write, whatever
+                    # was saved: a finding of its own.
+                    site.evidence.setdefault(self.save_event(v.node, "`.data`", "data"), v)
         for v in group:
             for event in st.escaped.get(v, ()):
                 site.add_reason("P2", f"{v.label} was {event.where} (line @LINE): rewriting would stop updating that copy", event.node)

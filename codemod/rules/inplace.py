@@ -666,7 +666,7 @@ class _Solver:
         return out
 
     def evidence_text(self, site: Site) -> tuple[str, list[Related]]:
-        order = {"leaf": -2, "multiview": -1, "input": 0, "output": 1, "opaque": 2}
+        order = {"leaf": -2, "multiview": -1, "input": 0, "output": 1, "data": 2, "opaque": 3}
         events = sorted(site.evidence, key=lambda e: (order[e.what], self.ctx.line(e.node)))
         if not events:
             return "", []
@@ -682,6 +682,10 @@ class _Solver:
         elif event.what == "leaf":
             text = f"a leaf tensor that requires grad (`{op}`, line {line}): PyTorch refuses to write it in place"
             rel = "a leaf that requires grad is created here"
+        elif event.what == "data":
+            text = (f"through `.data` (line {line}) in differentiable code: autograd does not see the write, "
+                    "so the gradient silently ignores it")
+            rel = "`.data` hides the tensor from autograd"
         elif event.what == "multiview":
             text = (f"one of the views that `{op}` returns (line {line}): PyTorch refuses to write such a view "
                     "in place while it requires grad")

@@ -996,16 +996,21 @@ class _Analyzer:
                 if event.what == "leaf":
                     site.add_reason("P5", "rebinding the name would leave the leaf itself (which an optimizer may hold) "
                                           "unchanged: write it under `torch.no_grad()`, or compute a new tensor from it", event.node)
-        for v in group:
+        # A stable order, the written name's own argument first: the report names the argument
+        # that the written name holds, not another one a summary may alias with it.
+        own = f"`{root}`" if root else None
+        for v in sorted(group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label)):
             if v.kind is Kind.PARAM and v.tensor is not False:
                 site.add_reason("P3", f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing", v.node)
             elif v.kind is Kind.EXTERNAL:
                 site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it")
             elif v.data_alias:
                 site.add_reason("P5", "it writes through `.data` (line @LINE), which autograd does not track: rewriting would stop updating the original tensor", v.node)
-                if not self.grad_disabled and v.node is not None and v in targets:
-                    # In differentiable code the gradient silently ignores such a write, whatever
-                    # was saved: a finding of its own.
+                if not self.grad_disabled and v.node is not None and v in targets and self._computed(v):
+                    # In differentiable code the gradient silently ignores such a write into a
+                    # computed tensor, whatever was saved: a finding of its own. (Writing a
+                    # Parameter's or a module's ``.data`` is how old code updates and clamps
+                    # weights: not this finding.)
                     site.evidence.setdefault(self.save_event(v.node, "`.data`", "data"), v)
         for v in group:
             for event in st.escaped.get(v, ()):
@@ -1027,6 +1032,14 @@ class _Analyzer:
         if root is not None and rebinds and self.decisions.get(site.key) != "drop":
             st.bind(root, frozenset({after}))
         return after
+
+    def _computed(self, v: Value) -> bool:
+        """``v``'s storage is a tensor this function computed (an op's result, or a view of
+        one): not module state, an argument, a module's weight or something unknown."""
+        group = self.closure([v]) - {v}
+        return bool(group) and all(
+            b.kind in (Kind.FRESH, Kind.ALIAS, Kind.MUTATED) and b.tensor is not False for b in group
+        )
 
     def read(self, name: str, values: frozenset[Value], node: cst.CSTNode, st: State) -> None:
         if st.stale:

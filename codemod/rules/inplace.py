@@ -667,7 +667,7 @@ class _Solver:
 
     def evidence_text(self, site: Site) -> tuple[str, list[Related]]:
         order = {"leaf": -2, "multiview": -1, "input": 0, "output": 1, "data": 2, "opaque": 3}
-        events = sorted(site.evidence, key=lambda e: (order[e.what], self.ctx.line(e.node)))
+        events = sorted(site.evidence, key=lambda e: (order[e.what], self._position(e.node)))
         if not events:
             return "", []
         event = events[0]
@@ -694,6 +694,12 @@ class _Solver:
             text = f"which was passed to `{op}` (line {line}), which may save it for backward"
             rel = f"`{op}` may save this tensor for backward"
         return text, [Related(event.node, rel)]
+
+    def _position(self, node) -> tuple[int, int]:
+        """Line and column: two saving ops on one line (``(d - d.min()) / (d.max() - d.min())``)
+        are named in a stable order, the first on the line."""
+        span = self.ctx.positions.span(node)
+        return (span.line, span.column) if span is not None else (0, 0)
 
     def _subject(self, site: Site) -> str:
         if site.kind is SiteKind.AUG or site.kind is SiteKind.INDEX:
@@ -730,7 +736,7 @@ class _Solver:
         prop, text_fn = plan.reasons[0]
         text = text_fn()
         code = _CODE_BY_PROPERTY.get(prop, "IP206")
-        if prop == "P5" and "`.data`" in text:
+        if (prop == "P5" and "`.data`" in text) or any(e.what == "data" for e in site.evidence):
             code = "IP205"
         evidence, related = self.evidence_text(site)
         subject = self._subject(site)

@@ -405,7 +405,7 @@ def _summarize_task(task: FileTask) -> FileSummary | None:
             data = fh.read()
     except OSError:
         return None  # reported when the file itself is processed
-    return summarize(task.path, task.display, data)
+    return summarize(task.path, task.display, data, lazy=True)
 
 
 def _map(fn, tasks: list[FileTask], jobs: int | None) -> list:

@@ -71,6 +71,8 @@ class FileSummary:
     # Calls of names: (callee as written, the calling function's qualname or None at module level,
     # whether the call runs with grad disabled: a ``with torch.no_grad():`` block, a decorator)
     calls: list[tuple[str, str | None, bool]] = field(default_factory=list)
+    # Not summarized yet (the file never mentions torch): summarized when an import reaches it.
+    path: str | None = None
 
 
 def module_key(path: str) -> tuple[tuple[str, ...], bool]:
@@ -82,9 +84,16 @@ def module_key(path: str) -> tuple[tuple[str, ...], bool]:
     return tuple(parts[:-1]) + (name,), False
 
 
-def summarize(path: str, display: str, data: bytes) -> FileSummary | None:
-    """The file's summary, or None where Python cannot parse it (reported by the rules' phase)."""
+def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileSummary | None:
+    """The file's summary, or None where Python cannot parse it (reported by the rules' phase).
+
+    With ``lazy``, a file that never mentions torch (most of a repository: configs, tokenizers,
+    plain helpers) is not parsed now: its summary is a placeholder, parsed only if an import of
+    another file reaches it. Its calls are not collected (a file without torch runs nothing under
+    ``no_grad``; missing its calls can only keep a function out of differentiable code)."""
     key, is_package = module_key(path)
+    if lazy and b"torch" not in data:
+        return FileSummary(display, key, is_package, path=path)
     if b"def " not in data and b"import" not in data:
         return FileSummary(display, key, is_package)
     try:
@@ -443,9 +452,26 @@ class Program:
             self._cache[key] = self._lookup(source, dotted.split("."), 0) if source is not None else None
         return self._cache[key]
 
+    def _load(self, source: FileSummary) -> FileSummary:
+        """A placeholder's summary, parsed now (once)."""
+        if source.path is None:
+            return source
+        try:
+            with open(source.path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            data = b""
+        loaded = summarize(source.path, source.display, data) or FileSummary(source.display, source.key, source.is_package)
+        self.files[source.display] = self.by_key[source.key] = loaded
+        for i in range(len(loaded.key)):
+            entries = self._suffixes[loaded.key[i:]]
+            entries[entries.index(source)] = loaded
+        return loaded
+
     def _lookup(self, source: FileSummary, parts: list[str], depth: int) -> FunctionSummary | None:
         if depth > 8 or not parts:
             return None
+        source = self._load(source)
         head, rest = parts[0], parts[1:]
         if head in source.functions:
             return source.functions[head] if not rest else None

@@ -30,6 +30,7 @@ from .discovery import SourceFile
 from .context import FileContext
 from .edits import apply_edits
 from .findings import FileResult, Finding, Location, RelatedLocation, Result
+from .program import FileSummary, Program, summarize
 from .project import ProjectFacts
 from .rules import RULES, Rule, RuleOptions
 from .suppression import is_suppressed, suppressions
@@ -144,8 +145,10 @@ def _no_validation(self) -> None:
     return None
 
 
-def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = None) -> FileResult:
-    """Analyse (and rewrite, in memory) one file's bytes; ``project``: facts from the whole run."""
+def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = None,
+                  program: Program | None = None) -> FileResult:
+    """Analyse (and rewrite, in memory) one file's bytes; ``project``: facts from the whole run;
+    ``program``: the summaries of every function of the run (whole-program analysis)."""
     start = time.perf_counter()
     result = FileResult(task.display)
     pattern = _prefilter(task.codes)
@@ -175,7 +178,7 @@ def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = No
     rules = [rule() for rule in RULES if any(c.code in task.codes for c in rule.codes)]
     try:
         current, result.results = rewrite_module(
-            module, source, task.display, rules, task.codes, task.mode, task.confirmed_lines, project
+            module, source, task.display, rules, task.codes, task.mode, task.confirmed_lines, project, program
         )
     except RecursionError:
         result.skipped = "too deeply nested to analyse"
@@ -197,7 +200,8 @@ def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = No
 
 def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Rule], codes: frozenset[str],
                    mode: str = "hazards", confirmed_lines: frozenset[int] = frozenset(),
-                   project: ProjectFacts | None = None) -> tuple[cst.Module, list[Result]]:
+                   project: ProjectFacts | None = None,
+                   program: Program | None = None) -> tuple[cst.Module, list[Result]]:
     """Run ``rules`` on a parsed module and apply their edits (in rounds, until nothing is
     deferred). Returns the new module and every finding (suppressed ones marked)."""
     results: list[Result] = []
@@ -207,7 +211,7 @@ def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Ru
         ctx = FileContext(display, source if round_no == 0 else current.code, current)
         suppressed = suppressions(ctx.source)
         options = RuleOptions(mode=mode, confirmed_lines=confirmed_lines if round_no == 0 else frozenset(),
-                              suppressions=suppressed, project=project)
+                              suppressions=suppressed, project=project, program=program)
         findings = [f for rule in rules for f in rule.check(ctx, options) if f.code in codes]
         edits = []
         this_round: list[tuple[Finding, Result]] = []
@@ -316,11 +320,13 @@ def _to_result(ctx: FileContext, finding: Finding, path: str) -> Result:
 # The run's project facts, set in the parent before the pool forks (and by the pool initializer
 # where workers are spawned): shipping them with every task would pickle them once per file.
 _project: ProjectFacts | None = None
+_program: Program | None = None
 
 
-def _set_project(project: ProjectFacts | None) -> None:
-    global _project
+def _set_project(project: ProjectFacts | None, program: Program | None = None) -> None:
+    global _project, _program
     _project = project
+    _program = program
 
 
 def project_facts(tasks: list[FileTask]) -> ProjectFacts:
@@ -347,7 +353,7 @@ def process(task: FileTask) -> FileResult:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return analyse_bytes(data, task, _project)
+        return analyse_bytes(data, task, _project, _program)
     finally:
         if enabled:
             gc.enable()
@@ -367,19 +373,48 @@ def run(tasks: list[FileTask], jobs: int | None = None,
     Rules that read facts about the whole run (``needs_project``) first run without them; only
     if one of them rewrites something are the facts collected (a text scan of every file) and the
     files with such rewrites analysed again with them. Facts can only turn a rewrite into a report.
+
+    The whole-program phase comes first: every file is summarized (Python's ``ast``, in the
+    workers) and the summaries are resolved across files into a ``Program`` the rules consult.
     """
     _set_project(None)
-    results = _run(tasks, jobs, on_result)
-    codes = _project_codes()
-    again = [i for i, res in enumerate(results) if any(r.fixed and r.code in codes for r in res.results)]
-    if again:
-        _set_project(project_facts(tasks))
-        try:
+    program = build_program(tasks, jobs)
+    _set_project(None, program)
+    try:
+        results = _run(tasks, jobs, on_result)
+        codes = _project_codes()
+        again = [i for i, res in enumerate(results) if any(r.fixed and r.code in codes for r in res.results)]
+        if again:
+            _set_project(project_facts(tasks), program)
             for i, res in zip(again, _run([tasks[i] for i in again], jobs, None)):
                 results[i] = res
-        finally:
-            _set_project(None)
+    finally:
+        _set_project(None)
     return results
+
+
+def build_program(tasks: list[FileTask], jobs: int | None = None) -> Program:
+    """Phase 1 (per-file summaries, in the workers) and phase 2 (resolution across files)."""
+    summaries = [s for s in _map(_summarize_task, tasks, jobs) if s is not None]
+    return Program(summaries)
+
+
+def _summarize_task(task: FileTask) -> FileSummary | None:
+    try:
+        with open(task.path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None  # reported when the file itself is processed
+    return summarize(task.path, task.display, data, lazy=True)
+
+
+def _map(fn, tasks: list[FileTask], jobs: int | None) -> list:
+    jobs = jobs or os.cpu_count() or 1
+    if jobs <= 1 or len(tasks) < 8:
+        return [fn(t) for t in tasks]
+    chunk = max(1, min(32, len(tasks) // (jobs * 8)))
+    with _pool_context().Pool(jobs) as pool:
+        return pool.map(fn, tasks, chunksize=chunk)
 
 
 def _project_codes() -> frozenset[str]:
@@ -399,7 +434,7 @@ def _run(tasks: list[FileTask], jobs: int | None, on_result: Callable[[FileResul
     # Largest files first, in small chunks, so no worker is left with a long tail.
     by_size = sorted(tasks, key=lambda t: -_size(t.path))
     chunk = max(1, min(8, len(tasks) // (jobs * 16)))
-    with _pool_context().Pool(jobs, initializer=_set_project, initargs=(_project,)) as pool:
+    with _pool_context().Pool(jobs, initializer=_set_project, initargs=(_project, _program)) as pool:
         for task_index, res in pool.imap_unordered(_indexed_process, [(order[t.path], t) for t in by_size], chunksize=chunk):
             results[task_index] = res
             if on_result:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Union
 
 import libcst as cst
 
@@ -35,6 +35,9 @@ from .syntax import (
     call_display, children, dotted_name, is_false, is_true, keyword_arg, positional_args, self_attribute, short_code,
     walk_same_scope,
 )
+
+if TYPE_CHECKING:
+    from ..program import Program
 
 
 class Kind(enum.Enum):
@@ -359,13 +362,18 @@ class Summary:
     returns_tensor: bool
     varargs: bool
     tensor_params: set[str] = field(default_factory=set)  # parameters used as tensors
+    saved_output: str | None = None  # every return is the output of this op, which saves it
+    where: str | None = None  # "path:line" of a function of another file
 
 
 class Summaries:
     """Summaries of the module's functions, computed on demand (recursion: assume the worst)."""
 
-    def __init__(self, index: ModuleIndex) -> None:
+    def __init__(self, index: ModuleIndex, program: "Program | None" = None, display: str = "") -> None:
         self.index = index
+        self.program = program
+        self.display = display
+        self._external: dict[str, Summary | None] = {}
         self._cache: dict[int, Summary | None] = {}
         self._busy: set[int] = set()
         self._methods = {(id(fn.cls), fn.name): fn for fn in index.functions if fn.cls is not None and fn.parent is None}
@@ -380,6 +388,20 @@ class Summaries:
             if fn.parent is caller and fn.name == name:
                 return fn
         return self._toplevel.get(name)
+
+    def external(self, dotted: str) -> Summary | None:
+        """The summary of a function of another file of the run (or one this file imports), from
+        the whole-program phase; None when ``dotted`` names nothing of the run."""
+        if self.program is None:
+            return None
+        if dotted not in self._external:
+            found = self.program.callee(self.display, dotted)
+            self._external[dotted] = None if found is None else Summary(
+                params=list(found.params), kwonly=set(found.kwonly),
+                saves={p: "opaque" for p in found.saves}, aliases=set(found.aliases),
+                returns_tensor=found.saved_output is not None, varargs=found.varargs,
+                saved_output=found.saved_output, where=found.where)
+        return self._external[dotted]
 
     def get(self, fn: FunctionInfo) -> Summary | None:
         key = id(fn)
@@ -406,6 +428,7 @@ class FunctionAnalysis:
         self.fn = fn
         self.sites: dict[tuple, Site] = {}
         self.tensor_params: set[str] = set()
+        self.makes_grad_leaf = False  # builds a tensor with requires_grad=True itself
 
 
 class _Analyzer:
@@ -923,7 +946,14 @@ class _Analyzer:
                     parts.add(self.fresh(element, "unpack-fresh", code_text(element.value),
                                          True if v.tuple_kind == "fresh" else None))
                 else:
-                    parts.add(self.element_of(element, "unpack", frozenset({v}), code_text(element.value)))
+                    part = self.element_of(element, "unpack", frozenset({v}), code_text(element.value))
+                    parts.add(part)
+                    if v.tuple_kind == "views" and v.node is not None and not self.grad_disabled and v.bases \
+                            and not self.grad_free(frozenset(v.bases)):
+                        # One of several views (``a, b = x.chunk(2)``): PyTorch refuses to write it
+                        # in place when it requires grad.
+                        call = v.node
+                        st.add_saved((part,), self.save_event(call, lambda call=call: short_code(call, 40), "multiview"))
             self.store(element.value if not isinstance(element, cst.StarredElement) else element, frozenset(parts), st, stmt)
 
     def escape(self, values: Iterable[Value], node: cst.CSTNode, where: str, st: State) -> None:
@@ -957,15 +987,31 @@ class _Analyzer:
         for value in group:
             events = st.saved_via(root, value) if value in targets else st.saved.get(value, ())
             for event in events:
+                if event.what == "leaf" and self.grad_disabled:
+                    continue  # writing a leaf under no_grad is how optimizers update it
+                if event.what == "multiview" and value not in targets:
+                    continue  # only the view itself is refused, not the base
                 if event.node is not site.node:  # its own op (rewritten out-of-place) is no hazard
                     site.evidence.setdefault(event, value)
-        for v in group:
+                if event.what == "leaf":
+                    site.add_reason("P5", "rebinding the name would leave the leaf itself (which an optimizer may hold) "
+                                          "unchanged: write it under `torch.no_grad()`, or compute a new tensor from it", event.node)
+        # A stable order, the written name's own argument first: the report names the argument
+        # that the written name holds, not another one a summary may alias with it.
+        own = f"`{root}`" if root else None
+        for v in sorted(group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label)):
             if v.kind is Kind.PARAM and v.tensor is not False:
                 site.add_reason("P3", f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing", v.node)
             elif v.kind is Kind.EXTERNAL:
                 site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it")
             elif v.data_alias:
                 site.add_reason("P5", "it writes through `.data` (line @LINE), which autograd does not track: rewriting would stop updating the original tensor", v.node)
+                if not self.grad_disabled and v.node is not None and v in targets and self._computed(v):
+                    # In differentiable code the gradient silently ignores such a write into a
+                    # computed tensor, whatever was saved: a finding of its own. (Writing a
+                    # Parameter's or a module's ``.data`` is how old code updates and clamps
+                    # weights: not this finding.)
+                    site.evidence.setdefault(self.save_event(v.node, "`.data`", "data"), v)
         for v in group:
             for event in st.escaped.get(v, ()):
                 site.add_reason("P2", f"{v.label} was {event.where} (line @LINE): rewriting would stop updating that copy", event.node)
@@ -986,6 +1032,14 @@ class _Analyzer:
         if root is not None and rebinds and self.decisions.get(site.key) != "drop":
             st.bind(root, frozenset({after}))
         return after
+
+    def _computed(self, v: Value) -> bool:
+        """``v``'s storage is a tensor this function computed (an op's result, or a view of
+        one): not module state, an argument, a module's weight or something unknown."""
+        group = self.closure([v]) - {v}
+        return bool(group) and all(
+            b.kind in (Kind.FRESH, Kind.ALIAS, Kind.MUTATED) and b.tensor is not False for b in group
+        )
 
     def read(self, name: str, values: frozenset[Value], node: cst.CSTNode, st: State) -> None:
         if st.stale:
@@ -1353,6 +1407,11 @@ class _Analyzer:
             self_attr = self_attribute(func, self.self_name)
             if self_attr is not None and self.cls is not None:
                 return self.call_self(call, self_attr, st, role)
+            dotted = dotted_name(func) if self.summaries and self.summaries.program else None
+            if dotted and dotted.split(".")[0] not in self.locals:
+                external = self.summaries.external(dotted)
+                if external is not None:  # ``blocks.gate(...)``: a module of the run, imported
+                    return self.user_call(call, None, self.eval_args(call, st), st, dotted, external)
             return self.call_method(call, func, st, role)
         if isinstance(func, cst.Name) and func.value not in self.locals:
             qual = self.imports.qualify(func)
@@ -1366,11 +1425,17 @@ class _Analyzer:
             target = self.summaries.function(func.value, self.fn) if self.summaries else None
             if target is not None:
                 return self.user_call(call, target, args, st, func.value)
+            external = self.summaries.external(func.value) if self.summaries else None
+            if external is not None:
+                return self.user_call(call, None, args, st, func.value, external)
         return self.opaque_call(call, args, st)
 
-    def user_call(self, call: cst.Call, target: FunctionInfo, args, st: State, name: str) -> frozenset[Value]:
-        """A call of a function of this module: use its summary instead of assuming the worst."""
-        summary = self.summaries.get(target) if self.summaries else None
+    def user_call(self, call: cst.Call, target: FunctionInfo | None, args, st: State, name: str,
+                  summary: Summary | None = None) -> frozenset[Value]:
+        """A call of a function of this module (``target``), or of another file of the run
+        (``summary`` from the whole-program phase): use its summary instead of assuming the worst."""
+        if target is not None:
+            summary = self.summaries.get(target) if self.summaries else None
         display = f"{name}(...)" if call.args else f"{name}()"
         if summary is None or summary.varargs or any(k == "*" for k, _, _ in args):
             return self.opaque_call(call, args, st, display=display)
@@ -1385,13 +1450,18 @@ class _Analyzer:
             if strength is not None and not self.grad_disabled:
                 st.add_saved(values, self.save_event(call, display, strength))
             if param in summary.aliases:
-                aliased |= values
+                # (a summary of another file over-approximates: only what may be a tensor counts)
+                aliased |= values if summary.where is None else {v for v in values if v.tensor is not False}
         label = fmt_text("the result of `{}`", display)
         tensor = True if summary.returns_tensor else None
         if aliased:
             return frozenset({self.alias(call, "user-call", aliased, label, tensor, st=st)})
         result = self.fresh(call, "call", label, tensor, st=st)
         result.tuple_kind = "call"
+        if summary.saved_output and summary.where and not self.grad_disabled:
+            # ``h = block(x)`` where ``block`` (another file) returns ``torch.sigmoid(...)``.
+            op = f"{summary.saved_output}(...)` ({summary.where}) of `{display}"
+            st.add_saved((result,), self.save_event(call, op, "output"))
         return frozenset({result})
 
     def eval_args(self, call: cst.Call, st: State) -> list[tuple[str | int, frozenset[Value], cst.Arg]]:
@@ -1455,6 +1525,10 @@ class _Analyzer:
             return self.call_functional(call, name, args, st, role)
         if module in ("torch", "torch.special", "torch.linalg", "torch.fft"):
             return self.call_torch(call, qual, name, args, st, role)
+        dotted = dotted_name(call.func) if module.split(".")[0] != "torch" and self.summaries else None
+        external = self.summaries.external(dotted) if dotted else None
+        if external is not None:
+            return self.user_call(call, None, args, st, dotted, external)
         return self.opaque_call(call, args, st)
 
     def call_torch(self, call, qual, name, args, st, role) -> frozenset[Value]:
@@ -1470,6 +1544,12 @@ class _Analyzer:
             result = self.fresh(call, "factory", label, True, st=st)
             rg = keyword_arg(call, "requires_grad")
             self.set_grad(result, not (rg is not None and not is_false(rg.value)))
+            if rg is not None and is_true(rg.value):
+                self.result.makes_grad_leaf = True
+            if rg is not None and is_true(rg.value) and not self.grad_disabled:
+                # A leaf that requires grad: PyTorch refuses any in-place write into it (or a view
+                # of it) while grad is on. Recorded like a save, so that such a write is found.
+                st.add_saved((result,), self.save_event(call, display, "leaf"))
             dtype = keyword_arg(call, "dtype")
             if dtype is not None:
                 result.low_precision = self.imports.qualify(dtype.value) in _LOW_PRECISION

@@ -8,6 +8,7 @@ from typing import ClassVar, Mapping
 
 from ..context import FileContext
 from ..findings import Finding
+from ..program import Program
 from ..project import ProjectFacts
 
 
@@ -41,6 +42,8 @@ class RuleOptions:
     suppressions: Mapping[int, frozenset[str]] = field(default_factory=dict)
     # What the whole run knows (attributes stored from other files); None: this file alone.
     project: "ProjectFacts | None" = None
+    # Summaries of every function of the run, resolved across files; None: this file alone.
+    program: "Program | None" = None
 
     def suppressed(self, lines: range, code: str) -> bool:
         from ..suppression import is_suppressed

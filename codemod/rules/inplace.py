@@ -226,7 +226,7 @@ class _Solver:
         self.forced: dict[tuple, str | None] = {}
         self._scope_cache: dict[int, bool] = {}
         self._caller_map: dict[int, list[FunctionInfo]] | None = None
-        self.summaries = Summaries(self.index)
+        self.summaries = Summaries(self.index, options.program, ctx.path)
         self._names_in: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------------ solving
@@ -585,14 +585,17 @@ class _Solver:
         if fn.name == "forward":
             return True
         analysis = self.analyses.get(id(fn))
-        if analysis is not None and analysis.tensor_params:
-            return True
+        if analysis is not None and (analysis.tensor_params or analysis.makes_grad_leaf):
+            return True  # given tensors, or builds its own that require grad (a training step)
         summary = self.summaries.get(fn)
         return summary is not None and bool(summary.tensor_params)
 
     def _reached_from_root(self, fn: FunctionInfo) -> bool:
         if fn.name in _NOT_DIFFERENTIABLE or self._only_called_without_grad(fn, set()):
             return False
+        program = self.options.program
+        if program is not None and program.only_called_without_grad(self.ctx.path, fn.qualname):
+            return False  # every call in the run (this file or others) runs under no_grad
         callers = self._callers()
         seen = {id(fn)}
         stack = [fn]
@@ -663,7 +666,8 @@ class _Solver:
         return out
 
     def evidence_text(self, site: Site) -> tuple[str, list[Related]]:
-        events = sorted(site.evidence, key=lambda e: ({"input": 0, "output": 1, "opaque": 2}[e.what], self.ctx.line(e.node)))
+        order = {"leaf": -2, "multiview": -1, "input": 0, "output": 1, "data": 2, "opaque": 3}
+        events = sorted(site.evidence, key=lambda e: (order[e.what], self._position(e.node)))
         if not events:
             return "", []
         event = events[0]
@@ -675,10 +679,27 @@ class _Solver:
         elif event.what == "output":
             text = f"which `{op}` saved for backward as its output (line {line})"
             rel = f"`{op}` saves its output for backward"
+        elif event.what == "leaf":
+            text = f"a leaf tensor that requires grad (`{op}`, line {line}): PyTorch refuses to write it in place"
+            rel = "a leaf that requires grad is created here"
+        elif event.what == "data":
+            text = (f"through `.data` (line {line}) in differentiable code: autograd does not see the write, "
+                    "so the gradient silently ignores it")
+            rel = "`.data` hides the tensor from autograd"
+        elif event.what == "multiview":
+            text = (f"one of the views that `{op}` returns (line {line}): PyTorch refuses to write such a view "
+                    "in place while it requires grad")
+            rel = f"`{op}` returns several views of one tensor"
         else:
             text = f"which was passed to `{op}` (line {line}), which may save it for backward"
             rel = f"`{op}` may save this tensor for backward"
         return text, [Related(event.node, rel)]
+
+    def _position(self, node) -> tuple[int, int]:
+        """Line and column: two saving ops on one line (``(d - d.min()) / (d.max() - d.min())``)
+        are named in a stable order, the first on the line."""
+        span = self.ctx.positions.span(node)
+        return (span.line, span.column) if span is not None else (0, 0)
 
     def _subject(self, site: Site) -> str:
         if site.kind is SiteKind.AUG or site.kind is SiteKind.INDEX:
@@ -715,7 +736,7 @@ class _Solver:
         prop, text_fn = plan.reasons[0]
         text = text_fn()
         code = _CODE_BY_PROPERTY.get(prop, "IP206")
-        if prop == "P5" and "`.data`" in text:
+        if (prop == "P5" and "`.data`" in text) or any(e.what == "data" for e in site.evidence):
             code = "IP205"
         evidence, related = self.evidence_text(site)
         subject = self._subject(site)

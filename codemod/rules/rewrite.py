@@ -98,7 +98,7 @@ def inplace_chain(call: cst.Call) -> list[cst.Call]:
         isinstance(node, cst.Call)
         and isinstance(node.func, cst.Attribute)
         and node.func.attr.value in torch_api.inplace_methods()
-        and not node.func.attr.value in torch_api.METADATA_INPLACE
+        and node.func.attr.value not in torch_api.METADATA_INPLACE
     ):
         chain.append(node)
         node = node.func.value

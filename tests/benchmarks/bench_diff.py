@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import shutil
 import statistics
 import subprocess
 import sys

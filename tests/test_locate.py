@@ -174,7 +174,7 @@ def test_diff_then_apply_fixes_what_static_analysis_does_not(trainrepo):
     blocks = trainrepo / "tinynet" / "blocks.py"
     original = blocks.read_text()
     static = subprocess.run([PY, "-m", "codemod", "apply", "--check", "."], cwd=trainrepo, capture_output=True, text=True)
-    assert static.returncode == 0, static.stdout  # statically, squash() is opaque: nothing to rewrite
+    assert static.returncode == 0, static.stdout  # statically, the activation is looked up by name: nothing to rewrite
     tests_before = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=trainrepo,
                                   capture_output=True, text=True)
     assert tests_before.returncode == 1 and "modified by an inplace operation" in tests_before.stdout

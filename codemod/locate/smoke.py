@@ -1,4 +1,4 @@
-"""Pieces for `codemod verify` to use the located run (not wired into the runner yet).
+"""Pieces `codemod verify` uses to run the smoke command under the locator (see codemod/verify/runner.py).
 
 * :func:`default_smoke_tests` / :func:`default_smoke_command`: for a repository without
   ``[tool.codemod.smoke]``, the test files that import a rewritten module (directly, or through
@@ -7,7 +7,9 @@
 * :func:`smoke_hazards`: after a smoke command ran with :func:`codemod.locate.run.located_environment`
   (``until="exit"``), the merged hazards of every process, in the shape the runner's
   ``report.hazards`` uses (``write``/``saved_by`` with ``path`` and ``line``), so its
-  confirmed-lines upgrade applies to them unchanged.
+  confirmed-lines upgrade applies to them unchanged. It trusts the directory (a run of the user's own
+  command); ``codemod verify``, whose command is untrusted, reads it with
+  :func:`codemod.verify.located.read_located` instead.
 """
 
 from __future__ import annotations

@@ -2,9 +2,13 @@
 
 On two throwaway copies of the repository (the original and the rewritten tree), each run in the
 sandbox: the configured smoke ``command`` (pass = exit 0) and the built-in harness over the
-configured ``cases`` (or, with neither configured, cases discovered in the rewritten files). The
-harness on the original also runs the in-place locator; the lines it confirms upgrade the
-engine's candidates to rewrites (never past P1-P5). Nothing here writes to the repository:
+configured ``cases`` (or, with neither configured, cases discovered in the rewritten files, and
+where discovery has none, the repository's own tests that import a rewritten or candidate module:
+:func:`codemod.locate.smoke.default_smoke_command`). On the original the in-place locator runs
+with the harness and around the command (every Python process of it, through the bootstrap of
+:mod:`codemod.locate`, reporting into a directory bound writable for the run and read back as
+untrusted data by :mod:`.located`); the lines it confirms upgrade the engine's candidates to
+rewrites (never past P1-P5). Nothing here writes to the repository:
 ``apply --verify`` writes :attr:`VerifyReport.changes` only when :attr:`VerifyReport.proven`.
 
 What the repository's config asks for is bounded by :class:`.settings.OperatorSettings` (the
@@ -30,9 +34,12 @@ from ..config import DEFAULT_EXCLUDE, ConfigFinder, SmokeConfig
 from ..discovery import discover
 from ..engine import FileTask, build_tasks, known_selectors, run
 from ..findings import FileResult
+from ..locate.run import located_environment
+from ..locate.smoke import default_smoke_command, default_smoke_tests
 from . import VerifyError
 from .channel import ResultChannel
 from .compare import CaseVerdict, compare_case
+from .located import read_located
 from .requirements import check_requirements, install_requirements
 from .sandbox import (Limits, SandboxResult, detect_isolation, owned_tempdir, run_sandboxed, sweep_stale,
                       terminate_as_exit)
@@ -51,6 +58,8 @@ class VerifyReport:
     hazards: list[dict[str, Any]] = field(default_factory=list)   # locator findings on the original
     changes: list[tuple[FileTask, FileResult]] = field(default_factory=list)
     results: list[FileResult] = field(default_factory=list)
+    smoke_source: str = ""            # configured | discovered | default tests (no config, no discovered case)
+    default_tests: list[str] = field(default_factory=list)
 
     @property
     def proven(self) -> bool:
@@ -67,6 +76,7 @@ class VerifyReport:
             "root": str(self.root), "status": self.status, "proven": self.proven, "device": self.device,
             "isolation": self.isolation, "rewrites": self.rewrites,
             "cases": [v.to_json() for v in self.verdicts], "locator": self.hazards, "notes": self.notes,
+            "smoke_source": self.smoke_source, "default_tests": self.default_tests,
         }
 
 
@@ -130,6 +140,12 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
         changed = [_relative(t, root) for t, r in zip(tasks, results) if r.changed]
         python, site = sys.executable, None
         plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, gpu=gpu)
+        if not smoke.command and not smoke.cases:
+            # Files with a rewrite or a candidate: the located run of their tests may upgrade a candidate.
+            touched = sorted({_relative(t, root) for t, r in zip(tasks, results) if r.results})
+            report.default_tests = default_smoke_tests(original, touched)
+            plan.default = default_smoke_command(original, touched)
+        report.smoke_source = "configured" if smoke.command or smoke.cases else "discovered"
         if plan.has_cases(changed) and requirements:
             if not settings.allow_requirements:
                 report.status = "nothing could be verified"
@@ -139,7 +155,7 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
                 return report
             python, site = install_requirements(requirements, _copy(root, Path(tmp) / "install", []), Path(tmp),
                                                 timeout=timeout, limits=limits, index_url=settings.pip_index_url)
-            plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, site, gpu)
+            plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, site, gpu, plan.default)
         if not plan.has_cases(changed):
             report.status = "nothing to do" if not changed else "nothing could be verified"
             report.notes.append(_nothing_configured(changed))
@@ -147,7 +163,17 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
             return report
         track = [f"{_relative(t, root)}:{res.location.line}"
                  for t, r in zip(tasks, results) for res in r.results if res.fixed]
+        if plan.default and not changed:
+            plan.use_default()   # nothing to discover cases in
         before = plan.run_side(original, changed, locate=True, track=track)
+        if plan.default and not plan.defaulted and before.harness is not None and not before.harness.get("cases") \
+                and not before.harness_error:
+            plan.use_default()   # discovery found no case to run: the repository's own tests instead
+            discovery_notes = before.notes
+            before = plan.run_side(original, changed, locate=True, track=track)
+            before.notes[:0] = discovery_notes
+        if plan.defaulted:
+            report.smoke_source = "default tests"
         report.device = before.device
         report.notes += before.notes
         report.hazards = before.locator_findings()
@@ -166,7 +192,7 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
         exact = (before.device or device) == "cpu" and all(r["code"].startswith("IP") for r in report.rewrites)
         report.verdicts = plan.verdicts(before, after, exact)
         unexercised = _mark_exercised(report.rewrites, before, tracked=before.harness is not None,
-                                      command=bool(smoke.command))
+                                      command=bool(plan.command))
         if not report.verdicts:
             report.status = "nothing could be verified"
         elif all(v.proven for v in report.verdicts) and not unexercised:
@@ -331,14 +357,17 @@ class _Side:
     device: str = ""
     notes: list[str] = field(default_factory=list)
 
+    located: list[dict[str, Any]] = field(default_factory=list)   # the smoke command's, checked (.located)
+
     def locator_findings(self) -> list[dict[str, Any]]:
+        """The harness cases' locator findings, then the smoke command's, each line pair once."""
         seen, out = set(), []
-        for record in (self.harness or {}).get("cases", {}).values():
-            for f in record.get("locator", []):
-                key = (f["write"]["path"], f["write"]["line"], (f.get("saved_by") or {}).get("line"))
-                if key not in seen:
-                    seen.add(key)
-                    out.append(f)
+        records = [f for record in (self.harness or {}).get("cases", {}).values() for f in record.get("locator", [])]
+        for f in records + self.located:
+            key = (f["write"]["path"], f["write"]["line"], (f.get("saved_by") or {}).get("line"))
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
         return out
 
 
@@ -352,15 +381,24 @@ class _Plan:
     result_bytes: int = 512 << 20
     site: str | None = None
     gpu: bool = False
+    default: str | None = None        # the default smoke command (no [tool.codemod.smoke]), if any test fits
+    defaulted: bool = False           # whether it replaced the discovered cases
+
+    def __post_init__(self) -> None:
+        self.command = self.smoke.command
+        self.harness = bool(self.smoke.cases or not self.smoke.command)
+
+    def use_default(self) -> None:
+        self.command, self.harness, self.defaulted = self.default, False, True
 
     def has_cases(self, changed: list[str]) -> bool:
-        return bool(self.smoke.command or self.smoke.cases or changed)
+        return bool(self.smoke.command or self.smoke.cases or changed or self.default)
 
     def run_side(self, copy: Path, changed: list[str], locate: bool, track: list[str] = ()) -> _Side:
         side = _Side()
         visible = [_environment_of(self.python), _environment_of(sys.executable), _PACKAGE_DIR]
         gpu = self.gpu
-        if self.smoke.cases or not self.smoke.command:
+        if self.harness:
             channel = ResultChannel(self.result_bytes)
             # The harness runs with this interpreter, the copy kept off sys.path (-P) and no user
             # site (-s), so nothing of the repository can stand in for it; the environment is ours
@@ -401,11 +439,23 @@ class _Plan:
                                if record.get("locator_error") and record.get("status") == "ok"]
                 if side.harness.get("error"):
                     side.harness_error = side.harness["error"]
-        if self.smoke.command:
-            side.command = run_sandboxed(["/bin/sh", "-c", self.smoke.command], copy, timeout=self.timeout,
-                                         limits=self.limits, env={**_child_env(self.python), "CODEMOD_DEVICE": self.device},
-                                         visible=visible, gpu=gpu)
+        if self.command:
+            env = {**_child_env(self.python), "CODEMOD_DEVICE": self.device}
+            reports = copy.parent / f"{copy.name}-located"
+            if locate:
+                # Every Python process of the command that imports torch runs the locator (the
+                # bootstrap is under _PACKAGE_DIR, visible) and reports into a directory bound
+                # writable for this run; the copy itself is an overlay whose writes never come back.
+                reports.mkdir(mode=0o755)
+                env = located_environment(str(reports), [copy], "exit", base=env)
+            side.command = run_sandboxed(["/bin/sh", "-c", self.command], copy, timeout=self.timeout,
+                                         limits=self.limits, env=env, visible=visible, gpu=gpu,
+                                         writable=[reports] if locate else [])
             side.device = side.device or self.device
+            if locate:
+                side.located, notes = read_located(reports, copy)
+                side.notes += notes
+                shutil.rmtree(reports, ignore_errors=True)
         return side
 
     def verdicts(self, before: _Side, after: _Side, exact: bool) -> list[CaseVerdict]:
@@ -420,15 +470,17 @@ class _Plan:
                 orig_cases = before.harness["cases"]
                 for name, record in after.harness["cases"].items():
                     out.append(compare_case(name, orig_cases.get(name), record, exact))
-        if self.smoke.command:
-            out.append(_command_verdict(self.smoke.command, before.command, after.command))
+        if self.command:
+            out.append(_command_verdict(self.command, before.command, after.command,
+                                        "default tests" if self.defaulted else "command"))
         return out
 
 
-def _command_verdict(command: str, before: SandboxResult | None, after: SandboxResult | None) -> CaseVerdict:
+def _command_verdict(command: str, before: SandboxResult | None, after: SandboxResult | None,
+                     label: str = "command") -> CaseVerdict:
     orig = "pass" if before and before.ok else f"fails: {_failure(before, 'the command')}"
     new = "pass" if after and after.ok else f"fails: {_failure(after, 'the command')}"
-    verdict = CaseVerdict(f"command: {command}", "command", orig, new)
+    verdict = CaseVerdict(f"{label}: {command}", "command", orig, new)
     verdict.proven = new == "pass"
     if not verdict.proven:
         verdict.reason = ("fails before and after the rewrite, for a reason unrelated to it: " + new[7:]

@@ -84,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=1, metavar="N", help="worker threads (default: 1)")
     worker.add_argument("--drain", action="store_true", help="exit once no job is queued or running")
 
+    register = sub.add_parser("register", help="create the GitHub App from its manifest and write .env")
+    register.add_argument("--org", help="register the App for this organization (default: your account)")
+    register.add_argument("--github-url", default="https://github.com", metavar="URL", help="GitHub or GitHub Enterprise")
+    register.add_argument("--api-url", metavar="URL", help="its REST API (default: derived from --github-url)")
+    register.add_argument("--name", help="the App's name (default: torch-codemod-<random>)")
+    register.add_argument("--webhook-url", metavar="URL", help="where GitHub delivers webhooks (POST /webhook)")
+    register.add_argument("--env", default=".env", metavar="FILE", help="where to write the credentials (mode 0600)")
+    register.add_argument("--port", type=int, default=0, help="local port of the registration page (default: any)")
+    register.add_argument("--no-browser", action="store_true", help="only print the page's address")
+
     rules = sub.add_parser("rules", help="list the rules with an explanation and examples")
     rules.add_argument("selectors", nargs="*", metavar="CODE", help="show only these codes or families, in full")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -100,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_rules(args)
         if args.command == "verify":
             return cmd_verify(args)
+        if args.command == "register":
+            from service import register as service_register
+
+            return service_register.main(args)
         if args.command in ("serve", "worker"):
             from service import cli as service_cli
 

@@ -151,7 +151,8 @@ def build_image(tag: str = IMAGE) -> tuple[str, float]:
     with tempfile.TemporaryDirectory(prefix="codemod-build-") as tmp:
         options, _ = build_inputs(Path(tmp))
         start = time.monotonic()
-        podman("build", "--network", "host", "--layers", "-f", str(ROOT / "Dockerfile"),
+        # docker format: the OCI image format has no HEALTHCHECK
+        podman("build", "--format", "docker", "--network", "host", "--layers", "-f", str(ROOT / "Dockerfile"),
                "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "TORCH_INDEX_URL=",
                *options, "-t", tag, str(ROOT), timeout=1800)
         return tag, time.monotonic() - start

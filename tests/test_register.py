@@ -169,3 +169,16 @@ def test_manifest_never_lists_events_github_sends_anyway():
     assert "installation_repositories" not in body["default_events"]
     assert body["default_events"] == EVENTS and body["default_permissions"] == PERMISSIONS
     assert "hook_attributes" not in body and body["public"] is False
+
+
+def test_cli_refuses_an_existing_env_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    env = tmp_path / ".env"
+    env.write_text("GITHUB_APP_ID=1\n")
+    proc = subprocess.run([sys.executable, "-m", "codemod", "register", "--env", str(env), "--no-browser"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"codemod: error: {env} exists; move it away first "
+                                                "(it may hold another App's key)"]

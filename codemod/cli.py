@@ -97,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=1, metavar="N", help="worker threads (default: 1)")
     worker.add_argument("--drain", action="store_true", help="exit once no job is queued or running")
 
+    register = sub.add_parser("register", help="create the GitHub App from its manifest and write .env")
+    register.add_argument("--org", help="register the App for this organization (default: your account)")
+    register.add_argument("--github-url", default="https://github.com", metavar="URL", help="GitHub or GitHub Enterprise")
+    register.add_argument("--api-url", metavar="URL", help="its REST API (default: derived from --github-url)")
+    register.add_argument("--name", help="the App's name (default: torch-codemod-<random>)")
+    register.add_argument("--webhook-url", metavar="URL", help="where GitHub delivers webhooks (POST /webhook)")
+    register.add_argument("--env", default=".env", metavar="FILE", help="where to write the credentials (mode 0600)")
+    register.add_argument("--port", type=int, default=0, help="local port of the registration page (default: any)")
+    register.add_argument("--no-browser", action="store_true", help="only print the page's address")
+
     rules = sub.add_parser("rules", help="list the rules with an explanation and examples")
     rules.add_argument("selectors", nargs="*", metavar="CODE", help="show only these codes or families, in full")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         command = {"apply": cmd_apply, "rules": cmd_rules, "verify": cmd_verify,
-                   "locate": locate_command.cmd_locate, "serve": _serve, "worker": _worker}[args.command]
+                   "locate": locate_command.cmd_locate, "serve": _serve, "worker": _worker, "register": _register}[args.command]
         return command(args)
     except (ConfigError, SelectionError, DiscoveryError, VerifyError, OutputError) as exc:
         return _fail(exc, debug)
@@ -140,6 +150,12 @@ def _serve(args) -> int:
     from service import cli as service_cli  # the service's dependencies load only for its commands
 
     return service_cli.serve(args.host, args.port, args.workers)
+
+
+def _register(args) -> int:
+    from service import register as service_register
+
+    return service_register.main(args)
 
 
 def _worker(args) -> int:

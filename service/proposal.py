@@ -97,15 +97,28 @@ def verification_table(outcome: dict) -> list[str]:
     return out
 
 
+def proof_sentence(cases: list[dict]) -> str:
+    """What a proven verification showed, and no more: harness cases compare outputs and gradients;
+    a smoke command (configured, or the tests that import the rewritten modules) only passes."""
+    harness = [c for c in cases if c.get("kind") == "harness"]
+    commands = [c for c in cases if c.get("kind") == "command"]
+    said = []
+    if harness:
+        said.append(f"{_plural(len(harness), 'smoke case')} ran on the original and the rewritten tree in a sandbox "
+                    "with the same outputs and gradients")
+    if commands:
+        said.append(f"{_plural(len(commands), 'smoke command')} ({', '.join(_code(c['name']) for c in commands)}) "
+                    "passed on the rewritten tree in a sandbox (outputs not compared)")
+    return ("; ".join(said) or "verification passed") + "."
+
+
 def body(outcome: dict, links: Links, app_slug: str, base: str) -> str:
     rewrites = [f for f in outcome["findings"] if f["fixed"]]
     reported = [f for f in outcome["findings"] if not f["fixed"]]
     out = []
     if outcome["proven"]:
         out.append(f"torch-codemod rewrote {_plural(len(rewrites), 'autograd bug')} on `{base}` at {links.sha[:12]}. "
-                   "The repository's own smoke test ran on the original and the rewritten tree in a sandbox: "
-                   "outputs and gradients are the same, and the backward pass no longer depends on a tensor "
-                   "overwritten in place.")
+                   + proof_sentence(outcome["cases"]))
     else:
         out.append(f"**Not proven: do not merge as is.** torch-codemod found {_plural(len(rewrites), 'rewrite')} "
                    f"on `{base}` at {links.sha[:12]}, but the smoke test did not prove them (see the table).")

@@ -77,3 +77,17 @@ def test_what_is_published_follows_the_verdict_and_the_repositorys_choice():
     assert act(proven=False, unverified="skip") == "skip"
     assert act(held=True) == act(held=True, proven=False) == "hold"
     assert act(has_changes=False) == "nothing"
+
+
+def test_a_proven_pr_claims_only_what_its_smoke_runs_compared():
+    links = proposal.Links("https://github.com/o/r", "a" * 40)
+    harness = {**CASE, "kind": "harness"}
+    command = {**CASE, "kind": "command", "name": "default tests: python -m pytest -q tests/test_block.py",
+               "outputs": {"text": "-"}, "gradients": {"text": "-"}}
+    only_command = proposal.body(outcome([finding(0, True)], cases=[command]), links, "codemod", "main")
+    assert "outputs not compared" in only_command and "same outputs and gradients" not in only_command
+    only_harness = proposal.body(outcome([finding(0, True)], cases=[harness]), links, "codemod", "main")
+    assert "1 smoke case ran on the original and the rewritten tree in a sandbox with the same outputs and gradients" \
+        in only_harness and "outputs not compared" not in only_harness
+    both = proposal.body(outcome([finding(0, True)], cases=[harness, command]), links, "codemod", "main")
+    assert "same outputs and gradients" in both and "outputs not compared" in both

@@ -42,7 +42,7 @@ def test_hazard_found_by_the_smoke_command_upgrades_and_is_proven(tmp_path):
     before = _snapshot(repo)
     static = subprocess.run([sys.executable, "-m", "codemod", "apply", "--check", str(repo)], capture_output=True,
                             text=True, timeout=300)
-    assert static.returncode == 0, static.stdout  # the engine alone rewrites nothing: squash() is opaque
+    assert static.returncode == 0, static.stdout  # the engine alone rewrites nothing: the activation is looked up by name
     code, verdict = _verify(repo)
     line = _line_of(model, "h.mul_(2)")
     assert code == 0 and verdict["status"] == "proven", verdict

@@ -21,7 +21,9 @@ def world(tmp_path):
         pytest.skip(reason)
     redis, queue_url = servers.start_redis(tmp_path / "redis")
     postgres, database_url, pg_dir = servers.start_postgres()
-    w = World(tmp_path, queue_url=queue_url, database_url=database_url)
+    # a lease long enough that a heartbeat starved on a loaded 2-core machine does not hand a running
+    # job to the other worker (the short-lease takeover has its own test in test_service_e2e.py)
+    w = World(tmp_path, queue_url=queue_url, database_url=database_url, lease_seconds=30)
     yield w
     w.close()
     for proc in (redis, postgres):
@@ -43,7 +45,8 @@ def test_two_workers_one_queue_each_job_runs_once(world):
 
     jobs = [job for job in world.store.jobs(limit=1000) if job.repo.startswith("acme/scale")]
     assert sorted(job.repo for job in jobs) == sorted(f"acme/{n}" for n in names)
-    assert {job.state for job in jobs} == {"done"}, [(j.repo, j.state, j.error) for j in jobs]
+    failed = [(j.repo, j.state, j.error) for j in jobs if j.state != "done"]
+    assert not failed, (failed, logs[-3000:])
     assert [job.attempts for job in jobs] == [1] * REPOS
     # the queue handed jobs to both processes (the worker id is host:pid:thread)
     assert len({job.worker.rsplit(":", 1)[0] for job in jobs}) == 2

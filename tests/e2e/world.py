@@ -100,7 +100,8 @@ class Clone:
 
 
 class World:
-    def __init__(self, root: Path, *, queue_url: str | None = None, database_url: str | None = None) -> None:
+    def __init__(self, root: Path, *, queue_url: str | None = None, database_url: str | None = None,
+                 lease_seconds: float = 3) -> None:
         self.root = root
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -115,7 +116,7 @@ class World:
         self.env = {
             "GITHUB_APP_ID": str(APP_ID), "GITHUB_PRIVATE_KEY_PATH": str(self.key_path),
             "GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_API_URL": self.gh.url, "CODEMOD_DATA_DIR": str(self.data_dir),
-            "CODEMOD_ADMIN_TOKEN": ADMIN, "CODEMOD_LEASE_SECONDS": "3", "CODEMOD_GITHUB_BACKOFF": "0.05",
+            "CODEMOD_ADMIN_TOKEN": ADMIN, "CODEMOD_LEASE_SECONDS": str(lease_seconds), "CODEMOD_GITHUB_BACKOFF": "0.05",
             "CODEMOD_WRITES_PER_MINUTE": "6000", "CODEMOD_CACHE": str(root / "cache"),
         }
         if queue_url:

@@ -14,6 +14,7 @@ worker runs) and as an unprivileged user (uid 65534, with only its own permissio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -69,6 +70,30 @@ class _Listener:
                     self.heard.append(conn.recv(4096) or b"<connected>")
                 except OSError:
                     self.heard.append(b"<connected>")
+
+
+def _process_tree(root: int) -> str:
+    """Each process under ``root``: pid, parent, state, kernel wait channel and command line."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    lines, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        lines.append(f"{pid} state={state} wchan={wchan} {cmd[:300]}")
+    return "\n".join(lines)
 
 
 class World:
@@ -195,7 +220,15 @@ class World:
 
     def verify(self, repo: Path, **extra: str) -> tuple[subprocess.CompletedProcess, dict | None]:
         proc = self.start("verify", str(repo), "--format", "json", **extra)
-        out, err = proc.communicate(timeout=900)
+        try:
+            out, err = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:   # say what hung (every run is clamped to 120 s), then fail
+            tree = _process_tree(proc.pid)
+            for line in tree.splitlines():
+                with contextlib.suppress(OSError):
+                    os.kill(int(line.split()[0]), signal.SIGKILL)
+            out, err = proc.communicate(timeout=60)
+            pytest.fail(f"verify did not end in 900 s; its processes:\n{tree}\nstderr:\n{err[-3000:]}")
         done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         try:
             verdict = json.loads(out)

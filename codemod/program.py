@@ -325,7 +325,10 @@ class _CallerFlow:
                 self.outside.add(extra.arg)
         self.loads: dict[str, list[tuple[int, int]]] = {}  # name -> (line, col, line) of each read
         stored: set[str] = set()
-        self.edges: list[tuple[ast.stmt | None, set[str], set[str]]] = []  # (statement, targets, aliased names)
+        # (statement, targets, aliased names, direct: a plain alias, not one an unknown call may return)
+        self.edges: list[tuple[ast.stmt | None, set[str], set[str], bool]] = []
+        self.through_call = False
+        self.ends: list[tuple[tuple[int, int], tuple[int, int]]] = []  # blocks that end in ``return``/``raise``
         self.saved: dict[str, tuple[int, str]] = {}  # name -> (line, op) of an op that saved its output into it
         self._by_name: dict[str, list[int]] | None = None  # name -> the edges that mention it
         self.loops: list[tuple[tuple[int, int], tuple[int, int]]] = []
@@ -339,7 +342,11 @@ class _CallerFlow:
                     self.loads.setdefault(node.id, []).append((node.lineno, node.col_offset))
                 else:
                     stored.add(node.id)
-            elif isinstance(node, ast.If) and node.body and node.orelse:
+            for block in (getattr(node, "body", None), getattr(node, "orelse", None), getattr(node, "finalbody", None)):
+                if isinstance(block, list) and block and isinstance(block[-1], (ast.Return, ast.Raise)) \
+                        and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    self.ends.append(_span(block))
+            if isinstance(node, ast.If) and node.body and node.orelse:
                 self.arms.append((_span(node.body), _span(node.orelse)))
             elif isinstance(node, (ast.For, ast.AsyncFor, ast.While)) and node.end_lineno is not None:
                 self.loops.append(((node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset or 0)))
@@ -354,10 +361,12 @@ class _CallerFlow:
             elif isinstance(node, (ast.With, ast.AsyncWith)):
                 for item in node.items:
                     if item.optional_vars is not None:
-                        self.edges.append((None, set(_target_names(item.optional_vars)), self.names(item.context_expr)))
+                        self.edges.append((None, set(_target_names(item.optional_vars)), self.names(item.context_expr), False))
             if value is not None and targets:
                 own = node if isinstance(node, _STATEMENT_ASSIGNS) else None
-                self.edges.append((own, set(targets), self.names(value)))
+                self.through_call = False
+                aliased = self.names(value)
+                self.edges.append((own, set(targets), aliased, not self.through_call))
                 op = _saving_op(value, imports) if len(targets) == 1 and isinstance(node, ast.Assign) else None
                 if op is not None:
                     self.saved.setdefault(targets[0], (node.lineno, op))
@@ -397,6 +406,7 @@ class _CallerFlow:
                 found |= self.names(a.value if isinstance(a, ast.Starred) else a)
             for kw in expr.keywords:
                 found |= self.names(kw.value)
+            self.through_call |= bool(found)
             return found
         if isinstance(expr, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Lambda, ast.JoinedStr,
                              ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
@@ -416,25 +426,18 @@ class _CallerFlow:
         if op is not None:  # ``f(torch.sigmoid(h))``: the callee writes a saved output
             return ArgUse("saved", "", call.lineno, op)
         own = self.statement_of(call)
-        group = self.names(arg)
-        if self._by_name is None:
-            self._by_name = {}
-            for i, (_, targets, aliased) in enumerate(self.edges):
-                for n in targets | aliased:
-                    self._by_name.setdefault(n, []).append(i)
-        todo = list(group)
-        while todo:
-            for i in self._by_name.get(todo.pop(), ()):
-                stmt, targets, aliased = self.edges[i]
-                if own is not None and stmt is own:
-                    continue
-                new = (targets | aliased) - group
-                group |= new
-                todo.extend(new)
+        self.through_call = False
+        start_names = self.names(arg)
+        maybe = self._group(start_names, own, False)
+        # Facts reported name only plain aliases (``v = h.view(-1)``), never what an unknown call
+        # may return: such a link makes the caller's use unknown instead.
+        direct = self._group(start_names, own, True) if not self.through_call else set()
         start = (call.lineno, call.col_offset)
         end = (call.end_lineno or call.lineno, call.end_col_offset or 0)
-        for name in sorted(group):
+        for name in sorted(maybe):
             if name in self.saved and self.saved[name][0] <= call.lineno:
+                if name not in direct:
+                    return ArgUse("unknown", name)
                 line, saving = self.saved[name]
                 return ArgUse("saved", name, line, saving)
         # Names the call's own statement rebinds (``x = f(x)``) hold the callee's result afterwards.
@@ -442,26 +445,49 @@ class _CallerFlow:
         if isinstance(own, (ast.Assign, ast.AnnAssign)):
             killed = set(_target_names(own.targets[0] if isinstance(own, ast.Assign) else own.target))
         loop = max((lp for lp in self.loops if lp[0] <= start and end <= lp[1]), default=None)
-        # The other arm of an ``if`` around the call cannot run after it (outside a loop).
+        # The other arm of an ``if`` around the call cannot run after it (outside a loop), nor
+        # can anything after the end of a block around it that returns or raises.
         other_arms = [b if a[0] <= start and end <= a[1] else a for a, b in self.arms
                       if (a[0] <= start and end <= a[1]) or (b[0] <= start and end <= b[1])]
+        stop = min((e[1] for e in self.ends if e[0] <= start and end <= e[1]), default=None)
         reads = []
-        for name in group - killed:
+        for name in maybe - killed:
             for line, col in self.loads.get(name, ()):
                 pos = (line, col)
+                if stop is not None and pos > stop:
+                    break
                 if loop is None and any(arm[0] <= pos < arm[1] for arm in other_arms):
                     continue
                 if start <= pos < end and loop is None:
                     continue  # the call's own arguments (in a loop: read again by the next call)
                 if pos >= end or (loop is not None and loop[0] <= pos):
-                    reads.append((pos, name))
+                    reads.append((name not in direct, pos, name))
                     break
         if reads:
-            pos, name = min(reads)
-            return ArgUse("read", name, pos[0])
-        if group & self.outside:
-            return ArgUse("unknown", sorted(group & self.outside)[0])
+            indirect, pos, name = min(reads)
+            return ArgUse("unknown", name) if indirect else ArgUse("read", name, pos[0])
+        if maybe & self.outside:
+            return ArgUse("unknown", sorted(maybe & self.outside)[0])
         return ArgUse("fresh")
+
+    def _group(self, names: set[str], own: ast.stmt | None, direct: bool) -> set[str]:
+        """``names`` and every name an assignment links with them (not the call's own statement)."""
+        if self._by_name is None:
+            self._by_name = {}
+            for i, (_, targets, aliased, _) in enumerate(self.edges):
+                for n in targets | aliased:
+                    self._by_name.setdefault(n, []).append(i)
+        group = set(names)
+        todo = list(group)
+        while todo:
+            for i in self._by_name.get(todo.pop(), ()):
+                stmt, targets, aliased, plain = self.edges[i]
+                if (own is not None and stmt is own) or (direct and not plain):
+                    continue
+                new = (targets | aliased) - group
+                group |= new
+                todo.extend(new)
+        return group
 
 
 def _span(body: list[ast.stmt]) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -259,7 +259,12 @@ def test_argument_uses_follow_each_callers_value():
             "def arms(a, c):\n    h = a * 2\n    if c:\n        return norm(h)\n    else:\n        return h\n\n"
             "def loop(a):\n    h = a * 2\n    for _ in range(3):\n        y = norm(h)\n    return y\n\n"
             "def saved(a):\n    h = torch.tanh(a)\n    return norm(h)\n\n"
-            "def own_arg(a):\n    return norm(a)\n"
+            "def own_arg(a):\n    return norm(a)\n\n"
+            # modeling_esmfold-like: the read after the call is past a ``return``; a name linked
+            # only through an unknown call is not named as a read
+            "def returns(a, mask):\n    h = a * 2\n    if mask is None:\n        y = norm(h)\n        return y\n"
+            "    m = h.new_ones(3)\n    return m\n\n"
+            "def through_call(a):\n    h = a * 2\n    m = h.new_ones(3)\n    y = norm(h)\n    return y + m\n"
         ),
     })
     uses = {site.caller: use for _, site, use in program.argument_uses("p/ops.py", "norm", "x")}
@@ -268,6 +273,8 @@ def test_argument_uses_follow_each_callers_value():
     assert (uses["loop"].status, uses["loop"].line) == ("read", 30)  # the next iteration passes it again
     assert (uses["saved"].status, uses["saved"].op, uses["saved"].line) == ("saved", "torch.tanh", 34)
     assert (uses["own_arg"].status, uses["own_arg"].name) == ("unknown", "a")  # its caller may read it
+    assert uses["returns"].status == "fresh"
+    assert (uses["through_call"].status, uses["through_call"].name) == ("unknown", "m")
     assert program.argument_uses("p/ops.py", "norm", "eps") is None  # never passed: its default, shared by every call
 
 

@@ -56,6 +56,9 @@ def _reported_untouched(name: str, tmp_path: Path, capsys, monkeypatch) -> str:
     return report
 
 
+_RUNS = tempfile.TemporaryDirectory(prefix="program-")  # removed when the test process ends
+
+
 def _untouched_silent(name: str, tmp_path: Path, capsys, monkeypatch) -> Path:
     """Apply to fixture ``name``: no finding, every file byte-identical; the copy."""
     root = _copy(name, tmp_path)
@@ -68,7 +71,7 @@ def _untouched_silent(name: str, tmp_path: Path, capsys, monkeypatch) -> Path:
 def _summaries(**files: str) -> Program:
     """A run of these files, written to a fresh directory (a caller's file is read again to follow
     what it passes)."""
-    root = Path(tempfile.mkdtemp(prefix="program-"))
+    root = Path(tempfile.mkdtemp(dir=_RUNS.name))
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)

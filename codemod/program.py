@@ -58,6 +58,8 @@ class FunctionSummary:
     # method, or an operand of an arithmetic operator
     saves: frozenset[str] = frozenset()
     saved_output: str | None = None  # the op every return's value comes from, when it saves its output
+    # A factory of modules: what every ``return`` builds, as a layer description (``_layer``).
+    returns_layer: tuple | None = None
 
 
 @dataclass
@@ -73,6 +75,43 @@ class FileSummary:
     calls: list[tuple[str, str | None, bool]] = field(default_factory=list)
     # Not summarized yet (the file never mentions torch): summarized when an import reaches it.
     path: str | None = None
+    origin: str | None = None  # the file, read again only to follow what a caller passes (``ArgUse``)
+    # What each call passes (capability 2, caller contexts): calls of names that are not torch's.
+    call_sites: list[CallSite] = field(default_factory=list)
+    # Names used other than called: a function mentioned here may be called in ways no call site
+    # shows (a callback, ``getattr``), so its call sites are not known to be all of them.
+    mentions: frozenset[str] = frozenset()
+    # class -> attribute -> how ``__init__`` builds the module in ``self.<attr>`` (``_layer``)
+    layers: dict[str, dict[str, tuple]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArgUse:
+    """What a caller does with the value it passes as one argument, around the call.
+
+    ``status``: "saved" (an op saved it for backward before the call: ``op`` at ``line``),
+    "read" (``name``, sharing its storage, is read again at ``line`` after the call), "unknown"
+    (it comes from the caller's own arguments, module state or a global: someone else may read
+    it), or "fresh" (nothing reads it again)."""
+
+    status: str
+    name: str = ""
+    line: int = 0
+    op: str = ""
+
+
+@dataclass(frozen=True)
+class CallSite:
+    callee: str  # as written, ``self.m`` turned into ``Class.m``
+    caller: str | None  # the calling function's qualname
+    line: int
+    column: int
+    args: int  # how many positional arguments
+    keywords: tuple[str, ...]
+    star: bool  # ``*args``/``**kwargs``: which parameter gets which value is unknown
+    # Calls of a capitalized name (a class, maybe): each argument's qualified dotted name
+    # (``torch.nn.ReLU``), or "?" for anything else; keyword arguments after the positional ones.
+    values: tuple[tuple[str, str], ...] = ()
 
 
 def module_key(path: str) -> tuple[tuple[str, ...], bool]:
@@ -100,7 +139,7 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
         tree = compile(data, display, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    out = FileSummary(display, key, is_package)
+    out = FileSummary(display, key, is_package, origin=path)
     torch_names = _Imports()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -119,7 +158,13 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
                 out.imports[local] = (node.level, target)
                 if not node.level:
                     torch_names.names[local] = target
-    _CallSites(out.calls, torch_names).visit(tree)
+    heads = set(out.imports) | {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    methods_of = {n.name: {m.name for m in n.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                  for n in tree.body if isinstance(n, ast.ClassDef)}
+    sites = _CallSites(out.calls, torch_names, heads, methods_of)
+    sites.visit(tree)
+    out.call_sites = sites.arg_sites
+    out.mentions = frozenset(sites.mentions)
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             out.functions[node.name] = _summarize_function(node, display, False, torch_names)
@@ -129,6 +174,10 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in item.decorator_list)
                     methods[item.name] = _summarize_function(item, display, not static, torch_names)
+                    if item.name == "__init__":
+                        layers = _init_layers(item, torch_names)
+                        if layers:
+                            out.layers[node.name] = layers
             out.methods[node.name] = methods
     return out
 
@@ -157,13 +206,19 @@ _NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.n
 class _CallSites(ast.NodeVisitor):
     """Every call of a (dotted) name, with its calling function and grad mode."""
 
-    def __init__(self, out: list[tuple[str, str | None, bool]], imports: _Imports) -> None:
+    def __init__(self, out: list[tuple[str, str | None, bool]], imports: _Imports, heads: set[str] = frozenset(),
+                 methods_of: dict[str, set[str]] | None = None) -> None:
+        self.heads = heads  # names a call can resolve through: imports, top-level functions and classes
+        self.methods_of = methods_of or {}
         self.out = out
         self.imports = imports
         self.scope: list[str] = []  # class and function names
         self.function: str | None = None
         self.self_class: str | None = None
         self.no_grad = False
+        self.arg_sites: list[CallSite] = []
+        self.mentions: set[str] = set()
+        self._callees: set[int] = set()  # ids of the ``func`` nodes of calls
 
     def _disables(self, expr: ast.expr) -> bool:
         func = expr.func if isinstance(expr, ast.Call) else expr
@@ -217,10 +272,227 @@ class _CallSites(ast.NodeVisitor):
         name = _dotted(node.func)
         if name is not None:
             head, _, rest = name.partition(".")
+            resolvable = head in self.heads
             if head in ("self", "cls") and self.self_class and rest and "." not in rest:
                 name = f"{self.self_class}.{rest}"
+                resolvable = rest in self.methods_of.get(self.self_class, ())
             self.out.append((name, self.function, self.no_grad))
+            if not resolvable:
+                self.mentions.add(name.rsplit(".", 1)[-1])  # ``x.norm()``: a call of some ``norm``, not followed
+            elif head not in self.imports.names or self.imports.names[head].split(".")[0] != "torch":
+                self.arg_sites.append(self._site(name, node))
+        elif isinstance(node.func, ast.Attribute):
+            self.mentions.add(node.func.attr)  # ``make().f(x)``: a call of some ``f`` not resolved
+        self._callees.add(id(node.func))
         self.generic_visit(node)
+
+    def _site(self, name: str, node: ast.Call) -> CallSite:
+        star = any(isinstance(a, ast.Starred) for a in node.args) or any(kw.arg is None for kw in node.keywords)
+        values: tuple[tuple[str, str], ...] = ()
+        if name.rsplit(".", 1)[-1][:1].isupper() and not star:
+            values = tuple((str(i), self.imports.qualify(a) or "?") for i, a in enumerate(node.args)) + tuple(
+                (kw.arg, self.imports.qualify(kw.value) or "?") for kw in node.keywords if kw.arg)
+        return CallSite(name, self.function, node.lineno, node.col_offset, len(node.args),
+                        tuple(kw.arg or "" for kw in node.keywords), star or self.function is None, values)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if id(node) not in self._callees and isinstance(node.ctx, ast.Load):
+            self.mentions.add(node.id)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if id(node) not in self._callees:
+            self.mentions.add(node.attr)
+        self.generic_visit(node)
+
+
+_STATEMENT_ASSIGNS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
+
+
+class _CallerFlow:
+    """One function seen from a call it makes: which of its names share storage with a value it
+    passes, whether an op saved that storage before the call, whether it is read after.
+
+    Flow-insensitive and over-approximating (any assignment links its target with every name its
+    value may alias, in both directions), except for the call's own statement: in ``y = f(x)`` the
+    result is what ``f`` returns, which ``f``'s own analysis keeps consistent, not ``x``."""
+
+    def __init__(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, imports: _Imports) -> None:
+        self.imports = imports
+        args = fn.args
+        self.outside = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)}
+        for extra in (args.vararg, args.kwarg):
+            if extra is not None:
+                self.outside.add(extra.arg)
+        self.loads: dict[str, list[tuple[int, int]]] = {}  # name -> (line, col, line) of each read
+        stored: set[str] = set()
+        # (statement, targets, aliased names, direct: a plain alias, not one an unknown call may return)
+        self.edges: list[tuple[ast.stmt | None, set[str], set[str], bool]] = []
+        self.through_call = False
+        self.ends: list[tuple[tuple[int, int], tuple[int, int]]] = []  # blocks that end in ``return``/``raise``
+        self.saved: dict[str, tuple[int, str]] = {}  # name -> (line, op) of an op that saved its output into it
+        self._by_name: dict[str, list[int]] | None = None  # name -> the edges that mention it
+        self.loops: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        self.arms: list[tuple[tuple[tuple[int, int], tuple[int, int]], ...]] = []  # an ``if``'s two arms
+        self.statements: list[ast.stmt] = []
+        for node in ast.walk(fn):
+            if isinstance(node, ast.stmt) and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                self.statements.append(node)
+            if isinstance(node, ast.Name):
+                if isinstance(node.ctx, ast.Load):
+                    self.loads.setdefault(node.id, []).append((node.lineno, node.col_offset))
+                else:
+                    stored.add(node.id)
+            for block in (getattr(node, "body", None), getattr(node, "orelse", None), getattr(node, "finalbody", None)):
+                if isinstance(block, list) and block and isinstance(block[-1], (ast.Return, ast.Raise)) \
+                        and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    self.ends.append(_span(block))
+            if isinstance(node, ast.If) and node.body and node.orelse:
+                self.arms.append((_span(node.body), _span(node.orelse)))
+            elif isinstance(node, (ast.For, ast.AsyncFor, ast.While)) and node.end_lineno is not None:
+                self.loops.append(((node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset or 0)))
+            targets: list[str] = []
+            value: ast.expr | None = None
+            if isinstance(node, ast.Assign):
+                targets, value = [n for t in node.targets for n in _target_names(t)], node.value
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) and node.value is not None:
+                targets, value = _target_names(node.target), node.value
+            elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                targets, value = _target_names(node.target), node.iter
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        self.edges.append((None, set(_target_names(item.optional_vars)), self.names(item.context_expr), False))
+            if value is not None and targets:
+                own = node if isinstance(node, _STATEMENT_ASSIGNS) else None
+                self.through_call = False
+                aliased = self.names(value)
+                self.edges.append((own, set(targets), aliased, not self.through_call))
+                op = _saving_op(value, imports) if len(targets) == 1 and isinstance(node, ast.Assign) else None
+                if op is not None:
+                    self.saved.setdefault(targets[0], (node.lineno, op))
+        for positions in self.loads.values():
+            positions.sort()
+        # A name never assigned here is a global or a builtin: someone else may hold its value.
+        self.outside |= set(self.loads) - stored
+        self.outside |= {"self", "cls"}
+
+    def statement_of(self, call: ast.Call) -> ast.stmt | None:
+        """The innermost statement holding ``call``."""
+        best = None
+        for stmt in self.statements:
+            if (stmt.lineno, stmt.col_offset) <= (call.lineno, call.col_offset) and (
+                    (call.end_lineno or 0, call.end_col_offset or 0) <= (stmt.end_lineno or 0, stmt.end_col_offset or 0)):
+                if best is None or (stmt.lineno, stmt.col_offset) >= (best.lineno, best.col_offset):
+                    best = stmt
+        return best
+
+    def names(self, expr: ast.expr) -> set[str]:
+        """The names whose storage ``expr``'s value may share (an unknown call: any of its operands)."""
+        if isinstance(expr, ast.Name):
+            return {expr.id}
+        if isinstance(expr, ast.Call):
+            qual = self.imports.qualify(expr.func)
+            if qual is not None and qual.split(".")[0] == "torch":
+                name = qual.rsplit(".", 1)[-1]
+                if name in _TORCH_ALIAS_FUNCTIONS or name.endswith("_"):
+                    return self.names(expr.args[0]) if expr.args else set()
+                return set()
+            found: set[str] = set()
+            if isinstance(expr.func, ast.Attribute):
+                found |= self.names(expr.func.value)
+                if expr.func.attr in _VIEW_METHODS:
+                    return found
+            for a in expr.args:
+                found |= self.names(a.value if isinstance(a, ast.Starred) else a)
+            for kw in expr.keywords:
+                found |= self.names(kw.value)
+            self.through_call |= bool(found)
+            return found
+        if isinstance(expr, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Lambda, ast.JoinedStr,
+                             ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return set()
+        if isinstance(expr, ast.Subscript):
+            return self.names(expr.value)
+        if isinstance(expr, ast.Attribute):
+            return set() if expr.attr in _METADATA else self.names(expr.value)
+        found = set()
+        for child in ast.iter_child_nodes(expr):
+            if isinstance(child, ast.expr):
+                found |= self.names(child)
+        return found
+
+    def use(self, arg: ast.expr, call: ast.Call) -> ArgUse:
+        op = _saving_op(arg, self.imports)
+        if op is not None:  # ``f(torch.sigmoid(h))``: the callee writes a saved output
+            return ArgUse("saved", "", call.lineno, op)
+        own = self.statement_of(call)
+        self.through_call = False
+        start_names = self.names(arg)
+        maybe = self._group(start_names, own, False)
+        # Facts reported name only plain aliases (``v = h.view(-1)``), never what an unknown call
+        # may return: such a link makes the caller's use unknown instead.
+        direct = self._group(start_names, own, True) if not self.through_call else set()
+        start = (call.lineno, call.col_offset)
+        end = (call.end_lineno or call.lineno, call.end_col_offset or 0)
+        for name in sorted(maybe):
+            if name in self.saved and self.saved[name][0] <= call.lineno:
+                if name not in direct:
+                    return ArgUse("unknown", name)
+                line, saving = self.saved[name]
+                return ArgUse("saved", name, line, saving)
+        # Names the call's own statement rebinds (``x = f(x)``) hold the callee's result afterwards.
+        killed = set()
+        if isinstance(own, (ast.Assign, ast.AnnAssign)):
+            killed = set(_target_names(own.targets[0] if isinstance(own, ast.Assign) else own.target))
+        loop = max((lp for lp in self.loops if lp[0] <= start and end <= lp[1]), default=None)
+        # The other arm of an ``if`` around the call cannot run after it (outside a loop), nor
+        # can anything after the end of a block around it that returns or raises.
+        other_arms = [b if a[0] <= start and end <= a[1] else a for a, b in self.arms
+                      if (a[0] <= start and end <= a[1]) or (b[0] <= start and end <= b[1])]
+        stop = min((e[1] for e in self.ends if e[0] <= start and end <= e[1]), default=None)
+        reads = []
+        for name in maybe - killed:
+            for line, col in self.loads.get(name, ()):
+                pos = (line, col)
+                if stop is not None and pos > stop:
+                    break
+                if loop is None and any(arm[0] <= pos < arm[1] for arm in other_arms):
+                    continue
+                if start <= pos < end and loop is None:
+                    continue  # the call's own arguments (in a loop: read again by the next call)
+                if pos >= end or (loop is not None and loop[0] <= pos):
+                    reads.append((name not in direct, pos, name))
+                    break
+        if reads:
+            indirect, pos, name = min(reads)
+            return ArgUse("unknown", name) if indirect else ArgUse("read", name, pos[0])
+        if maybe & self.outside:
+            return ArgUse("unknown", sorted(maybe & self.outside)[0])
+        return ArgUse("fresh")
+
+    def _group(self, names: set[str], own: ast.stmt | None, direct: bool) -> set[str]:
+        """``names`` and every name an assignment links with them (not the call's own statement)."""
+        if self._by_name is None:
+            self._by_name = {}
+            for i, (_, targets, aliased, _) in enumerate(self.edges):
+                for n in targets | aliased:
+                    self._by_name.setdefault(n, []).append(i)
+        group = set(names)
+        todo = list(group)
+        while todo:
+            for i in self._by_name.get(todo.pop(), ()):
+                stmt, targets, aliased, plain = self.edges[i]
+                if (own is not None and stmt is own) or (direct and not plain):
+                    continue
+                new = (targets | aliased) - group
+                group |= new
+                todo.extend(new)
+        return group
+
+
+def _span(body: list[ast.stmt]) -> tuple[tuple[int, int], tuple[int, int]]:
+    last = body[-1]
+    return (body[0].lineno, body[0].col_offset), (last.end_lineno or last.lineno, last.end_col_offset or 0)
 
 
 def _dotted(expr: ast.expr) -> str | None:
@@ -292,10 +564,14 @@ def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef, display: s
         if value is not None:
             aliases |= _aliases(value, alias_of, imports)
     saved = None
+    returns_layer = None
     if returns and all(v is not None for v in returns):
         ops = {_saving_op(v, imports) for v in returns}  # type: ignore[arg-type]
         if len(ops) == 1:
             saved = ops.pop()
+        built = {_layer(v, imports, frozenset()) for v in returns}  # type: ignore[arg-type]
+        if len(built) == 1:
+            returns_layer = built.pop()
     return FunctionSummary(
         where=f"{display}:{node.lineno}",
         params=tuple(positional),
@@ -304,7 +580,73 @@ def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef, display: s
         aliases=frozenset(aliases & names),
         saves=frozenset(saves & names),
         saved_output=saved,
+        returns_layer=returns_layer,
     )
+
+
+# How a module is built, as far as what its output is matters (the layer that produces it):
+#   ("torch", "torch.nn.Tanh", inplace)     a torch.nn module class, constructed
+#   ("param", name, position, default)     ``act(...)`` where ``act`` is a parameter of ``__init__``;
+#                                          ``default`` is a layer description or None
+#   ("call", "dotted")                     the result of a function of the run (a factory)
+# ``nn.Sequential(a, ..., z)`` is described by its last layer ``z``; anything else is None.
+_CONTAINERS = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
+
+
+def _layer(expr: ast.expr, imports: _Imports, params: frozenset[str], positions: dict[str, int] | None = None,
+           defaults: dict[str, ast.expr] | None = None) -> tuple | None:
+    if not isinstance(expr, ast.Call):
+        return None
+    func = expr.func
+    if isinstance(func, ast.Name) and func.id in params:
+        default = (defaults or {}).get(func.id)
+        built = None
+        if default is not None:
+            qual = imports.qualify(default)
+            built = ("torch", qual, _inplace_kw(expr)) if qual and qual.startswith("torch.nn.") else None
+            if built is None and not (isinstance(default, ast.Constant) and default.value is None):
+                return None
+        return ("param", func.id, (positions or {}).get(func.id, -1), built, _inplace_kw(expr))
+    qual = imports.qualify(func)
+    if qual in _CONTAINERS:
+        if not expr.args or any(isinstance(a, ast.Starred) for a in expr.args) or expr.keywords:
+            return None
+        return _layer(expr.args[-1], imports, params, positions, defaults)
+    if qual is not None and qual.startswith("torch.nn.") and qual.count(".") == 2:
+        return ("torch", qual, _inplace_kw(expr))
+    dotted = _dotted(func)
+    if dotted is not None and (qual is None or not qual.startswith("torch")):
+        return ("call", dotted)
+    return None
+
+
+def _inplace_kw(call: ast.Call) -> bool:
+    return any(kw.arg == "inplace" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False)
+               for kw in call.keywords)
+
+
+def _init_layers(init: ast.FunctionDef | ast.AsyncFunctionDef, imports: _Imports) -> dict[str, tuple]:
+    """``self.<attr> = <a module>`` in ``__init__``, for attributes assigned exactly once there."""
+    args = init.args
+    positional = [a.arg for a in (*args.posonlyargs, *args.args)][1:]
+    positions = {n: i for i, n in enumerate(positional)}
+    defaults: dict[str, ast.expr] = {}
+    for a, d in zip(reversed(positional), reversed(args.defaults)):
+        defaults[a] = d
+    for a, d in zip(args.kwonlyargs, args.kw_defaults):
+        if d is not None:
+            defaults[a.arg] = d
+    params = frozenset(positional) | {a.arg for a in args.kwonlyargs}
+    stored = {n.id for n in ast.walk(init) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    found: dict[str, tuple | None] = {}
+    for node in _own_nodes(init):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                    layer = _layer(node.value, imports, params - stored, positions, defaults) if node.value else None
+                    found[t.attr] = None if t.attr in found else layer
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _own_nodes(fn: ast.AST) -> Iterable[ast.AST]:
@@ -400,6 +742,9 @@ class Program:
         self._cache: dict[tuple[str, str], FunctionSummary | None] = {}
         self._callers: dict[str, list[tuple[str | None, bool]]] | None = None
         self._grad_free: dict[str, bool] = {}
+        self._scanned: dict[str, set[str]] = {}
+        self._trees: dict[str, ast.Module | None] = {}
+        self._flows: dict[tuple[str, str], _CallerFlow] = {}
 
     def callers(self) -> dict[str, list[tuple[str | None, bool]]]:
         """A function's ``where`` -> its call sites in the run: (the caller's ``where``, or None
@@ -442,6 +787,186 @@ class Program:
     def __len__(self) -> int:
         return len(self.files)
 
+    def argument_uses(self, display: str, qualname: str, param: str) -> list[tuple[str, CallSite, ArgUse]] | None:
+        """What every caller in the run passes as ``param`` of ``qualname`` (a function of
+        ``display``) and does with it around the call: (the caller's file, the call, the use).
+        None when the answer is not known to be complete: no call site in the run (a public
+        function), a call that does not say which value ``param`` gets, or the function's name
+        used other than called somewhere (a callback: calls no call site shows)."""
+        fn = self.callee(display, qualname)
+        if fn is None:
+            return None
+        name = qualname.rsplit(".", 1)[-1]
+        self._load_mentioning(name)
+        if any(name in source.mentions for source in self.files.values()):
+            return None
+        position = fn.params.index(param) if param in fn.params else None
+        if position is None and param not in fn.kwonly:
+            return None
+        found: list[tuple[str, CallSite, ArgUse]] = []
+        for caller_display, source in list(self.files.items()):
+            for site in source.call_sites:
+                if site.callee.rsplit(".", 1)[-1] != name:
+                    continue
+                target = self.callee(caller_display, site.callee)
+                if target is None or target.where != fn.where or site.star:
+                    return None  # an unresolved call of some ``name``: maybe this function
+                if param in site.keywords:
+                    use = self._arg_use(source, site, param)
+                elif position is not None and position < site.args:
+                    use = self._arg_use(source, site, position)
+                else:
+                    return None  # the parameter's default, shared by every call
+                found.append((caller_display, site, use))
+        return found or None
+
+    def output_layers(self, display: str, cls: str, attr: str) -> dict[tuple[str, bool], list[str]] | None:
+        """The torch.nn modules whose output ``self.<attr>(...)`` of class ``cls`` returns: through
+        constructor defaults and arguments (every construction of ``cls`` in the run), the last
+        layer of an ``nn.Sequential``, factory functions of the run. Each as (class qualname,
+        built with inplace=True) -> the places that chose it ("pkg/model.py:12", "default"); None
+        when any possibility is unknown."""
+        source = self.files.get(display)
+        layer = source.layers.get(cls, {}).get(attr) if source is not None else None
+        if layer is None:
+            return None
+        found: dict[tuple[str, bool], list[str]] = {}
+        return found if self._resolve_layer(display, cls, layer, found, 0, f"built by {cls}.__init__") else None
+
+    def _resolve_layer(self, display: str, cls: str | None, layer: tuple, found: dict, depth: int, label: str) -> bool:
+        if depth > 6:
+            return False
+        kind = layer[0]
+        if kind == "torch":
+            found.setdefault((layer[1], layer[2]), []).append(label)
+            return True
+        if kind == "call":
+            fn = self.callee(display, layer[1])
+            if fn is None or fn.returns_layer is None:
+                return False
+            fn_display = fn.where.rsplit(":", 1)[0]
+            return self._resolve_layer(fn_display, None, fn.returns_layer, found, depth + 1, f"returned by {fn.where}")
+        if kind == "param" and cls is not None:
+            _, name, position, default, inplace = layer
+            values = self._constructions(display, cls, name, position)
+            if values is None:
+                return False
+            for value, at in values:
+                if value is None:
+                    if default is None:
+                        return False
+                    found.setdefault((default[1], default[2] or inplace), []).append(f"the default, {at}")
+                elif value.startswith("torch.nn.") and value.count(".") == 2:
+                    found.setdefault((value, inplace), []).append(at)
+                else:
+                    return False
+            return True
+        return False
+
+    def _constructions(self, display: str, cls: str, param: str, position: int) -> list[tuple[str | None, str]] | None:
+        """What every construction of class ``cls`` (of ``display``) in the run passes as its
+        ``__init__`` parameter ``param``: (qualified name or None for its default, "file:line").
+        None when a construction may be unseen (the class used other than called, or a call of
+        its name that does not resolve to it, or no construction at all)."""
+        self._load_mentioning(cls)
+        if any(cls in source.mentions for source in self.files.values()):
+            return None  # passed around as a value (a registry, a subclass): constructions unseen
+        init = self.files[display].methods.get(cls, {}).get("__init__")
+        if init is None:
+            return None
+        out: list[tuple[str | None, str]] = []
+        for caller_display, source in list(self.files.items()):
+            for site in source.call_sites:
+                if site.callee.rsplit(".", 1)[-1] != cls:
+                    continue
+                if self._class_of(caller_display, site.callee) != (display, cls) or site.star:
+                    return None
+                values = dict(site.values)
+                value = values.get(param, values.get(str(position)) if position >= 0 else None)
+                if value == "?":
+                    return None
+                out.append((value, f"{caller_display}:{site.line}"))
+        return out or None
+
+    def _class_of(self, display: str, dotted: str) -> tuple[str, str] | None:
+        """The (file, class) that ``dotted`` names in ``display``, found like a method's owner."""
+        source = self.files.get(display)
+        if source is None:
+            return None
+        parts = dotted.split(".")
+        for _ in range(8):
+            source = self._load(source)
+            head, rest = parts[0], parts[1:]
+            if not rest and head in source.methods:
+                return source.display, head
+            followed = self._through_import(source, head, rest)
+            if followed is None:
+                return None
+            source, parts = followed
+        return None
+
+    def _arg_use(self, source: FileSummary, site: CallSite, which: int | str) -> ArgUse:
+        """What the caller of ``site`` does with the value it passes as argument ``which``: the
+        caller's file is parsed again (once; only for calls of a function that writes an argument
+        in place) and the calling function's flow followed (``_CallerFlow``)."""
+        if site.star or site.caller is None or source.origin is None:
+            return ArgUse("unknown")
+        tree = self._trees.get(source.display, False)
+        if tree is False:
+            try:
+                with open(source.origin, "rb") as fh:
+                    tree = compile(fh.read(), source.display, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+                tree = None
+            self._trees[source.display] = tree
+        if tree is None:
+            return ArgUse("unknown")
+        fn = self._function_node(tree, site.caller)
+        call = next((n for n in ast.walk(fn) if isinstance(n, ast.Call) and n.lineno == site.line
+                     and n.col_offset == site.column), None) if fn is not None else None
+        if call is None:
+            return ArgUse("unknown")
+        key = (source.display, site.caller)
+        flow = self._flows.get(key)
+        if flow is None:
+            imports = _Imports()
+            for local, (level, target) in source.imports.items():
+                if not level:
+                    imports.names[local] = target
+            flow = self._flows[key] = _CallerFlow(fn, imports)
+        if isinstance(which, str):
+            arg = next((kw.value for kw in call.keywords if kw.arg == which), None)
+        else:
+            arg = call.args[which] if which < len(call.args) else None
+        return flow.use(arg, call) if arg is not None else ArgUse("unknown")
+
+    @staticmethod
+    def _function_node(tree: ast.Module, qualname: str):
+        scope: list = tree.body
+        node = None
+        for part in qualname.split("."):
+            node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                         and n.name == part), None)
+            if node is None:
+                return None
+            scope = node.body
+        return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+
+    def _load_mentioning(self, name: str) -> None:
+        """Summarize the placeholders whose text mentions ``name`` (their calls count too)."""
+        needle = name.encode()
+        for source in list(self.files.values()):
+            if source.path is None or name in self._scanned.setdefault(source.display, set()):
+                continue
+            self._scanned[source.display].add(name)
+            try:
+                with open(source.path, "rb") as fh:
+                    if needle not in fh.read():
+                        continue
+            except OSError:
+                continue
+            self._load(source)
+
     def callee(self, display: str, dotted: str) -> FunctionSummary | None:
         """The summary of the function that ``dotted`` (a local name, ``mod.fn``, ``Class.method``)
         names in file ``display``; None when it is not a function of the run."""
@@ -478,6 +1003,12 @@ class Program:
         if head in source.methods:
             # ``Class(...)`` is not a function call; ``Class.method`` is one (unbound).
             return source.methods[head].get(rest[0]) if len(rest) == 1 else None
+        followed = self._through_import(source, head, rest)
+        return self._lookup(followed[0], followed[1], depth + 1) if followed is not None else None
+
+    def _through_import(self, source: FileSummary, head: str, rest: list[str]) -> tuple[FileSummary, list[str]] | None:
+        """``head.rest`` where ``head`` is imported in ``source``: the module of the run it names
+        and the attributes left to look up there."""
         imported = source.imports.get(head)
         if imported is None:
             return None
@@ -487,7 +1018,7 @@ class Program:
         for cut in range(len(names) - 1, 0, -1):
             module = self._module(source, level, names[:cut])
             if module is not None:
-                return self._lookup(module, names[cut:], depth + 1)
+                return module, names[cut:]
         return None
 
     def _module(self, source: FileSummary, level: int, names: list[str]) -> FileSummary | None:

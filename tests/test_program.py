@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,35 @@ def _import_model(root: Path):
         sys.path.remove(str(root))
 
 
+def _reported_untouched(name: str, tmp_path: Path, capsys, monkeypatch) -> str:
+    """Apply to fixture ``name``: findings reported, nothing rewritten; the report."""
+    root = _copy(name, tmp_path)
+    before = _snapshot(root)
+    code, report = _apply(root, capsys, monkeypatch)
+    assert code == 1 and _snapshot(root) == before
+    return report
+
+
+_RUNS = tempfile.TemporaryDirectory(prefix="program-")  # removed when the test process ends
+
+
+def _untouched_silent(name: str, tmp_path: Path, capsys, monkeypatch) -> Path:
+    """Apply to fixture ``name``: no finding, every file byte-identical; the copy."""
+    root = _copy(name, tmp_path)
+    before = _snapshot(root)
+    code, report = _apply(root, capsys, monkeypatch)
+    assert code == 0 and _snapshot(root) == before and "IP" not in report
+    return root
+
+
 def _summaries(**files: str) -> Program:
-    return Program(summarize(f"/r/{name}", name, text.encode()) for name, text in files.items())
+    """A run of these files, written to a fresh directory (a caller's file is read again to follow
+    what it passes)."""
+    root = Path(tempfile.mkdtemp(dir=_RUNS.name))
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return Program(summarize(str(root / name), name, text.encode()) for name, text in files.items())
 
 
 def test_summaries_alias_and_saved_output():
@@ -117,10 +145,7 @@ def test_output_saved_by_a_callee_in_another_file_is_rewritten_and_runs(tmp_path
 
 
 def test_view_returned_by_a_helper_in_another_file_blocks_the_rewrite(tmp_path, capsys, monkeypatch):
-    root = _copy("alias_view", tmp_path)
-    before = _snapshot(root)
-    code, report = _apply(root, capsys, monkeypatch)
-    assert code == 1 and _snapshot(root) == before
+    report = _reported_untouched("alias_view", tmp_path, capsys, monkeypatch)
     assert "pkg/model.py:15:9: IP201" in report and "shares memory with `v`, which is read again at line 16" in report
 
 
@@ -223,3 +248,185 @@ def test_fresh_view_returned_from_another_file_is_not_a_saved_tensor(tmp_path, c
     before = _snapshot(root)
     code, report = _apply(root, capsys, monkeypatch)
     assert code == 0 and _snapshot(root) == before and "IP" not in report
+
+
+# ---------------------------------------------------------------- caller contexts (capability 2)
+def test_argument_uses_follow_each_callers_value():
+    program = _summaries(**{
+        "p/ops.py": "import torch\n\ndef norm(x, eps=1e-5):\n    x /= x.var() + eps\n    return x\n",
+        "p/a.py": (
+            "import torch\nfrom .ops import norm\n\n"
+            "def fresh(a):\n    h = a @ a\n    y = norm(h)\n    return y\n\n"  # the result is what norm returns
+            "def rebinds(a):\n    h = a + 1\n    h = norm(h)\n    return h + 1\n\n"
+            "def reads(a):\n    h = a * 2\n    v = h.view(-1)\n    out = norm(h)\n    return out + v\n\n"  # v shares h's storage
+            "def arms(a, c):\n    h = a * 2\n    if c:\n        return norm(h)\n    else:\n        return h\n\n"
+            "def loop(a):\n    h = a * 2\n    for _ in range(3):\n        y = norm(h)\n    return y\n\n"
+            "def saved(a):\n    h = torch.tanh(a)\n    return norm(h)\n\n"
+            "def own_arg(a):\n    return norm(a)\n\n"
+            # modeling_esmfold-like: the read after the call is past a ``return``; a name linked
+            # only through an unknown call is not named as a read
+            "def returns(a, mask):\n    h = a * 2\n    if mask is None:\n        y = norm(h)\n        return y\n"
+            "    m = h.new_ones(3)\n    return m\n\n"
+            "def through_call(a):\n    h = a * 2\n    m = h.new_ones(3)\n    y = norm(h)\n    return y + m\n"
+        ),
+    })
+    uses = {site.caller: use for _, site, use in program.argument_uses("p/ops.py", "norm", "x")}
+    assert uses["fresh"].status == "fresh" and uses["rebinds"].status == "fresh" and uses["arms"].status == "fresh"
+    assert (uses["reads"].status, uses["reads"].name, uses["reads"].line) == ("read", "v", 18)
+    assert (uses["loop"].status, uses["loop"].line) == ("read", 30)  # the next iteration passes it again
+    assert (uses["saved"].status, uses["saved"].op, uses["saved"].line) == ("saved", "torch.tanh", 34)
+    assert (uses["own_arg"].status, uses["own_arg"].name) == ("unknown", "a")  # its caller may read it
+    assert uses["returns"].status == "fresh"
+    assert (uses["through_call"].status, uses["through_call"].name) == ("unknown", "m")
+    assert program.argument_uses("p/ops.py", "norm", "eps") is None  # never passed: its default, shared by every call
+
+
+def test_argument_uses_unknown_when_call_sites_may_be_incomplete():
+    ops = "def norm(x):\n    x /= x.var()\n    return x\n"
+    assert _summaries(**{"p/ops.py": ops}).argument_uses("p/ops.py", "norm", "x") is None  # no caller: public
+    callback = _summaries(**{"p/ops.py": ops, "p/a.py": "from .ops import norm\n\ndef f(a):\n    return list(map(norm, [a * 2]))\n"})
+    assert callback.argument_uses("p/ops.py", "norm", "x") is None  # passed as a value: calls unseen
+    other = _summaries(**{"p/ops.py": ops, "p/a.py": "from .ops import norm\n\ndef f(a, m):\n    norm(a * 2)\n    return m.norm(a * 2)\n"})
+    assert other.argument_uses("p/ops.py", "norm", "x") is None  # ``m.norm``: maybe this function
+    star = _summaries(**{"p/ops.py": ops, "p/a.py": "from .ops import norm\n\ndef f(*a):\n    return norm(*a)\n"})
+    assert star.argument_uses("p/ops.py", "norm", "x") is None
+
+
+def _run_net(root: Path, x):
+    model = _import_model(root)
+    net = model.Net()
+    out = net(x)
+    return model, net, out
+
+
+def test_write_into_an_argument_no_caller_reads_again_is_rewritten(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _copy("caller_fresh", tmp_path)
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    _, _, out = _run_net(root, x)
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        out.sum().backward()
+    # Alone, the callee cannot know its callers: today's report.
+    monkeypatch.chdir(root)
+    assert main(["apply", "--check", "--no-progress", "pkg/ops.py"]) == 1
+    assert "IP202" in capsys.readouterr().out
+    code, report = _apply(root, capsys, monkeypatch)
+    assert code == 0 and "pkg/ops.py:7:5: IP101" in report
+    assert "x = x / s" in (root / "pkg" / "ops.py").read_text()
+    assert (root / "pkg" / "model.py").read_bytes() == (FIXTURES / "program" / "caller_fresh" / "pkg" / "model.py").read_bytes()
+    model, net, out2 = _run_net(root, x)
+    assert torch.equal(out, out2)  # bit-identical outputs
+    out2.sum().backward()
+    proj = net.proj.detach().clone().requires_grad_(True)
+    w = net.w.detach().clone().requires_grad_(True)
+    model.meant(x, proj, w).sum().backward()
+    assert torch.equal(net.proj.grad, proj.grad) and torch.equal(net.w.grad, w.grad)  # the gradients meant
+    train = importlib.import_module("pkg.train")
+    train.step(net, x).backward()  # the other caller, in another file, runs backward too
+    before = _snapshot(root)
+    assert _apply(root, capsys, monkeypatch)[0] == 0 and _snapshot(root) == before  # a fixpoint
+
+
+def test_caller_that_reads_its_tensor_again_is_named(tmp_path, capsys, monkeypatch):
+    report = _reported_untouched("caller_reads", tmp_path, capsys, monkeypatch)
+    assert "pkg/ops.py:7:5: IP202" in report and "`x.var(...)` saved for backward (line 6)" in report
+    # model.py reads h after the call; train.py's read is in the other arm of the ``if``.
+    assert "the caller at pkg/model.py:15 reads `h` again at line 16" in report and "train.py" not in report
+
+
+def test_caller_that_passes_a_saved_tensor_is_reported_with_both_lines(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _copy("caller_saved", tmp_path)
+    _, _, out = _run_net(root, torch.randn(3, 8))
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        out.sum().backward()  # the hazard: sigmoid's saved output, written by shift_ in another file
+    before = _snapshot(root)
+    code, report = _apply(root, capsys, monkeypatch)
+    assert code == 1 and _snapshot(root) == before
+    assert report.count("IP202") == 1 and "pkg/ops.py:6:5: IP202 `x.add_(1)`" in report
+    assert "the call at pkg/model.py:13 passes `gate`, which `torch.sigmoid` saved for backward as its output (pkg/model.py:12)" in report
+    assert "eval.py" not in report  # ``x * 0.5``: nothing saved it
+
+
+# ---------------------------------------------------------------- module attributes (capability 1)
+def test_output_layers_through_constructor_arguments_factories_and_sequential():
+    blocks = (
+        "import torch\nfrom torch import nn\n\n"
+        "class Gate(nn.Module):\n    def __init__(self, dim, act=nn.Tanh):\n        super().__init__()\n        self.act = act()\n"
+        "        self.seq = nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid())\n        self.made = make(dim)\n\n"
+        "def make(dim):\n    return nn.Sequential(nn.Conv2d(dim, dim, 1), nn.ReLU())\n"
+    )
+    program = _summaries(**{"p/blocks.py": blocks, "p/model.py": "from torch import nn\nfrom .blocks import Gate\n\ndef build():\n    return Gate(4), Gate(4, nn.SiLU), Gate(4, act=nn.ReLU)\n"})
+    assert program.output_layers("p/blocks.py", "Gate", "act") == {
+        ("torch.nn.Tanh", False): ["the default, p/model.py:5"], ("torch.nn.SiLU", False): ["p/model.py:5"],
+        ("torch.nn.ReLU", False): ["p/model.py:5"]}
+    assert program.output_layers("p/blocks.py", "Gate", "seq") == {("torch.nn.Sigmoid", False): ["built by Gate.__init__"]}
+    assert program.output_layers("p/blocks.py", "Gate", "made") == {("torch.nn.ReLU", False): ["returned by p/blocks.py:11"]}
+    # A construction whose activation is not a name of torch.nn; a class kept in a registry.
+    unknown = _summaries(**{"p/blocks.py": blocks, "p/model.py": "from .blocks import Gate\n\ndef build(a):\n    return Gate(4, a)\n"})
+    assert unknown.output_layers("p/blocks.py", "Gate", "act") is None
+    registry = _summaries(**{"p/blocks.py": blocks, "p/model.py": "from .blocks import Gate\nBLOCKS = {'gate': Gate}\n\ndef build():\n    return Gate(4)\n"})
+    assert registry.output_layers("p/blocks.py", "Gate", "act") is None
+    assert registry.output_layers("p/blocks.py", "Gate", "seq") is not None  # not chosen by a constructor argument
+
+
+def test_activation_chosen_by_callers_and_factory_layers_are_rewritten_and_run(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _copy("layers_resolved", tmp_path)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        torch.manual_seed(0)
+        model = _import_model(root)
+        net = model.Net()
+        return model, net, net(x)
+
+    _, _, out = run()
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        out.sum().backward()
+    code, report = _apply(root, capsys, monkeypatch)
+    assert code == 0
+    assert "pkg/blocks.py:15:9: IP102" in report and "`nn.Sigmoid (pkg/model.py:13) or nn.Tanh (the default, pkg/model.py:12)`" in report
+    assert "pkg/model.py:17:9: IP101" in report and "`nn.ReLU (returned by pkg/blocks.py:19)`" in report
+    assert "pkg/model.py:19:9: IP103" in report
+    model, net, out2 = run()
+    assert torch.equal(out, out2)  # bit-identical outputs
+    out2.sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    model.meant(net, x).sum().backward()
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, net.parameters()))  # the gradients meant
+
+
+def test_layers_that_save_no_output_are_left_alone(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _untouched_silent("layers_harmless", tmp_path, capsys, monkeypatch)
+    _import_model(root).Net()(torch.randn(2, 3, 4, 4)).sum().backward()  # correct code: backward runs
+
+
+# ---------------------------------------------------------------- ``m.inplace = True`` (capability 3)
+def _step(root: Path, torch):
+    for name in [m for m in sys.modules if m == "pkg" or m.startswith("pkg.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module("pkg.train").step(torch.randn(3, 8))
+    finally:
+        sys.path.remove(str(root))
+
+
+def test_inplace_switched_on_after_construction_is_reported_at_the_switch(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _copy("switch_hazard", tmp_path)
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        _step(root, torch)
+    report = _reported_untouched("switch_hazard", tmp_path / "again", capsys, monkeypatch)
+    assert report.count("IP105") == 1  # Head's ReLU; Stem's follows a linear layer
+    assert ("pkg/model.py:34:21: IP105 `m.inplace = True` turns `act` (`nn.ReLU`, line 19) in place after construction: "
+            "`self.act(gate)` (line 23) then overwrites `gate`, which `torch.sigmoid(...)` saved for backward as its output (line 22)") in report
+
+
+def test_inplace_switch_on_other_types_is_left_alone(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _untouched_silent("switch_harmless", tmp_path, capsys, monkeypatch)
+    _step(root, torch)  # correct code: backward runs

@@ -403,6 +403,29 @@ class Summaries:
                 saved_output=found.saved_output, where=found.where)
         return self._external[dotted]
 
+    def output_layers(self, cls: ClassInfo | None, attr: str, info) -> str | None:
+        """``self.<attr>`` of ``cls``, set once in ``__init__`` to a module that the program phase
+        resolves (constructor arguments and defaults, factories, ``nn.Sequential``'s last layer)
+        to torch modules that all save their output: their names, to show; None otherwise."""
+        if self.program is None or cls is None or len(info.values) != 1 or info.values[0].method != "__init__":
+            return None
+        ctor = info.values[0]
+        if ctor.kind == "module" and ctor.qualname is not None:
+            spec = torch_api.module_spec(ctor.qualname)
+            if spec is None or not spec.container:
+                return None  # a plain module: the rule's own path knows it
+        found = self.program.output_layers(self.display, cls.name, attr)
+        if found is None:
+            return None
+        for qual, inplace in found:
+            spec = torch_api.module_spec(qual)
+            if inplace or spec is None or spec.container or spec.returns_input or spec.functional is None:
+                return None
+            fspec = torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
+            if fspec is None or not fspec.saves_output():
+                return None
+        return " or ".join(f"{q.replace('torch.nn.', 'nn.')} ({', '.join(sorted(set(w)))})" for (q, _), w in sorted(found.items()))
+
     def get(self, fn: FunctionInfo) -> Summary | None:
         key = id(fn)
         if key in self._cache:
@@ -1650,6 +1673,14 @@ class _Analyzer:
         args = self.eval_args(call, st)
         display = f"{self.self_name}.{attr}(...)" if call.args else f"{self.self_name}.{attr}()"
         info = self.cls.attr(attr) if self.cls else None
+        built = self.summaries.output_layers(self.cls, attr, info) if self.summaries and info is not None else None
+        if built is not None:
+            # Built by a constructor argument, a factory or an ``nn.Sequential`` (whole-program
+            # phase) whose last layer saves its output in every case.
+            result = self.opaque_call(call, args, st, True, display=display)
+            if not self.grad_disabled:
+                st.add_saved(result, self.save_event(call, f"{display}` = `{built}", "output"))
+            return result
         if info is None or not info.is_module():
             target = self.summaries.method(self.cls, attr) if (self.summaries and info is None) else None
             if target is not None:
@@ -1669,7 +1700,7 @@ class _Analyzer:
         if inplace:
             out_saved = False
             for spec, ctor in zip(specs, info.values):
-                if ctor.inplace and spec.functional is not None:
+                if ctor.writes_input and spec.functional is not None:
                     aten = {"relu6": "hardtanh"}.get(spec.functional, spec.functional)
                     ispec = torch_api.method_spec(f"{aten}_") or torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
                     out_saved |= self.op_saves(call, display, st, ispec, [first], inplace=True)
@@ -1679,7 +1710,7 @@ class _Analyzer:
         # The constructors built without inplace=True (``nn.ReLU(inplace=True) if a else nn.Softplus()``)
         out_saved = False
         for spec, ctor in zip(specs, info.values):
-            if ctor.inplace or spec.container or spec.returns_input or spec.functional is None:
+            if ctor.writes_input or spec.container or spec.returns_input or spec.functional is None:
                 if spec.container:
                     self.opaque_call(call, args, st, display=display)
                 continue

@@ -28,6 +28,13 @@ class Constructor:
     method: str | None = None  # method where the assignment is
     # nn.Sequential whose first layer is an in-place activation: that layer writes the input.
     first_inplace: "Constructor | None" = None
+    # ``m.inplace = True`` over ``self.modules()`` after construction: the statement that turns
+    # this module in place (the inplace rule marks it; ``inplace`` stays what the call says).
+    switched: cst.CSTNode | None = None
+
+    @property
+    def writes_input(self) -> bool:
+        return self.inplace or self.switched is not None
 
 
 @dataclass(eq=False)
@@ -55,7 +62,7 @@ class AttrInfo:
     def inplace_constructors(self) -> list[Constructor]:
         """Constructors whose module writes its input: in-place activations, and the first layer
         of an ``nn.Sequential`` when that layer is one."""
-        return [c for c in self.values if c.inplace] + [c.first_inplace for c in self.values if c.first_inplace]
+        return [c for c in self.values if c.writes_input] + [c.first_inplace for c in self.values if c.first_inplace]
 
 
 @dataclass(eq=False)

@@ -228,6 +228,8 @@ class _Solver:
         self._caller_map: dict[int, list[FunctionInfo]] | None = None
         self.summaries = Summaries(self.index, options.program, ctx.path)
         self._names_in: dict[int, set[str]] = {}
+        self._caller_contexts: dict[tuple[int, str], tuple[str, str] | None] = {}
+        _mark_switches(self.index)
 
     # ------------------------------------------------------------------ solving
     def run(self) -> list[Finding]:
@@ -365,9 +367,15 @@ class _Solver:
     def plan(self, site: Site, analysis: FunctionAnalysis, current: dict[tuple, str | None]) -> _Plan:
         if site.not_tensor or self.suppressed(site):
             return _Plan(None, [])
-        reasons: list[tuple[str, Callable[[], str]]] = [
-            (r.prop, lambda r=r: self._reason_text(r.text, r.node)) for r in site.reasons
-        ]
+        if self._switch_of(site) is not None:  # the constructor says nothing of inplace: no edit to make
+            return _Plan(None, [("form", lambda: "the module is turned in place after construction")])
+        reasons: list[tuple[str, Callable[[], str]]] = []
+        for r in site.reasons:
+            context = self.caller_context(analysis.fn, r) if r.prop == "P3" else None
+            if context is None:
+                reasons.append((r.prop, lambda r=r: self._reason_text(r.text, r.node)))
+            elif context[0] != "fresh":  # every caller passes a value it never reads again: no obstacle
+                reasons.append(("P3", lambda text=context[1]: text))
         if site.tensor_unknown:
             # P1: whatever saved it, a value not proven to be a tensor may be a number, a numpy
             # array or a dict, where the rewrite would change behaviour or crash.
@@ -539,6 +547,79 @@ class _Solver:
             text = text.replace(" (line @LINE)", "") if not line else text.replace("@LINE", str(line))
         return text
 
+    def _switch_of(self, site: Site) -> cst.CSTNode | None:
+        """For a call of a module that ``m.inplace = True`` turned in place: that statement."""
+        if site.kind is not SiteKind.MODULE:
+            return None
+        ctors = self._module_constructors(site)
+        if not ctors or any(c.inplace for c in ctors):
+            return None
+        return next((c.switched for c in ctors if c.switched is not None), None)
+
+    def switch_finding(self, site: Site, switch: cst.CSTNode) -> Finding:
+        evidence, related = self.evidence_text(site)
+        ctor = next(c for c in self._module_constructors(site) if c.switched is switch)
+        name = (ctor.qualname or "").replace("torch.nn.", "nn.")
+        call = short_code(site.node)
+        message = (f"`{short_code(switch)}` turns `{site.module_attr}` (`{name}`, line {self.ctx.line(ctor.node)}) in place "
+                   f"after construction: `{call}` (line {self.ctx.line(site.node)}) then overwrites {self._written(site)}, "
+                   f"{evidence}; not rewritten: keep this module out of the switch, or pass it a copy")
+        return Finding("IP105", message, switch, [Related(site.node, f"`{call}` writes its input in place"), *related])
+
+    def caller_context(self, fn: FunctionInfo, reason) -> tuple[str, str] | None:
+        """A write into argument ``reason.node`` seen from every call site of the run: ("fresh", "")
+        when each caller passes a value it never reads again (rewriting the callee is safe and fixes
+        the caller's backward), ("read"/"saved", why not) naming the first caller that reads its
+        tensor after the call or passes a tensor an op saved; None when the call sites are not
+        all known (no caller in the run: a public function)."""
+        program = self.options.program
+        param = reason.node
+        if program is None or fn.parent is not None or not isinstance(param, cst.Param):
+            return None
+        name = param.name.value
+        key = (id(fn), name)
+        if key not in self._caller_contexts:
+            self._caller_contexts[key] = self._caller_context(program, fn, name)
+        return self._caller_contexts[key]
+
+    def _caller_context(self, program, fn: FunctionInfo, name: str) -> tuple[str, str] | None:
+        uses = program.argument_uses(self.ctx.path, fn.qualname, name)
+        if uses is None:
+            return None
+        for status in ("saved", "read", "unknown"):
+            for display, call, use in uses:
+                if use.status != status:
+                    continue
+                at = f"{display}:{call.line}"
+                if status == "saved":
+                    what = f"`{use.name}`" if use.name else "the output"
+                    return ("saved", f"argument `{name}` is written in place, and the call at {at} passes {what}, which "
+                                     f"`{use.op}` saved for backward as its output ({display}:{use.line}): the hazard is in "
+                                     f"that caller")
+                if status == "read":
+                    return ("read", f"argument `{name}` is not rebound before this write, and the caller at {at} reads "
+                                    f"`{use.name}` again at line {use.line}, which would no longer see this change")
+                return None  # it comes from the caller's own argument or state: not followed further
+        return ("fresh", "")
+
+    def caller_saved_findings(self, fn: FunctionInfo, analysis: FunctionAnalysis) -> list[Finding]:
+        """Writes into an argument that a caller of the run passes after an op saved it: the
+        hazard is in the caller, reported at the write with both lines, even when nothing in
+        this function saved the tensor."""
+        out = []
+        for site in analysis.sites.values():
+            if site.evidence or site.not_tensor or site.grad_disabled or self.suppressed(site):
+                continue
+            for r in site.reasons:
+                context = self.caller_context(fn, r) if r.prop == "P3" else None
+                if context is not None and context[0] == "saved":
+                    subject = self._subject(site)
+                    node = site.node if site.kind is not SiteKind.AUG or site.statement is None else site.statement
+                    message = f"{subject} overwrites {self._written(site)}; not rewritten (P3): {context[1]}"
+                    out.append(Finding("IP202", message, node, [Related(r.node, "the argument written in place")]))
+                    break
+        return out
+
     def definite(self, site: Site) -> bool:
         return any(e.what != "opaque" for e in site.evidence)
 
@@ -651,6 +732,11 @@ class _Solver:
             if form == "chain" or (form is None and key in inner_of_reported):
                 continue
             plan = self.plans[key]
+            switch = self._switch_of(site)
+            if switch is not None:
+                if site.evidence and self.definite(site) and self.in_scope(fn):
+                    out.append(self.switch_finding(site, switch))
+                continue
             if form is not None:
                 if site.kind is SiteKind.MODULE and not site.evidence and not self.line_confirmed(site) and self.options.mode != "all":
                     continue  # a harmless call of a module rewritten because of another call
@@ -663,6 +749,8 @@ class _Solver:
                 and (site.likely_tensor or not any(prop == "P1" for prop, _ in plan.reasons))
             ):
                 out.append(self.report_finding(site, plan))
+        if self.options.program is not None:
+            out += self.caller_saved_findings(fn, analysis)
         return out
 
     def evidence_text(self, site: Site) -> tuple[str, list[Related]]:
@@ -871,3 +959,120 @@ class _Solver:
                    f"which `{prev_name}` saves for backward (line {self.ctx.line(prev)}); rewrite: `{text}`")
         related = [Related(prev, f"`{prev_name}` saves its output for backward")]
         return Finding("IP105", message, cur, related, [NodeEdit(cur, new_call)], text)
+
+
+# ------------------------------------------------------------------ ``m.inplace = True``
+_MODULE_WALKS = frozenset({"modules", "children", "named_modules", "named_children"})
+
+
+def _mark_switches(index: ModuleIndex) -> None:
+    """``for m in self.modules(): if isinstance(m, nn.ReLU): m.inplace = True`` in a method of a
+    class: mark the matching torch.nn modules of that class (and of this file's classes it holds,
+    transitively) as written in place by that statement. The ``isinstance``/``type(m) in`` filter
+    names the types; a condition that says nothing of the type other than ``hasattr(m, "inplace")``
+    leaves the statement out (it may pick instances, not types)."""
+    by_name = {c.name: c for c in index.classes}
+    for cls in index.classes:
+        for method in cls.methods.values():
+            params = method.params.params
+            if not params or _T(method.body) is not cst.IndentedBlock:
+                continue
+            found: list[tuple[cst.CSTNode, frozenset[str] | None]] = []
+            _scan_switches(method.body.body, params[0].name.value, None, None, {}, index, found)
+            for switch, types in found:
+                seen: set[int] = set()
+                stack = [cls]
+                while stack:
+                    holder = stack.pop()
+                    if id(holder) in seen:
+                        continue
+                    seen.add(id(holder))
+                    for info in holder.attrs.values():
+                        for ctor in info.values:
+                            if ctor.kind != "module" or ctor.qualname is None:
+                                continue
+                            if ctor.qualname in by_name:
+                                stack.append(by_name[ctor.qualname])
+                                continue
+                            spec = torch_api.module_spec(ctor.qualname)
+                            if (spec is not None and spec.inplace_index is not None and not ctor.inplace
+                                    and ctor.switched is None and (types is None or ctor.qualname in types)):
+                                ctor.switched = switch
+
+
+def _T(node):
+    return type(node)
+
+
+def _scan_switches(stmts, self_name: str, var: str | None, types: frozenset[str] | None, type_vars: dict[str, str],
+                   index: ModuleIndex, found: list) -> None:
+    for stmt in stmts:
+        t = _T(stmt)
+        if t is cst.For:
+            it = stmt.iter
+            loop_var = var
+            if (_T(it) is cst.Call and _T(it.func) is cst.Attribute and it.func.attr.value in _MODULE_WALKS
+                    and _T(it.func.value) is cst.Name and it.func.value.value == self_name):
+                target = stmt.target
+                if _T(target) is cst.Tuple and target.elements:
+                    target = target.elements[-1].value
+                loop_var = target.value if _T(target) is cst.Name else None
+                if loop_var is not None:
+                    _scan_switches(_body(stmt.body), self_name, loop_var, None, {}, index, found)
+                continue
+            _scan_switches(_body(stmt.body), self_name, var, types, type_vars, index, found)
+        elif t is cst.If:
+            if var is None:
+                _scan_switches(_body(stmt.body), self_name, var, types, type_vars, index, found)
+                continue
+            picked = _type_filter(stmt.test, var, type_vars, index)
+            if picked is not False:
+                narrowed = picked if types is None else (types if picked is None else types & picked)
+                _scan_switches(_body(stmt.body), self_name, var, narrowed, type_vars, index, found)
+        elif t is cst.SimpleStatementLine:
+            for small in stmt.body:
+                if _T(small) is not cst.Assign or len(small.targets) != 1:
+                    continue
+                target, value = small.targets[0].target, small.value
+                if (var is not None and _T(target) is cst.Attribute and target.attr.value == "inplace"
+                        and _T(target.value) is cst.Name and target.value.value == var
+                        and _T(value) is cst.Name and value.value == "True"):
+                    found.append((small, types))
+                elif (var is not None and _T(target) is cst.Name and _T(value) is cst.Call and _T(value.func) is cst.Name
+                        and value.func.value == "type" and len(value.args) == 1 and _T(value.args[0].value) is cst.Name
+                        and value.args[0].value.value == var):
+                    type_vars = {**type_vars, target.value: var}  # ``t = type(m)``
+        elif t in (cst.With, cst.While, cst.Try):
+            _scan_switches(_body(stmt.body), self_name, var, types, type_vars, index, found)
+
+
+def _body(block) -> list:
+    return list(block.body) if _T(block) is cst.IndentedBlock else []
+
+
+def _type_filter(test, var: str, type_vars: dict[str, str], index: ModuleIndex):
+    """The qualified types an ``if`` on the loop's module keeps: a frozenset; None for
+    ``hasattr(m, "inplace")`` (every type); False for any other condition (not followed)."""
+    def names(expr) -> frozenset[str] | None:
+        elements = [e.value for e in expr.elements] if _T(expr) in (cst.Tuple, cst.List, cst.Set) else [expr]
+        quals = [index.imports.qualify(e) for e in elements]
+        return None if any(q is None for q in quals) else frozenset(quals)
+
+    def is_var(expr) -> bool:
+        if _T(expr) is cst.Name:
+            return type_vars.get(expr.value) == var
+        return (_T(expr) is cst.Call and _T(expr.func) is cst.Name and expr.func.value == "type" and len(expr.args) == 1
+                and _T(expr.args[0].value) is cst.Name and expr.args[0].value.value == var)
+
+    if _T(test) is cst.Call and _T(test.func) is cst.Name and len(test.args) == 2:
+        first, second = test.args[0].value, test.args[1].value
+        if _T(first) is cst.Name and first.value == var:
+            if test.func.value == "isinstance":
+                return names(second) or False
+            if test.func.value == "hasattr" and _T(second) is cst.SimpleString and second.evaluated_value == "inplace":
+                return None
+    if _T(test) is cst.Comparison and len(test.comparisons) == 1 and is_var(test.left):
+        op = _T(test.comparisons[0].operator)
+        if op in (cst.In, cst.Is, cst.Equal):
+            return names(test.comparisons[0].comparator) or False
+    return False

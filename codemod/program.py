@@ -73,6 +73,9 @@ class FileSummary:
     calls: list[tuple[str, str | None, bool]] = field(default_factory=list)
     # Not summarized yet (the file never mentions torch): summarized when an import reaches it.
     path: str | None = None
+    # The rule families that may have a finding in this file (``candidates.possible_findings``);
+    # None: not decided here (the engine parses the file if its own text test passes).
+    may_find: frozenset[str] | None = None
 
 
 def module_key(path: str) -> tuple[tuple[str, ...], bool]:
@@ -101,6 +104,9 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     out = FileSummary(display, key, is_package)
+    from .candidates import possible_findings
+
+    out.may_find = possible_findings(tree)
     torch_names = _Imports()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

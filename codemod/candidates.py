@@ -39,139 +39,111 @@ def possible_findings(tree: ast.Module) -> frozenset[str]:
     from .analysis import torch_api
     from .rules.inplace import _NOT_DIFFERENTIABLE
 
-    scan = _Scan(torch_api.inplace_activation_modules(), torch_api.FUNCTIONAL_INPLACE_ARG, _NOT_DIFFERENTIABLE)
-    scan.visit(tree)
+    modules = torch_api.inplace_activation_modules()
+    functional = torch_api.FUNCTIONAL_INPLACE_ARG
+    inplace_write = False  # an in-place write in a function that may be differentiable
+    inplace_module = False  # something that may build an in-place module or flip ``.inplace``
+    parameter_names: set[str] = set()  # attributes that may hold a Parameter
+    parameter_callees = {"Parameter"}  # names a Parameter class may be called by
+    init_values: list[ast.expr] = []  # values assigned (or registered as buffers) in an ``__init__``
+
+    # One iterative walk; each entry: node, the innermost function's name, inside an ``__init__``.
+    stack: list[tuple[ast.AST, str | None, bool]] = [(tree, None, False)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, fn, in_init = pop()
+        t = type(node)
+        writes = fn is not None and fn not in _NOT_DIFFERENTIABLE
+        if t is ast.Call:
+            name = _final_name(node.func)
+            if name is not None:
+                if writes and name.endswith("_") and not name.startswith("__"):
+                    inplace_write = True
+                positional = [a for a in node.args if type(a) is not ast.Starred]
+                starred = len(positional) < len(node.args) or any(kw.arg is None for kw in node.keywords)
+                if writes and name in functional and (len(positional) > functional[name] or starred):
+                    inplace_write = True  # ``F.relu(x, True)``: the analysis makes a site only for a set flag
+                index = modules.get(name)
+                if index is not None and (len(positional) > index or starred):
+                    inplace_module = True  # ``nn.ReLU(True)``, or unknown ``*args``/``**kwargs``
+                if name == "register_parameter" and node.args and type(node.args[0]) is ast.Constant:
+                    if isinstance(node.args[0].value, str):
+                        parameter_names.add(node.args[0].value)
+                if name == "register_buffer" and in_init:
+                    init_values.extend(node.args[1:])
+                    init_values.extend(kw.value for kw in node.keywords)
+            for kw in node.keywords:
+                if kw.arg == "inplace":
+                    inplace_module = True
+                    inplace_write = inplace_write or writes
+                elif kw.arg == "out":
+                    inplace_write = inplace_write or writes
+        elif t is ast.Assign or (t is ast.AnnAssign and node.value is not None):
+            targets = node.targets if t is ast.Assign else [node.target]
+            for target in targets:
+                for sub in ast.walk(target):
+                    if type(sub) is ast.Subscript:
+                        inplace_write = inplace_write or writes
+                    elif type(sub) is ast.Attribute and sub.attr == "inplace":
+                        inplace_module = True  # ``m.inplace = True``
+                if type(target) is ast.Attribute and _calls(node.value, parameter_callees):
+                    parameter_names.add(target.attr)
+            if in_init and any(type(sub) is ast.Attribute for target in targets for sub in ast.walk(target)):
+                init_values.append(node.value)
+        elif t is ast.AugAssign:
+            inplace_write = inplace_write or writes
+        elif t is ast.FunctionDef or t is ast.AsyncFunctionDef:
+            for child in (*node.decorator_list, node.args, node.returns):
+                if child is not None:
+                    push((child, fn, in_init))
+            inner = in_init or node.name == "__init__"
+            for stmt in node.body:
+                push((stmt, node.name, inner))
+            continue
+        elif t is ast.ImportFrom or t is ast.Import:
+            for alias in node.names:
+                if alias.name.rsplit(".", 1)[-1] == "Parameter" and (t is ast.ImportFrom or alias.asname):
+                    parameter_callees.add(alias.asname or alias.name)
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, ast.AST):
+                        push((item, fn, in_init))
+            elif isinstance(value, ast.AST):
+                push((value, fn, in_init))
+
     found = set()
-    if scan.inplace_write or scan.inplace_module:
+    if inplace_write or inplace_module:
         found.add(INPLACE)
-    if scan.init_may_derive():
+    if _init_may_derive(init_values, parameter_names, parameter_callees):
         found.add(INIT_DERIVED)
     return frozenset(found)
 
 
 def _final_name(func: ast.expr) -> str | None:
-    if isinstance(func, ast.Attribute):
+    t = type(func)
+    if t is ast.Attribute:
         return func.attr
-    if isinstance(func, ast.Name):
+    if t is ast.Name:
         return func.id
     return None
 
 
-class _Scan(ast.NodeVisitor):
-    def __init__(self, modules: dict[str, int], functional: dict[str, int], not_differentiable) -> None:
-        self.modules = modules
-        self.functional = functional
-        self.not_differentiable = not_differentiable
-        self.functions: list[str] = []  # enclosing function names, innermost last
-        self.inplace_write = False  # an in-place write in a function that may be differentiable
-        self.inplace_module = False  # something that may build an in-place module or flip ``.inplace``
-        # __init__-derived: names that may be Parameters, and the values assigned in __init__.
-        self.parameter_names: set[str] = set()
-        self.parameter_callees: set[str] = {"Parameter"}  # local names bound to a Parameter class
-        self.init_values: list[ast.expr] = []
+def _calls(value: ast.expr, callees: set[str]) -> bool:
+    return any(type(sub) is ast.Call and _final_name(sub.func) in callees for sub in ast.walk(value))
 
-    # -- scopes ------------------------------------------------------------------------------
-    def visit_FunctionDef(self, node) -> None:
-        for child in (*node.decorator_list, node.args, node.returns):
-            if child is not None:
-                self.visit(child)
-        self.functions.append(node.name)
-        for stmt in node.body:
-            self.visit(stmt)
-        self.functions.pop()
 
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def _write(self) -> None:
-        if self.functions and self.functions[-1] not in self.not_differentiable:
-            self.inplace_write = True
-
-    def _in_init(self) -> bool:
-        return "__init__" in self.functions
-
-    # -- imports (``from torch.nn import Parameter as P``) --------------------------------------
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        for alias in node.names:
-            if alias.name.rsplit(".", 1)[-1] == "Parameter":
-                self.parameter_callees.add(alias.asname or alias.name)
-
-    def visit_Import(self, node: ast.Import) -> None:
-        for alias in node.names:
-            if alias.asname and alias.name.rsplit(".", 1)[-1] == "Parameter":
-                self.parameter_callees.add(alias.asname)
-
-    # -- statements ---------------------------------------------------------------------------
-    def visit_Assign(self, node: ast.Assign) -> None:
-        for target in node.targets:
-            self._store(target, node.value)
-        self._value(node.value, node.targets)
-        self.generic_visit(node)
-
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        if node.value is not None:
-            self._store(node.target, node.value)
-            self._value(node.value, [node.target])
-        self.generic_visit(node)
-
-    def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        self._write()
-        self.generic_visit(node)
-
-    def _store(self, target: ast.expr, value: ast.expr) -> None:
-        for sub in ast.walk(target):
-            if isinstance(sub, ast.Subscript):
-                self._write()
-            elif isinstance(sub, ast.Attribute) and sub.attr == "inplace":
-                self.inplace_module = True  # ``m.inplace = True``
-        if isinstance(target, ast.Attribute) and self._has_parameter_call(value):
-            self.parameter_names.add(target.attr)
-
-    def _value(self, value: ast.expr, targets: list[ast.expr]) -> None:
-        if self._in_init() and any(isinstance(t, ast.Attribute) for tgt in targets for t in ast.walk(tgt)):
-            self.init_values.append(value)
-
-    def visit_Call(self, node: ast.Call) -> None:
-        name = _final_name(node.func)
-        keywords = {kw.arg for kw in node.keywords}
-        if name is not None:
-            if name.endswith("_") and not name.startswith("__"):
-                self._write()
-            positional = [a for a in node.args if not isinstance(a, ast.Starred)]
-            starred = len(positional) < len(node.args) or None in keywords
-            if name in self.functional and (len(positional) > self.functional[name] or starred):
-                self._write()  # ``F.relu(x, True)``: the analysis makes a site only for a set flag
-            index = self.modules.get(name)
-            if index is not None and (len(positional) > index or starred):
-                self.inplace_module = True  # ``nn.ReLU(True)``, or unknown ``*args``/``**kwargs``
-            if name == "register_parameter" and node.args and isinstance(node.args[0], ast.Constant):
-                if isinstance(node.args[0].value, str):
-                    self.parameter_names.add(node.args[0].value)
-            if name == "register_buffer" and self._in_init():
-                self.init_values.extend(node.args[1:])
-                self.init_values.extend(kw.value for kw in node.keywords)
-        if "inplace" in keywords:
-            self.inplace_module = True
-            self._write()
-        if "out" in keywords:
-            self._write()
-        self.generic_visit(node)
-
-    # -- __init__-derived ----------------------------------------------------------------------
-    def _is_parameter_call(self, node: ast.AST) -> bool:
-        return isinstance(node, ast.Call) and _final_name(node.func) in self.parameter_callees
-
-    def _has_parameter_call(self, value: ast.expr) -> bool:
-        return any(self._is_parameter_call(sub) for sub in ast.walk(value))
-
-    def init_may_derive(self) -> bool:
-        def parameter_like(name: str) -> bool:
-            return (name in self.parameter_names or name.startswith(("weight", "bias"))
-                    or name.endswith(("_weight", "_bias")))
-
-        for value in self.init_values:
-            for sub in ast.walk(value):
-                if isinstance(sub, ast.Attribute) and parameter_like(sub.attr):
+def _init_may_derive(values: list[ast.expr], parameter_names: set[str], callees: set[str]) -> bool:
+    """Some value assigned in an ``__init__`` reads an attribute that may be a Parameter, or
+    holds a Parameter created inside a larger expression (or moved: ``P(t).to(d)``)."""
+    for value in values:
+        for sub in ast.walk(value):
+            t = type(sub)
+            if t is ast.Attribute:
+                name = sub.attr
+                if name in parameter_names or name.startswith(("weight", "bias")) or name.endswith(("_weight", "_bias")):
                     return True
-                if sub is not value and self._is_parameter_call(sub):
-                    return True  # a Parameter inside an expression (or moved: ``P(t).to(d)``)
-        return False
+            elif t is ast.Call and sub is not value and _final_name(sub.func) in callees:
+                return True
+    return False

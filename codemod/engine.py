@@ -21,7 +21,7 @@ import sys
 import time
 import tokenize
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import libcst as cst
@@ -90,6 +90,17 @@ class FileTask:
     codes: frozenset[str]
     mode: str = "hazards"
     confirmed_lines: frozenset[int] = field(default_factory=frozenset)
+    # Rule families that may have a finding here, from the whole-program phase's ``ast`` pass
+    # (``candidates.possible_findings``); None: undecided (the file is parsed as usual).
+    may_find: frozenset[str] | None = None
+
+
+def needs_parse(task: FileTask) -> bool:
+    """Whether ``task``'s file must be parsed with LibCST: some selected rule's family may have a
+    finding there, or the runtime locator confirmed lines in it, or nothing was decided."""
+    if task.may_find is None or task.confirmed_lines:
+        return True
+    return any(rule.family in task.may_find for rule in RULES if any(c.code in task.codes for c in rule.codes))
 
 
 def build_tasks(files: list[SourceFile], select: list[str] | None = None, ignore: list[str] | None = None,
@@ -367,7 +378,7 @@ def _pool_context():
 
 
 def run(tasks: list[FileTask], jobs: int | None = None,
-        on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+        on_result: Callable[[FileResult], None] | None = None, prefilter: bool = True) -> list[FileResult]:
     """Process every task; results come back in task order.
 
     Rules that read facts about the whole run (``needs_project``) first run without them; only
@@ -376,9 +387,14 @@ def run(tasks: list[FileTask], jobs: int | None = None,
 
     The whole-program phase comes first: every file is summarized (Python's ``ast``, in the
     workers) and the summaries are resolved across files into a ``Program`` the rules consult.
+    The same ``ast`` pass decides which rule families may have a finding in each file
+    (``candidates.possible_findings``); with ``prefilter``, only files where a selected family
+    may have one are parsed with LibCST and analysed, the others are reported clean at once.
     """
     _set_project(None)
-    program = build_program(tasks, jobs)
+    program, may_find = build_program(tasks, jobs)
+    if prefilter:
+        tasks = [replace(t, may_find=found) for t, found in zip(tasks, may_find)]
     _set_project(None, program)
     try:
         results = _run(tasks, jobs, on_result)
@@ -393,10 +409,12 @@ def run(tasks: list[FileTask], jobs: int | None = None,
     return results
 
 
-def build_program(tasks: list[FileTask], jobs: int | None = None) -> Program:
-    """Phase 1 (per-file summaries, in the workers) and phase 2 (resolution across files)."""
-    summaries = [s for s in _map(_summarize_task, tasks, jobs) if s is not None]
-    return Program(summaries)
+def build_program(tasks: list[FileTask], jobs: int | None = None) -> tuple[Program, list[frozenset[str] | None]]:
+    """Phase 1 (per-file summaries, in the workers) and phase 2 (resolution across files); with
+    the program, each task's ``may_find`` (None where its file was not summarized)."""
+    summaries = _map(_summarize_task, tasks, jobs)
+    may_find = [s.may_find if s is not None else None for s in summaries]
+    return Program(s for s in summaries if s is not None), may_find
 
 
 def _summarize_task(task: FileTask) -> FileSummary | None:
@@ -405,7 +423,16 @@ def _summarize_task(task: FileTask) -> FileSummary | None:
             data = fh.read()
     except OSError:
         return None  # reported when the file itself is processed
-    return summarize(task.path, task.display, data, lazy=True)
+    # As in ``process``: the cyclic collector's passes over a parsed tree cost about a quarter of
+    # the summary; one young-generation pass after each file frees its garbage.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return summarize(task.path, task.display, data, lazy=True)
+    finally:
+        if enabled:
+            gc.enable()
+        gc.collect(0)
 
 
 def _map(fn, tasks: list[FileTask], jobs: int | None) -> list:
@@ -423,19 +450,27 @@ def _project_codes() -> frozenset[str]:
 
 def _run(tasks: list[FileTask], jobs: int | None, on_result: Callable[[FileResult], None] | None) -> list[FileResult]:
     jobs = jobs or os.cpu_count() or 1
-    order = {t.path: i for i, t in enumerate(tasks)}
     results: list[FileResult | None] = [None] * len(tasks)
-    if jobs <= 1 or len(tasks) < 8:
-        for i, task in enumerate(tasks):
+    # Files where no selected rule can have a finding are done without being read again.
+    todo = []
+    for i, task in enumerate(tasks):
+        if needs_parse(task):
+            todo.append((i, task))
+        else:
+            results[i] = FileResult(task.display)
+            if on_result:
+                on_result(results[i])
+    if jobs <= 1 or len(todo) < 8:
+        for i, task in todo:
             results[i] = process(task)
             if on_result:
                 on_result(results[i])
         return results  # type: ignore[return-value]
     # Largest files first, in small chunks, so no worker is left with a long tail.
-    by_size = sorted(tasks, key=lambda t: -_size(t.path))
-    chunk = max(1, min(8, len(tasks) // (jobs * 16)))
+    by_size = sorted(todo, key=lambda item: -_size(item[1].path))
+    chunk = max(1, min(8, len(todo) // (jobs * 16)))
     with _pool_context().Pool(jobs, initializer=_set_project, initargs=(_project, _program)) as pool:
-        for task_index, res in pool.imap_unordered(_indexed_process, [(order[t.path], t) for t in by_size], chunksize=chunk):
+        for task_index, res in pool.imap_unordered(_indexed_process, by_size, chunksize=chunk):
             results[task_index] = res
             if on_result:
                 on_result(res)

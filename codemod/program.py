@@ -83,7 +83,9 @@ class FileSummary:
     mentions: frozenset[str] = frozenset()
     # class -> attribute -> how ``__init__`` builds the module in ``self.<attr>`` (``_layer``)
     layers: dict[str, dict[str, tuple]] = field(default_factory=dict)
-
+    # The rule families that may have a finding in this file (``candidates.possible_findings``);
+    # None: not decided here (the engine parses the file if its own text test passes).
+    may_find: frozenset[str] | None = None
 
 @dataclass(frozen=True)
 class ArgUse:
@@ -140,6 +142,9 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     out = FileSummary(display, key, is_package, origin=path)
+    from .candidates import possible_findings
+
+    out.may_find = possible_findings(tree)
     torch_names = _Imports()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -3,6 +3,11 @@
     python tests/benchmarks/bench_corpus.py                      # transformers 5.23.0 models/
     python tests/benchmarks/bench_corpus.py --corpus DIR --jobs 2
     python tests/benchmarks/bench_corpus.py --torchfix /path/to/venv/bin/torchfix
+    python tests/benchmarks/bench_corpus.py --corpus DIR --jobs 2 --baseline /tmp/main-src --no-single
+
+``--baseline SRC`` also times ``python -m codemod.cli apply`` from another checkout's source tree
+(``git archive main | tar -x -C SRC``), in the same run, so a change is compared with the code
+before it on equal terms.
 
 The default corpus is ``transformers/models`` from the transformers==5.23.0 wheel (downloaded with
 pip into ~/.cache/torch-codemod-bench the first time). TorchFix 0.7 needs libcst < 1.6, so it runs
@@ -71,7 +76,7 @@ def bare_parse(files: list[str], jobs: int) -> tuple[float, float]:
     return time.perf_counter() - start, cpu
 
 
-def run_command(cmd: list[str], cwd: Path) -> tuple[float, float, float, str]:
+def run_command(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, float, str]:
     """Wall seconds, CPU seconds, peak RSS (MiB) of a command and its children, and its stderr."""
     wrapper = (
         "import resource, subprocess, sys, time\n"
@@ -82,7 +87,7 @@ def run_command(cmd: list[str], cwd: Path) -> tuple[float, float, float, str]:
         "print(w, r.ru_utime + r.ru_stime, r.ru_maxrss / 1024, file=sys.stderr)\n"
         "sys.stderr.write(p.stderr)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=cwd, capture_output=True, text=True, env=env)
     first, _, rest = proc.stderr.partition("\n")
     wall, cpu, rss = (float(x) for x in first.split())
     return wall, cpu, rss, rest
@@ -100,6 +105,8 @@ def main() -> int:
     parser.add_argument("--torchfix", help="path to a torchfix 0.7 executable (in its own venv)")
     parser.add_argument("--torchfix-files", type=int, default=60, help="sample size for the TorchFix comparison")
     parser.add_argument("--no-scaling", action="store_true", help="skip the 25%%/50%% runs")
+    parser.add_argument("--no-single", action="store_true", help="skip the one-process bare parse")
+    parser.add_argument("--baseline", type=Path, help="source tree of another version to time in the same run")
     args = parser.parse_args()
 
     corpus = (args.corpus or default_corpus()).resolve()
@@ -108,8 +115,10 @@ def main() -> int:
     print(f"corpus: {corpus} ({len(files)} files, {lines:,} lines); jobs={args.jobs}; python {sys.version.split()[0]}\n")
 
     rows = []
-    wall1, cpu1 = bare_parse(files, 1)
-    rows.append(("bare LibCST parse, 1 process", len(files), wall1, cpu1, None))
+    wall1 = cpu1 = None
+    if not args.no_single:
+        wall1, cpu1 = bare_parse(files, 1)
+        rows.append(("bare LibCST parse, 1 process", len(files), wall1, cpu1, None))
     wallj, cpuj = bare_parse(files, args.jobs)
     rows.append((f"bare LibCST parse, {args.jobs} processes", len(files), wallj, cpuj, None))
 
@@ -117,6 +126,13 @@ def main() -> int:
     wall, cpu, rss, err = run_command(cmd, corpus)
     summary = [line for line in err.splitlines() if line.startswith("Scanned")]
     rows.append((f"codemod apply --diff -j {args.jobs}", len(files), wall, cpu, rss))
+    base = None
+    if args.baseline:
+        env = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
+        bcmd = [sys.executable, "-m", "codemod.cli", "apply", "--diff", "--no-progress", "-j", str(args.jobs), str(corpus)]
+        bwall, bcpu, brss, berr = run_command(bcmd, corpus, env)
+        base = (bwall, bcpu, [line for line in berr.splitlines() if line.startswith("Scanned")])
+        rows.append((f"baseline ({args.baseline}) apply --diff -j {args.jobs}", len(files), bwall, bcpu, brss))
 
     scaling = []
     if not args.no_scaling:
@@ -131,11 +147,17 @@ def main() -> int:
     for name, n, w, c, r in rows:
         print(f"| {name} | {n} | {w:.1f} | {c:.1f} | {n / w:.0f} | {'' if r is None else f'{r:.0f}'} |")
     print()
-    print(f"wall ratio codemod / bare parse (1 process): {wall / wall1:.2f}")
+    if wall1 is not None:
+        print(f"wall ratio codemod / bare parse (1 process): {wall / wall1:.2f}")
     print(f"wall ratio codemod / bare parse ({args.jobs} processes): {wall / wallj:.2f}")
-    print(f"CPU ratio codemod / bare parse: {cpu / cpu1:.2f}")
+    print(f"CPU ratio codemod / bare parse: {cpu / (cpu1 if cpu1 is not None else cpuj):.2f}")
     if summary:
         print(f"codemod said: {summary[0]}")
+    if base is not None:
+        print(f"baseline wall ratio / bare parse ({args.jobs} processes): {base[0] / wallj:.2f}; "
+              f"CPU ratio: {base[1] / (cpu1 if cpu1 is not None else cpuj):.2f}")
+        if base[2]:
+            print(f"baseline said: {base[2][0]}")
     if scaling:
         print("\n| corpus fraction | files | wall s | CPU s | CPU ms/file |")
         print("|---:|---:|---:|---:|---:|")

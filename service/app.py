@@ -2,7 +2,8 @@
 
 ``POST /webhook`` checks the signature on the raw body before anything is parsed or stored (401
 otherwise), deduplicates on ``X-GitHub-Delivery``, and answers 202 once the job is stored and
-queued. ``/jobs`` names private repositories: it answers only with the admin token.
+queued. ``/jobs`` and the status page ``/`` name private repositories: they answer only with the
+admin token (404 when none is set). ``/metrics`` reads what the workers did from the shared store.
 """
 
 from __future__ import annotations
@@ -12,30 +13,68 @@ import hmac
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from . import logs, status_page
 from .events import EventError, parse_event, verify_signature
 from .queue import JobQueue
 from .settings import Settings
-from .store import Store
+from .store import STAGE_BUCKETS, Store
 from .triggers import Answer, Ignored, decide
 
 
-class _JobStates:
-    """Jobs by state, read from the store at each scrape (workers run in other processes)."""
+log = logging.getLogger("codemod.app")
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+
+class _StoreMetrics:
+    """What the workers did, read from the shared store at each scrape (workers run in other
+    processes, on other machines): jobs by state, job runs by outcome, the time of each stage,
+    GitHub's rate limit as last answered, and the depth of each queue."""
+
+    def __init__(self, store: Store, queues: dict[str, JobQueue]) -> None:
+        self.store, self.queues = store, queues
 
     def collect(self):
         gauge = GaugeMetricFamily("codemod_jobs", "Jobs in the store by state", labels=["state"])
         for state, count in sorted(self.store.count_by_state().items()):
             gauge.add_metric([state], count)
         yield gauge
+        depth = GaugeMetricFamily("codemod_queue_depth", "Messages waiting on each queue", labels=["queue"])
+        for name, queue in self.queues.items():
+            depth.add_metric([name], queue.size())
+        yield depth
+        runs = CounterMetricFamily("codemod_job_runs", "Job runs by outcome (done, failed, retried, routed) and "
+                                   "result status", labels=["outcome", "status"])
+        rate = GaugeMetricFamily("codemod_github_rate_limit_remaining", "x-ratelimit-remaining of GitHub's last "
+                                 "answer to a job, per installation", labels=["installation"])
+        buckets: dict[str, list[tuple[str, float]]] = {}
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for name, labels, value in self.store.metrics():
+            if name == "jobs_total":
+                runs.add_metric([labels["outcome"], labels["status"]], value)
+            elif name == "github_rate_limit_remaining":
+                rate.add_metric([labels["installation"]], value)
+            elif name == "stage_seconds_bucket":
+                buckets.setdefault(labels["stage"], []).append((labels["le"], value))
+            elif name == "stage_seconds_sum":
+                sums[labels["stage"]] = value
+            elif name == "stage_seconds_count":
+                counts[labels["stage"]] = value
+        stages = HistogramMetricFamily("codemod_job_stage_seconds", "Time of each job stage (fetch, codemod, "
+                                       "verification, github), per finished job", labels=["stage"])
+        for stage, total in sorted(counts.items()):
+            given = dict(buckets.get(stage, []))
+            cumulative = [(repr(le), given.get(repr(le), 0.0)) for le in STAGE_BUCKETS] + [("+Inf", total)]
+            stages.add_metric([stage], cumulative, sum_value=sums.get(stage, 0.0))
+        yield runs
+        yield rate
+        yield stages
 
 
 class _GroupCommit:
@@ -90,7 +129,7 @@ class _GroupCommit:
 def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueue | None = None,
                app_slug: str | None = None) -> FastAPI:
     store = store or Store(settings.database_url)
-    queue = queue or JobQueue(settings.queue_url)
+    queue = queue or JobQueue(settings.queue_url, settings.codemod_queue_name)
     slug = app_slug or settings.codemod_app_slug
     if slug is None:
         from .github import GitHubApp
@@ -104,13 +143,15 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
                          ["event", "outcome"], registry=registry)
     latency = Histogram("codemod_webhook_seconds", "Time to acknowledge a delivery", registry=registry,
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
-    registry.register(_JobStates(store))
+    depths = {settings.codemod_queue_name: queue}
+    if settings.codemod_cuda_queue_name and settings.codemod_cuda_queue_name != settings.codemod_queue_name:
+        depths[settings.codemod_cuda_queue_name] = JobQueue(settings.queue_url, settings.codemod_cuda_queue_name)
+    registry.register(_StoreMetrics(store, depths))
 
     commits = _GroupCommit(store, queue)
     app = FastAPI(title="torch-codemod", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store, app.state.queue, app.state.slug = store, queue, slug
 
-    @app.post("/webhook")
     async def webhook(request: Request):
         start = time.perf_counter()
         body = await request.body()
@@ -134,14 +175,21 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
             status = 200 if isinstance(decision, Answer) else 202
         else:
             stored = await commits.submit(delivery, name, [
-                {"kind": j.kind, "repo": j.repo, "installation_id": j.installation_id, "payload": j.to_payload()}
-                for j in decision])
+                {"kind": j.kind, "repo": j.repo, "installation_id": j.installation_id, "payload": j.to_payload(),
+                 "queue": settings.codemod_queue_name} for j in decision])
             outcome, reply, status = "queued", {"jobs": stored}, 202
         if stored is None:
             outcome, reply, status = "duplicate", {"duplicate": delivery}, 200
         deliveries.labels(name, outcome).inc()
         latency.observe(time.perf_counter() - start)
+        if log.isEnabledFor(logging.INFO):
+            with logs.job_context(None, delivery):
+                log.info("delivery %s: %s %s", delivery, name, outcome, extra={"event": name, "outcome": outcome})
         return JSONResponse(reply, status_code=status)
+
+    # A plain Starlette route: the handler reads the raw body itself, so FastAPI's parameter
+    # machinery would only add time to every acknowledgement.
+    app.add_route("/webhook", webhook, methods=["POST"])
 
     @app.get("/healthz")
     def healthz():
@@ -169,6 +217,40 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
         if found is None:
             return JSONResponse({"error": f"no job {job_id}"}, status_code=404)
         return found.to_json()
+
+    cookie = hmac.new(admin.encode(), b"codemod status page", "sha256").hexdigest() if admin else None
+
+    def _page_allowed(request: Request) -> bool:
+        given = request.headers.get("authorization", "")
+        if hmac.compare_digest(given.encode(), f"Bearer {admin}".encode()):
+            return True
+        return hmac.compare_digest(request.cookies.get("codemod_admin", "").encode(), cookie.encode())
+
+    def _html(text: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(text, status_code=status, headers={"Content-Security-Policy": status_page.CSP,
+                                                               "X-Content-Type-Options": "nosniff",
+                                                               "Cache-Control": "no-store"})
+
+    @app.get("/")
+    def status(request: Request, limit: int = 50):
+        if admin is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if not _page_allowed(request):
+            return _html(status_page.login_page(), 401)
+        recent = [j.to_json() for j in store.jobs(min(max(limit, 1), 500))]
+        return _html(status_page.jobs_page(recent, store.count_by_state()))
+
+    @app.post("/login")
+    async def login(request: Request):
+        if admin is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        token = (parse_qs((await request.body()).decode(errors="replace")).get("token") or [""])[0]
+        if not hmac.compare_digest(token.encode(), admin.encode()):
+            return _html(status_page.login_page("That is not the admin token."), 401)
+        answer = RedirectResponse("/", status_code=303)
+        # the cookie is a MAC of the token, not the token; the page is the only thing it opens
+        answer.set_cookie("codemod_admin", cookie, httponly=True, samesite="strict", path="/")
+        return answer
 
     @app.get("/metrics")
     def metrics():

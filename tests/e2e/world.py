@@ -206,15 +206,15 @@ class World:
         return {"PATH": os.environ["PATH"], "HOME": str(self.root), **self.env,
                 "PYTHONPATH": str(ROOT), "CODEMOD_LOG_LEVEL": "INFO"}
 
-    def start_worker(self, *extra: str) -> subprocess.Popen:
+    def start_worker(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = self.root / f"worker-{len(self.logs)}.log"
         self.logs.append(str(log))
         return subprocess.Popen([sys.executable, "-m", "codemod", "worker", *extra], cwd=self.root,
-                                env=self.worker_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                                env={**self.worker_env(), **(env or {})}, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
-    def drain(self, timeout: float = 400) -> str:
-        """Run a worker until no job is queued or running; its log."""
-        proc = self.start_worker("--drain")
+    def drain(self, timeout: float = 400, env: dict[str, str] | None = None) -> str:
+        """Run a worker until no job is queued or running on its queue; its log."""
+        proc = self.start_worker("--drain", env=env)
         try:
             proc.wait(timeout)
         finally:

@@ -3,7 +3,7 @@ worker`` processes, the real sandboxed smoke test): GitHub's secondary rate limi
 ``x-ratelimit-reset``, ``unverified = "skip"``, CUDA repositories routed to the GPU worker's queue,
 ``/metrics`` scraped after the jobs, the status page in headless Chromium, and the JSON logs of the
 whole run (ids on every line of a job, no secret anywhere). The tests of this module build on each
-other's jobs, in file order."""
+other's jobs, in file order; the module runs on SQLite and on redis-server + PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,16 +16,15 @@ import pytest
 
 import headless
 from e2e.fake_github import Fault
-from e2e.world import ADMIN, BUGGY, CLEAN, SECRET, World
+from e2e.world import ADMIN, BACKENDS, BUGGY, CLEAN, SECRET, world_on
 
 CUDA_QUEUE = "codemod-jobs-cuda"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    w = World(tmp_path_factory.mktemp("ops"))
-    yield w
-    w.close()
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request, tmp_path_factory):
+    with world_on(request.param, tmp_path_factory.mktemp(f"ops-{request.param.replace('+', '-')}")) as w:
+        yield w
 
 
 def test_a_secondary_rate_limit_waits_for_x_ratelimit_reset_then_one_pull_request(world):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +127,40 @@ class _GroupCommit:
             logging.getLogger("codemod.app").warning("jobs %s: could not enqueue (%s)", ids, exc)
 
 
+class _WebhookPath:
+    """ASGI middleware: ``POST /webhook`` straight to the acknowledgement, the rest to the app."""
+
+    MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+
+    def __init__(self, app, acknowledge) -> None:
+        self.app, self.acknowledge = app, acknowledge
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/webhook" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.MAX_BODY:
+                return await _answer(send, 413, {"error": "payload larger than 25 MB"})
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        status, reply = await self.acknowledge(dict(scope["headers"]), b"".join(chunks))
+        await _answer(send, status, reply)
+
+
+async def _answer(send, status: int, reply: dict) -> None:
+    raw = json.dumps(reply, separators=(",", ":")).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+    await send({"type": "http.response.body", "body": raw})
+
+
 def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueue | None = None,
                app_slug: str | None = None) -> FastAPI:
     store = store or Store(settings.database_url)
@@ -152,17 +187,18 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
     app = FastAPI(title="torch-codemod", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store, app.state.queue, app.state.slug = store, queue, slug
 
-    async def webhook(request: Request):
+    async def acknowledge(headers: dict[bytes, bytes], body: bytes) -> tuple[int, dict]:
+        """Verify, decide, store, answer: the whole of a delivery's path."""
         start = time.perf_counter()
-        body = await request.body()
-        name = request.headers.get("x-github-event", "")
-        if not verify_signature(secret, body, request.headers.get("x-hub-signature-256")):
+        name = headers.get(b"x-github-event", b"").decode("latin-1")
+        signature = headers.get(b"x-hub-signature-256")
+        if not verify_signature(secret, body, signature.decode("latin-1") if signature else None):
             deliveries.labels(name or "-", "bad signature").inc()
-            return JSONResponse({"error": "bad or missing X-Hub-Signature-256"}, status_code=401)
-        delivery = request.headers.get("x-github-delivery")
+            return 401, {"error": "bad or missing X-Hub-Signature-256"}
+        delivery = headers.get(b"x-github-delivery", b"").decode("latin-1")
         if not delivery:
             deliveries.labels(name or "-", "no delivery id").inc()
-            return JSONResponse({"error": "missing X-GitHub-Delivery"}, status_code=400)
+            return 400, {"error": "missing X-GitHub-Delivery"}
         try:
             decision = decide(parse_event(name, body), app_slug=slug, branch_prefix=settings.codemod_branch_prefix)
         except EventError as exc:
@@ -185,11 +221,12 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
         if log.isEnabledFor(logging.INFO):
             with logs.job_context(None, delivery):
                 log.info("delivery %s: %s %s", delivery, name, outcome, extra={"event": name, "outcome": outcome})
-        return JSONResponse(reply, status_code=status)
+        return status, reply
 
-    # A plain Starlette route: the handler reads the raw body itself, so FastAPI's parameter
-    # machinery would only add time to every acknowledgement.
-    app.add_route("/webhook", webhook, methods=["POST"])
+    # ``POST /webhook`` is served by a bare ASGI layer in front of the framework's routing and
+    # middleware (measured: half of a delivery's CPU time went there); errors still reach
+    # Starlette's error middleware, which wraps this one.
+    app.add_middleware(_WebhookPath, acknowledge=acknowledge)
 
     @app.get("/healthz")
     def healthz():

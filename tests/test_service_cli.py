@@ -133,3 +133,25 @@ def test_the_webhook_role_starts_without_the_private_key_and_workers_still_need_
         assert reply.status_code == 202 and len(reply.json()["jobs"]) == 1  # verified, decided, queued
     lines = [json.loads(line) for line in proc.stdout.read().splitlines() if line.strip()]
     assert any(e.get("delivery") == "keyless-1" and e.get("outcome") == "queued" for e in lines)
+
+
+def test_a_delivery_over_githubs_25_mb_is_refused_before_it_is_read_whole(world, tmp_path):
+    import asyncio
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    env = {k.lower(): v for k, v in world.env.items() if k != "CODEMOD_CACHE"}
+    env["codemod_data_dir"] = str(tmp_path)
+    app = create_app(Settings(_env_file=None, **env))
+
+    async def post(body: bytes):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            return await client.post("/webhook", content=body, headers={"X-GitHub-Event": "ping",
+                                                                         "X-GitHub-Delivery": "big"})
+
+    too_big = asyncio.run(post(b" " * (25 * 1024 * 1024 + 1)))
+    assert (too_big.status_code, too_big.json()) == (413, {"error": "payload larger than 25 MB"})
+    unsigned = asyncio.run(post(b"{}"))
+    assert (unsigned.status_code, unsigned.json()) == (401, {"error": "bad or missing X-Hub-Signature-256"})
+    assert app.state.store.deliveries() == []

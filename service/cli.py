@@ -8,7 +8,6 @@ processes (restarted if one dies). ``worker`` runs workers alone, for scale-out.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -50,7 +49,7 @@ def serve(host: str, port: int, workers: int) -> int:
 
     threading.Thread(target=supervise, daemon=True).start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)  # its lines too: JSON (service.logs)
     finally:
         stop.set()
         for child in children:

@@ -8,26 +8,23 @@ processes (restarted if one dies). ``worker`` runs workers alone, for scale-out.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
 import threading
 
+from . import logs
 from .settings import SettingsError, load_settings
 
 EXIT_USAGE = 2
 
 
-def _logging() -> None:
-    logging.basicConfig(level=os.environ.get("CODEMOD_LOG_LEVEL", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def serve(host: str, port: int, workers: int) -> int:
     try:
-        settings = load_settings()
+        # The webhook role (``--workers 0``, told the App's slug) never calls GitHub: no key needed.
+        settings = load_settings(needs_key=False)
+        if workers > 0 or settings.codemod_app_slug is None:
+            settings.private_key()
     except SettingsError as exc:
         print(f"codemod: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -35,7 +32,7 @@ def serve(host: str, port: int, workers: int) -> int:
 
     from .app import create_app
 
-    _logging()
+    logs.configure(settings.secrets())
     app = create_app(settings)
     children: list[subprocess.Popen] = []
     stop = threading.Event()
@@ -52,7 +49,7 @@ def serve(host: str, port: int, workers: int) -> int:
 
     threading.Thread(target=supervise, daemon=True).start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)  # its lines too: JSON (service.logs)
     finally:
         stop.set()
         for child in children:
@@ -73,7 +70,7 @@ def worker(threads: int, drain: bool) -> int:
         return EXIT_USAGE
     from .worker import run_workers
 
-    _logging()
+    logs.configure(settings.secrets())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -170,14 +169,14 @@ def parse_event(name: str, body: bytes) -> Event:
     if model is None:
         return OtherEvent(name=name or "(no X-GitHub-Event)")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EventError(f"{name}: the body is not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise EventError(f"{name}: the body is not a JSON object")
-    try:
-        return model.model_validate(data)
+        # pydantic's own JSON parser builds only the fields modelled (a push carries ~8 KB of
+        # others), faster than json.loads + model_validate, on the acknowledgement's path
+        return model.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise EventError(f"{name}: the body is not JSON ({first['msg']})") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise EventError(f"{name}: the body is not a JSON object") from None
         where = ".".join(str(p) for p in first["loc"])
         raise EventError(f"{name}: {where}: {first['msg']}") from None

@@ -10,6 +10,7 @@ anything still failing after the retries is a :class:`TransientError` (the job r
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -21,6 +22,11 @@ from github.InstallationAuthorization import InstallationAuthorization
 from requests.exceptions import RequestException
 
 from .settings import Settings
+
+# PyGithub gives its logger a plain stderr handler of its own at import; its lines go through the
+# root's JSON handler instead (service.logs), with the job's ids and without secrets.
+for _handler in list(logging.getLogger("github").handlers):
+    logging.getLogger("github").removeHandler(_handler)
 
 # What a job does with its token: read code, push its branch, open the PR, the check run, comments.
 PERMISSIONS = {"contents": "write", "pull_requests": "write", "checks": "write", "issues": "write", "metadata": "read"}
@@ -62,6 +68,27 @@ class WriteBudget:
 _budgets: dict[int, WriteBudget] = {}
 
 
+class _Retry(GithubRetry):
+    """GithubRetry, plus GitHub's documented rule for a rate-limited answer without
+    ``Retry-After``: when ``x-ratelimit-remaining`` is 0, wait until ``x-ratelimit-reset``
+    (PyGithub waits its fixed ``secondary_rate_wait`` for a secondary limit, however far the reset is)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if response is None or response.status not in (403, 429) or "Retry-After" in response.headers:
+            return retry
+        reset = response.headers.get("X-RateLimit-Reset", "")
+        if response.headers.get("X-RateLimit-Remaining") != "0" or not reset.isdigit():
+            return retry
+        wait = int(reset) - time.time() + 1  # +1: the reset happens somewhere in that second
+        if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
+            raise RateLimitExceededException(response.status, {"message": f"rate limited for {wait:.0f} s"},
+                                             dict(response.headers))
+        before = retry.get_backoff_time
+        retry.get_backoff_time = lambda: max(before(), wait)
+        return retry
+
+
 @contextmanager
 def _errors(what: str):
     try:
@@ -87,7 +114,7 @@ class GitHubApp:
         self.budget = _budgets.setdefault(settings.codemod_writes_per_minute, WriteBudget(settings.codemod_writes_per_minute))
 
     def _retry(self) -> GithubRetry:
-        return GithubRetry(total=self.settings.codemod_github_retries, backoff_factor=self.settings.codemod_github_backoff,
+        return _Retry(total=self.settings.codemod_github_retries, backoff_factor=self.settings.codemod_github_backoff,
                            secondary_rate_wait=max(1.0, self.settings.codemod_github_backoff * 4))
 
     def slug(self) -> str:
@@ -124,6 +151,11 @@ class RepoClient:
             self.default_branch = self.repo.default_branch
             self.clone_url = self.repo.clone_url
             self.owner = self.repo.owner.login
+
+    def rate_remaining(self) -> int | None:
+        """``x-ratelimit-remaining`` of the last answer (PyGithub reads the headers); None before any."""
+        remaining, _limit = self.gh.requester.rate_limiting
+        return remaining if remaining >= 0 else None
 
     def open_pull(self, branch: str, base: str) -> PullInfo | None:
         with _errors(f"GET /repos/{self.full_name}/pulls"):

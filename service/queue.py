@@ -59,3 +59,20 @@ class JobQueue:
 
     def flush(self) -> None:
         self.storage.flush_queue()
+
+
+class JobQueues:
+    """The queues on one storage by name (CPU jobs and CUDA jobs), opened as they are used."""
+
+    def __init__(self, url: str, default: str) -> None:
+        self.url, self.default = url, default
+        self._open: dict[str, JobQueue] = {}
+
+    def __getitem__(self, name: str | None) -> JobQueue:
+        name = name or self.default
+        if name not in self._open:
+            self._open[name] = JobQueue(self.url, name)
+        return self._open[name]
+
+    def put(self, job_id: int, name: str | None = None) -> None:
+        self[name].put(job_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,14 +41,18 @@ class Settings(BaseSettings):
     codemod_github_retries: int = Field(6, ge=0)        # per REST call (5xx, 429, secondary rate limits)
     codemod_github_backoff: float = Field(0.5, ge=0)    # urllib3 backoff factor, seconds
     codemod_writes_per_minute: int = Field(80, ge=1)    # content-creating requests (GitHub's limit: 80)
+    # The queue this process's workers take jobs from (the GPU worker names the CUDA queue), and
+    # the queue a CPU worker hands a repository to when its config says smoke.device = "cuda"
+    # (empty: no routing; such a repository's smoke test then runs where it is).
+    codemod_queue_name: str = Field("codemod-jobs", min_length=1, max_length=100)
+    codemod_cuda_queue_name: str = Field("codemod-jobs-cuda", max_length=100)
 
-    @model_validator(mode="after")
-    def _one_private_key(self) -> "Settings":
-        if self.github_private_key is None and self.github_private_key_path is None:
-            raise ValueError("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH must be set")
-        return self
+    def has_private_key(self) -> bool:
+        return self.github_private_key is not None or self.github_private_key_path is not None
 
     def private_key(self) -> str:
+        if not self.has_private_key():
+            raise SettingsError("GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH must be set")
         if self.github_private_key is not None:
             pem = self.github_private_key.get_secret_value().replace("\\n", "\n")
             name = "GITHUB_PRIVATE_KEY"
@@ -72,14 +76,20 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line, a PR, a job record or a smoke run."""
-        out = [self.github_webhook_secret.get_secret_value(), self.private_key().strip()]
+        out = [self.github_webhook_secret.get_secret_value()]
+        if self.has_private_key():
+            out.append(self.private_key().strip())
         if self.codemod_admin_token:
             out.append(self.codemod_admin_token.get_secret_value())
         return [s for s in out if s]
 
 
-def load_settings(**overrides) -> Settings:
-    """The settings, or a SettingsError naming the variable that is missing or invalid."""
+def load_settings(*, needs_key: bool = True, **overrides) -> Settings:
+    """The settings, or a SettingsError naming the variable that is missing or invalid.
+
+    ``needs_key``: this process calls GitHub (a worker, or a webhook replica that must ask
+    GitHub for the App's slug). A webhook replica that is told ``CODEMOD_APP_SLUG`` only verifies,
+    decides and enqueues, and is never given the private key."""
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -90,7 +100,8 @@ def load_settings(**overrides) -> Settings:
             msg = err.get("msg", "invalid").removeprefix("Value error, ")
             problems.append(f"{name}: {msg}" if name else msg)
         raise SettingsError("; ".join(problems)) from None
-    settings.private_key()  # fail at start, not at the first job
+    if needs_key or settings.has_private_key():
+        settings.private_key()  # fail at start, not at the first job
     # A smoke run sees the file system read-only under another uid: nothing secret may be
     # readable by others there.
     for name, path in (("GITHUB_PRIVATE_KEY_PATH", settings.github_private_key_path), (".env", Path(".env"))):

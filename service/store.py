@@ -21,6 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
+DEFAULT_QUEUE = "codemod-jobs"
+# Histogram buckets (seconds) of the job stages in /metrics: a GitHub call to a long smoke test.
+STAGE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -52,13 +57,14 @@ class Job(Base):
     result: Mapped[dict | None] = mapped_column(JSON)
     pr_url: Mapped[str | None] = mapped_column(String(400))
     error: Mapped[str | None] = mapped_column(Text)
+    queue: Mapped[str] = mapped_column(String(100), default=DEFAULT_QUEUE, index=True)  # the queue it waits on
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "delivery": self.delivery_id, "kind": self.kind, "repo": self.repo,
                 "installation": self.installation_id, "state": self.state, "attempts": self.attempts,
                 "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
                 "stages": self.stages or {}, "result": self.result, "pr_url": self.pr_url, "error": self.error,
-                "request": self.payload}
+                "request": self.payload, "queue": self.queue}
 
 
 class RepoState(Base):
@@ -82,6 +88,15 @@ class CachedResult(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[dict] = mapped_column(JSON)
     used_at: Mapped[float] = mapped_column(Float)
+
+
+class Metric(Base):
+    """A counter or gauge that every worker process adds to (``/metrics`` reads them back)."""
+
+    __tablename__ = "metrics"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    labels: Mapped[str] = mapped_column(String(400), primary_key=True)   # JSON, sorted keys
+    value: Mapped[float] = mapped_column(Float)
 
 
 def migrate(url: str) -> None:
@@ -190,11 +205,11 @@ class Store:
                     out.append(None)
             return out
 
-    def stale_queued(self, older_than: float) -> list[int]:
+    def stale_queued(self, older_than: float, queue: str | None = None) -> list[int]:
         """Queued jobs nobody took for ``older_than`` seconds (their queue entry may be lost)."""
         with self.session() as s:
-            return list(s.scalars(select(Job.id).where(Job.state == "queued", Job.created_at < time.time() - older_than)
-                                  .order_by(Job.id)))
+            q = select(Job.id).where(Job.state == "queued", Job.created_at < time.time() - older_than)
+            return list(s.scalars(_on(q, queue).order_by(Job.id)))
 
     def add_job(self, **fields) -> int:
         with self.session() as s:
@@ -218,9 +233,9 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(Delivery).order_by(Delivery.received_at)))
 
-    def count_by_state(self) -> dict[str, int]:
+    def count_by_state(self, queue: str | None = None) -> dict[str, int]:
         with self.session() as s:
-            return dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+            return dict(s.execute(_on(select(Job.state, func.count()), queue).group_by(Job.state)).all())
 
     def claim(self, job_id: int, worker: str, lease: float, max_attempts: int) -> Job | None:
         """Take the job if it is queued, or running under an expired lease; None if another
@@ -258,13 +273,13 @@ class Store:
         with self.session() as s:
             s.execute(update(Job).where(Job.id == job_id, Job.worker == worker).values(**values))
 
-    def requeue_expired(self, max_attempts: int) -> list[int]:
+    def requeue_expired(self, max_attempts: int, queue: str | None = None) -> list[int]:
         """Jobs whose worker stopped renewing: back to ``queued`` (or ``failed`` after
         ``max_attempts`` runs). Returns the ids to enqueue again; each expiry is handed out once."""
         now = time.time()
         out = []
         with self.session() as s:
-            expired = list(s.scalars(select(Job.id).where(Job.state == "running", Job.lease_until < now)))
+            expired = list(s.scalars(_on(select(Job.id).where(Job.state == "running", Job.lease_until < now), queue)))
         for job_id in expired:
             with self.session() as s:
                 job = s.get(Job, job_id)
@@ -279,9 +294,40 @@ class Store:
                     out.append(job_id)
         return out
 
-    def queued_ids(self) -> list[int]:
+    def queued_ids(self, queue: str | None = None) -> list[int]:
         with self.session() as s:
-            return list(s.scalars(select(Job.id).where(Job.state == "queued").order_by(Job.id)))
+            return list(s.scalars(_on(select(Job.id).where(Job.state == "queued"), queue).order_by(Job.id)))
+
+    def route(self, job_id: int, worker: str, *, queue: str, stages: dict, note: str) -> None:
+        """Hand a job to another queue (a CUDA repository found by a CPU worker): queued there,
+        and the run that found it out is not counted as an attempt."""
+        with self.session() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.worker == worker)
+                      .values(state="queued", queue=queue, lease_until=None, attempts=Job.attempts - 1, stages=stages,
+                              result={"routed": note}))
+
+    # -- metrics, shared by every process --------------------------------------------------------
+
+    def record_job_metrics(self, *, outcome: str, status: str, stages: dict[str, float],
+                           rate_remaining: tuple[int, int] | None) -> None:
+        adds: dict[tuple[str, str], float] = {("jobs_total", _labels(outcome=outcome, status=status)): 1}
+        for stage, seconds in stages.items():
+            adds[("stage_seconds_sum", _labels(stage=stage))] = seconds
+            adds[("stage_seconds_count", _labels(stage=stage))] = 1
+            for le in STAGE_BUCKETS:
+                if seconds <= le:
+                    adds[("stage_seconds_bucket", _labels(stage=stage, le=repr(le)))] = 1
+        with self.session() as s:
+            for (name, labels), value in adds.items():
+                _upsert(s, name, labels, value, add=True)
+            if rate_remaining is not None:
+                installation, remaining = rate_remaining
+                _upsert(s, "github_rate_limit_remaining", _labels(installation=str(installation)), remaining, add=False)
+
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        with self.session() as s:
+            return [(m.name, json.loads(m.labels), m.value) for m in s.scalars(select(Metric).order_by(Metric.name,
+                                                                                                        Metric.labels))]
 
     # -- per-repository state ------------------------------------------------------------------
 
@@ -356,6 +402,27 @@ class ResultCache:
 
     def put_many(self, items: dict[str, dict]) -> None:
         self.store.cache_put_many(items)
+
+
+def _on(query, queue: str | None):
+    return query if queue is None else query.where(Job.queue == queue)
+
+
+def _labels(**labels: str) -> str:
+    return json.dumps(labels, sort_keys=True)
+
+
+def _upsert(session: Session, name: str, labels: str, value: float, *, add: bool) -> None:
+    """Add ``value`` to the metric (or set it), creating it at first use; one statement, so two
+    workers adding at once both count (SQLite and PostgreSQL both speak ON CONFLICT)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    stmt = upsert(Metric).values(name=name, labels=labels, value=value)
+    new = Metric.value + stmt.excluded.value if add else stmt.excluded.value
+    session.execute(stmt.on_conflict_do_update(index_elements=[Metric.name, Metric.labels], set_={"value": new}))
 
 
 def dumps(value: Any) -> str:

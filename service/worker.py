@@ -25,10 +25,10 @@ from codemod.engine import SelectionError, known_selectors
 from codemod.verify import VerifyError
 from codemod.verify.settings import OperatorSettings
 
-from . import proposal
+from . import logs, proposal
 from .checkout import Author, Checkout, GitError, PushRejected
 from .github import GitHubApp, PermanentError, RepoClient, TransientError
-from .queue import JobQueue
+from .queue import JobQueue, JobQueues
 from .settings import Settings
 from .store import Job, ResultCache, Store
 
@@ -36,19 +36,12 @@ log = logging.getLogger("codemod.worker")
 _ids = itertools.count(1)
 
 
-class _Scrub(logging.Filter):
-    """No secret reaches a log line."""
+@dataclass
+class Routed:
+    """The job belongs on another queue (its repository's smoke test asks for CUDA)."""
 
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        record.msg, record.args = message, ()
-        return True
+    queue: str
+    reason: str
 
 
 @dataclass
@@ -76,7 +69,10 @@ class Worker:
                  app: GitHubApp | None = None) -> None:
         self.settings = settings
         self.store = store or Store(settings.database_url)
-        self.queue = queue or JobQueue(settings.queue_url)
+        self.queues = JobQueues(settings.queue_url, settings.codemod_queue_name)
+        self.queue = queue or self.queues[settings.codemod_queue_name]  # the one this worker takes jobs from
+        self.queue_name = settings.codemod_queue_name
+        self._client: RepoClient | None = None
         self.app = app or GitHubApp(settings)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{next(_ids)}"
         self._slug: str | None = settings.codemod_app_slug
@@ -85,10 +81,8 @@ class Worker:
         self.sandbox = replace(OperatorSettings.from_environment(),
                                allow_requirements=settings.codemod_allow_requirements,
                                max_timeout=settings.codemod_sandbox_max_timeout)
-        self._scrub = _Scrub(settings.secrets())
-        log.addFilter(self._scrub)
-        for handler in logging.getLogger().handlers:  # PyGithub's, urllib3's and git's lines too
-            handler.addFilter(self._scrub)
+        for secret in settings.secrets():  # no log line of this process holds one (service.logs)
+            logs.add_secret(secret)
 
     @property
     def slug(self) -> str:
@@ -107,12 +101,13 @@ class Worker:
         next_sweep = next_stale = 0.0
         while not stop.is_set():
             if time.monotonic() >= next_sweep:
-                for job_id in self.store.requeue_expired(self.settings.codemod_max_attempts):
-                    log.warning("job %s: its worker stopped; queued again", job_id)
+                for job_id in self.store.requeue_expired(self.settings.codemod_max_attempts, self.queue_name):
+                    with logs.job_context(job_id, None):
+                        log.warning("job %s: its worker stopped; queued again", job_id)
                     self.queue.put(job_id)
                 next_sweep = time.monotonic() + min(5.0, self.settings.codemod_lease_seconds / 3)
             if time.monotonic() >= next_stale:
-                for job_id in self.store.stale_queued(60):  # stored, but its queue entry was lost
+                for job_id in self.store.stale_queued(60, self.queue_name):  # stored, but its queue entry was lost
                     self.queue.put(job_id)
                 next_stale = time.monotonic() + 60
             job_id = self.queue.get(timeout=0.5)
@@ -123,9 +118,9 @@ class Worker:
             self.run_job(job_id)
 
     def _idle(self) -> bool:
-        states = self.store.count_by_state()
+        states = self.store.count_by_state(self.queue_name)
         if states.get("queued"):
-            for job_id in self.store.queued_ids():  # queued in the store but not in the queue
+            for job_id in self.store.queued_ids(self.queue_name):  # queued in the store but not in the queue
                 self.queue.put(job_id)
             return False
         return not states.get("running")
@@ -135,45 +130,71 @@ class Worker:
         job = self.store.claim(job_id, self.id, settings.codemod_lease_seconds, settings.codemod_max_attempts)
         if job is None:
             return
+        with logs.job_context(job.id, job.delivery_id):
+            self._run_claimed(job)
+
+    def _run_claimed(self, job: Job) -> None:
+        settings, job_id = self.settings, job.id
         if not self.store.lock_repo(job.repo, settings.codemod_lease_seconds):
             self.store.release(job_id, self.id, error="waiting for another job of the repository", stages=job.stages or {},
                                count_attempt=False)
             time.sleep(0.2)
-            self.queue.put(job_id)
+            self.queues.put(job_id, job.queue)
             return
         stages = Stages(dict(job.stages or {}))
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job, stop), daemon=True)
         beat.start()
-        log.info("job %s: %s %s (attempt %s)", job.id, job.kind, job.repo, job.attempts)
+        log.info("job %s: %s %s (attempt %s)", job.id, job.kind, job.repo, job.attempts,
+                 extra={"repo": job.repo, "event": job.kind})
+        self._client = None
+        outcome, status = "failed", ""
         try:
             result, pr_url = self.handle(job, stages)
+            if isinstance(result, Routed):
+                self.store.route(job_id, self.id, queue=result.queue, stages=stages.seconds, note=result.reason)
+                self.queues.put(job_id, result.queue)
+                log.info("job %s: %s; queued on %s", job.id, result.reason, result.queue, extra={"outcome": "routed"})
+                outcome = "routed"
+                return
             self.store.finish(job_id, self.id, state="done", stages=stages.seconds, result=result, pr_url=pr_url)
-            log.info("job %s: done %s", job.id, pr_url or result.get("status", ""))
+            outcome, status = "done", str(result.get("status", ""))
+            log.info("job %s: done %s", job.id, pr_url or status, extra={"outcome": "done", "status": status})
         except (TransientError, GitError) as exc:
             message = self._clean(str(exc))
             if job.attempts < settings.codemod_max_attempts:
                 self.store.release(job_id, self.id, error=f"attempt {job.attempts}: {message}", stages=stages.seconds)
-                self.queue.put(job_id)
-                log.warning("job %s: %s; queued again", job.id, message)
+                self.queues.put(job_id, job.queue)
+                outcome = "retried"
+                log.warning("job %s: %s; queued again", job.id, message, extra={"outcome": "retried"})
             else:
                 self.store.finish(job_id, self.id, state="failed", stages=stages.seconds, error=message)
-                log.error("job %s: failed: %s", job.id, message)
+                log.error("job %s: failed: %s", job.id, message, extra={"outcome": "failed"})
         except PermanentError as exc:
             self.store.finish(job_id, self.id, state="failed", stages=stages.seconds, error=self._clean(str(exc)))
-            log.error("job %s: failed: %s", job.id, self._clean(str(exc)))
+            log.error("job %s: failed: %s", job.id, self._clean(str(exc)), extra={"outcome": "failed"})
         except Exception as exc:  # the engine's and the verifier's errors name the problem
             message = self._clean(f"{type(exc).__name__}: {exc}")
             self.store.finish(job_id, self.id, state="failed", stages=stages.seconds, error=message)
-            log.error("job %s: failed: %s\n%s", job.id, message, self._clean(traceback.format_exc()))
+            log.error("job %s: failed: %s\n%s", job.id, message, self._clean(traceback.format_exc()),
+                      extra={"outcome": "failed"})
         finally:
             stop.set()
             self.store.unlock_repo(job.repo)
+            self._record_metrics(job, outcome, status, stages)
+
+    def _record_metrics(self, job: Job, outcome: str, status: str, stages: Stages) -> None:
+        """Counters in the store, so that ``/metrics`` of any webhook replica shows every worker's."""
+        try:
+            remaining = self._client.rate_remaining() if self._client else None
+            self.store.record_job_metrics(outcome=outcome, status=status,
+                                          stages=stages.seconds if outcome in ("done", "failed") else {},
+                                          rate_remaining=(job.installation_id, remaining) if remaining is not None else None)
+        except Exception as exc:  # metrics never fail a job
+            log.warning("job %s: metrics not recorded (%s)", job.id, exc)
 
     def _clean(self, text: str) -> str:
-        for secret in self._scrub.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return logs.scrub(text)
 
     def _heartbeat(self, job: Job, stop: threading.Event) -> None:
         lease = self.settings.codemod_lease_seconds
@@ -187,7 +208,9 @@ class Worker:
         request = job.payload or {}
         with stages.timed("github"):
             client = self.app.repository(job.installation_id, job.repo)
-        self._scrub.secrets.append(client.token)
+        logs.add_secret(client.token)
+        self._client = client
+        heard = bool((job.result or {}).get("routed"))  # a CPU worker already answered the comment
         if job.kind == "closed":
             return self._closed(job, request), None
         if job.kind == "ignore":
@@ -198,24 +221,30 @@ class Worker:
                 request = {**request, "problem": f"no rule or family is called {', '.join(f'`{r}`' for r in unknown)} "
                                                  "(`codemod rules` lists them)"}
             with stages.timed("github"):
-                if request.get("problem"):
+                if request.get("problem") and not heard:
                     client.react(request["issue"], request["comment_id"], "confused")
                     client.comment(request["issue"], f"@{request.get('author', '')} I did not understand: "
                                                      f"{request['problem']}.")
                     return {"status": "command not understood"}, None
-                client.react(request["issue"], request["comment_id"], "+1")
+                if not heard:
+                    client.react(request["issue"], request["comment_id"], "+1")
             state = self.store.repo_state(job.repo)
             self.store.update_repo(job.repo, ignored_rules=sorted(set(state.ignored_rules or []) | set(rules)))
             result, url = self._build(job, client, stages, files=None, sha=None, base=None, rebuild=False)
+            if isinstance(result, Routed):
+                return result, None
             with stages.timed("github"):
                 client.comment(request["issue"], f"OK: {', '.join(f'`{r}`' for r in rules)} "
                                f"{'is' if len(rules) == 1 else 'are'} ignored for this repository from now on."
                                + (f" The pull request is updated: {url}" if url else ""))
             return {**result, "ignored": rules}, url
         if job.kind == "recreate":
-            with stages.timed("github"):
-                client.react(request["issue"], request["comment_id"], "+1")
+            if not heard:
+                with stages.timed("github"):
+                    client.react(request["issue"], request["comment_id"], "+1")
             result, url = self._build(job, client, stages, files=None, sha=None, base=None, rebuild=True)
+            if isinstance(result, Routed):
+                return result, None
             with stages.timed("github"):
                 client.comment(request["issue"], f"Recreated from `{result.get('base')}` at "
                                f"{(result.get('sha') or '')[:12]}: {result.get('published', '')}")
@@ -242,6 +271,9 @@ class Worker:
             checkout.checkout(sha)
         state = self.store.repo_state(job.repo)
         try:
+            routed = self._route(checkout)
+            if routed:
+                return routed, None
             return self._fix_and_publish(job, client, checkout, stages, state, files, sha, base, rebuild)
         except (ConfigError, DiscoveryError, SelectionError, VerifyError) as exc:
             # The repository's config or smoke setup is wrong: say it where its people look.
@@ -250,6 +282,19 @@ class Worker:
                                  title="torch-codemod could not run", summary=self._clean(str(exc)), text="",
                                  annotations=[])
             raise PermanentError(self._clean(f"{type(exc).__name__}: {exc}")) from None
+
+    def _route(self, checkout: Checkout) -> Routed | None:
+        """A CPU worker hands a repository whose smoke test asks for CUDA to the CUDA queue before
+        anything runs (only its TOML config is read; the webhook side cannot: it has no checkout)."""
+        cuda = self.settings.codemod_cuda_queue_name
+        if not cuda or self.queue_name == cuda:
+            return None
+        from codemod.config import ConfigFinder
+
+        device = ConfigFinder(known_selectors()).for_path(checkout.path).smoke.device
+        if device == "cuda":
+            return Routed(cuda, 'smoke.device = "cuda"')
+        return None
 
     def _fix_and_publish(self, job, client, checkout, stages, state, files, sha, base, rebuild):
         from codemod.api import fix_repository

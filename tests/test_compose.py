@@ -68,6 +68,21 @@ def test_gpu_worker_is_optional_and_has_its_own_queue():
     assert "profiles" not in SERVICES["worker"]
 
 
+def test_cuda_repositories_reach_the_gpu_worker():
+    """The webhook replicas and CPU workers use the default queue; a CPU worker hands a repository
+    whose config says smoke.device = "cuda" to the CUDA queue, which is the one the GPU worker consumes."""
+    from service.settings import Settings
+
+    fields = Settings.model_fields
+    cpu_queue = fields["codemod_queue_name"].default
+    cuda_queue = fields["codemod_cuda_queue_name"].default
+    for name in ("webhook", "worker"):
+        env = _env(SERVICES[name])
+        assert env.get("CODEMOD_QUEUE_NAME", cpu_queue) == cpu_queue, name
+        assert env.get("CODEMOD_CUDA_QUEUE_NAME", cuda_queue) == cuda_queue, name
+    assert _env(SERVICES["gpu-worker"])["CODEMOD_QUEUE_NAME"] == cuda_queue != cpu_queue
+
+
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_private_key_only_where_github_is_called(name):
     service = SERVICES[name]

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -40,20 +42,9 @@ def test_settings_errors_name_the_variable_and_no_traceback(tmp_path):
 
 
 def test_serve_runs_the_app_and_its_workers_in_one_command(world, tmp_path):
-    port = _port()
     env = {**world.worker_env(), "CODEMOD_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.Popen([sys.executable, "-m", "codemod", "serve", "--port", str(port), "--workers", "1"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    with _serving(env, tmp_path, workers=1) as (proc, client):
         deadline = time.time() + 60
-        while True:
-            try:
-                assert client.get("/healthz").json()["status"] == "ok"
-                break
-            except httpx.TransportError:
-                assert time.time() < deadline and proc.poll() is None
-                time.sleep(0.2)
         clone, sha = world.make_repo("served", CLEAN)
         world.http, saved = client, world.http
         try:
@@ -72,6 +63,25 @@ def test_serve_runs_the_app_and_its_workers_in_one_command(world, tmp_path):
         assert client.get("/jobs/999", headers=headers).status_code == 404
         assert (tmp_path / "data" / "jobs.sqlite3").is_file() and (tmp_path / "data" / "queue.sqlite3").is_file()
         assert [r["conclusion"] for r in world.gh.repos["acme/served"].check_runs] == ["neutral"]
+
+
+@contextmanager
+def _serving(env: dict, cwd, workers: int):
+    """``codemod serve`` on a free port, answering /healthz; stopped with SIGINT afterwards."""
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "codemod", "serve", "--port", str(port), "--workers", str(workers)],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        deadline = time.time() + 60
+        while True:
+            try:
+                assert client.get("/healthz").json()["status"] == "ok"
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else ""
+                time.sleep(0.2)
+        yield proc, client
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -95,5 +105,53 @@ def test_jobs_is_not_found_without_an_admin_token(world, tmp_path):
             return (await client.get(path, headers=headers)).status_code
 
     assert asyncio.run(get("/jobs")) == 404
+    assert asyncio.run(get("/")) == 404  # the status page too
     assert asyncio.run(get("/jobs/1", Authorization="Bearer x")) == 404
     assert asyncio.run(get("/healthz")) == 200
+
+
+def test_the_webhook_role_starts_without_the_private_key_and_workers_still_need_it(world, tmp_path):
+    """compose.yaml's webhook replicas: `serve --workers 0` told CODEMOD_APP_SLUG, no key given."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": world.worker_env()["PYTHONPATH"],
+           "GITHUB_APP_ID": world.env["GITHUB_APP_ID"], "GITHUB_WEBHOOK_SECRET": world.env["GITHUB_WEBHOOK_SECRET"],
+           "CODEMOD_DATA_DIR": str(tmp_path / "data"), "CODEMOD_APP_SLUG": "torch-codemod"}
+    key = "codemod: error: GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH must be set"
+    for command, unset in ((["worker"], None), (["serve", "--workers", "1"], None),
+                           (["serve", "--workers", "0"], "CODEMOD_APP_SLUG")):  # no slug: it must ask GitHub
+        run_env = {k: v for k, v in env.items() if k != unset}
+        done = subprocess.run([sys.executable, "-m", "codemod", *command], cwd=tmp_path, env=run_env,
+                              capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stderr.strip().splitlines()) == (2, [key]), command
+    with _serving(env, tmp_path, workers=0) as (proc, client):
+        _, sha = world.make_repo("keyless", CLEAN)
+        world.http, saved = client, world.http
+        try:
+            reply = world.deliver("push", world.push_payload("keyless", "0" * 40, sha, added=list(CLEAN)),
+                                  delivery="keyless-1")
+        finally:
+            world.http = saved
+        assert reply.status_code == 202 and len(reply.json()["jobs"]) == 1  # verified, decided, queued
+    lines = [json.loads(line) for line in proc.stdout.read().splitlines() if line.strip()]
+    assert any(e.get("delivery") == "keyless-1" and e.get("outcome") == "queued" for e in lines)
+
+
+def test_a_delivery_over_githubs_25_mb_is_refused_before_it_is_read_whole(world, tmp_path):
+    import asyncio
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    env = {k.lower(): v for k, v in world.env.items() if k != "CODEMOD_CACHE"}
+    env["codemod_data_dir"] = str(tmp_path)
+    app = create_app(Settings(_env_file=None, **env))
+
+    async def post(body: bytes):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            return await client.post("/webhook", content=body, headers={"X-GitHub-Event": "ping",
+                                                                         "X-GitHub-Delivery": "big"})
+
+    too_big = asyncio.run(post(b" " * (25 * 1024 * 1024 + 1)))
+    assert (too_big.status_code, too_big.json()) == (413, {"error": "payload larger than 25 MB"})
+    unsigned = asyncio.run(post(b"{}"))
+    assert (unsigned.status_code, unsigned.json()) == (401, {"error": "bad or missing X-Hub-Signature-256"})
+    assert app.state.store.deliveries() == []

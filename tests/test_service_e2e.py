@@ -8,39 +8,19 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from e2e import servers
 from e2e.fake_github import Fault, Hold
-from e2e.world import BUGGY, CLEAN, MODEL, World, load_hook
-
-BACKENDS = ["sqlite", "redis+postgresql"]
-
+from e2e.world import BACKENDS, BUGGY, CLEAN, MODEL, load_hook, world_on
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def world(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"app-{request.param.replace('+', '-')}")
-    started = []
-    kwargs = {}
-    if request.param == "redis+postgresql":
-        reason = servers.missing_redis() or servers.missing_postgres()
-        if reason:
-            pytest.skip(reason)
-        redis, kwargs["queue_url"] = servers.start_redis(root / "redis")
-        postgres, kwargs["database_url"], pg_dir = servers.start_postgres()
-        started += [redis, postgres]
-    w = World(root, **kwargs)
-    yield w
-    w.close()
-    for proc in started:
-        servers.stop(proc)
-    if started:
-        shutil.rmtree(pg_dir, ignore_errors=True)
+    with world_on(request.param, tmp_path_factory.mktemp(f"app-{request.param.replace('+', '-')}")) as w:
+        yield w
 
 
 def open_pulls(world, name):

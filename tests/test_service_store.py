@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,7 +63,34 @@ def test_the_schema_is_alembics_and_an_existing_data_dir_is_upgraded_in_place(tm
     again = Store(url)  # a restart (or a new release) runs the migrations again: nothing lost
     assert len(again.jobs()) == 1
     with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
-        assert db.execute("select version_num from alembic_version").fetchall() == [("0001",)]
+        assert db.execute("select version_num from alembic_version").fetchall() == [("0002",)]
+
+
+def test_a_data_dir_of_the_first_release_is_upgraded_and_its_jobs_kept(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    import service.store
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(service.store.__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0001")  # the first release's schema: no queue column, no metrics table
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
+        db.execute("insert into jobs (kind, repo, installation_id, payload, state, attempts, created_at, stages) "
+                   "values ('push', 'acme/old', 1, '{}', 'queued', 0, 1.0, '{}')")
+    store = Store(url)
+    [job] = store.jobs()
+    assert (job.repo, job.state, job.queue) == ("acme/old", "queued", "codemod-jobs")
+    store.record_job_metrics(outcome="done", status="clean", stages={"fetch": 0.2}, rate_remaining=(1, 4999))
+    store.record_job_metrics(outcome="done", status="clean", stages={"fetch": 2.0}, rate_remaining=(1, 4990))
+    metrics = {(name, tuple(sorted(labels.items()))): value for name, labels, value in store.metrics()}
+    assert metrics[("jobs_total", (("outcome", "done"), ("status", "clean")))] == 2
+    assert metrics[("stage_seconds_count", (("stage", "fetch"),))] == 2
+    assert metrics[("stage_seconds_bucket", (("le", "0.5"), ("stage", "fetch")))] == 1
+    assert metrics[("stage_seconds_bucket", (("le", "2.5"), ("stage", "fetch")))] == 2
+    assert metrics[("github_rate_limit_remaining", (("installation", "1"),))] == 4990  # the last answer, not a sum
 
 
 def test_one_job_per_repository_at_a_time(store):

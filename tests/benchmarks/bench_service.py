@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_service.py                  # both parts
     python tests/benchmarks/bench_service.py --part webhook --deliveries 100 --rounds 5
+    python tests/benchmarks/bench_service.py --part app       # the app's CPU per delivery, in process
     python tests/benchmarks/bench_service.py --part push --files 1000
 
 webhook: acknowledgement time of signed ``push`` deliveries sent 100 at a time over pre-opened
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -88,6 +90,13 @@ async def _deliveries(url: str, bodies: list[bytes]) -> list[float]:
     return await asyncio.gather(*(one(c, b) for c, b in zip(conns, bodies)))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (its threads included), from /proc: what a delivery
+    costs the server whatever else the machine runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_webhook(world: World, deliveries: int, rounds: int) -> dict:
     """Against ``codemod serve --workers 0`` in its own process (not this one's GIL)."""
     import socket
@@ -113,10 +122,12 @@ def bench_webhook(world: World, deliveries: int, rounds: int) -> dict:
         asyncio.run(_deliveries(url, [payload] * 10))  # warm-up (first-use compilation), not counted
         times: list[float] = []
         rounds_p99 = []
+        cpu = _cpu_seconds(server.pid)
         for _ in range(rounds):
             got = asyncio.run(_deliveries(url, [payload] * deliveries))
             rounds_p99.append(percentile(got, 99) * 1000)
             times += got
+        cpu = _cpu_seconds(server.pid) - cpu
         metrics = httpx.get(url + "/metrics").text
         total = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("codemod_webhook_seconds_sum")))
         count = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("codemod_webhook_seconds_count")))
@@ -124,6 +135,7 @@ def bench_webhook(world: World, deliveries: int, rounds: int) -> dict:
         server.terminate()
         server.wait(30)
     return {"rounds_p99_ms": [round(r, 1) for r in rounds_p99], "handler_mean_ms": total / count * 1000,
+            "server_cpu_ms_per_delivery": cpu / len(times) * 1000,
             "deliveries": len(times), "concurrency": deliveries, "p50_ms": percentile(times, 50) * 1000,
             "p99_ms": percentile(times, 99) * 1000, "max_ms": max(times) * 1000}
 
@@ -168,9 +180,47 @@ def _smoke_alone(world: World) -> float:
     return time.perf_counter() - start
 
 
+def bench_app(world: World, deliveries: int, rounds: int) -> dict:
+    """The app's own CPU time per delivery: ASGI calls in this process, no HTTP server."""
+    from service.app import create_app
+
+    app = create_app(world.settings.model_copy(update={"codemod_data_dir": world.root / "app-data",
+                                                       "codemod_database_url": None, "codemod_queue_url": None}))
+    _, sha = world.make_repo("bench-app", {"README.md": "x\n"})
+    body = json.dumps(world.push_payload("bench-app", "0" * 40, sha, added=["a.py"])).encode()
+    signature = signature_of(SECRET.encode(), body).encode()
+
+    async def one() -> None:
+        headers = [(b"content-type", b"application/json"), (b"x-github-event", b"push"),
+                   (b"x-github-delivery", str(uuid.uuid4()).encode()), (b"x-hub-signature-256", signature)]
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/webhook", "raw_path": b"/webhook", "query_string": b"", "root_path": "", "headers": headers,
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+        sent = []
+
+        async def receive():
+            return next(messages)
+
+        async def send(message):
+            sent.append(message)
+
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 202, sent
+
+    async def run() -> float:
+        await asyncio.gather(*(one() for _ in range(10)))  # warm-up
+        cpu = time.process_time()
+        for _ in range(rounds):
+            await asyncio.gather(*(one() for _ in range(deliveries)))
+        return time.process_time() - cpu
+
+    return {"deliveries": deliveries * rounds, "cpu_ms_per_delivery": asyncio.run(run()) / (deliveries * rounds) * 1000}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("webhook", "push", "all"), default="all")
+    parser.add_argument("--part", choices=("webhook", "app", "push", "all"), default="all")
     parser.add_argument("--deliveries", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--files", type=int, default=1000)
@@ -182,7 +232,11 @@ def main() -> None:
             print(f"webhook ack, {r['deliveries']} signed deliveries, {r['concurrency']} at a time: "
                   f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; p99 per round "
                   f"{r['rounds_p99_ms']}; server-side handler mean {r['handler_mean_ms']:.2f} ms (signature to answer, "
-                  "group commit included)")
+                  f"group commit included); server CPU {r['server_cpu_ms_per_delivery']:.2f} ms per delivery")
+        if args.part in ("app", "all"):
+            r = bench_app(world, args.deliveries, args.rounds)
+            print(f"app CPU per delivery (in process, {r['deliveries']} deliveries, no HTTP server): "
+                  f"{r['cpu_ms_per_delivery']:.3f} ms (store thread included)")
         if args.part in ("push", "all"):
             world.store.engine.dispose()
             from service.queue import JobQueue

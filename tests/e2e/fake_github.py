@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
 import jwt
@@ -37,7 +38,7 @@ class Fault:
     method: str
     path: str            # regex on the path
     status: int          # 0: drop the connection without answering
-    headers: dict = field(default_factory=dict)
+    headers: dict | Callable[[], dict] = field(default_factory=dict)   # a callable: computed when answered
     body: dict = field(default_factory=lambda: {"message": "Server Error"})
     times: int = 1
 
@@ -81,6 +82,7 @@ class FakeGitHub:
         self.requests: list[dict] = []
         self.faults: list[Fault] = []
         self.holds: list[Hold] = []
+        self.rate_used = 0  # requests made with installation tokens (x-ratelimit-used)
         self.lock = threading.RLock()
         self._ids = iter(range(1000, 10**9))
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -194,18 +196,19 @@ def _handler(gh: FakeGitHub):
                 if fault.status == 0:  # a network error: the connection drops without an answer
                     self.close_connection = True
                     return None
-                return self._send(fault.status, fault.body, fault.headers)
+                return self._send(fault.status, fault.body, fault.headers() if callable(fault.headers) else fault.headers)
             try:
                 status, data = self._api(method, url, json.loads(body) if body else {})
             except _Reply as reply:
                 status, data = reply.status, reply.data
             record["status"] = status
+            headers = self._rate_headers()
             hold = next((h for h in gh.holds if h.method == method and re.search(h.path, url.path)), None)
             if hold and not hold.release.is_set():
                 hold.reached.set()
                 hold.release.wait(60)
             try:
-                self._send(status, data)
+                self._send(status, data, headers)
             except OSError:
                 pass  # the client is gone (killed)
 
@@ -221,6 +224,18 @@ def _handler(gh: FakeGitHub):
                 raise _Reply(401, {"message": f"A JSON web token could not be decoded ({exc})"}) from None
             if str(claims.get("iss")) != str(gh.app_id) or claims["exp"] - claims["iat"] > 660:
                 raise _Reply(401, {"message": "'Issuer' claim ('iss') must be an Integer / expiration too far"})
+
+        def _rate_headers(self) -> dict:
+            """GitHub's rate-limit headers on an installation token's answers (5,000 an hour)."""
+            auth = self.headers.get("Authorization", "")
+            token = auth.split(" ", 1)[1] if " " in auth else ""
+            if token not in gh.tokens:
+                return {}
+            with gh.lock:
+                gh.rate_used += 1
+                used = gh.rate_used
+            return {"x-ratelimit-limit": 5000, "x-ratelimit-remaining": 5000 - used, "x-ratelimit-used": used,
+                    "x-ratelimit-reset": int(time.time()) + 3600, "x-ratelimit-resource": "core"}
 
         def _token_for(self, repo: Repo) -> dict:
             auth = self.headers.get("Authorization", "")

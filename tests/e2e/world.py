@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -206,15 +207,15 @@ class World:
         return {"PATH": os.environ["PATH"], "HOME": str(self.root), **self.env,
                 "PYTHONPATH": str(ROOT), "CODEMOD_LOG_LEVEL": "INFO"}
 
-    def start_worker(self, *extra: str) -> subprocess.Popen:
+    def start_worker(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = self.root / f"worker-{len(self.logs)}.log"
         self.logs.append(str(log))
         return subprocess.Popen([sys.executable, "-m", "codemod", "worker", *extra], cwd=self.root,
-                                env=self.worker_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                                env={**self.worker_env(), **(env or {})}, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
-    def drain(self, timeout: float = 400) -> str:
-        """Run a worker until no job is queued or running; its log."""
-        proc = self.start_worker("--drain")
+    def drain(self, timeout: float = 400, env: dict[str, str] | None = None) -> str:
+        """Run a worker until no job is queued or running on its queue; its log."""
+        proc = self.start_worker("--drain", env=env)
         try:
             proc.wait(timeout)
         finally:
@@ -235,3 +236,35 @@ class World:
 
     def clear_data(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+BACKENDS = ["sqlite", "redis+postgresql"]
+
+
+@contextmanager
+def world_on(backend: str, root: Path, **kwargs):
+    """A World on the embedded default (``sqlite``) or on a real redis-server queue and a real
+    PostgreSQL store (``redis+postgresql``; skipped, with the reason, where they are missing)."""
+    import pytest
+
+    from . import servers
+
+    started, pg_dir = [], None
+    if backend == "redis+postgresql":
+        reason = servers.missing_redis() or servers.missing_postgres()
+        if reason:
+            pytest.skip(reason)
+        redis, kwargs["queue_url"] = servers.start_redis(root / "redis")
+        started.append(redis)
+        postgres, kwargs["database_url"], pg_dir = servers.start_postgres()
+        started.append(postgres)
+    world = World(root, **kwargs)
+    try:
+        yield world
+    finally:
+        world.close()
+        for proc in started:
+            servers.stop(proc)
+        if pg_dir:
+            shutil.rmtree(pg_dir, ignore_errors=True)
+

@@ -180,10 +180,43 @@ def _probe(name: str, port: str, *run_as: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+ATTACK_CHILD = """
+import json, sys
+got = {}
+try:
+    got["key"] = "read: " + str(len(open(sys.argv[1]).read())) + " bytes"
+except OSError as exc:
+    got["key"] = "refused: " + exc.strerror
+for path in sys.argv[2:]:
+    try:
+        with open(path, "a") as f:
+            f.write("pwned")
+        got[path] = "wrote"
+    except OSError as exc:
+        got[path] = "refused: " + exc.strerror
+with open("in-the-copy.txt", "w") as f:
+    f.write("fine")
+got["copy"] = open("in-the-copy.txt").read()
+print(json.dumps(got))
+"""
+
+ATTACK = """
+import json, sys, tempfile
+from pathlib import Path
+from codemod.verify.sandbox import detect_isolation, run_sandboxed
+work = Path(tempfile.mkdtemp()) / "attack"
+work.mkdir()
+r = run_sandboxed([sys.executable, "-c", sys.argv[1], *sys.argv[2:]], work, timeout=60)
+print(json.dumps({"rc": r.returncode, "stderr": r.stderr[-500:], "isolation": detect_isolation().describe(),
+                  "got": json.loads(r.stdout or "null")}))
+"""
+
+
 def test_sandbox_default_in_the_container(container):
     """As the image runs by default (uid 10001, podman's default seccomp profile, which allows user
-    namespaces): environment allow-list, network namespace, limits; no filesystem layer (the
-    minimal root needs root) and the uid is unchanged, and the verdict says exactly that."""
+    namespaces and Landlock): environment allow-list, network namespace, limits; no minimal root
+    (it needs root) but Landlock as the filesystem layer; the uid is unchanged, and the verdict
+    says exactly that."""
     name, base = container
     port = base.rsplit(":", 1)[1]
     out = _probe(name, port)
@@ -195,9 +228,9 @@ def test_sandbox_default_in_the_container(container):
     # what the verdict claims matches what the child could do
     assert isolation.startswith("network: network namespace"), isolation
     assert probe["network"].startswith("refused"), probe  # not even the service on the container's loopback
-    # without root there is no minimal root, and the verdict says so (the workers of compose.yaml
-    # run as root with CAP_SYS_ADMIN: every layer, see the next test)
-    assert "filesystem: none:" in isolation, isolation
+    # without root there is no minimal root: Landlock is the filesystem layer, and the verdict says
+    # so (the workers of compose.yaml run as root with CAP_SYS_ADMIN: every layer, see the next test)
+    assert "filesystem: landlock (ABI " in isolation and "no minimal root" in isolation, isolation
     assert "user: unchanged" in isolation
     # same uid as the service, but from inside the sandbox's user namespace the service's
     # /proc/PID/environ cannot be read; outside the sandbox (the control) the same probe reads it
@@ -205,6 +238,33 @@ def test_sandbox_default_in_the_container(container):
     control = _exec(name, "python3", "/opt/codemod/share/fixtures/repos/sandbox_probe/probe.py", "127.0.0.1", port,
                     WEBHOOK_SECRET)
     assert json.loads(control.stdout)["secret_in_proc_environ"], control.stdout + control.stderr
+
+
+def test_the_default_sandbox_keeps_the_data_volume_and_the_key_out(container):
+    """Landlock, measured in the default run: a smoke test can neither read a key file that uid
+    10001 can read nor write the data volume (its job store included), and still writes its own
+    copy; the same reads and writes outside the sandbox (the control) work."""
+    name, _ = container
+    data = "/var/lib/codemod"
+    key, pwned = f"{data}/app-key.pem", f"{data}/pwned"
+    stores = [f"{data}/{f}" for f in _exec(name, "ls", data).stdout.split() if ".sqlite" in f or f.endswith(".db")]
+    assert stores, _exec(name, "ls", "-la", data).stdout   # the job store the service made
+    made = _exec(name, "sh", "-c", f'umask 077 && printf "%s" "$0" > {key}', PRIVATE_KEY)
+    assert made.returncode == 0, made.stderr
+    proc = _exec(name, "python3", "-c", ATTACK, ATTACK_CHILD, key, stores[0], pwned)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rc"] == 0, out
+    assert "filesystem: landlock (ABI " in out["isolation"], out["isolation"]
+    got = out["got"]
+    assert got["key"] == "refused: Permission denied", got
+    assert got[stores[0]] == got[pwned] == "refused: Permission denied", got
+    assert got["copy"] == "fine", got
+    assert _exec(name, "grep", "-q", "pwned", *stores).returncode == 1   # (the service itself writes the store)
+    assert _exec(name, "test", "-e", pwned).returncode == 1
+    # the control: uid 10001 itself, outside the sandbox, reads the key and writes the volume
+    control = _exec(name, "sh", "-c", f"wc -c < {key} && touch {data}/control && echo wrote")
+    assert control.stdout.split() == [str(len(PRIVATE_KEY)), "wrote"], control.stdout + control.stderr
 
 
 def test_sandbox_with_the_documented_run_options(image):

@@ -608,3 +608,37 @@ def test_without_landlock_the_same_attack_succeeds_and_the_verdict_says_so(landl
         with _suppress():
             (data / "pwned").unlink()
         world.tcp.heard.clear()
+
+
+def test_landlock_alone_holds_for_a_requirements_build_backend(landlock_world) -> None:
+    """The in-tree build backend of a ``smoke.requirements`` entry runs under the same Landlock
+    domain: pip installs it, and its snoop finds none of the secrets kept in files (the key file,
+    the ``.env`` on the worker's PYTHONPATH, a file in the worker's directory) and writes nothing
+    outside the copy. What Landlock alone does not cover (measured here, documented in the README:
+    other processes' command lines, SysV IPC, the keys its uid may read, unix sockets on the file
+    system, a daemon that leaves the process group) is not asserted against; the verdict says
+    ``processes: none`` and ``ipc: none``."""
+    world, _data = landlock_world
+    why = sandbox._capabilities().layers.get("landlock")
+    if why is not None:
+        pytest.skip(f"no Landlock here: {why}")
+    pyproject = ('[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n\n'
+                 '[project]\nname = "evilpkg"\nversion = "0.1"\n')
+    repo = world.repository(
+        "landlock_backend", 'command = "python -c \\"import evil_loot; raise RuntimeError(evil_loot.LOOT)\\""\n'
+                            'requirements = ["./evilpkg"]\ntimeout = 300',
+        {"evilpkg/pyproject.toml": pyproject, "evilpkg/evil_backend.py": _BACKEND, "evilpkg/snoop.py": ""})
+    proc, verdict = world.verify(repo, CODEMOD_SANDBOX_NAMESPACES="0")
+    assert verdict is not None, proc.stdout + proc.stderr
+    original = _case(verdict, "command")["original"]
+    assert "snoop ran (backend); found [" in original, original     # pip built and installed it
+    for name in ("keyfile", "dotenv", "public", "rootonly", "symlink", "env-key", "env-webhook", "lc", "plain"):
+        assert world.secrets[name] not in proc.stdout + proc.stderr, name
+    assert [t for t in world.write_targets if os.path.lexists(t)] == []
+    assert world.tcp.heard == []
+    # not covered without namespaces (the verdict says "processes: none", "ipc: none")
+    assert "processes: none: turned off" in verdict["isolation"] and "ipc: none: turned off" in verdict["isolation"]
+    world.unix.heard.clear()
+    for pid in _marked(world.marker):   # the backend's daemon: no PID namespace, no uid of its own
+        with _suppress():
+            os.kill(pid, signal.SIGKILL)

@@ -848,6 +848,7 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
     program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=child_env["PATH"])
     program = os.path.abspath(program) if program else None
     writable = [Path(w).resolve() for w in writable]
+    visible = list(visible)
     uid = gid = None
     user_words = f"unchanged: {caps.layers['uid']}"
     if caps.root and caps.layers.get("uid") is None:

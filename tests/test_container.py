@@ -14,6 +14,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -180,10 +181,44 @@ def _probe(name: str, port: str, *run_as: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+ATTACK_CHILD = """
+import json, sys
+got = {}
+try:
+    got["key"] = "read: " + str(len(open(sys.argv[1]).read())) + " bytes"
+except OSError as exc:
+    got["key"] = "refused: " + exc.strerror
+for path in sys.argv[2:]:
+    try:
+        with open(path, "a") as f:
+            f.write("pwned")
+        got[path] = "wrote"
+    except OSError as exc:
+        got[path] = "refused: " + exc.strerror
+with open("in-the-copy.txt", "w") as f:
+    f.write("fine")
+got["copy"] = open("in-the-copy.txt").read()
+print(json.dumps(got))
+"""
+
+ATTACK = """
+import json, sys, tempfile
+from pathlib import Path
+from codemod.verify.sandbox import detect_isolation, run_sandboxed
+work = Path(tempfile.mkdtemp()) / "attack"
+work.mkdir()
+work.parent.chmod(0o755)   # as root the run gets its own uid: it must reach its copy
+r = run_sandboxed([sys.executable, "-c", sys.argv[1], *sys.argv[2:]], work, timeout=60)
+print(json.dumps({"rc": r.returncode, "stderr": r.stderr[-500:], "isolation": detect_isolation().describe(),
+                  "got": json.loads(r.stdout or "null")}))
+"""
+
+
 def test_sandbox_default_in_the_container(container):
     """As the image runs by default (uid 10001, podman's default seccomp profile, which allows user
-    namespaces): environment allow-list, network namespace, limits; no filesystem layer (the
-    minimal root needs root) and the uid is unchanged, and the verdict says exactly that."""
+    namespaces and Landlock): environment allow-list, network namespace, limits; no minimal root
+    (it needs root) but Landlock as the filesystem layer; the uid is unchanged, and the verdict
+    says exactly that."""
     name, base = container
     port = base.rsplit(":", 1)[1]
     out = _probe(name, port)
@@ -195,9 +230,9 @@ def test_sandbox_default_in_the_container(container):
     # what the verdict claims matches what the child could do
     assert isolation.startswith("network: network namespace"), isolation
     assert probe["network"].startswith("refused"), probe  # not even the service on the container's loopback
-    # without root there is no minimal root, and the verdict says so (the workers of compose.yaml
-    # run as root with CAP_SYS_ADMIN: every layer, see the next test)
-    assert "filesystem: none:" in isolation, isolation
+    # without root there is no minimal root: Landlock is the filesystem layer, and the verdict says
+    # so (the workers of compose.yaml run as root with CAP_SYS_ADMIN: every layer, see the next test)
+    assert "filesystem: landlock (ABI " in isolation and "no minimal root" in isolation, isolation
     assert "user: unchanged" in isolation
     # same uid as the service, but from inside the sandbox's user namespace the service's
     # /proc/PID/environ cannot be read; outside the sandbox (the control) the same probe reads it
@@ -205,6 +240,83 @@ def test_sandbox_default_in_the_container(container):
     control = _exec(name, "python3", "/opt/codemod/share/fixtures/repos/sandbox_probe/probe.py", "127.0.0.1", port,
                     WEBHOOK_SECRET)
     assert json.loads(control.stdout)["secret_in_proc_environ"], control.stdout + control.stderr
+
+
+def test_the_default_sandbox_keeps_the_data_volume_and_the_key_out(container):
+    """Landlock, measured in the default run: a smoke test can neither read a key file that uid
+    10001 can read nor write the data volume (its job store included), and still writes its own
+    copy; the same reads and writes outside the sandbox (the control) work."""
+    name, _ = container
+    data = "/var/lib/codemod"
+    key, pwned = f"{data}/app-key.pem", f"{data}/pwned"
+    stores = [f"{data}/{f}" for f in _exec(name, "ls", data).stdout.split() if ".sqlite" in f or f.endswith(".db")]
+    assert stores, _exec(name, "ls", "-la", data).stdout   # the job store the service made
+    made = _exec(name, "sh", "-c", f'umask 077 && printf "%s" "$0" > {key}', PRIVATE_KEY)
+    assert made.returncode == 0, made.stderr
+    proc = _exec(name, "python3", "-c", ATTACK, ATTACK_CHILD, key, stores[0], pwned)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rc"] == 0, out
+    assert "filesystem: landlock (ABI " in out["isolation"], out["isolation"]
+    got = out["got"]
+    assert got["key"] == "refused: Permission denied", got
+    assert got[stores[0]] == got[pwned] == "refused: Permission denied", got
+    assert got["copy"] == "fine", got
+    assert _exec(name, "grep", "-q", "pwned", *stores).returncode == 1   # (the service itself writes the store)
+    assert _exec(name, "test", "-e", pwned).returncode == 1
+    # the control: uid 10001 itself, outside the sandbox, reads the key and writes the volume
+    control = _exec(name, "sh", "-c", f"wc -c < {key} && touch {data}/control && echo wrote")
+    assert control.stdout.split() == [str(len(PRIVATE_KEY)), "wrote"], control.stdout + control.stderr
+
+
+def _attack_in_a_fresh_container(image: str, *options: str) -> dict:
+    """ATTACK in a fresh container (no service) with ``options``: a key file (0600) and a job store
+    on the data volume, as the user the options give."""
+    data = "/var/lib/codemod"
+    script = (f'umask 077 && printf "%s" "$KEY" > {data}/app-key.pem && echo store > {data}/jobs.sqlite3 && '
+              'exec python3 -c "$0" "$@"')
+    proc = podman_image.podman("run", "--rm", *podman_image.ulimits(), "--network", "none", "--env", "KEY", *options,
+                               image, "sh", "-c", script, ATTACK, ATTACK_CHILD, f"{data}/app-key.pem",
+                               f"{data}/jobs.sqlite3", f"{data}/pwned", check=False,
+                               env={**os.environ, "KEY": PRIVATE_KEY})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_as_root_without_the_capability_landlock_is_the_filesystem_and_network_layer(image):
+    """``--user 0:0`` alone: no namespace (``unshare`` needs CAP_SYS_ADMIN), a dedicated uid, and
+    Landlock as the filesystem and network layer; the verdict says so."""
+    out = _attack_in_a_fresh_container(image, "--user", "0:0")
+    assert out["rc"] == 0, out
+    isolation, got = out["isolation"], out["got"]
+    assert "network: landlock (ABI " in isolation and "filesystem: landlock (ABI " in isolation, isolation
+    assert "a dedicated uid per run" in isolation, isolation
+    assert got["key"] == "refused: Permission denied", got
+    assert got["/var/lib/codemod/jobs.sqlite3"] == got["/var/lib/codemod/pwned"] == "refused: Permission denied", got
+    assert got["copy"] == "fine", got
+
+
+def test_a_seccomp_profile_without_landlock_degrades_cleanly(image):
+    """Podman's own profile less the three Landlock syscalls (as an older profile would be: they
+    answer ENOSYS): the run still works, with the layers the namespaces give, and the verdict says
+    there is no filesystem layer and why; the same attack then reads the key (what the verdict warns
+    of)."""
+    default = Path("/usr/share/containers/seccomp.json")
+    if not default.is_file():
+        pytest.skip(f"podman's default seccomp profile is not at {default}")
+    profile = json.loads(default.read_text())
+    for rule in profile["syscalls"]:
+        rule["names"] = [n for n in rule["names"] if not n.startswith("landlock_")]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(profile, f)
+        f.flush()
+        out = _attack_in_a_fresh_container(image, "--security-opt", f"seccomp={f.name}")
+    assert out["rc"] == 0, out
+    isolation, got = out["isolation"], out["got"]
+    assert "; no landlock: [Errno 38] landlock_create_ruleset(version): Function not implemented" in isolation, \
+        isolation
+    assert "filesystem: none: " in isolation and isolation.startswith("network: network namespace"), isolation
+    assert got["key"] == f"read: {len(PRIVATE_KEY)} bytes", got
 
 
 def test_sandbox_with_the_documented_run_options(image):

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from codemod.verify import sandbox
 from codemod.verify.sandbox import detect_isolation
 from test_sandbox import _marked_processes as _marked
 
@@ -42,11 +43,8 @@ HOSTILE = Path(__file__).resolve().parent / "hostile"
 FIXTURE = REPO / "fixtures" / "repos" / "init_derived"
 NOBODY = 65534
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="building the worker's world (a socket under /run, another user) needs root"),
-    pytest.mark.skipif(detect_isolation().filesystem.startswith("none"),
-                       reason=f"no minimal root here: {detect_isolation().filesystem}"),
-]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="building the worker's world (a socket under /run, another user) needs root")
 
 
 class _Listener:
@@ -304,6 +302,8 @@ def _unprivileged(uid: int) -> list[str]:
 
 @pytest.fixture(scope="module", params=["root", "unprivileged"])
 def world(request) -> Iterator[World]:
+    if not detect_isolation().filesystem.startswith("minimal root"):
+        pytest.skip(f"no minimal root here: {detect_isolation().filesystem}")
     made = World(request.param)
     yield made
     made.close()
@@ -541,3 +541,137 @@ def test_the_repository_cannot_lift_the_operators_limits(world: World) -> None:
         assert "memory 256 MiB (" in verdict["isolation"]
         assert "allocated all" not in original, original
     world.assert_clean(proc)
+
+
+# -- Landlock alone: what a non-root container without namespaces gets (issue 11) -------------------
+
+_ATTACK = '''import json, os, socket, sys
+t = json.load(open("targets.json"))
+got = []
+try:
+    with open(t["key_file"]) as f:
+        f.read()
+    got.append("read the key file")
+except OSError:
+    pass
+for path in (t["data_file"], t["data_new"]):
+    try:
+        with open(path, "a") as f:
+            f.write("pwned\\n")
+        got.append("wrote " + os.path.basename(path))
+    except OSError:
+        pass
+try:
+    socket.create_connection(("127.0.0.1", t["tcp_port"]), timeout=2).close()
+    got.append("connected to the loopback listener")
+except OSError:
+    pass
+if got:
+    sys.exit("attack: " + "; ".join(got))
+'''
+
+
+def _landlock_world() -> Iterator[tuple[World, Path]]:
+    made = World("unprivileged")
+    data = made._dir("data", 0o700)          # CODEMOD_DATA_DIR: the job store and the cached clones
+    made._file(data / "jobs.sqlite", "the job store\n", 0o600)
+    yield made, data
+    made.close()
+
+
+landlock_world = pytest.fixture(scope="module")(_landlock_world)
+
+
+def _landlock_repo(world: World, data: Path, name: str) -> Path:
+    repo = world.repository(name, 'command = "python attack.py && python -m pytest -q -p no:cacheprovider '
+                                  'tests/test_smoke.py"\ncases = "tests/smoke_cases.py:cases"\ntimeout = 300',
+                           {"attack.py": _ATTACK})
+    targets = json.loads((repo / "targets.json").read_text())
+    targets.update(data_file=str(data / "jobs.sqlite"), data_new=str(data / "pwned"))
+    (repo / "targets.json").write_text(json.dumps(targets))
+    return repo
+
+
+def test_landlock_alone_keeps_the_data_dir_the_key_and_loopback_out(landlock_world) -> None:
+    """An unprivileged worker with every namespace off (CODEMOD_SANDBOX_NAMESPACES=0, as a
+    non-root container under a seccomp profile that refuses them): Landlock is the filesystem and
+    network layer. The smoke command's attacks (write the data directory, read the key file that
+    uid can read, connect to a loopback listener) all fail, the real smoke test still runs (and
+    passes on the rewrite), and the harness proves the rewrite under the same layer."""
+    world, data = landlock_world
+    why = sandbox._capabilities().layers.get("landlock")
+    if why is not None:
+        pytest.skip(f"no Landlock here: {why}")
+    repo = _landlock_repo(world, data, "landlock_attack")
+    proc, verdict = world.verify(repo, CODEMOD_SANDBOX_NAMESPACES="0")
+    assert verdict is not None, proc.stderr
+    isolation = verdict["isolation"]
+    assert "filesystem: landlock (ABI " in isolation and "network: landlock (ABI " in isolation, isolation
+    assert "no minimal root: turned off (CODEMOD_SANDBOX_NAMESPACES=0)" in isolation, isolation
+    command = _case(verdict, "command")
+    # the attacks found nothing, so the real smoke test ran: the original hits the autograd bug
+    # the fixture holds, the rewrite passes
+    assert command["original"].startswith("fails: RuntimeError: Trying to backward"), command
+    assert command["rewritten"] == "pass", command
+    harness = next(c for c in verdict["cases"] if c["kind"] == "harness")   # the harness runs under it too
+    assert harness["proven"] and harness["gradients"]["equal"], harness
+    assert (data / "jobs.sqlite").read_text() == "the job store\n" and not (data / "pwned").exists()
+    world.assert_clean(proc)
+
+
+def test_without_landlock_the_same_attack_succeeds_and_the_verdict_says_so(landlock_world) -> None:
+    """The control: Landlock turned off as well, the same attacks work (so the test above can fail),
+    nothing crashes, and the verdict says the filesystem and network have no layer."""
+    world, data = landlock_world
+    repo = _landlock_repo(world, data, "landlock_control")
+    try:
+        proc, verdict = world.verify(repo, CODEMOD_SANDBOX_NAMESPACES="0", CODEMOD_SANDBOX_LANDLOCK="0")
+        assert verdict is not None, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        isolation = verdict["isolation"]
+        assert "filesystem: none: turned off (CODEMOD_SANDBOX_NAMESPACES=0); no landlock: turned off " \
+               "(CODEMOD_SANDBOX_LANDLOCK=0)" in isolation, isolation
+        assert "network: none: turned off" in isolation, isolation
+        command = _case(verdict, "command")
+        reason = command["original"] + command["rewritten"]
+        for attack in ("read the key file", "wrote jobs.sqlite", "wrote pwned", "connected to the loopback listener"):
+            assert attack in reason, reason
+    finally:
+        (data / "jobs.sqlite").write_text("the job store\n")
+        with _suppress():
+            (data / "pwned").unlink()
+        world.tcp.heard.clear()
+
+
+def test_landlock_alone_holds_for_a_requirements_build_backend(landlock_world) -> None:
+    """The in-tree build backend of a ``smoke.requirements`` entry runs under the same Landlock
+    domain: pip installs it, and its snoop finds none of the secrets kept in files (the key file,
+    the ``.env`` on the worker's PYTHONPATH, a file in the worker's directory) and writes nothing
+    outside the copy. What Landlock alone does not cover (measured here, documented in the README:
+    other processes' command lines, SysV IPC, the keys its uid may read, unix sockets on the file
+    system, a daemon that leaves the process group) is not asserted against; the verdict says
+    ``processes: none`` and ``ipc: none``."""
+    world, _data = landlock_world
+    why = sandbox._capabilities().layers.get("landlock")
+    if why is not None:
+        pytest.skip(f"no Landlock here: {why}")
+    pyproject = ('[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n\n'
+                 '[project]\nname = "evilpkg"\nversion = "0.1"\n')
+    repo = world.repository(
+        "landlock_backend", 'command = "python -c \\"import evil_loot; raise RuntimeError(evil_loot.LOOT)\\""\n'
+                            'requirements = ["./evilpkg"]\ntimeout = 300',
+        {"evilpkg/pyproject.toml": pyproject, "evilpkg/evil_backend.py": _BACKEND, "evilpkg/snoop.py": ""})
+    proc, verdict = world.verify(repo, CODEMOD_SANDBOX_NAMESPACES="0")
+    assert verdict is not None, proc.stdout + proc.stderr
+    original = _case(verdict, "command")["original"]
+    assert "snoop ran (backend); found [" in original, original     # pip built and installed it
+    for name in ("keyfile", "dotenv", "public", "rootonly", "symlink", "env-key", "env-webhook", "lc", "plain"):
+        assert world.secrets[name] not in proc.stdout + proc.stderr, name
+    assert [t for t in world.write_targets if os.path.lexists(t)] == []
+    assert world.tcp.heard == []
+    # not covered without namespaces (the verdict says "processes: none", "ipc: none")
+    assert "processes: none: turned off" in verdict["isolation"] and "ipc: none: turned off" in verdict["isolation"]
+    world.unix.heard.clear()
+    for pid in _marked(world.marker):   # the backend's daemon: no PID namespace, no uid of its own
+        with _suppress():
+            os.kill(pid, signal.SIGKILL)

@@ -12,11 +12,17 @@ The process tree, from the parent's side::
       -> unshare(user? | mount | PID | IPC | UTS | network) -> fork
          init (PID 1 of a new PID namespace; dies with the launcher)
            builds the minimal root, mounts a fresh /proc, pivot_root
-           -> fork: the command (new session keyring, rlimits, no_new_privs, dedicated uid)
+           -> fork: the command (new session keyring, rlimits, no_new_privs, dedicated uid,
+              then a Landlock domain where the kernel has Landlock), execve
            reaps every orphan; when the command ends, init exits: the kernel then kills every
            process left in the namespace (daemons, fork bombs), so nothing outlives a run.
 
 The launcher relays the command's exit status (or the signal that killed it) as its own.
+
+Landlock needs neither root nor a namespace: it is the filesystem (and TCP) layer where namespaces
+are refused (a non-root container under the runtime's default seccomp profile) and an extra layer
+under the minimal root everywhere else. The plan names the trees the command may read and write;
+everything else is out of reach, whatever the file modes say.
 """
 
 from __future__ import annotations
@@ -53,11 +59,35 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 _SYSCALLS = {"x86_64": {"pivot_root": 155, "keyctl": 250},
              "aarch64": {"pivot_root": 41, "keyctl": 219}}
 SYS_MOUNT_SETATTR = 442
+# Landlock's syscalls, also from the new table (same number on every architecture).
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_RULE_PATH_BENEATH, LANDLOCK_RULE_NET_PORT = 1, 2
+# Filesystem rights (include/uapi/linux/landlock.h), by the ABI that introduced them.
+LL_EXECUTE, LL_WRITE_FILE, LL_READ_FILE, LL_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+LL_REMOVE_DIR, LL_REMOVE_FILE, LL_MAKE_CHAR, LL_MAKE_DIR = 1 << 4, 1 << 5, 1 << 6, 1 << 7
+LL_MAKE_REG, LL_MAKE_SOCK, LL_MAKE_FIFO, LL_MAKE_BLOCK, LL_MAKE_SYM = 1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12
+LL_REFER, LL_TRUNCATE, LL_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15          # ABI 2, 3, 5
+LL_NET_BIND_TCP, LL_NET_CONNECT_TCP = 1 << 0, 1 << 1                     # ABI 4
+LL_SCOPE_ABSTRACT_UNIX_SOCKET, LL_SCOPE_SIGNAL = 1 << 0, 1 << 1         # ABI 6
+_LL_FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1, 5: (1 << 16) - 1}
+_LL_FILE_RIGHTS = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV
+_LL_READ = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
 
 
 class _MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+class _LandlockRulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _LandlockPathBeneath(ctypes.Structure):
+    _pack_ = 1   # the kernel's struct is packed: 12 bytes
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
 _LIBC: ctypes.CDLL | None = None
@@ -205,6 +235,63 @@ def build_root(plan: dict) -> None:
     _mount_setattr("/", set_=MOUNT_ATTR_RDONLY, recursive=False)
 
 
+# -- Landlock -------------------------------------------------------------------------------------------
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version; OSError if it has none (or a seccomp filter refuses it)."""
+    ret = _libc().syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.c_void_p(None), ctypes.c_size_t(0),
+                          ctypes.c_uint(LANDLOCK_CREATE_RULESET_VERSION))
+    _check(ret, "landlock_create_ruleset(version)")
+    return ret
+
+
+def _landlock_rule(ruleset: int, path: str, access: int) -> None:
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except (FileNotFoundError, PermissionError):
+        return   # not in this root, or not reachable by this uid anyway: nothing to allow
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            access &= _LL_FILE_RIGHTS     # the kernel refuses directory rights on a file
+        rule = _LandlockPathBeneath(access, fd)
+        _check(_libc().syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(ruleset),
+                               ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint(0)),
+               f"landlock_add_rule({path})")
+    finally:
+        os.close(fd)
+
+
+def apply_landlock(plan: dict) -> None:
+    """Restrict this process and everything it execs to ``plan``: unless ``plan["fs"]`` is false,
+    read (and execute) only beneath ``plan["read"]``, write only beneath ``plan["write"]`` (and
+    the device files in ``plan["devices"]``); with ``plan["deny_tcp"]`` no TCP bind or connect
+    (ABI 4); signals and abstract unix sockets only within the domain (ABI 6). Needs
+    ``no_new_privs`` (or CAP_SYS_ADMIN). The rights handled are those the running kernel's ABI
+    knows: an older kernel enforces less, never fails for it."""
+    abi = landlock_abi()
+    fs = _LL_FS_BY_ABI.get(abi, (1 << 16) - 1) if plan.get("fs", True) else 0
+    net = (LL_NET_BIND_TCP | LL_NET_CONNECT_TCP) if abi >= 4 and plan.get("deny_tcp") else 0
+    scoped = (LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL) if abi >= 6 else 0
+    if not fs | net | scoped:
+        return   # nothing this kernel could add (the kernel refuses an empty ruleset)
+    attr = _LandlockRulesetAttr(fs, net, scoped)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24   # the struct as this ABI knows it
+    ruleset = _libc().syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size),
+                              ctypes.c_uint(0))
+    _check(ruleset, "landlock_create_ruleset")
+    try:
+        for path in plan["read"]:
+            _landlock_rule(ruleset, path, _LL_READ & fs)
+        for path in plan["write"]:
+            _landlock_rule(ruleset, path, fs)
+        for path in plan["devices"]:
+            _landlock_rule(ruleset, path, (LL_READ_FILE | LL_WRITE_FILE | LL_TRUNCATE | LL_IOCTL_DEV) & fs)
+        _check(_libc().syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint(0)),
+               "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+
+
 # -- the command ----------------------------------------------------------------------------------------
 
 def _apply_limits(rlimits: dict[str, list[int]]) -> None:
@@ -240,6 +327,8 @@ def _exec_command(cfg: dict, argv: list[str], status_fd: int) -> None:
         os.chdir(cfg["workdir"])
         for fd in cfg["keep_fds"]:
             os.set_inheritable(fd, True)
+        if cfg.get("landlock"):
+            apply_landlock(cfg["landlock"])   # last: after it, only what the plan allows
     except Exception as exc:  # noqa: BLE001 - any setup failure is reported, not half-run
         _report(status_fd, f"sandbox setup failed: {exc}")
         os._exit(126)
@@ -377,6 +466,23 @@ def _in_fork(step) -> str | None:  # type: ignore[no-untyped-def]
 def probe(cfg: dict) -> dict[str, str | None]:
     """Which layers this kernel grants, each tried in its own throwaway process."""
     report: dict[str, str | None] = {}
+
+    def landlock() -> None:
+        _prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+        apply_landlock({"read": [], "write": [], "devices": [], "deny_tcp": True})
+        try:
+            os.close(os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        except PermissionError:
+            return
+        raise OSError(errno.EPERM, "landlock_restrict_self returned but / is still readable")
+
+    # First: where namespaces are refused, Landlock is what is left.
+    if cfg.get("landlock") is False:
+        report["landlock"] = "turned off (CODEMOD_SANDBOX_LANDLOCK=0)"
+    else:
+        report["landlock"] = _in_fork(landlock)
+        if report["landlock"] is None:
+            report["landlock_abi"] = str(landlock_abi())
 
     def userns() -> None:
         if cfg["userns"]:

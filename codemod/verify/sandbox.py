@@ -25,6 +25,13 @@ launcher, so the verdict says what the kernel allowed, or ``none: <why>``):
   ``Limits.disk_bytes`` (shared with the scratch directories), and nothing it writes reaches the
   parent's copy. Nothing else of the host exists there (no ``/root``, ``/home``, ``/run``, ``/srv``,
   no directory of the parent's ``sys.path`` but the environment's own).
+* **Landlock** (no privilege or namespace needed; applied right before ``execve``): where the
+  minimal root cannot be built, the filesystem layer: reads only of the trees the minimal root
+  would bind read-only plus ``/proc`` and ``/sys``, writes only to the working copy (in place: no
+  overlay there), ``writable``, ``/dev/shm`` and the devices. Everywhere: no TCP bind or connect
+  unless ``network=True`` (ABI 4), signals and abstract unix sockets only within the run (ABI 6).
+  ``CODEMOD_SANDBOX_NAMESPACES=0`` / ``CODEMOD_SANDBOX_LANDLOCK=0`` turn the namespaces (and so
+  the minimal root) / Landlock off.
 * **User** (started as root): a uid dedicated to the run, no supplementary groups, no
   capabilities, ``PR_SET_NO_NEW_PRIVS``. Not root: the caller's uid inside a user namespace (the
   minimal root is then what keeps the caller's files out of reach).
@@ -490,6 +497,35 @@ def _paths_the_child_needs(program: str | None, extra: Iterable[str | Path] = ()
     return {os.path.abspath(p) for p in items if p}
 
 
+# -- Landlock ----------------------------------------------------------------------------------------
+
+_PSEUDO_FS = ("/proc", "/sys")
+
+
+def _landlock_plan(caps: _Capabilities, workdir: Path, program: str | None, visible: Iterable[str | Path],
+                   writable: list[Path], network: bool, gpu: bool) -> dict | None:
+    """What the command may do once its Landlock domain is in force (None: no Landlock here).
+    Without the minimal root: read and execute only the trees the minimal root would bind
+    read-only (system directories, a few files of ``/etc``, the interpreter and its environment,
+    ``visible``) plus ``/proc`` and ``/sys``; write only the working copy, ``writable``,
+    ``/dev/shm`` and the usual device files. Under the minimal root, which already keeps the host's
+    files out, no filesystem rules (a nested sandbox must still write its own ``/proc/self/uid_map``).
+    Either way no TCP unless ``network``, and signals and abstract unix sockets only within the run."""
+    if caps.layers.get("landlock") is not None:
+        return None
+    if caps.layers.get("root") is None:
+        return {"fs": False, "read": [], "write": [], "devices": [], "deny_tcp": not network}
+    binds, _links, devices = _root_plan(_paths_the_child_needs(program, visible), [str(w) for w in writable],
+                                        network, gpu, [["", "/etc/passwd"], ["", "/etc/group"]])
+    return {"fs": True, "read": [target for _source, target, rw in binds if not rw] + list(_PSEUDO_FS),
+            "write": [str(workdir), *(target for _source, target, rw in binds if rw), "/dev/shm"],
+            "devices": devices, "deny_tcp": not network}
+
+
+def _landlock_words(caps: _Capabilities) -> str:
+    return f"landlock (ABI {caps.layers.get('landlock_abi')})"
+
+
 # -- probing ---------------------------------------------------------------------------------------
 
 def _launcher_argv(config_fd: int, status_fd: int, argv: list[str]) -> list[str]:
@@ -523,7 +559,13 @@ class _Capabilities:
     cgroup: str | None      # None: a cgroup can be made
 
 
-_LAYERS = ("userns", "mount", "pid", "ipc", "uts", "net", "root", "keyring", "uid")
+_LAYERS = ("landlock", "userns", "mount", "pid", "ipc", "uts", "net", "root", "keyring", "uid")
+
+
+def _setting_on(name: str) -> bool:
+    """An operator's switch (``0``/``false``/``no``/``off`` turn a layer off; anything else, or
+    unset, leaves it on). Read once, when the process first probes."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @functools.lru_cache(maxsize=1)
@@ -540,7 +582,8 @@ def _capabilities() -> _Capabilities:
             plan = {"dir": str(base / "root"), "scratch": str(base / "scratch"), "scratch_size": 1 << 20,
                     "binds": binds, "links": links, "devices": devices,
                     "workdir": {"path": str(base / "work"), "source": str(base / "work"), "overlay": True}}
-            cfg = {"probe": True, "userns": not root, "root": plan, "uid": uid, "gid": uid}
+            cfg = {"probe": True, "userns": not root, "root": plan, "uid": uid, "gid": uid,
+                   "landlock": _setting_on("CODEMOD_SANDBOX_LANDLOCK")}
             proc, status_r = _start_launcher(["true"], cfg, subprocess.DEVNULL)
             try:
                 out, err = proc.communicate(timeout=60)
@@ -556,6 +599,9 @@ def _capabilities() -> _Capabilities:
                 _release_uid(uid)
     if not root:
         layers["uid"] = f"not started as root (uid {os.geteuid()})"
+    if not _setting_on("CODEMOD_SANDBOX_NAMESPACES"):
+        layers.update(dict.fromkeys(("userns", "mount", "pid", "ipc", "uts", "net", "root"),
+                                    "turned off (CODEMOD_SANDBOX_NAMESPACES=0)"))
     cgroup: str | None = "not started as root" if not root else None
     if root:
         try:
@@ -567,18 +613,42 @@ def _capabilities() -> _Capabilities:
 
 def _words(caps: _Capabilities, network: bool, uid_words: str, limits: Limits, gpu: bool) -> Isolation:
     layers = caps.layers
+    landlock = layers.get("landlock") is None
+    scoped = landlock and int(layers.get("landlock_abi") or 0) >= 6
 
     def layer(name: str, good: str) -> str:
         return good if layers.get(name) is None else f"none: {layers[name]}"
 
-    net = "host network (network=True was asked for)" if network else layer(
-        "net", "network namespace (only a loopback, down: nothing reachable, not even 127.0.0.1)")
-    fs = layer("root", "minimal root (system directories, the interpreter and its environment read-only; the copy "
-                       "through an overlay; private /tmp; fresh /proc)")
+    if network:
+        net = "host network (network=True was asked for)"
+    elif layers.get("net") is None:
+        net = "network namespace (only a loopback, down: nothing reachable, not even 127.0.0.1)"
+        if landlock and int(layers.get("landlock_abi") or 0) >= 4:
+            net += f"; {_landlock_words(caps)}: TCP connect and bind denied as well"
+    elif landlock and int(layers.get("landlock_abi") or 0) >= 4:
+        net = (f"{_landlock_words(caps)}: TCP connect and bind denied (UDP and unix sockets on the file system "
+               f"are not covered; no network namespace: {layers['net']})")
+    else:
+        why = layers["landlock"] if not landlock else "its ABI has no network rules (needs 4)"
+        net = f"none: {layers['net']}; no landlock: {why}"
+    landlock_fs = (f"{_landlock_words(caps)}: writes only to the copy (and /dev/shm), reads only of the system "
+                   f"directories, the interpreter and its environment, the copy, /proc and /sys")
+    if layers.get("root") is None:
+        fs = ("minimal root (system directories, the interpreter and its environment read-only; the copy "
+              "through an overlay; private /tmp; fresh /proc)")
+    elif landlock:
+        fs = f"{landlock_fs} (no minimal root: {layers['root']})"
+    else:
+        fs = f"none: {layers['root']}; no landlock: {layers['landlock']}"
+    processes = layer("pid", "PID namespace (init kills every leftover process)")
+    if scoped:
+        processes += f"; {_landlock_words(caps)}: signals only within the run"
+    ipc = layer("ipc", "IPC namespace")
+    if scoped:
+        ipc += f"; {_landlock_words(caps)}: abstract unix sockets only within the run"
     disk = None if layers.get("root") is None else "no overlay without the minimal root"
-    return Isolation(network=net, user=uid_words, filesystem=fs,
-                     processes=layer("pid", "PID namespace (init kills every leftover process)"),
-                     ipc=layer("ipc", "IPC namespace"), keyring=layer("keyring", "a fresh session keyring"),
+    return Isolation(network=net, user=uid_words, filesystem=fs, processes=processes, ipc=ipc,
+                     keyring=layer("keyring", "a fresh session keyring"),
                      limits=_describe_limits(limits, caps.cgroup, disk, gpu))
 
 
@@ -778,6 +848,7 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
     program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=child_env["PATH"])
     program = os.path.abspath(program) if program else None
     writable = [Path(w).resolve() for w in writable]
+    visible = list(visible)
     uid = gid = None
     user_words = f"unchanged: {caps.layers['uid']}"
     if caps.root and caps.layers.get("uid") is None:
@@ -804,11 +875,12 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
             root = {"dir": str(staging / "root"), "scratch": str(staging / "scratch"),
                     "scratch_size": limits.disk_bytes, "binds": binds, "links": links, "devices": devices,
                     "workdir": {"path": str(workdir), "source": str(workdir), "overlay": True}}
+        landlock = _landlock_plan(caps, workdir, program, visible, writable, network, gpu)
         if caps.cgroup is None and (limits.memory_bytes is not None or limits.processes is not None):
             cgroup = _Cgroup(f"codemod-sandbox-{os.getpid()}-{random.randrange(1 << 40):x}", limits)
         cfg = {"userns": not caps.root and caps.layers.get("userns") is None, "layers": layers, "root": root,
                "cgroups": cgroup.procs if cgroup else [], "uid": uid, "gid": gid, "rlimits": _rlimits(limits, gpu),
-               "env": child_env, "workdir": str(workdir), "keep_fds": list(pass_fds)}
+               "env": child_env, "workdir": str(workdir), "keep_fds": list(pass_fds), "landlock": landlock}
         return _launch(argv, cfg, timeout, stdin, isolation, cgroup, tuple(pass_fds))
     finally:
         if cgroup is not None:

@@ -17,7 +17,11 @@ variable                           meaning                                      
 ``CODEMOD_SANDBOX_CPU_SECONDS``    CPU seconds per run                              ``900``
 ``CODEMOD_SANDBOX_FILE_SIZE``      largest file a run may write                     ``1G``
 ``CODEMOD_PIP_INDEX_URL``          index for ``smoke.requirements`` names           pip's own
+``CODEMOD_SANDBOX_NAMESPACES``     ``0``: no namespaces (Landlock alone)            ``1``
+``CODEMOD_SANDBOX_LANDLOCK``       ``0``: no Landlock domain                        ``1``
 =================================  ===============================================  =========
+
+The last two are read by :mod:`.sandbox` itself, once per process, when it probes the kernel.
 """
 
 from __future__ import annotations

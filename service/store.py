@@ -364,9 +364,11 @@ class Store:
             s.execute(update(RepoState).where(RepoState.repo == repo).values(busy_until=None))
 
     def reject(self, repo: str, fingerprints: list[str]) -> None:
-        with self.session() as s:
-            known = set(s.scalars(select(Rejected.fingerprint).where(Rejected.repo == repo)))
-            s.add_all(Rejected(repo=repo, fingerprint=f) for f in set(fingerprints) - known)
+        if not fingerprints:
+            return
+        with self.session() as s:   # two workers may reject the same fingerprint at once
+            s.execute(_insert(s, Rejected).values([{"repo": repo, "fingerprint": f} for f in sorted(set(fingerprints))])
+                      .on_conflict_do_nothing())
 
     def rejected(self, repo: str) -> set[str]:
         with self.session() as s:
@@ -386,9 +388,10 @@ class Store:
         if not items:
             return
         now = time.time()
-        with self.session() as s:
-            existing = set(s.scalars(select(CachedResult.key).where(CachedResult.key.in_(list(items)))))
-            s.add_all(CachedResult(key=k, value=v, used_at=now) for k, v in items.items() if k not in existing)
+        rows = [{"key": k, "value": v, "used_at": now} for k, v in items.items()]
+        with self.session() as s:   # workers analysing the same blobs insert the same keys at once
+            for i in range(0, len(rows), 500):
+                s.execute(_insert(s, CachedResult).values(rows[i:i + 500]).on_conflict_do_nothing())
 
 
 class ResultCache:
@@ -412,15 +415,19 @@ def _labels(**labels: str) -> str:
     return json.dumps(labels, sort_keys=True)
 
 
+def _insert(session: Session, table):  # type: ignore[no-untyped-def]
+    """An INSERT that can say ON CONFLICT (SQLite and PostgreSQL both speak it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
 def _upsert(session: Session, name: str, labels: str, value: float, *, add: bool) -> None:
     """Add ``value`` to the metric (or set it), creating it at first use; one statement, so two
     workers adding at once both count (SQLite and PostgreSQL both speak ON CONFLICT)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
-    stmt = upsert(Metric).values(name=name, labels=labels, value=value)
+    stmt = _insert(session, Metric).values(name=name, labels=labels, value=value)
     new = Metric.value + stmt.excluded.value if add else stmt.excluded.value
     session.execute(stmt.on_conflict_do_update(index_elements=[Metric.name, Metric.labels], set_={"value": new}))
 

@@ -130,3 +130,46 @@ def test_the_redis_queue_is_fifo(tmp_path):
 def test_a_bad_queue_url_names_the_variable():
     with pytest.raises(QueueError, match="CODEMOD_QUEUE_URL: unsupported scheme 'amqp'"):
         JobQueue("amqp://localhost")
+
+
+def test_two_workers_caching_and_rejecting_the_same_keys_at_once_both_succeed():
+    """Workers analysing the same blobs (forks, vendored files) put the same cache keys at the same
+    time. A read-then-insert lost that race on PostgreSQL (UniqueViolation, the job failed): here
+    another transaction holds the key uncommitted while the store inserts it."""
+    import shutil
+    import threading
+
+    reason = servers.missing_postgres()
+    if reason:
+        pytest.skip(reason)
+    from sqlalchemy import text
+
+    proc, url, pg_dir = servers.start_postgres()
+    try:
+        store, other = Store(url), Store(url)
+        rows = [("result_cache", "INSERT INTO result_cache (key, value, used_at) VALUES ('k1', '{\"n\": 0}', 0)",
+                 lambda: store.cache_put_many({"k1": {"n": 1}, "k2": {"n": 2}})),
+                ("rejected", "INSERT INTO rejected (repo, fingerprint) VALUES ('acme/app', 'f1')",
+                 lambda: store.reject("acme/app", ["f1", "f2"]))]
+        for table, insert, call in rows:
+            errors: list[BaseException] = []
+
+            def run(call=call, errors=errors):
+                try:
+                    call()
+                except BaseException as exc:   # noqa: BLE001 (reported below)
+                    errors.append(exc)
+
+            with other.engine.connect() as conn:
+                conn.execute(text(insert))            # uncommitted: the store cannot see it yet
+                worker = threading.Thread(target=run)
+                worker.start()
+                worker.join(1.0)                      # the store's insert waits on the key's lock
+                conn.commit()
+            worker.join(30)
+            assert not worker.is_alive() and errors == [], (table, errors)
+        assert store.cache_get_many(["k1", "k2"]) == {"k1": {"n": 0}, "k2": {"n": 2}}   # the first write stays
+        assert store.rejected("acme/app") == {"f1", "f2"}
+    finally:
+        servers.stop(proc)
+        shutil.rmtree(pg_dir, ignore_errors=True)

@@ -3,8 +3,8 @@
 App JWT auth, installation tokens narrowed to the one repository (and to the permissions the job
 needs), ``base_url`` from the settings (GitHub Enterprise and local servers work the same), and
 ``GithubRetry`` for 5xx, 429 and secondary rate limits (``Retry-After``, ``x-ratelimit-reset``)
-and network errors. Content-creating requests go through one budget per process (GitHub allows 80
-a minute). A 404 or 422 is a :class:`PermanentError` with a message that says what was refused;
+and network errors. Content-creating requests go through one budget per installation, shared
+through the job store by every worker process (GitHub allows 80 a minute). A 404 or 422 is a :class:`PermanentError` with a message that says what was refused;
 anything still failing after the retries is a :class:`TransientError` (the job runs again).
 """
 
@@ -16,12 +16,16 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from github import Auth, Github, GithubException, GithubIntegration, GithubRetry, RateLimitExceededException
 from github.InstallationAuthorization import InstallationAuthorization
 from requests.exceptions import RequestException
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .store import Store
 
 # PyGithub gives its logger a plain stderr handler of its own at import; its lines go through the
 # root's JSON handler instead (service.logs), with the job's ids and without secrets.
@@ -62,6 +66,18 @@ class WriteBudget:
                     self.times.append(now)
                     return
                 wait = 60 - (now - self.times[0])
+            time.sleep(wait)
+
+
+class SharedWriteBudget:
+    """The same, counted in the job store: every worker process of the installation, on every
+    machine, draws on one budget (:meth:`Store.take_write`)."""
+
+    def __init__(self, store: "Store", installation: int, per_minute: int) -> None:
+        self.store, self.installation, self.per_minute = store, installation, per_minute
+
+    def take(self) -> None:
+        while wait := self.store.take_write(self.installation, self.per_minute):
             time.sleep(wait)
 
 
@@ -107,8 +123,8 @@ def _errors(what: str):
 
 
 class GitHubApp:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, store: "Store | None" = None) -> None:
+        self.settings, self.store = settings, store
         self.auth = Auth.AppAuth(settings.github_app_id, settings.private_key())
         self.integration = GithubIntegration(auth=self.auth, base_url=settings.github_api_url, retry=self._retry())
         self.budget = _budgets.setdefault(settings.codemod_writes_per_minute, WriteBudget(settings.codemod_writes_per_minute))
@@ -131,7 +147,9 @@ class GitHubApp:
         token = InstallationAuthorization(self.integration.requester, headers, data).token
         gh = Github(auth=Auth.Token(token), base_url=self.settings.github_api_url, retry=self._retry(),
                     seconds_between_requests=None, seconds_between_writes=None)
-        return RepoClient(gh, full_name, token, self.budget)
+        budget = self.budget if self.store is None else SharedWriteBudget(
+            self.store, installation_id, self.settings.codemod_writes_per_minute)
+        return RepoClient(gh, full_name, token, budget)
 
 
 @dataclass
@@ -144,7 +162,7 @@ class PullInfo:
 
 
 class RepoClient:
-    def __init__(self, gh: Github, full_name: str, token: str, budget: WriteBudget) -> None:
+    def __init__(self, gh: Github, full_name: str, token: str, budget: WriteBudget | SharedWriteBudget) -> None:
         self.gh, self.full_name, self.token, self.budget = gh, full_name, token, budget
         with _errors(f"GET /repos/{full_name}"):
             self.repo = gh.get_repo(full_name)

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import (JSON, Float, Integer, String, Text, bindparam, create_engine, event, func, insert, select,
-                        update)
+from sqlalchemy import (JSON, Float, Integer, String, Text, bindparam, create_engine, delete, event, func, insert, select,
+                        text, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -88,6 +88,16 @@ class CachedResult(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[dict] = mapped_column(JSON)
     used_at: Mapped[float] = mapped_column(Float)
+
+
+class GitHubWrite(Base):
+    """One content-creating request to GitHub: the budget (GitHub allows 80 a minute) is shared by
+    every worker process of the installation, on any machine."""
+
+    __tablename__ = "github_writes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    installation: Mapped[int] = mapped_column(Integer, index=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class Metric(Base):
@@ -323,6 +333,27 @@ class Store:
             if rate_remaining is not None:
                 installation, remaining = rate_remaining
                 _upsert(s, "github_rate_limit_remaining", _labels(installation=str(installation)), remaining, add=False)
+
+    def take_write(self, installation: int, per_minute: int, now: float | None = None) -> float:
+        """Count one content-creating request of ``installation`` if fewer than ``per_minute`` were
+        made in the last 60 s by any worker: 0.0. Otherwise nothing is counted and the answer is the
+        seconds until the oldest of them leaves the window. One statement decides (on PostgreSQL
+        after a transaction lock per installation; SQLite takes its write lock before the count)."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x636F6D6F00000000 + installation})
+            window = (GitHubWrite.installation == installation) & (GitHubWrite.at > now - 60)
+            count = select(func.count()).where(window).scalar_subquery()
+            taken = s.execute(insert(GitHubWrite.__table__).from_select(
+                ["installation", "at"], select(bindparam("i", installation), bindparam("now", now)).where(
+                    count < per_minute)).returning(GitHubWrite.__table__.c.id)).first()
+            if taken is not None:
+                if int(now) % 60 == 0:   # now and then, forget what is past every window
+                    s.execute(delete(GitHubWrite).where(GitHubWrite.at < now - 3600))
+                return 0.0
+            oldest = s.scalar(select(func.min(GitHubWrite.at)).where(window))
+            return max(0.01, (oldest or now) + 60 - now)
 
     def metrics(self) -> list[tuple[str, dict[str, str], float]]:
         with self.session() as s:

@@ -73,7 +73,7 @@ class Worker:
         self.queue = queue or self.queues[settings.codemod_queue_name]  # the one this worker takes jobs from
         self.queue_name = settings.codemod_queue_name
         self._client: RepoClient | None = None
-        self.app = app or GitHubApp(settings)
+        self.app = app or GitHubApp(settings, self.store)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{next(_ids)}"
         self._slug: str | None = settings.codemod_app_slug
         # The sandbox's bounds: the environment's (CODEMOD_SANDBOX_*), with the two the service's

@@ -14,6 +14,8 @@ from e2e import servers
 from service.queue import JobQueue, QueueError
 from service.store import DuplicateDelivery, Store
 
+# the newest migration (each file is named for its revision)
+_HEAD = max(p.name.split("_")[0] for p in (Path(__file__).parent.parent / "service/migrations/versions").glob("0*.py"))
 JOB = {"kind": "push", "repo": "acme/app", "installation_id": 1, "payload": {"sha": "abc"}}
 
 
@@ -63,7 +65,7 @@ def test_the_schema_is_alembics_and_an_existing_data_dir_is_upgraded_in_place(tm
     again = Store(url)  # a restart (or a new release) runs the migrations again: nothing lost
     assert len(again.jobs()) == 1
     with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
-        assert db.execute("select version_num from alembic_version").fetchall() == [("0002",)]
+        assert db.execute("select version_num from alembic_version").fetchall() == [(_HEAD,)]
 
 
 def test_a_data_dir_of_the_first_release_is_upgraded_and_its_jobs_kept(tmp_path):
@@ -170,6 +172,50 @@ def test_two_workers_caching_and_rejecting_the_same_keys_at_once_both_succeed():
             assert not worker.is_alive() and errors == [], (table, errors)
         assert store.cache_get_many(["k1", "k2"]) == {"k1": {"n": 0}, "k2": {"n": 2}}   # the first write stays
         assert store.rejected("acme/app") == {"f1", "f2"}
+    finally:
+        servers.stop(proc)
+        shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def _writers_race(url: str) -> None:
+    """Four worker processes' stores take writes for one installation at the same instant: exactly
+    the budget is granted, and the others are told to wait until the first leaves the window."""
+    import threading
+
+    stores = [Store(url) for _ in range(4)]
+    granted: list[float] = []
+    start = threading.Barrier(len(stores))
+
+    def worker(store: Store) -> None:
+        start.wait()
+        for _ in range(5):
+            granted.append(store.take_write(7, per_minute=12, now=1000.0))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(granted).count(0.0) == 12 and len(granted) == 20
+    assert set(granted) - {0.0} == {60.0}                           # the first write leaves at 1060
+    assert stores[0].take_write(8, per_minute=12, now=1000.0) == 0.0          # another installation's own budget
+    assert stores[0].take_write(7, per_minute=12, now=1059.0) == 1.0
+    assert stores[0].take_write(7, per_minute=12, now=1060.5) == 0.0          # the window moved on
+
+
+def test_the_github_write_budget_is_shared_by_every_worker_on_sqlite(tmp_path):
+    _writers_race(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+
+
+def test_the_github_write_budget_is_shared_by_every_worker_on_postgresql():
+    import shutil
+
+    reason = servers.missing_postgres()
+    if reason:
+        pytest.skip(reason)
+    proc, url, pg_dir = servers.start_postgres()
+    try:
+        _writers_race(url)
     finally:
         servers.stop(proc)
         shutil.rmtree(pg_dir, ignore_errors=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -18,12 +21,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 class Browser:
     def __init__(self) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="codemod-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="codemod-chromium-", ignore_cleanup_errors=True)
         # --no-sandbox: the tests run as root, where chromium refuses its own sandbox
         self.proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
                                       "--no-first-run", "--remote-debugging-port=0",
                                       f"--user-data-dir={self._profile.name}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)   # its helpers (crashpad, renderers) with it
         deadline = time.monotonic() + 60
         port = None
         while port is None:
@@ -82,5 +86,14 @@ class Browser:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self._profile.cleanup()
+                pass
+            # chromium's helper processes outlive it for a moment and still write to the profile
+            # (CI saw "Directory not empty"): end the whole group, then remove the profile
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            for _ in range(50):
+                shutil.rmtree(self._profile.name, ignore_errors=True)
+                if not os.path.exists(self._profile.name):
+                    break
+                time.sleep(0.1)

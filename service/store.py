@@ -338,21 +338,20 @@ class Store:
         """Count one content-creating request of ``installation`` if fewer than ``per_minute`` were
         made in the last 60 s by any worker: 0.0. Otherwise nothing is counted and the answer is the
         seconds until the oldest of them leaves the window. One statement decides (on PostgreSQL
-        after a transaction lock per installation; SQLite takes its write lock before the count)."""
+        after a transaction lock per installation; SQLite holds its write lock from the first statement)."""
         now = time.time() if now is None else now
         with self.session() as s:
             if s.get_bind().dialect.name == "postgresql":
                 s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x636F6D6F00000000 + installation})
-            window = (GitHubWrite.installation == installation) & (GitHubWrite.at > now - 60)
-            count = select(func.count()).where(window).scalar_subquery()
+            mine = GitHubWrite.installation == installation
+            s.execute(delete(GitHubWrite).where(mine, GitHubWrite.at <= now - 60))   # out of every window
+            count = select(func.count()).where(mine).scalar_subquery()
             taken = s.execute(insert(GitHubWrite.__table__).from_select(
                 ["installation", "at"], select(bindparam("i", installation), bindparam("now", now)).where(
                     count < per_minute)).returning(GitHubWrite.__table__.c.id)).first()
             if taken is not None:
-                if int(now) % 60 == 0:   # now and then, forget what is past every window
-                    s.execute(delete(GitHubWrite).where(GitHubWrite.at < now - 3600))
                 return 0.0
-            oldest = s.scalar(select(func.min(GitHubWrite.at)).where(window))
+            oldest = s.scalar(select(func.min(GitHubWrite.at)).where(mine))
             return max(0.01, (oldest or now) + 60 - now)
 
     def metrics(self) -> list[tuple[str, dict[str, str], float]]:

@@ -1,4 +1,4 @@
-"""The content-creating requests made to GitHub in the last hour, per installation: the write
+"""The content-creating requests made to GitHub in the last minute, per installation: the write
 budget (GitHub allows 80 a minute) is shared by every worker process.
 
 Revision ID: 0003

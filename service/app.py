@@ -136,8 +136,10 @@ class _WebhookPath:
         self.app, self.acknowledge = app, acknowledge
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/webhook" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] != "/webhook":
             return await self.app(scope, receive, send)
+        if scope["method"] != "POST":
+            return await _answer(send, 405, {"error": "the webhook accepts POST only"}, allow=b"POST")
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -154,10 +156,12 @@ class _WebhookPath:
         await _answer(send, status, reply)
 
 
-async def _answer(send, status: int, reply: dict) -> None:
+async def _answer(send, status: int, reply: dict, allow: bytes | None = None) -> None:
     raw = json.dumps(reply, separators=(",", ":")).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    if allow is not None:
+        headers.append((b"allow", allow))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": raw})
 
 

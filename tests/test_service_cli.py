@@ -155,3 +155,24 @@ def test_a_delivery_over_githubs_25_mb_is_refused_before_it_is_read_whole(world,
     unsigned = asyncio.run(post(b"{}"))
     assert (unsigned.status_code, unsigned.json()) == (401, {"error": "bad or missing X-Hub-Signature-256"})
     assert app.state.store.deliveries() == []
+
+
+def test_the_webhook_answers_other_methods_405_with_allow_post(world, tmp_path):
+    import asyncio
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    env = {k.lower(): v for k, v in world.env.items() if k != "CODEMOD_CACHE"}
+    env["codemod_data_dir"] = str(tmp_path)
+    app = create_app(Settings(_env_file=None, **env))
+
+    async def call(method: str):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            return await client.request(method, "/webhook")
+
+    for method in ("GET", "PUT", "DELETE"):
+        reply = asyncio.run(call(method))
+        assert (reply.status_code, reply.headers.get("allow"), reply.json()) == (
+            405, "POST", {"error": "the webhook accepts POST only"}), method
+    assert app.state.store.deliveries() == []

@@ -37,7 +37,7 @@ def possible_findings(tree: ast.Module) -> frozenset[str]:
     like ``weight``/``bias``), or holds a Parameter created inside a larger expression.
     """
     from .analysis import torch_api
-    from .rules.inplace import _NOT_DIFFERENTIABLE
+    _NOT_DIFFERENTIABLE = torch_api.NOT_DIFFERENTIABLE_FUNCTIONS
 
     modules = torch_api.inplace_activation_modules()
     functional = torch_api.FUNCTIONAL_INPLACE_ARG

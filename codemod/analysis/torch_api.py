@@ -323,6 +323,13 @@ SPECIAL_INPLACE = frozenset({"zero_", "fill_", "copy_"})
 # In-place ops without an out-of-place twin: only the clone-first rewrite applies.
 CLONE_ONLY_INPLACE = frozenset({"fill_diagonal_"})
 
+# Functions and methods that are never differentiable code, by the name torch.nn and its users
+# give them (initialisation, indexing of datasets, repr).
+NOT_DIFFERENTIABLE_FUNCTIONS = frozenset({
+    "__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
+    "__getitem__", "__len__", "extra_repr",
+})
+
 
 def inplace_methods() -> dict[str, str]:
     return table()["inplace_methods"]

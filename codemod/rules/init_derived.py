@@ -196,8 +196,8 @@ class _FileChecks:
         return self._foreign
 
 
-# ``python -m libcst.tool codemod -x codemod.rules.init_derived.InitDerivedCommand PATH``
-__getattr__ = command_getattr(InitDerivedRule, "InitDerivedCommand")
+# The LibCST command lives in ``codemod.commands``; its old address still works.
+__getattr__ = command_getattr("InitDerivedCommand")
 
 
 class _ClassCheck:

@@ -188,8 +188,7 @@ _CODE_BY_KIND = {
 }
 _CODE_BY_PROPERTY = {"P1": "IP206", "P2": "IP201", "P3": "IP202", "P4": "IP203", "P5": "IP204", "form": "IP206"}
 _MAX_SOLVE_ROUNDS = 60
-_NOT_DIFFERENTIABLE = {"__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
-                       "__getitem__", "__len__", "extra_repr"}
+_NOT_DIFFERENTIABLE = torch_api.NOT_DIFFERENTIABLE_FUNCTIONS
 
 
 @dataclass
@@ -211,8 +210,8 @@ class InplaceRule(Rule):
         return _Solver(ctx, options).run()
 
 
-# ``python -m libcst.tool codemod -x codemod.rules.inplace.InplaceCommand PATH``
-__getattr__ = command_getattr(InplaceRule, "InplaceCommand")
+# The LibCST command lives in ``codemod.commands``; its old address still works.
+__getattr__ = command_getattr("InplaceCommand")
 
 
 class _Solver:

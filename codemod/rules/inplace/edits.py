@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from ..analysis import torch_api
-from ..analysis.syntax import children
+from ...analysis import torch_api
+from ...analysis.syntax import children
 
 # Operator precedence, lowest to highest (Python reference, "Operator precedence").
 _BINARY_PRECEDENCE = {

@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Union
 
 import libcst as cst
 
-from . import torch_api
-from .index import ClassInfo, FunctionInfo, ModuleIndex, all_params
-from .syntax import (
+from ...analysis import torch_api
+from ...analysis.index import ClassInfo, FunctionInfo, ModuleIndex, all_params
+from ...analysis.syntax import (
     call_display, children, dotted_name, is_false, is_true, keyword_arg, positional_args, self_attribute, short_code,
     walk_same_scope,
 )
 
 if TYPE_CHECKING:
-    from ..program import Program
+    from ...program import Program
 
 
 class Kind(enum.Enum):

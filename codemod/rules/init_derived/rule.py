@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from ...analysis import torch_api
 from ...analysis.index import ClassInfo, ModuleIndex, all_params, is_layer_base
 from ...analysis.syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk, walk_same_scope
 from ...context import FileContext
@@ -24,8 +25,8 @@ from ..base import Rule, RuleOptions
 from .codes import CODES, FAMILY
 from .edits import recomputing_property
 
-_PARAM_FACTORIES = {"torch.nn.Parameter", "torch.nn.parameter.Parameter"}
-_BUFFER_FACTORIES = {"torch.nn.Buffer", "torch.nn.parameter.Buffer"}
+_PARAM_FACTORIES = torch_api.PARAMETER_CLASSES
+_BUFFER_FACTORIES = torch_api.BUFFER_CLASSES
 _SNAPSHOT = {"detach", "detach_", "clone", "numpy", "tolist", "item", "cpu"}
 # ``.float()`` / ``.cpu()`` are left out: on a float32 CPU Parameter they return the Parameter itself.
 _MOVES = {"to", "cuda", "half", "double", "bfloat16"}
@@ -209,9 +210,9 @@ class _ClassCheck:
     def _disables_grad(self, expr) -> bool:
         qual = self.index.imports.qualify(expr.func if isinstance(expr, cst.Call) else expr)
         args = positional_args(expr) if isinstance(expr, cst.Call) else []
-        if qual == "torch.set_grad_enabled":
+        if qual in torch_api.GRAD_SETTING:
             return not (args and is_true(args[0].value))
-        if qual in ("torch.no_grad", "torch.inference_mode"):
+        if qual in torch_api.GRAD_DISABLING:
             return not (args and is_false(args[0].value))
         return False
 
@@ -560,10 +561,9 @@ def _bug(derived: _Derived) -> str:
 
 
 # ``torch.zeros_like(self.w)`` reads only the shape, dtype and device of its argument.
-_LIKE_FACTORIES = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"}
-_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "layout", "names"}
-_METADATA_METHODS = {"size", "dim", "numel", "nelement", "ndimension", "element_size", "stride",
-                     "is_contiguous", "is_floating_point", "get_device", "type"}
+_LIKE_FACTORIES = torch_api.LIKE_FACTORIES
+_METADATA_ATTRS = torch_api.METADATA_ATTRIBUTES
+_METADATA_METHODS = torch_api.METADATA_METHODS
 
 
 def _tensor_valued_parts(value):
@@ -595,13 +595,10 @@ def _tensor_valued_parts(value):
             stack.extend(reversed(children(node)))
 
 
-_RANDOM_FUNCTIONS = {"rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson",
-                     "rand_like", "randn_like", "randint_like", "dropout", "dropout1d", "dropout2d", "dropout3d",
-                     "alpha_dropout", "feature_alpha_dropout", "gumbel_softmax", "rrelu"}
-_RANDOM_METHODS = {"uniform_", "normal_", "bernoulli_", "random_", "exponential_", "geometric_", "cauchy_", "log_normal_"}
-_VIEW_METHODS = {"t", "transpose", "permute", "view", "view_as", "unsqueeze", "squeeze", "expand", "expand_as",
-                 "narrow", "select", "unflatten", "swapaxes", "swapdims", "movedim", "diagonal", "unbind", "split", "chunk"}
-_VIEW_ATTRS = {"T", "mT", "H", "mH", "real", "imag"}
+_RANDOM_FUNCTIONS = torch_api.RANDOM_FUNCTIONS
+_RANDOM_METHODS = torch_api.RNG_INPLACE
+_VIEW_METHODS = torch_api.VIEW_METHODS
+_VIEW_ATTRS = torch_api.VIEW_ATTRIBUTES
 _CONTAINERS = {cst.Dict: "dict", cst.List: "list", cst.Set: "set", cst.DictComp: "dict", cst.ListComp: "list",
                cst.SetComp: "set", cst.GeneratorExp: "generator"}
 

@@ -297,11 +297,10 @@ def join(states: Iterable[State | None]) -> State | None:
     return out
 
 
-_NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
-            "torch.autograd.grad_mode.inference_mode"}
-_ENABLE_GRAD = {"torch.enable_grad", "torch.autograd.enable_grad"}
-_SET_GRAD = {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
-_AUTOCAST = {"torch.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast", "torch.amp.autocast"}
+_NO_GRAD = torch_api.GRAD_DISABLING
+_ENABLE_GRAD = torch_api.GRAD_ENABLING
+_SET_GRAD = torch_api.GRAD_SETTING
+_AUTOCAST = torch_api.AUTOCAST
 _AUTOGRAD_FUNCTION = {"torch.autograd.Function", "torch.autograd.function.Function", "torch.autograd.function.InplaceFunction"}
 _LOW_PRECISION = {"torch.float16", "torch.half", "torch.bfloat16"}
 

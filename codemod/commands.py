@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from libcst.codemod import CodemodCommand
 
+from .config import MODES, Mode
 from .engine import rewrite_module
 from .rules import Rule
 from .rules.init_derived import InitDerivedRule
@@ -32,13 +33,13 @@ class RuleCommand(CodemodCommand):
 
     rule: ClassVar[type[Rule]]
 
-    def __init__(self, context, mode: str = "hazards") -> None:
+    def __init__(self, context, mode: Mode = "hazards") -> None:
         super().__init__(context)
         self.mode = mode
 
     @staticmethod
     def add_args(arg_parser) -> None:
-        arg_parser.add_argument("--mode", choices=("hazards", "all"), default="hazards",
+        arg_parser.add_argument("--mode", choices=MODES, default="hazards",
                                 help="hazards (default) or all safe in-place ops in differentiable code")
 
     def transform_module_impl(self, tree):

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from typing import ClassVar, Literal, Mapping
 
+from ..config import Mode
 from ..context import FileContext
 from ..findings import Finding
 from ..program import Program
 from ..project import ProjectFacts
 
 
+# What a code's findings get: a rewrite, or a report of why not.
+Fix = Literal["rewritten", "reported"]
+
+
 @dataclass(frozen=True)
 class Example:
     before: str
     after: str | None = None  # None: reported, not rewritten
-    mode: str = "hazards"
+    mode: Mode = "hazards"
 
 
 @dataclass(frozen=True)
@@ -27,14 +32,14 @@ class RuleCode:
     name: str
     summary: str  # one line
     why: str
-    fix: str  # "rewritten" | "reported"
+    fix: Fix
     examples: tuple[Example, ...] = ()
     family: str = ""
 
 
 @dataclass(frozen=True)
 class RuleOptions:
-    mode: str = "hazards"  # "hazards" | "all"
+    mode: Mode = "hazards"
     # Lines (1-based) where the runtime locator saw an in-place write into a saved tensor.
     confirmed_lines: frozenset[int] = field(default_factory=frozenset)
     # ``# codemod: ignore[...]`` comments: line -> codes ({"*"}: all). A suppressed site is

@@ -39,7 +39,7 @@ class _Plan:
     """The decision for one site. ``reasons`` say why it is not rewritten, as (property, text);
     the text is built only if the site is reported (it needs line numbers, hence positions)."""
 
-    form: str | None
+    form: rw.Form | None
     reasons: list[tuple[str, Callable[[], str]]]
 
 
@@ -245,7 +245,7 @@ class _Solver:
             return _Plan(None, [])
         return _Plan(form, [])
 
-    def form_for(self, site: Site, current: dict[tuple, str | None]) -> str | None:
+    def form_for(self, site: Site, current: dict[tuple, str | None]) -> rw.Form | None:
         kind = site.kind
         stmt = site.statement
         receiver = site.receiver
@@ -348,7 +348,7 @@ class _Solver:
             return "`out=` into something other than a local name, or inside a larger expression"
         return "the written tensor is not a local name of this function"
 
-    def conflict_reason(self, site: Site, form: str | None) -> tuple[str, Callable[[], str]] | None:
+    def conflict_reason(self, site: Site, form: rw.Form | None) -> tuple[str, Callable[[], str]] | None:
         """A later read that would see a different value after the rewrite (P2), if any."""
         rebinding = form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "clone-into", "out")
         relevant = [(node, name) for node, name in site.conflicts.items() if not (rebinding and name == site.root)]
@@ -640,7 +640,7 @@ class _Solver:
             return f"`{short_code(site.receiver)}`"
         return "its input"
 
-    def rewrite_finding(self, site: Site, form: str) -> Finding:
+    def rewrite_finding(self, site: Site, form: rw.Form) -> Finding:
         code = _CODE_BY_KIND[site.kind]
         evidence, related = self.evidence_text(site)
         subject = self._subject(site)
@@ -673,7 +673,7 @@ class _Solver:
         return Finding(code, message, node, related)
 
     # ------------------------------------------------------------------ edits
-    def edits_for(self, site: Site, form: str) -> tuple[list, str]:
+    def edits_for(self, site: Site, form: rw.Form) -> tuple[list, str]:
         stmt = site.statement
         if form in ("aug", "aug-dtype"):
             new = rw.augassign_replacement(stmt, keep_dtype=form == "aug-dtype")

@@ -23,15 +23,22 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from . import __version__
-from .config import ConfigFinder
+from .config import ConfigFinder, Mode, Unverified
 from .discovery import discover
 from .engine import build_tasks, known_selectors, run
 from .findings import FileResult, Result
 from .verify.settings import OperatorSettings
 from .writer import write_atomic
+
+if TYPE_CHECKING:
+    from .verify.runner import VerifyStatus
+
+# An outcome is verification's status, or one of these when verification did not run: nothing was
+# found to rewrite (clean), or the rewrites were not verified (``verify=False``, or no smoke test).
+OutcomeStatus = Literal["clean", "unverified"]
 
 
 class ResultCache(Protocol):
@@ -67,7 +74,7 @@ class Change:
 @dataclass
 class Outcome:
     root: Path
-    status: str                       # clean | proven | not proven | nothing could be verified | nothing to do | unverified
+    status: OutcomeStatus | VerifyStatus
     findings: list[Finding] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     device: str = ""
@@ -76,7 +83,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     locator: list[dict[str, Any]] = field(default_factory=list)
     branch: str = "codemod/autograd"  # [tool.codemod.github]
-    unverified: str = "draft"
+    unverified: Unverified = "draft"
     seconds: dict[str, float] = field(default_factory=dict)
     report: Any = None                # the VerifyReport, when verification ran
 
@@ -117,7 +124,7 @@ class Outcome:
 def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: ResultCache | None = None,
                    gate: bool = True, verify: bool = True, declined: set[str] | frozenset[str] = frozenset(),
                    config: str | None = None, select: list[str] | None = None, ignore: list[str] | None = None,
-                   mode: str | None = None, jobs: int | None = None, device: str | None = None,
+                   mode: Mode | None = None, jobs: int | None = None, device: str | None = None,
                    timeout: float | None = None, settings: OperatorSettings | None = None) -> Outcome:
     """Find, rewrite and (with ``verify``) prove the fixes of the repository at ``path``.
 

@@ -5,7 +5,7 @@ The whole-program phase already parses every file with ``ast`` (in the worker pr
 *may* report or rewrite something there; the engine parses with LibCST (and runs the rules) only
 where at least one selected family is named. The test is a sound over-approximation of what the
 rules look at: it mirrors the syntax each family starts from (``analysis/index.py`` for the
-in-place family, ``rules/init_derived.py`` for the other) and never looks at dataflow, so a file
+in-place family, ``rules/init_derived/`` for the other) and never looks at dataflow, so a file
 it leaves out cannot hold a finding. ``tests/test_candidates.py`` runs the engine with and without
 it over every fixture and over generated programs and requires identical results.
 
@@ -24,20 +24,20 @@ INIT_DERIVED = "init-derived"
 def possible_findings(tree: ast.Module) -> frozenset[str]:
     """The rule families (``Rule.family``) that may have a finding in the module ``tree``.
 
-    In-place family (``rules/inplace.py``): its findings are writes found in functions the index
+    In-place family (``rules/inplace/``): its findings are writes found in functions the index
     marks ``writes_in_place`` (augmented assignment, index assignment, a call of a name ending in
     ``_``, an ``F.relu(x, True)``-style flag, ``inplace=``/``out=`` keywords), calls of in-place
     activation modules, and ``nn.Sequential`` layers built in place. A write in a function named
     like ``__init__``/``_init_weights`` (never differentiable code) yields nothing unless an
     in-place module is involved, which the file-wide module test catches.
 
-    ``__init__``-derived family (``rules/init_derived.py``): every finding is an assignment (or a
+    ``__init__``-derived family (``rules/init_derived/``): every finding is an assignment (or a
     ``register_buffer`` call) in an ``__init__`` whose value reads a Parameter (an attribute
     assigned a Parameter anywhere in the file, registered with ``register_parameter``, or named
     like ``weight``/``bias``), or holds a Parameter created inside a larger expression.
     """
     from .analysis import torch_api
-    from .rules.inplace import _NOT_DIFFERENTIABLE
+    _NOT_DIFFERENTIABLE = torch_api.NOT_DIFFERENTIABLE_FUNCTIONS
 
     modules = torch_api.inplace_activation_modules()
     functional = torch_api.FUNCTIONAL_INPLACE_ARG

@@ -12,16 +12,23 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 class ConfigError(Exception):
     """A configuration problem, with the file and key in its message."""
 
 
-MODES = ("hazards", "all")
-DEVICES = ("cpu", "cuda", "auto")
-UNVERIFIED = ("draft", "skip")
+# What the in-place family rewrites: in-place ops that overwrite saved tensors, or every safe one
+# in differentiable code.
+Mode = Literal["hazards", "all"]
+# Where the smoke cases run.
+Device = Literal["cpu", "cuda", "auto"]
+# What the App does with a rewrite its smoke test did not prove: a draft PR, or nothing.
+Unverified = Literal["draft", "skip"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+DEVICES: tuple[Device, ...] = get_args(Device)
+UNVERIFIED: tuple[Unverified, ...] = get_args(Unverified)
 DEFAULT_EXCLUDE = (
     ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", "__pycache__", "node_modules",
     "site-packages", ".eggs", "*.egg-info", "build", "dist", ".mypy_cache", ".pytest_cache",
@@ -32,7 +39,7 @@ DEFAULT_EXCLUDE = (
 class SmokeConfig:
     command: str | None = None
     cases: str | None = None
-    device: str = "auto"
+    device: Device = "auto"
     timeout: float = 900.0
     requirements: tuple[str, ...] = ()
 
@@ -40,7 +47,7 @@ class SmokeConfig:
 @dataclass(frozen=True)
 class GithubConfig:
     branch: str = "codemod/autograd"
-    unverified: str = "draft"
+    unverified: Unverified = "draft"
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class Config:
     exclude: tuple[str, ...] = ()
     select: tuple[str, ...] = ()  # empty: all rules
     ignore: tuple[str, ...] = ()
-    inplace: str = "hazards"
+    inplace: Mode = "hazards"
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
     github: GithubConfig = field(default_factory=GithubConfig)
 

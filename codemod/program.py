@@ -26,23 +26,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable
 
-# Tensor methods and attributes whose result shares storage with the receiver.
-_VIEW_METHODS = frozenset({
-    "view", "view_as", "reshape", "reshape_as", "transpose", "permute", "squeeze", "unsqueeze", "flatten",
-    "unflatten", "t", "expand", "expand_as", "narrow", "select", "contiguous", "detach", "as_strided", "movedim",
-    "swapaxes", "swapdims", "diagonal", "unfold", "split", "chunk", "unbind", "tensor_split", "real", "imag",
-    "T", "mT", "H", "mH", "data", "view_as_real", "view_as_complex", "to", "type_as", "float", "double", "half",
-    "bfloat16", "cpu", "cuda", "requires_grad_", "align_to", "refine_names", "rename",
-})
-# Attributes of a tensor that are not tensors.
-_METADATA = frozenset({"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout", "names"})
-# torch functions that return (a view of) their first argument.
-_TORCH_ALIAS_FUNCTIONS = frozenset({
-    "as_strided", "as_tensor", "asarray", "from_numpy", "narrow", "select", "squeeze", "unsqueeze", "transpose",
-    "permute", "reshape", "flatten", "unflatten", "movedim", "swapaxes", "swapdims", "diagonal", "split", "chunk",
-    "unbind", "tensor_split", "t", "view_as_real", "view_as_complex", "detach", "atleast_1d", "atleast_2d",
-    "atleast_3d", "broadcast_to", "hsplit", "vsplit", "dsplit",
-})
+# Torch knowledge (analysis/torch_api.py): tensor methods and attributes whose result may share
+# storage with the receiver, attributes that are not tensors, torch functions that may return (a
+# view of) their first argument, and the context managers that switch autograd off.
+from .analysis.torch_api import GRAD_DISABLING as _NO_GRAD
+from .analysis.torch_api import MAY_ALIAS_FUNCTIONS as _TORCH_ALIAS_FUNCTIONS
+from .analysis.torch_api import MAY_ALIAS_METHODS as _VIEW_METHODS
+from .analysis.torch_api import METADATA_ATTRIBUTES as _METADATA
 
 
 @dataclass(frozen=True)
@@ -202,10 +192,6 @@ class _Imports:
         if base is None:
             return None
         return ".".join([base, *reversed(parts)])
-
-
-_NO_GRAD = frozenset({"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad",
-                      "torch.autograd.grad_mode.no_grad", "torch.autograd.grad_mode.inference_mode"})
 
 
 class _CallSites(ast.NodeVisitor):

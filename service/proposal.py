@@ -6,6 +6,9 @@ Input is :meth:`codemod.api.Outcome.to_json` (plain data); nothing here can see 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from codemod.config import Unverified
 
 CHECK_NAME = "torch-codemod"
 ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit per check-run request
@@ -29,7 +32,11 @@ class CheckRun:
     annotations: list[list[dict]] = field(default_factory=list)
 
 
-def publication(*, has_changes: bool, proven: bool, unverified: str, held: bool) -> str:
+# What becomes of the App's branch and pull request (``publication``).
+Publication = Literal["publish", "draft", "hold", "skip", "nothing"]
+
+
+def publication(*, has_changes: bool, proven: bool, unverified: Unverified, held: bool) -> Publication:
     """What to do with the branch and PR: ``publish`` (a ready PR), ``draft`` (a draft that shows the
     failure), ``hold`` (a person's commit is on the branch: touch nothing, say so once), ``skip``
     (verification failed and the repository asked for nothing) or ``nothing`` (no rewrite)."""

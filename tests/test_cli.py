@@ -260,10 +260,10 @@ def test_atomic_write_keeps_permissions(tmp_path):
 
 
 @pytest.mark.parametrize("command,source,expected", [
-    ("codemod.rules.inplace.InplaceCommand",
+    ("codemod.commands.InplaceCommand",
      "import torch\n\n\ndef f(a, b):\n    h = torch.sigmoid(a)\n    h *= b + 1\n    return h\n",
      "    h = h * (b + 1)\n"),
-    ("codemod.rules.init_derived.InitDerivedCommand",
+    ("codemod.commands.InitDerivedCommand",
      "import torch\nimport torch.nn as nn\n\n\nclass G(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
      "        self.raw = nn.Parameter(torch.zeros(3))\n        self.g = torch.sigmoid(self.raw)\n",
      "    @property\n    def g(self):\n        return torch.sigmoid(self.raw)\n"),
@@ -291,15 +291,24 @@ def test_libcst_command_form_in_parallel_over_fifty_files(tmp_path):
     assert (tmp_path / "clean.py").read_text() == CLEAN
 
 
-@pytest.mark.parametrize("module,name", [("codemod.rules.inplace", "InplaceCommand"),
+@pytest.mark.parametrize("module,name", [("codemod.commands", "InplaceCommand"),
+                                         ("codemod.commands", "InitDerivedCommand"),
+                                         ("codemod.rules.inplace", "InplaceCommand"),  # the old addresses
                                          ("codemod.rules.init_derived", "InitDerivedCommand")])
 def test_libcst_command_classes_pickle_by_reference(module, name):
     import importlib
     import pickle
 
     command = getattr(importlib.import_module(module), name)
-    assert command.__module__ == module and command.__qualname__ == name
+    assert command.__module__ == "codemod.commands" and command.__qualname__ == name
     assert pickle.loads(pickle.dumps(command)) is command
+
+
+def test_an_old_command_address_names_only_its_command():
+    import codemod.rules.inplace
+
+    with pytest.raises(AttributeError):
+        codemod.rules.inplace.InitDerivedCommand
 
 
 def test_report_to_a_file_prints_the_summary_line_in_every_format(tmp_path, capsys):

@@ -342,7 +342,7 @@ class ModuleIndex:
     def classify_constructor(self, expr: cst.BaseExpression, method: str | None = None) -> Constructor:
         if _T(expr) is cst.Call:
             qual = self.imports.qualify(expr.func)
-            if qual in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
+            if qual in torch_api.PARAMETER_CLASSES:
                 return Constructor(expr, "parameter", qual, method=method)
             if qual is not None and qual.startswith("torch.nn.") and qual.count(".") == 2 and qual[9:10].isupper():
                 spec = torch_api.module_spec(qual)

@@ -323,6 +323,77 @@ SPECIAL_INPLACE = frozenset({"zero_", "fill_", "copy_"})
 # In-place ops without an out-of-place twin: only the clone-first rewrite applies.
 CLONE_ONLY_INPLACE = frozenset({"fill_diagonal_"})
 
+# Functions and methods that are never differentiable code, by the name torch.nn and its users
+# give them (initialisation, indexing of datasets, repr).
+NOT_DIFFERENTIABLE_FUNCTIONS = frozenset({
+    "__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
+    "__getitem__", "__len__", "extra_repr",
+})
+
+# --- Torch knowledge the rule families and the whole-program summaries share ----------------
+# One home for these lists; tests/test_torch_knowledge.py checks each against torch itself.
+
+# Context managers (and decorators) that switch autograd off: one class each under several names.
+GRAD_DISABLING = frozenset({
+    "torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
+    "torch.inference_mode", "torch.autograd.inference_mode", "torch.autograd.grad_mode.inference_mode",
+})
+# ... that switch it back on ...
+GRAD_ENABLING = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
+# ... that set it from their argument ...
+GRAD_SETTING = frozenset({
+    "torch.set_grad_enabled", "torch.autograd.set_grad_enabled", "torch.autograd.grad_mode.set_grad_enabled",
+})
+# ... and that run ops in lower precision (autocast).
+AUTOCAST = frozenset({"torch.autocast", "torch.amp.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast"})
+
+# torch functions (``torch.*``, ``torch.nn.functional.*``) whose result depends on the random
+# generator (dropout and rrelu in training mode).
+RANDOM_FUNCTIONS = frozenset({
+    "rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson",
+    "rand_like", "randn_like", "randint_like", "dropout", "dropout1d", "dropout2d", "dropout3d",
+    "alpha_dropout", "feature_alpha_dropout", "gumbel_softmax", "rrelu",
+})
+# Tensor methods that fill the tensor from the random generator: ``RNG_INPLACE``.
+
+# Tensor methods whose result is always a view of the receiver (``x.t()._base is x``; each
+# element for the ones returning a tuple) ...
+VIEW_METHODS = frozenset({
+    "t", "transpose", "permute", "view", "view_as", "unsqueeze", "squeeze", "expand", "expand_as", "narrow",
+    "select", "unflatten", "swapaxes", "swapdims", "movedim", "diagonal", "unbind", "split", "chunk",
+    "as_strided", "unfold", "tensor_split",
+})
+# ... and attributes (``real``/``imag`` of a complex tensor).
+VIEW_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "real", "imag"})
+# Tensor methods and attributes whose result may share storage with the receiver: the views, the
+# ones that are views for some inputs (``reshape``, ``flatten``) and the ones that return the
+# receiver itself when nothing changes (``contiguous``, ``to``, ``float``).
+MAY_ALIAS_METHODS = VIEW_METHODS | VIEW_ATTRIBUTES | frozenset({
+    "reshape", "reshape_as", "flatten", "contiguous", "detach", "data",
+    "to", "type_as", "float", "double", "half", "bfloat16", "cpu", "cuda", "requires_grad_",
+    # named-tensor methods, gone from torch 2.13, kept for code written against older versions
+    "align_to", "refine_names", "rename",
+})
+# torch functions whose result may be (a view of) their first argument.
+MAY_ALIAS_FUNCTIONS = frozenset({
+    "as_strided", "as_tensor", "asarray", "from_numpy", "narrow", "select", "squeeze", "unsqueeze", "transpose",
+    "permute", "reshape", "flatten", "unflatten", "movedim", "swapaxes", "swapdims", "diagonal", "split", "chunk",
+    "unbind", "tensor_split", "t", "view_as_real", "view_as_complex", "detach", "atleast_1d", "atleast_2d",
+    "atleast_3d", "broadcast_to", "hsplit", "vsplit", "dsplit",
+})
+# Tensor attributes that are metadata, not tensors (a subset of ``NON_TENSOR_ATTRIBUTES``) ...
+METADATA_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "layout", "names"})
+# ... methods that read only metadata ...
+METADATA_METHODS = frozenset({
+    "size", "dim", "numel", "nelement", "ndimension", "element_size", "stride", "is_contiguous",
+    "is_floating_point", "get_device", "type",
+})
+# The classes that make a Parameter and a buffer when assigned to a module's attribute.
+PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
+BUFFER_CLASSES = frozenset({"torch.nn.Buffer", "torch.nn.parameter.Buffer"})
+# Factories that read only the shape, dtype and device of their tensor argument.
+LIKE_FACTORIES = frozenset({"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"})
+
 
 def inplace_methods() -> dict[str, str]:
     return table()["inplace_methods"]

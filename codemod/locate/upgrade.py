@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigFinder
+from ..config import ConfigFinder, Mode
 from ..discovery import discover
 from ..engine import FileTask, build_tasks, run
 from ..findings import FileResult, Result
@@ -38,7 +38,7 @@ def confirmed_lines(hazards: list[Hazard], root: Path) -> dict[Path, set[int]]:
 
 
 def analyse_located(hazards: list[Hazard], root: Path, finder: ConfigFinder, *, select: list[str] | None = None,
-                    ignore: list[str] | None = None, mode: str | None = None,
+                    ignore: list[str] | None = None, mode: Mode | None = None,
                     jobs: int | None = None) -> list[tuple[FileTask, FileResult]]:
     """Run the rules on the files with located lines (those lines confirmed), and say in each
     hazard's ``engine`` what they do there. Returns every analysed file with its result."""

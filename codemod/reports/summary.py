@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from ..findings import FileResult
+
+# What the run did with rewrites: wrote them, only checked for them, or printed them as a diff.
+RunMode = Literal["apply", "check", "diff"]
 
 
 @dataclass
@@ -18,7 +22,7 @@ class Summary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     unwritten: list[tuple[str, str]] = field(default_factory=list)  # rewrites that could not be written: (path, reason)
     seconds: float = 0.0
-    mode: str = "apply"  # "apply" | "check" | "diff"
+    mode: RunMode = "apply"
     written: bool = False  # files were written
 
     def to_dict(self) -> dict:
@@ -35,7 +39,7 @@ class Summary:
         return self.mode != "apply" and (self.rewrites > 0 or self.changed_files > 0)
 
 
-def summarize(results: list[FileResult], seconds: float, mode: str, written: bool) -> Summary:
+def summarize(results: list[FileResult], seconds: float, mode: RunMode, written: bool) -> Summary:
     s = Summary(files=len(results), seconds=seconds, mode=mode, written=written)
     for r in results:
         s.parsed += r.parsed

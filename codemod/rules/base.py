@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping
+from typing import ClassVar, Literal, Mapping
 
+from ..config import Mode
 from ..context import FileContext
 from ..findings import Finding
 from ..program import Program
 from ..project import ProjectFacts
 
 
+# What a code's findings get: a rewrite, or a report of why not.
+Fix = Literal["rewritten", "reported"]
+
+
 @dataclass(frozen=True)
 class Example:
     before: str
     after: str | None = None  # None: reported, not rewritten
-    mode: str = "hazards"
+    mode: Mode = "hazards"
 
 
 @dataclass(frozen=True)
@@ -27,14 +32,14 @@ class RuleCode:
     name: str
     summary: str  # one line
     why: str
-    fix: str  # "rewritten" | "reported"
+    fix: Fix
     examples: tuple[Example, ...] = ()
     family: str = ""
 
 
 @dataclass(frozen=True)
 class RuleOptions:
-    mode: str = "hazards"  # "hazards" | "all"
+    mode: Mode = "hazards"
     # Lines (1-based) where the runtime locator saw an in-place write into a saved tensor.
     confirmed_lines: frozenset[int] = field(default_factory=frozenset)
     # ``# codemod: ignore[...]`` comments: line -> codes ({"*"}: all). A suppressed site is
@@ -69,60 +74,16 @@ class Rule:
         raise KeyError(code)
 
 
-_commands: dict[type[Rule], type] = {}
-
-
-def command_for(rule: type[Rule], name: str | None = None):
-    """A ``libcst.codemod.CodemodCommand`` that runs ``rule`` (and applies its edits), so each
-    family also works as ``python -m libcst.tool codemod -x codemod.rules.<family>.<Class> PATH``.
-
-    One class per rule, named ``name`` in the rule's own module: LibCST pickles the command into
-    its worker processes (``-j N``, or more than a few files), and pickle finds a class by its
-    module and qualified name, which then resolve (through the module's ``__getattr__``) to this
-    very class."""
-    command = _commands.get(rule)
-    if command is None:
-        command = _commands[rule] = _build_command(rule, name or f"{rule.__name__}Command")
-    return command
-
-
-def _build_command(rule: type[Rule], name: str):
-    from libcst.codemod import CodemodCommand
-
-    class _Command(CodemodCommand):
-        DESCRIPTION = f"torch-codemod {rule.family}: " + "; ".join(c.summary for c in rule.codes if c.fix == "rewritten")
-
-        def __init__(self, context, mode: str = "hazards") -> None:
-            super().__init__(context)
-            self.mode = mode
-
-        @staticmethod
-        def add_args(arg_parser) -> None:
-            arg_parser.add_argument("--mode", choices=("hazards", "all"), default="hazards",
-                                    help="hazards (default) or all safe in-place ops in differentiable code")
-
-        def transform_module_impl(self, tree):
-            from ..engine import rewrite_module
-
-            codes = frozenset(c.code for c in rule.codes)
-            new, results = rewrite_module(tree, tree.code, self.context.filename or "<stdin>", [rule()], codes, self.mode)
-            for res in results:
-                if not res.fixed and not res.suppressed:
-                    self.warn(f"{res.location.line}:{res.location.column}: {res.code} {res.message}")
-            return new
-
-    _Command.__name__ = _Command.__qualname__ = name
-    _Command.__module__ = rule.__module__
-    return _Command
-
-
-def command_getattr(rule: type[Rule], name: str):
-    """A module ``__getattr__`` that builds ``name`` (the rule's LibCST command) on first use:
-    importing ``libcst.codemod`` costs about 0.2 s that the CLI does not need."""
+def command_getattr(name: str):
+    """A module ``__getattr__`` that keeps an old address of a LibCST command working
+    (``codemod.rules.inplace.InplaceCommand``): it imports ``codemod.commands``, which sits above
+    the engine, only when ``name`` is asked for, so the rules never import the engine."""
 
     def __getattr__(attr: str):
         if attr != name:
-            raise AttributeError(attr)
-        return command_for(rule, name)
+            raise AttributeError(f"module has no attribute {attr!r}")
+        from .. import commands
+
+        return commands.COMMANDS[name]
 
     return __getattr__

@@ -28,9 +28,9 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..config import DEFAULT_EXCLUDE, ConfigFinder, SmokeConfig
+from ..config import DEFAULT_EXCLUDE, ConfigFinder, Mode, SmokeConfig
 from ..discovery import discover
 from ..engine import FileTask, build_tasks, known_selectors, run
 from ..findings import FileResult
@@ -46,10 +46,14 @@ from .sandbox import (Limits, SandboxResult, detect_isolation, owned_tempdir, ru
 from .settings import OperatorSettings
 
 
+# What verification concluded about a repository's rewrites.
+VerifyStatus = Literal["", "proven", "not proven", "nothing to do", "nothing could be verified"]
+
+
 @dataclass
 class VerifyReport:
     root: Path
-    status: str = ""                  # proven | not proven | nothing to do | nothing could be verified
+    status: VerifyStatus = ""         # "": not decided yet
     device: str = ""
     isolation: str = ""
     rewrites: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +93,7 @@ def repository_root(path: Path, finder: ConfigFinder) -> Path:
 
 
 def verify(path: str, *, config: str | None = None, device: str | None = None, timeout: float | None = None,
-           select: list[str] | None = None, ignore: list[str] | None = None, mode: str | None = None,
+           select: list[str] | None = None, ignore: list[str] | None = None, mode: Mode | None = None,
            jobs: int | None = None, limits: Limits | None = None,
            settings: OperatorSettings | None = None) -> VerifyReport:
     """Prove the rewrites of the repository at ``path``. ``settings`` are the operator's bounds
@@ -102,7 +106,7 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
 
 
 def _verify(path: str, config: str | None, device: str | None, timeout: float | None, select: list[str] | None,
-            ignore: list[str] | None, mode: str | None, jobs: int | None, limits: Limits,
+            ignore: list[str] | None, mode: Mode | None, jobs: int | None, limits: Limits,
             settings: OperatorSettings) -> VerifyReport:
     try:
         import torch  # the smoke cases and the comparison need it

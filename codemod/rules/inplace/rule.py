@@ -2,7 +2,7 @@
 
 ``x /= stdev`` after ``torch.var(x)`` bumps x's version counter; backward then raises "one of the
 variables needed for gradient computation has been modified by an inplace operation".  The rule
-finds such writes with the dataflow analysis (``analysis/dataflow.py``), rewrites the ones that
+finds such writes with the dataflow analysis (``analysis.py`` beside this file), rewrites the ones that
 are safe to make out-of-place (safety contract P1-P5 in DESIGN.md), and reports the rest with the
 property that failed.
 """
@@ -15,172 +15,15 @@ from typing import Callable
 
 import libcst as cst
 
-from ..analysis import torch_api
-from ..analysis.dataflow import FunctionAnalysis, Kind, Site, SiteKind, Summaries, analyze_function, grad_disabled_for
-from ..analysis.index import ClassInfo, FunctionInfo, ModuleIndex
-from ..analysis.syntax import is_number, short_code, walk
-from ..context import FileContext
-from ..findings import Finding, NodeEdit, Related, StatementEdit
-from . import rewrite as rw
-from .base import Example, Rule, RuleCode, RuleOptions, command_getattr
-
-FAMILY = "inplace"
-CODES = (
-    RuleCode(
-        "IP101", "inplace-augassign",
-        "`x op= y` overwrites a tensor that autograd saved for backward",
-        "An augmented assignment on a tensor is an in-place op: it bumps the tensor's version "
-        "counter. If an earlier op saved that tensor for its backward (mul/div/matmul/var/pow save "
-        "their inputs; sigmoid/tanh/softmax/exp/sqrt/relu save their output), backward raises "
-        "'modified by an inplace operation'. It often passes while the tensor comes straight from "
-        "the data loader and fails once a trainable layer sits in front of it.",
-        "rewritten",
-        (
-            Example(
-                "def norm(self, x):\n    x = x - x.mean(1, keepdim=True).detach()\n"
-                "    stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5)\n"
-                "    x /= stdev\n    return x\n",
-                "def norm(self, x):\n    x = x - x.mean(1, keepdim=True).detach()\n"
-                "    stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5)\n"
-                "    x = x / stdev\n    return x\n",
-            ),
-            Example("def f(a, b):\n    h = torch.sigmoid(a)\n    h *= b + 1\n    return h\n",
-                    "def f(a, b):\n    h = torch.sigmoid(a)\n    h = h * (b + 1)\n    return h\n"),
-        ),
-    ),
-    RuleCode(
-        "IP102", "inplace-method",
-        "`x.op_(...)` overwrites a tensor that autograd saved for backward",
-        "In-place tensor methods (`add_`, `div_`, `clamp_`, `masked_fill_`, `zero_`, `copy_` ...) "
-        "write the tensor's memory. When an earlier op saved that tensor for backward, backward "
-        "fails. The out-of-place method computes the same values into a new tensor. Methods with "
-        "no out-of-place twin (`zero_`, `fill_`, `copy_`) are fixed by cloning first, which keeps "
-        "the tensor connected to the graph exactly as before.",
-        "rewritten",
-        (
-            Example("def f(a, mask):\n    attn = torch.softmax(a, -1)\n    attn.masked_fill_(mask, 0.0)\n    return attn\n",
-                    "def f(a, mask):\n    attn = torch.softmax(a, -1)\n    attn = attn.masked_fill(mask, 0.0)\n    return attn\n"),
-            Example("def f(a):\n    x = torch.tanh(a)\n    y = x.clamp_(-0.5, 0.5)\n    return x + y\n",
-                    "def f(a):\n    x = torch.tanh(a)\n    x = x.clamp(-0.5, 0.5)\n    y = x\n    return x + y\n"),
-        ),
-    ),
-    RuleCode(
-        "IP103", "inplace-index",
-        "`x[idx] = v` writes into a tensor that autograd saved for backward",
-        "Index assignment is an in-place write (`copy_`/`fill_`/`index_put_`) into the tensor. "
-        "If the tensor was saved for backward, backward fails. Cloning first (`x = x.clone()`) "
-        "gives the write its own storage; values and gradients stay the same. When the right-hand side "
-        "reads `x` too (`x[:, :d] = conv(x[:, :d])`), the write goes into a fresh copy instead "
-        "(`x_new = x.clone(); x_new[...] = ...; x = x_new`), so what the right-hand side saved stays intact.",
-        "rewritten",
-        (
-            Example("def f(a):\n    att = torch.softmax(a, -1)\n    att[:, 0] = 0\n    return att\n",
-                    "def f(a):\n    att = torch.softmax(a, -1)\n    att = att.clone()\n    att[:, 0] = 0\n    return att\n"),
-            Example("def f(a, w):\n    x = torch.tanh(a)\n    x[:, :2] = x[:, :2] @ w\n    return x\n",
-                    "def f(a, w):\n    x = torch.tanh(a)\n    x_new = x.clone()\n    x_new[:, :2] = x[:, :2] @ w\n    x = x_new\n    return x\n"),
-        ),
-    ),
-    RuleCode(
-        "IP104", "inplace-activation",
-        "`F.act(x, inplace=True)` / `torch.act_(x)` overwrites a tensor that autograd saved",
-        "An in-place activation overwrites its input. After conv, linear or batch norm that is fine "
-        "(they save their input, and the activation's input is their output); after sigmoid, tanh, "
-        "softmax, exp or another relu (which save their output) backward fails.",
-        "rewritten",
-        (
-            Example("def f(a):\n    h = torch.sigmoid(a)\n    return F.relu(h, inplace=True)\n",
-                    "def f(a):\n    h = torch.sigmoid(a)\n    return F.relu(h)\n"),
-            Example("def f(self, x):\n    return F.relu(self.bn(self.conv(x)), inplace=True)\n", None),
-        ),
-    ),
-    RuleCode(
-        "IP105", "inplace-module",
-        "`nn.Act(inplace=True)` overwrites a tensor that autograd saved",
-        "A module built with `inplace=True` overwrites its input on every call. When one of its "
-        "inputs was saved for backward (it follows a sigmoid, tanh, softmax or relu) backward "
-        "fails. The module is rebuilt without `inplace=True` when every call site allows it.",
-        "rewritten",
-        (
-            Example(
-                "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                "        self.act = nn.ReLU(inplace=True)\n\n    def forward(self, x):\n"
-                "        return self.act(torch.sigmoid(x))\n",
-                "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                "        self.act = nn.ReLU()\n\n    def forward(self, x):\n"
-                "        return self.act(torch.sigmoid(x))\n",
-            ),
-        ),
-    ),
-    RuleCode(
-        "IP106", "inplace-out",
-        "`torch.op(..., out=x)` overwrites a tensor that autograd saved",
-        "`out=` writes the result into an existing tensor. Besides breaking a saved tensor, ops "
-        "with `out=` do not support autograd at all when an argument requires grad.",
-        "rewritten",
-        (
-            Example("def f(a, s):\n    x = torch.tanh(a)\n    torch.div(x, s, out=x)\n    return x\n",
-                    "def f(a, s):\n    x = torch.tanh(a)\n    x = torch.div(x, s)\n    return x\n"),
-        ),
-    ),
-    RuleCode(
-        "IP201", "inplace-on-alias",
-        "in-place write through an alias of a saved tensor; a rewrite would stop updating the alias (P2)",
-        "The written tensor shares memory with another name (a view, a slice, `.detach()`, a plain "
-        "`y = x`, an element of a container, or something stored elsewhere) that is read later. "
-        "Rewriting the write out-of-place would stop updating that other name, which changes what "
-        "the program computes, so the hazard is reported for a human to fix.",
-        "reported",
-        (Example("def f(a):\n    x = torch.exp(a)\n    y = x[:, :3]\n    y += 1\n    return x\n", None),),
-    ),
-    RuleCode(
-        "IP202", "inplace-on-argument",
-        "in-place write into a function argument that autograd saved (P3)",
-        "The written tensor is an argument that was not rebound first, so the caller sees the "
-        "change. A rewrite would silently stop updating the caller's tensor.",
-        "reported",
-        (Example("def norm(x):\n    s = x.var(1, keepdim=True)\n    x /= s\n    return x\n", None),),
-    ),
-    RuleCode(
-        "IP203", "inplace-under-no-grad",
-        "in-place write under no_grad into a tensor that autograd saved (P4)",
-        "Code under `torch.no_grad()`, `inference_mode()` or `set_grad_enabled(False)` usually "
-        "updates state on purpose (running statistics, EMA, optimizer steps). If it writes a tensor "
-        "that an earlier op saved with grad enabled, backward still fails; it is reported, never "
-        "rewritten.",
-        "reported",
-        (Example("def f(a):\n    h = torch.sigmoid(a)\n    with torch.no_grad():\n        h.clamp_(0.1, 0.9)\n    return h\n", None),),
-    ),
-    RuleCode(
-        "IP204", "inplace-on-state",
-        "in-place write into module state, a Parameter, a buffer, a global or `.grad` that autograd saved (P5)",
-        "Module state must keep being updated in place (running statistics, EMA, buffers); a "
-        "rewrite would only rebind a local name. When such a write hits a tensor that was saved "
-        "for backward, the fix needs a human (often: use the state before the write, or `.clone()` "
-        "it when reading).",
-        "reported",
-        (Example("class Decay(nn.Module):\n    def forward(self, x):\n        h = torch.tanh(x)\n        y = h * self.scale\n"
-                 "        self.scale.mul_(0.99)\n        return y\n", None),),
-    ),
-    RuleCode(
-        "IP205", "inplace-through-data",
-        "in-place write through `.data` into a tensor that autograd saved: silently wrong gradient (P5)",
-        "`.data` shares memory with the tensor but not its version counter, so autograd cannot "
-        "detect the write and backward computes a wrong gradient without an error.",
-        "reported",
-        (Example("def f(a):\n    y = torch.exp(a)\n    y.data.zero_()\n    return y\n", None),),
-    ),
-    RuleCode(
-        "IP206", "inplace-unrewritable",
-        "in-place write into a saved tensor that has no safe automatic rewrite",
-        "The write is a random fill (`normal_`, `uniform_` ...), an init function, a comparison "
-        "that keeps the tensor's dtype (`eq_`), part of a statement header, or could not be shown "
-        "to act on a tensor (P1). It is reported with the saving op for a human to fix.",
-        "reported",
-        (Example("def f(a):\n    x = torch.sigmoid(a)\n    x.uniform_()\n    return x\n", None),),
-    ),
-)
-for _c in CODES:
-    object.__setattr__(_c, "family", FAMILY)
+from ...analysis import torch_api
+from ...analysis.index import ClassInfo, FunctionInfo, ModuleIndex
+from ...analysis.syntax import is_number, short_code, walk
+from ...context import FileContext
+from ...findings import Finding, NodeEdit, Related, StatementEdit
+from ..base import Rule, RuleOptions
+from . import edits as rw
+from .analysis import FunctionAnalysis, Kind, Site, SiteKind, Summaries, analyze_function, grad_disabled_for
+from .codes import CODES, FAMILY
 
 _CODE_BY_KIND = {
     SiteKind.AUG: "IP101", SiteKind.INDEX: "IP103", SiteKind.METHOD: "IP102", SiteKind.FUNCTION: "IP104",
@@ -188,8 +31,7 @@ _CODE_BY_KIND = {
 }
 _CODE_BY_PROPERTY = {"P1": "IP206", "P2": "IP201", "P3": "IP202", "P4": "IP203", "P5": "IP204", "form": "IP206"}
 _MAX_SOLVE_ROUNDS = 60
-_NOT_DIFFERENTIABLE = {"__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
-                       "__getitem__", "__len__", "extra_repr"}
+_NOT_DIFFERENTIABLE = torch_api.NOT_DIFFERENTIABLE_FUNCTIONS
 
 
 @dataclass
@@ -197,7 +39,7 @@ class _Plan:
     """The decision for one site. ``reasons`` say why it is not rewritten, as (property, text);
     the text is built only if the site is reported (it needs line numbers, hence positions)."""
 
-    form: str | None
+    form: rw.Form | None
     reasons: list[tuple[str, Callable[[], str]]]
 
 
@@ -210,9 +52,6 @@ class InplaceRule(Rule):
     def check(self, ctx: FileContext, options: RuleOptions) -> list[Finding]:
         return _Solver(ctx, options).run()
 
-
-# ``python -m libcst.tool codemod -x codemod.rules.inplace.InplaceCommand PATH``
-__getattr__ = command_getattr(InplaceRule, "InplaceCommand")
 
 
 class _Solver:
@@ -406,7 +245,7 @@ class _Solver:
             return _Plan(None, [])
         return _Plan(form, [])
 
-    def form_for(self, site: Site, current: dict[tuple, str | None]) -> str | None:
+    def form_for(self, site: Site, current: dict[tuple, str | None]) -> rw.Form | None:
         kind = site.kind
         stmt = site.statement
         receiver = site.receiver
@@ -509,7 +348,7 @@ class _Solver:
             return "`out=` into something other than a local name, or inside a larger expression"
         return "the written tensor is not a local name of this function"
 
-    def conflict_reason(self, site: Site, form: str | None) -> tuple[str, Callable[[], str]] | None:
+    def conflict_reason(self, site: Site, form: rw.Form | None) -> tuple[str, Callable[[], str]] | None:
         """A later read that would see a different value after the rewrite (P2), if any."""
         rebinding = form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "clone-into", "out")
         relevant = [(node, name) for node, name in site.conflicts.items() if not (rebinding and name == site.root)]
@@ -801,7 +640,7 @@ class _Solver:
             return f"`{short_code(site.receiver)}`"
         return "its input"
 
-    def rewrite_finding(self, site: Site, form: str) -> Finding:
+    def rewrite_finding(self, site: Site, form: rw.Form) -> Finding:
         code = _CODE_BY_KIND[site.kind]
         evidence, related = self.evidence_text(site)
         subject = self._subject(site)
@@ -834,7 +673,7 @@ class _Solver:
         return Finding(code, message, node, related)
 
     # ------------------------------------------------------------------ edits
-    def edits_for(self, site: Site, form: str) -> tuple[list, str]:
+    def edits_for(self, site: Site, form: rw.Form) -> tuple[list, str]:
         stmt = site.statement
         if form in ("aug", "aug-dtype"):
             new = rw.augassign_replacement(stmt, keep_dtype=form == "aug-dtype")

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import libcst as cst
 
-from ..analysis import torch_api
-from ..analysis.syntax import children
+from ...analysis import torch_api
+from ...analysis.syntax import children
+
+# How one in-place site is rewritten (the rule's decision, which the analysis reads back):
+# ``x = x op y`` (aug), the out-of-place method or function (method, function; ``-dtype``: cast
+# back to the low-precision dtype), a clone first (clone, clone-into), a new name (rename, rebind),
+# the write removed (drop), ``out=`` removed (out), or rewritten with the head of its chain (chain).
+Form = Literal["aug", "aug-dtype", "method", "method-dtype", "function", "clone", "clone-into", "rename", "rebind",
+               "drop", "out", "chain"]
 
 # Operator precedence, lowest to highest (Python reference, "Operator precedence").
 _BINARY_PRECEDENCE = {

@@ -16,109 +16,17 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from ..analysis.index import ClassInfo, ModuleIndex, all_params, is_layer_base
-from ..analysis.syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk, walk_same_scope
-from ..context import FileContext
-from ..findings import Finding, InsertAfter, StatementEdit
-from .base import Example, Rule, RuleCode, RuleOptions, command_getattr
+from ...analysis import torch_api
+from ...analysis.index import ClassInfo, ModuleIndex, all_params, is_layer_base
+from ...analysis.syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk, walk_same_scope
+from ...context import FileContext
+from ...findings import Finding, InsertAfter, StatementEdit
+from ..base import Rule, RuleOptions
+from .codes import CODES, FAMILY
+from .edits import recomputing_property
 
-FAMILY = "init-derived"
-_BUG = ("the graph is built once: the second backward raises 'Trying to backward through the graph a "
-        "second time', or (ops that save nothing, retain_graph=True) the value never changes while the "
-        "Parameter trains; deepcopy fails and .to()/.double() leave it behind")
-CODES = tuple(
-    RuleCode(code, name, summary, why, fix, examples, FAMILY)
-    for code, name, summary, why, fix, examples in (
-        (
-            "ID101", "init-derived-attribute",
-            "a tensor computed from Parameters in `__init__`",
-            f"`self.x = f(self.param)` in `__init__` computes `x` once: {_BUG}. A `@property` that "
-            "recomputes it keeps the state_dict keys, loads old checkpoints strictly, and works with "
-            "deepcopy, pickle, `.to()`, `jit.script` and `torch.compile`.",
-            "rewritten",
-            (Example(
-                "class Gate(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                "        self.x_raw = nn.Parameter(torch.zeros(3))\n        self.x = torch.sigmoid(self.x_raw)\n\n"
-                "    def forward(self, inp):\n        return inp * self.x\n",
-                "class Gate(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                "        self.x_raw = nn.Parameter(torch.zeros(3))\n\n    @property\n    def x(self):\n"
-                "        return torch.sigmoid(self.x_raw)\n\n    def forward(self, inp):\n        return inp * self.x\n",
-            ),),
-        ),
-        (
-            "ID102", "init-derived-buffer",
-            "a buffer registered from a tensor computed from Parameters",
-            f"`self.register_buffer('w', f(self.param))` stores a derived value: {_BUG}, and the stale value "
-            "goes into every checkpoint. A property would drop `w` from the state_dict, so this is reported.",
-            "reported",
-            (Example("class Scale(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                     "        self.log_w = nn.Parameter(torch.zeros(3))\n        self.register_buffer('w', torch.exp(self.log_w))\n", None),),
-        ),
-        (
-            "ID201", "init-derived-uses-locals",
-            "a Parameter-derived tensor whose expression uses `__init__` locals or arguments",
-            "A property cannot see `__init__`'s locals and arguments. Store them on `self` first (or inline "
-            "constants), then the assignment can become a property.",
-            "reported",
-            (Example("class Mixture(nn.Module):\n    def __init__(self, temperature):\n        super().__init__()\n"
-                     "        self.logits = nn.Parameter(torch.zeros(3))\n        self.p = torch.softmax(self.logits / temperature, -1)\n", None),),
-        ),
-        (
-            "ID202", "init-derived-reassigned",
-            "a Parameter-derived tensor that is written again (in another method, or twice in `__init__`)",
-            "The attribute is assigned, updated (`self.x *= 0.5`) or deleted again, often as a half-fix that "
-            "recomputes it in `forward`; a property would make that write fail. Keep one of the two.",
-            "reported",
-            (Example("class Gate(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                     "        self.raw = nn.Parameter(torch.zeros(3))\n        self.g = torch.sigmoid(self.raw)\n\n"
-                     "    def forward(self, x):\n        self.g = torch.sigmoid(self.raw)\n        return x * self.g\n", None),),
-        ),
-        (
-            "ID203", "init-derived-name-taken",
-            "a Parameter-derived tensor whose name the class or a subclass already defines",
-            "A property of that name would clash with the existing definition (a method, a class attribute, "
-            "or a subclass that defines or assigns the name).",
-            "reported",
-            (Example("class Gate(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                     "        self.raw = nn.Parameter(torch.zeros(3))\n        self.g = torch.sigmoid(self.raw)\n\n\n"
-                     "class Fixed(Gate):\n    def __init__(self):\n        super().__init__()\n        self.g = torch.ones(3)\n", None),),
-        ),
-        (
-            "ID204", "init-parameter-unregistered",
-            "a Parameter moved with `.to()`/`.cuda()`, cast with `.half()`/`.double()`, or created inside an "
-            "expression in `__init__`: never registered",
-            "`nn.Parameter(t).to(device)` or `self.w.cuda()` returns a plain tensor when it moves or casts: assigned to `self.x` it is "
-            "not registered, so it is never trained, not saved, and not moved by `model.to()`. The same holds for "
-            "`torch.exp(nn.Parameter(t))`: the Parameter inside is anonymous. Create the Parameter from a tensor "
-            "already on the device (or register it under its own name and derive the value in a property).",
-            "reported",
-            (Example("class OnDevice(nn.Module):\n    def __init__(self, device):\n        super().__init__()\n"
-                     "        self.w = nn.Parameter(torch.zeros(3)).to(device)\n", None),),
-        ),
-        (
-            "ID205", "init-derived-conditional",
-            "a Parameter-derived tensor assigned inside a branch or loop of `__init__`",
-            "The attribute exists only when the branch runs; a property would always exist. Rewrite by hand.",
-            "reported",
-            (Example("class Gate(nn.Module):\n    def __init__(self, gated):\n        super().__init__()\n"
-                     "        self.raw = nn.Parameter(torch.zeros(3))\n        if gated:\n"
-                     "            self.g = torch.sigmoid(self.raw)\n", None),),
-        ),
-        (
-            "ID206", "init-derived-not-recomputable",
-            "a Parameter-derived value that a property could not recompute faithfully",
-            "The expression draws random numbers, writes a tensor in place, or builds a container, a module or "
-            "another object: a property would draw, write or build anew on every access, and changes made to "
-            "the value would be lost. Compute the random or stateful part once (a buffer, a submodule) and "
-            "derive the rest in `forward`.",
-            "reported",
-            (Example("class Projection(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-                     "        self.scale = nn.Parameter(torch.ones(1))\n        self.proj = torch.randn(3, 3) * self.scale\n", None),),
-        ),
-    )
-)
-_PARAM_FACTORIES = {"torch.nn.Parameter", "torch.nn.parameter.Parameter"}
-_BUFFER_FACTORIES = {"torch.nn.Buffer", "torch.nn.parameter.Buffer"}
+_PARAM_FACTORIES = torch_api.PARAMETER_CLASSES
+_BUFFER_FACTORIES = torch_api.BUFFER_CLASSES
 _SNAPSHOT = {"detach", "detach_", "clone", "numpy", "tolist", "item", "cpu"}
 # ``.float()`` / ``.cpu()`` are left out: on a float32 CPU Parameter they return the Parameter itself.
 _MOVES = {"to", "cuda", "half", "double", "bfloat16"}
@@ -196,8 +104,6 @@ class _FileChecks:
         return self._foreign
 
 
-# ``python -m libcst.tool codemod -x codemod.rules.init_derived.InitDerivedCommand PATH``
-__getattr__ = command_getattr(InitDerivedRule, "InitDerivedCommand")
 
 
 class _ClassCheck:
@@ -304,9 +210,9 @@ class _ClassCheck:
     def _disables_grad(self, expr) -> bool:
         qual = self.index.imports.qualify(expr.func if isinstance(expr, cst.Call) else expr)
         args = positional_args(expr) if isinstance(expr, cst.Call) else []
-        if qual == "torch.set_grad_enabled":
+        if qual in torch_api.GRAD_SETTING:
             return not (args and is_true(args[0].value))
-        if qual in ("torch.no_grad", "torch.inference_mode"):
+        if qual in torch_api.GRAD_DISABLING:
             return not (args and is_false(args[0].value))
         return False
 
@@ -636,29 +542,13 @@ class _ClassCheck:
         for derived in items:
             # Each finding carries its own property, so a suppressed one leaves its attribute alone;
             # properties anchored on ``__init__`` land after it in this order.
-            edits = [StatementEdit(derived.statement, replacement=[]), InsertAfter(self.init, [self._property(derived)])]
+            prop = recomputing_property(derived.name, self.self_name, derived.value, derived.statement, derived.line)
+            edits = [StatementEdit(derived.statement, replacement=[]), InsertAfter(self.init, [prop])]
             text = f"@property def {derived.name}({self.self_name}): return {short_code(derived.value, 60)}"
             message = f"{self._what(derived)}: {_bug(derived)}; rewrite: a `@property` `{derived.name}` that recomputes it"
             findings.append(Finding("ID101", message, derived.statement, [], edits, text))
         return findings
 
-    def _property(self, derived: _Derived) -> cst.FunctionDef:
-        comments = [line for line in derived.line.leading_lines if line.comment is not None]
-        returns = None
-        if isinstance(derived.statement, cst.AnnAssign):
-            returns = cst.Annotation(derived.statement.annotation.annotation)
-        trailing = derived.line.trailing_whitespace if len(derived.line.body) == 1 else cst.TrailingWhitespace()
-        body = cst.IndentedBlock(body=[cst.SimpleStatementLine(
-            body=[cst.Return(value=derived.value)], trailing_whitespace=trailing,
-        )])
-        return cst.FunctionDef(
-            name=cst.Name(derived.name),
-            params=cst.Parameters(params=[cst.Param(cst.Name(self.self_name))]),
-            body=body,
-            decorators=[cst.Decorator(decorator=cst.Name("property"))],
-            returns=returns,
-            leading_lines=[cst.EmptyLine(indent=False), *comments],
-        )
 
 
 _SHORT_BUG = "its graph is built once, so the second backward fails or the value never trains"
@@ -671,10 +561,9 @@ def _bug(derived: _Derived) -> str:
 
 
 # ``torch.zeros_like(self.w)`` reads only the shape, dtype and device of its argument.
-_LIKE_FACTORIES = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"}
-_METADATA_ATTRS = {"shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "layout", "names"}
-_METADATA_METHODS = {"size", "dim", "numel", "nelement", "ndimension", "element_size", "stride",
-                     "is_contiguous", "is_floating_point", "get_device", "type"}
+_LIKE_FACTORIES = torch_api.LIKE_FACTORIES
+_METADATA_ATTRS = torch_api.METADATA_ATTRIBUTES
+_METADATA_METHODS = torch_api.METADATA_METHODS
 
 
 def _tensor_valued_parts(value):
@@ -706,13 +595,10 @@ def _tensor_valued_parts(value):
             stack.extend(reversed(children(node)))
 
 
-_RANDOM_FUNCTIONS = {"rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson",
-                     "rand_like", "randn_like", "randint_like", "dropout", "dropout1d", "dropout2d", "dropout3d",
-                     "alpha_dropout", "feature_alpha_dropout", "gumbel_softmax", "rrelu"}
-_RANDOM_METHODS = {"uniform_", "normal_", "bernoulli_", "random_", "exponential_", "geometric_", "cauchy_", "log_normal_"}
-_VIEW_METHODS = {"t", "transpose", "permute", "view", "view_as", "unsqueeze", "squeeze", "expand", "expand_as",
-                 "narrow", "select", "unflatten", "swapaxes", "swapdims", "movedim", "diagonal", "unbind", "split", "chunk"}
-_VIEW_ATTRS = {"T", "mT", "H", "mH", "real", "imag"}
+_RANDOM_FUNCTIONS = torch_api.RANDOM_FUNCTIONS
+_RANDOM_METHODS = torch_api.RNG_INPLACE
+_VIEW_METHODS = torch_api.VIEW_METHODS
+_VIEW_ATTRS = torch_api.VIEW_ATTRIBUTES
 _CONTAINERS = {cst.Dict: "dict", cst.List: "list", cst.Set: "set", cst.DictComp: "dict", cst.ListComp: "list",
                cst.SetComp: "set", cst.GeneratorExp: "generator"}
 

@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Union
 
 import libcst as cst
 
-from . import torch_api
-from .index import ClassInfo, FunctionInfo, ModuleIndex, all_params
-from .syntax import (
+from ...analysis import torch_api
+from ...analysis.index import ClassInfo, FunctionInfo, ModuleIndex, all_params
+from ...analysis.syntax import (
     call_display, children, dotted_name, is_false, is_true, keyword_arg, positional_args, self_attribute, short_code,
     walk_same_scope,
 )
 
 if TYPE_CHECKING:
-    from ..program import Program
+    from ...program import Program
 
 
 class Kind(enum.Enum):
@@ -297,11 +297,10 @@ def join(states: Iterable[State | None]) -> State | None:
     return out
 
 
-_NO_GRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
-            "torch.autograd.grad_mode.inference_mode"}
-_ENABLE_GRAD = {"torch.enable_grad", "torch.autograd.enable_grad"}
-_SET_GRAD = {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
-_AUTOCAST = {"torch.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast", "torch.amp.autocast"}
+_NO_GRAD = torch_api.GRAD_DISABLING
+_ENABLE_GRAD = torch_api.GRAD_ENABLING
+_SET_GRAD = torch_api.GRAD_SETTING
+_AUTOCAST = torch_api.AUTOCAST
 _AUTOGRAD_FUNCTION = {"torch.autograd.Function", "torch.autograd.function.Function", "torch.autograd.function.InplaceFunction"}
 _LOW_PRECISION = {"torch.float16", "torch.half", "torch.bfloat16"}
 

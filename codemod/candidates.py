@@ -150,6 +150,8 @@ def possible_findings(tree: ast.Module) -> Candidates:
             for stmt in node.body:
                 push((stmt, fn, in_init, unit, node.name))
             continue
+        elif t is ast.ClassDef:
+            units[unit][4] = True  # a class inside a function: kept whole, with its methods
         elif t is ast.ImportFrom or t is ast.Import:
             for alias in node.names:
                 if alias.name.rsplit(".", 1)[-1] == "Parameter" and (t is ast.ImportFrom or alias.asname):
@@ -171,9 +173,8 @@ def possible_findings(tree: ast.Module) -> Candidates:
         found.add(INPLACE)
     if _init_may_derive(init_values, parameter_names, parameter_callees):
         found.add(INIT_DERIVED)
-    blank = None
-    if found == {INPLACE} and not inplace_module:
-        blank = _blank_bodies(units, ctors)
+    # An in-place module makes a site of any call of a module attribute, anywhere: no skeleton.
+    blank = _blank_bodies(units, ctors) if found and not inplace_module else None
     return Candidates(found, blank)
 
 
@@ -192,7 +193,12 @@ def _blank_bodies(units: list[list], ctors: dict[str, set[str]]) -> tuple[tuple[
     methods ``m`` of the class, ``f(...)`` to the module-level functions ``f`` (it summarizes a
     callee; the callers decide whether a function is differentiable code, ``in_scope``), and
     from ``self.x(...)`` to the ``forward`` of each class called in a value stored in an
-    attribute ``x`` (``_custom_forward``). Classes are matched by name: an over-approximation."""
+    attribute ``x`` (``_custom_forward``). Classes are matched by name: an over-approximation.
+
+    The ``__init__``-derived family finds its attributes in ``__init__`` bodies, the stores of
+    module attributes and the classes' method names (every ``def`` line stays); the other
+    methods (a write elsewhere, a store through another object) only decide whether a finding is
+    a rewrite or a report, and any finding in the skeleton has the whole file analysed."""
     by_key: dict[tuple[str | None, str], list[int]] = {}
     for i, (name, cls, *_rest) in enumerate(units):
         by_key.setdefault((cls, name), []).append(i)

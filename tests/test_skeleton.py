@@ -99,17 +99,27 @@ def test_nothing_left_out_no_skeleton():
     assert skeleton(source.encode(), found.blank) is None
 
 
-@pytest.mark.parametrize("source", [
-    # __init__-derived findings may read any method (``_written_elsewhere``): no skeleton
-    HEAD + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.raw = nn.Parameter(torch.zeros(3))\n"
-    "        self.x = torch.sigmoid(self.raw)\n\n    def g(self):\n        return 1\n",
-    # an in-place module makes calls anywhere sites: no skeleton
-    HEAD + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.ReLU(inplace=True)\n\n"
-    "    def forward(self, x):\n        return self.act(x)\n",
-])
-def test_no_skeleton_where_any_function_may_matter(source):
+def test_no_skeleton_where_any_function_may_matter():
+    # an in-place module makes a site of any call of a module attribute
+    source = (HEAD + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.ReLU(inplace=True)\n\n"
+              "    def forward(self, x):\n        return self.act(torch.sigmoid(x))\n\n    def other(self, x):\n        return x\n")
     assert possible_findings(ast.parse(source)).blank is None
-    _same_with_and_without(source)
+    assert _same_with_and_without(source).results
+
+
+def test_init_derived_written_elsewhere_is_reported_as_in_the_whole_file():
+    # In the skeleton ``tweak`` is left out and the derived attribute looks rewritable; the
+    # whole file is analysed again and the report (ID202, written by ``m.x = ...``) is what counts.
+    source = (HEAD + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+              "        self.raw = nn.Parameter(torch.zeros(3))\n        self.x = torch.sigmoid(self.raw)\n\n"
+              "    def forward(self, y):\n        return y * self.x\n\n\ndef tweak(m):\n    m.x = torch.ones(3)\n")
+    assert _blanked(source) == {_line(source, "m.x = torch.ones(3)"), _line(source, "return y * self.x")}
+    result = _same_with_and_without(source)
+    assert [(r.code, r.fixed) for r in result.results] == [("ID202", False)]
+    assert "m.x = ..." in result.results[0].message
+    cut = source.replace("    m.x = torch.ones(3)\n", "    ...\n")
+    # what the skeleton alone says: a rewrite
+    assert [(r.code, r.fixed) for r in _analyse(cut, "hazards", False).results] == [("ID101", True)]
 
 
 # ---------------------------------------------------------------- the closure

@@ -12,7 +12,6 @@ round's wall seconds and ratios to the bare parse of that round, then the median
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import subprocess
@@ -21,30 +20,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import libcst as cst  # noqa: E402
-
+from bench_corpus import bare_parse  # noqa: E402
 from codemod.config import ConfigFinder  # noqa: E402
 from codemod.discovery import discover  # noqa: E402
 from codemod.engine import known_selectors  # noqa: E402
 
 HERE = Path(__file__).resolve().parents[2]
-
-
-def _parse(path: str) -> None:
-    with open(path, "rb") as fh:
-        data = fh.read()
-    try:
-        cst.parse_module(data)
-    except Exception:
-        pass
-
-
-def bare_parse(files: list[str], jobs: int) -> float:
-    start = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        list(pool.imap_unordered(_parse, files, chunksize=8))
-    return time.perf_counter() - start
 
 
 def command(source: Path, corpus: Path, jobs: int) -> tuple[float, str]:
@@ -66,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     corpus = args.corpus.resolve()
     files = [str(f.path) for f in discover([str(corpus)], ConfigFinder(known_selectors()), base=corpus)]
-    runs = {"bare parse": lambda: (bare_parse(files, args.jobs), ""),
+    runs = {"bare parse": lambda: (bare_parse(files, args.jobs)[0], ""),
             "codemod": lambda: command(HERE, corpus, args.jobs)}
     if args.baseline:
         runs["baseline"] = lambda: command(args.baseline.resolve(), corpus, args.jobs)

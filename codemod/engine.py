@@ -1,7 +1,8 @@
 """Files -> parse once -> rules -> edits -> results, in a process pool.
 
 Per file: a cheap text test decides whether any selected rule can have a finding; the file is
-parsed once (LibCST's native parser); every selected rule reads the same tree and shared index;
+parsed once (LibCST's native parser), or first as its skeleton (``skeleton.py``) and whole only
+when the rules find anything there; every selected rule reads the same tree and shared index;
 positions are computed only when there are findings; edits are applied to the touched statements
 only. If some edits overlapped and were deferred, the rules run again on the new tree (at most
 three rounds), so the output is a fixpoint: running the engine on it changes nothing.

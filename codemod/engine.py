@@ -1,7 +1,8 @@
 """Files -> parse once -> rules -> edits -> results, in a process pool.
 
 Per file: a cheap text test decides whether any selected rule can have a finding; the file is
-parsed once (LibCST's native parser); every selected rule reads the same tree and shared index;
+parsed once (LibCST's native parser), or first as its skeleton (``skeleton.py``) and whole only
+when the rules find anything there; every selected rule reads the same tree and shared index;
 positions are computed only when there are findings; edits are applied to the touched statements
 only. If some edits overlapped and were deferred, the rules run again on the new tree (at most
 three rounds), so the output is a fixpoint: running the engine on it changes nothing.
@@ -33,6 +34,7 @@ from .findings import FileResult, Finding, Location, RelatedLocation, Result
 from .program import FileSummary, Program, summarize
 from .project import ProjectFacts
 from .rules import RULES, Rule, RuleOptions
+from .skeleton import skeleton
 from .suppression import is_suppressed, suppressions
 
 _MAX_ROUNDS = 3
@@ -173,6 +175,30 @@ def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = No
         if refused:
             result.skipped = refused
             return result
+    rules = _rules(task.codes)
+    # A skeleton first (``skeleton.py``): when the rules find nothing in it, they find nothing
+    # in the file; otherwise the file is analysed whole below, and only that result counts.
+    blank = getattr(task.may_find, "blank", None) if not task.confirmed_lines else None
+    skeleton_data = skeleton(data, blank) if blank else None
+    if skeleton_data is not None:
+        outcome = _analyse(skeleton_data, task, rules, project, program)
+        if outcome.parsed and outcome.skipped is None and not outcome.results and outcome.new_source is None:
+            outcome.seconds = time.perf_counter() - start
+            return outcome
+        rules = _rules(task.codes)  # fresh ones: a rule may keep state from the skeleton's run
+    result = _analyse(data, task, rules, project, program)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _rules(codes: frozenset[str]) -> list[Rule]:
+    return [rule() for rule in RULES if any(c.code in codes for c in rule.codes)]
+
+
+def _analyse(data: bytes, task: FileTask, rules: list[Rule], project: ProjectFacts | None,
+             program: Program | None) -> FileResult:
+    """Parse ``data`` with LibCST and run ``rules`` on it (``analyse_bytes`` after its tests)."""
+    result = FileResult(task.display)
     try:
         module = parse_unvalidated(data)
     except cst.ParserSyntaxError as exc:
@@ -186,7 +212,6 @@ def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = No
         source = data.decode(module.encoding)  # LibCST round-trips exactly: no codegen needed
     except (UnicodeDecodeError, LookupError):
         source = module.code
-    rules = [rule() for rule in RULES if any(c.code in task.codes for c in rule.codes)]
     try:
         current, result.results = rewrite_module(
             module, source, task.display, rules, task.codes, task.mode, task.confirmed_lines, project, program
@@ -205,7 +230,6 @@ def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = No
             result.new_source = new_source
             result.old_source = source
             result.encoding = module.encoding
-    result.seconds = time.perf_counter() - start
     return result
 
 
@@ -378,7 +402,8 @@ def _pool_context():
 
 
 def run(tasks: list[FileTask], jobs: int | None = None,
-        on_result: Callable[[FileResult], None] | None = None, prefilter: bool = True) -> list[FileResult]:
+        on_result: Callable[[FileResult], None] | None = None, prefilter: bool = True,
+        skeletons: bool = True) -> list[FileResult]:
     """Process every task; results come back in task order.
 
     Rules that read facts about the whole run (``needs_project``) first run without them; only
@@ -390,10 +415,14 @@ def run(tasks: list[FileTask], jobs: int | None = None,
     The same ``ast`` pass decides which rule families may have a finding in each file
     (``candidates.possible_findings``); with ``prefilter``, only files where a selected family
     may have one are parsed with LibCST and analysed, the others are reported clean at once.
+    With ``skeletons`` (and ``prefilter``), a file is first analysed as its skeleton
+    (``skeleton.py``) and parsed whole only where that finds anything.
     """
     _set_project(None)
     program, may_find = build_program(tasks, jobs)
     if prefilter:
+        if not skeletons:
+            may_find = [None if found is None else frozenset(found) for found in may_find]
         tasks = [replace(t, may_find=found) for t, found in zip(tasks, may_find)]
     _set_project(None, program)
     try:

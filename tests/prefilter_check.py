@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ast
+
+from codemod.candidates import possible_findings
 from codemod.config import ConfigFinder
 from codemod.discovery import discover
 from codemod.engine import build_tasks, known_selectors, run
 from codemod.findings import FileResult
+from codemod.skeleton import skeleton
 
 
 def outcome(res: FileResult) -> tuple:
@@ -24,7 +28,8 @@ def outcome(res: FileResult) -> tuple:
 
 
 def compare(root: Path, jobs: int, mode: str | None = None) -> tuple[list[str], dict[str, int]]:
-    """The files whose results differ, and counts from the run without the filter."""
+    """The files whose results differ between the plain engine and the engine with the filter
+    and skeletons, and counts from the run without the filter."""
     files = discover([str(root)], ConfigFinder(known_selectors()), base=root)
     tasks = build_tasks(files, mode=mode)
     plain = run(tasks, jobs, prefilter=False)
@@ -40,5 +45,17 @@ def compare(root: Path, jobs: int, mode: str | None = None) -> tuple[list[str], 
         "reports": sum(not r.fixed and not r.suppressed for r in findings),
         "files rewritten": sum(r.new_source is not None for r in plain),
         "skipped": sum(r.skipped is not None for r in plain),
+        "skeletons": sum(_has_skeleton(t.path) for t, r in zip(tasks, filtered, strict=True) if r.parsed),
     }
     return differ, counts
+
+
+def _has_skeleton(path: str) -> bool:
+    """Whether the engine analyses a skeleton of the file first (it leaves something out)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        found = possible_findings(ast.parse(data))
+    except (SyntaxError, ValueError):
+        return False
+    return bool(found.blank) and skeleton(data, found.blank) is not None

@@ -1,7 +1,8 @@
 """The ``ast`` pre-filter (``codemod/candidates.py``) never drops a file that has a finding.
 
-* Every fixture directory, in both modes: the engine with and without the filter gives identical
-  findings, reports, rewrites and skipped files (and the filter does leave files unparsed).
+* Every fixture directory, in both modes: the engine with and without the filter (and the
+  skeletons it allows, ``codemod/skeleton.py``) gives identical findings, reports, rewrites and
+  skipped files (and the filter does leave files unparsed, skeletons do stand in for files).
 * Generated programs (the property tests' in-place programs and module programs, placed in
   functions of every kind): where the filter says a family cannot have a finding, the engine
   finds nothing of that family.
@@ -48,7 +49,7 @@ def test_fixture_roots_cover_every_fixture_file():
 @pytest.mark.parametrize("mode", ["hazards", "all"])
 def test_fixtures_give_the_same_results_with_and_without_the_filter(mode):
     parsed = {"with": 0, "without": 0}
-    findings = 0
+    findings = skeletons = 0
     for root in ROOTS:
         # Two workers where there are enough files for the pool (the path `-j 2` takes).
         differ, counts = compare(root, jobs=2, mode=mode)
@@ -56,8 +57,10 @@ def test_fixtures_give_the_same_results_with_and_without_the_filter(mode):
         parsed["with"] += counts["parsed with filter"]
         parsed["without"] += counts["parsed without filter"]
         findings += counts["findings"]
+        skeletons += counts["skeletons"]
     assert findings > 100  # the comparison saw real findings of both kinds
     assert parsed["with"] < parsed["without"]  # and the filter did leave files out
+    assert skeletons > 10  # and skeletons stood in for many of the files it parsed
 
 
 CODES = Selection.build().codes

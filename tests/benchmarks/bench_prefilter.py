@@ -36,10 +36,10 @@ def bare_parse(paths: list[str]) -> float:
     return time.process_time() - start
 
 
-def engine(tasks, prefilter: bool) -> tuple[float, int, int]:
+def engine(tasks, prefilter: bool, skeletons: bool = False) -> tuple[float, int, int]:
     gc.collect()
     start = time.process_time()
-    results = run(tasks, 1, prefilter=prefilter)
+    results = run(tasks, 1, prefilter=prefilter, skeletons=skeletons)
     return time.process_time() - start, sum(r.parsed for r in results), sum(len(r.results) for r in results)
 
 
@@ -54,13 +54,15 @@ def main() -> int:
     tasks = build_tasks(files)
     paths = [t.path for t in tasks]
     print(f"{root}: {len(tasks)} files (every {args.every}), one process, {args.rounds} rounds alternated", flush=True)
-    totals = {"bare LibCST parse": [], "engine without the filter": [], "engine with the filter": []}
+    totals = {"bare LibCST parse": [], "engine without the filter": [], "engine with the filter": [],
+              "engine with the filter and skeletons": []}
     engine(tasks[:40], False)  # warm-up: lazy imports, the torch table, first-use caches
     for i in range(args.rounds):
         totals["bare LibCST parse"].append((bare_parse(paths), len(paths), 0))
-        order = (False, True) if i % 2 == 0 else (True, False)  # alternate which goes first
-        for prefilter in order:
-            totals[f"engine with{'' if prefilter else 'out'} the filter"].append(engine(tasks, prefilter))
+        order = [(False, False), (True, False), (True, True)]
+        for prefilter, skeletons in order if i % 2 == 0 else order[::-1]:  # alternate which goes first
+            name = f"engine with{'' if prefilter else 'out'} the filter{' and skeletons' if skeletons else ''}"
+            totals[name].append(engine(tasks, prefilter, skeletons))
         print("  round: " + ", ".join(f"{k} {v[-1][0]:.1f} CPU s" for k, v in totals.items()), flush=True)
     parse = min(c for c, _, _ in totals["bare LibCST parse"])
     print("| what | files parsed with LibCST | findings | CPU s (best of rounds) | vs bare parse |")

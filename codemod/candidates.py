@@ -183,8 +183,6 @@ _STORES = frozenset({"register_buffer", "register_parameter", "add_module", "reg
 
 
 def _blank_bodies(units: list[list], ctors: dict[str, set[str]]) -> tuple[tuple[int, int, int], ...]:
-    from .rules.inplace import _NOT_DIFFERENTIABLE
-
     """The bodies a skeleton may leave out, as (first line, last line, column of the first
     statement): every top-level function outside the closure of those the in-place rules can
     look at. Seeds: functions with an in-place write in code that may be differentiable, those
@@ -199,6 +197,8 @@ def _blank_bodies(units: list[list], ctors: dict[str, set[str]]) -> tuple[tuple[
     module attributes and the classes' method names (every ``def`` line stays); the other
     methods (a write elsewhere, a store through another object) only decide whether a finding is
     a rewrite or a report, and any finding in the skeleton has the whole file analysed."""
+    from .analysis.torch_api import NOT_DIFFERENTIABLE_FUNCTIONS as _NOT_DIFFERENTIABLE
+
     by_key: dict[tuple[str | None, str], list[int]] = {}
     for i, (name, cls, *_rest) in enumerate(units):
         by_key.setdefault((cls, name), []).append(i)

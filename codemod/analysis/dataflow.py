@@ -713,7 +713,8 @@ class _Analyzer:
             # After a rewritten in-place site the value is a fresh tensor: it shares nothing with
             # what it was computed from, but views taken from it later do share its storage.
             fresh = v.kind is Kind.MUTATED and self.rewritten(v.site)
-            if not fresh and (v.kind is not Kind.CONTAINER or expand_bases) and (possible or not v.possible):
+            # A possible alias reached from one of its bases may be that one: not the others.
+            if not fresh and (expand_bases or v.kind is not Kind.CONTAINER and not v.possible) and (possible or not v.possible):
                 for b in v.bases:
                     stack.append((b, True, link or (v if v.possible else None)))
             for child in self._children.get(v, ()):
@@ -721,7 +722,8 @@ class _Analyzer:
                     continue
                 if child.possible and not possible:
                     continue
-                stack.append((child, child.kind is not Kind.CONTAINER, link or (child if child.possible else None)))
+                stack.append((child, child.kind is not Kind.CONTAINER and not child.possible,
+                              link or (child if child.possible else None)))
         return seen
 
     def is_tensor(self, values: Iterable[Value]) -> bool | None:
@@ -1780,6 +1782,11 @@ class _Analyzer:
             return frozenset({result})
         if name in torch_api.ALIAS_FUNCTIONS:
             return frozenset({self.alias(call, "torch-alias", first, label, True)})
+        if name in torch_api.aliasing_ops() and name not in torch_api.TUPLE_ALIAS_FUNCTIONS:
+            # ``torch.transpose(h, 0, 1)``, ``torch.flatten(h, 1)``: a view, as the method would be
+            view = self.alias(call, "torch-view", first, label, True, st=st)
+            view.view = True
+            return frozenset({view})
         if name in torch_api.TUPLE_ALIAS_FUNCTIONS:
             v = self.container(call, "torch-tuple", [first], label, True, False)
             v.tuple_kind = "views"

@@ -176,3 +176,27 @@ def test_calls_the_table_or_the_run_knows_are_not_possible_aliases(tmp_path, cap
     w = net.w.detach().clone().requires_grad_(True)
     model.meant(x, w, net.lstm).sum().backward()
     assert torch.allclose(net.w.grad, w.grad, rtol=1e-6, atol=1e-7)  # the gradient the code meant
+
+
+def test_torch_view_functions_are_views_like_their_methods(tmp_path, capsys, monkeypatch):
+    """``torch.transpose(h, 0, 1)`` shares h's storage as ``h.transpose(0, 1)`` does: rewriting the
+    write out of place would stop updating it."""
+    source = (
+        "import torch\n\n\n"
+        "def f(x, w):\n"
+        "    h = torch.sigmoid(x * w)\n"
+        "    t = torch.transpose(h, 0, 1)\n"
+        "    h.mul_(2)\n"
+        "    return t.sum() + h.sum()\n"
+    )
+    (tmp_path / "m.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    assert main(["apply", "--no-progress", "m.py"]) == 1
+    report = capsys.readouterr().out
+    assert "m.py:7:5: IP201" in report and "`h` shares memory with `t`" in report and "read again at line 8" in report
+    assert (tmp_path / "m.py").read_text() == source
+    namespace: dict = {}
+    exec(compile(source.replace("h.mul_(2)", "h = h.mul(2)"), "m.py", "exec"), namespace)
+    x, w = torch.randn(2, 3), torch.randn(2, 3)
+    exec(compile(source, "m.py", "exec"), original := {})
+    assert not torch.equal(original["f"](x, w), namespace["f"](x, w))  # the refused rewrite changes the output

@@ -693,18 +693,20 @@ class _Analyzer:
         anywhere, so its elements are included. Without ``possible``, the results of calls
         without a summary are not followed to what they were given (nor back).
         """
-        return set(self._closure(values, possible, None))
+        return set(self._closure(values, possible))
 
     def closure_via(self, values: Iterable[Value]) -> dict[Value, Value | None]:
         """``closure``, each value mapped to None when it shares storage for sure, or to the result
         of a call without a summary through which alone it may."""
-        strict = self.closure(values, possible=False)
-        return self._closure(strict, True, {v: None for v in strict})
+        values = list(values)
+        found = self._closure(values, True)
+        for v in self._closure(values, False):
+            found[v] = None
+        return found
 
-    def _closure(self, values: Iterable[Value], possible: bool, via: dict[Value, Value | None] | None
-                 ) -> dict[Value, Value | None]:
+    def _closure(self, values: Iterable[Value], possible: bool) -> dict[Value, Value | None]:
         seen: dict[Value, Value | None] = {}
-        stack: list[tuple[Value, bool, Value | None]] = [(v, True, via.get(v) if via else None) for v in values]
+        stack: list[tuple[Value, bool, Value | None]] = [(v, True, None) for v in values]
         while stack:
             v, expand_bases, link = stack.pop()
             if v in seen:

@@ -200,3 +200,28 @@ def test_torch_view_functions_are_views_like_their_methods(tmp_path, capsys, mon
     x, w = torch.randn(2, 3), torch.randn(2, 3)
     exec(compile(source, "m.py", "exec"), original := {})
     assert not torch.equal(original["f"](x, w), namespace["f"](x, w))  # the refused rewrite changes the output
+
+
+def test_the_table_says_which_calls_without_a_summary_may_return_an_alias():
+    from codemod.analysis.torch_api import may_return_alias
+
+    # torch's own callables are known: ops, torch.nn modules (but those that return their input)
+    assert not any(may_return_alias(q) for q in ("torch.sigmoid", "torch.nn.Linear", "torch.nn.LSTM", "copy.deepcopy"))
+    assert all(may_return_alias(q) for q in ("torch.nn.Identity", "torch.nn.Dropout", "torch.utils.checkpoint.checkpoint",
+                                             "torch.Tensor.view", "einops.rearrange", "some_lib.transform"))
+    assert not may_return_alias("torch.Tensor.add")
+
+
+def test_module_level_torch_module_is_not_a_possible_alias(tmp_path, capsys, monkeypatch):
+    source = (
+        "import torch\n\nlin = torch.nn.Linear(6, 6)\nkeep = torch.nn.Identity()\n\n\n"
+        "def normalize(x: torch.Tensor):\n    h = lin(x)\n    h /= torch.sqrt(torch.var(h, dim=1, keepdim=True) + 1e-5)\n    return h\n\n\n"
+        "def passed(x: torch.Tensor):\n    h = keep(x)\n    h /= torch.sqrt(torch.var(h, dim=1, keepdim=True) + 1e-5)\n    return h\n"
+    )
+    (tmp_path / "m.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    main(["apply", "--diff", "--no-progress", "m.py"])
+    report = capsys.readouterr()
+    assert "m.py:9:5: IP101" in report.err and "h = h / torch.sqrt" in report.out  # lin(x) is a new tensor
+    # keep(x) may be x itself: the caller's tensor (P3), reported
+    assert "m.py:15:5: IP202" in report.err and "`keep(x)` (line 14)" in report.err

@@ -446,6 +446,24 @@ class Summaries:
         self._busy: set[int] = set()
         self._methods = {(id(fn.cls), fn.name): fn for fn in index.functions if fn.cls is not None and fn.parent is None}
         self._toplevel = {fn.name: fn for fn in index.functions if fn.cls is None and fn.parent is None}
+        self._globals: set[str] | None = None
+
+    def torch_global(self, name: str) -> bool:
+        """``name`` is assigned once at module level, to a call of one of torch's callables that
+        may not return its argument (``lin = torch.nn.Linear(6, 6)``)."""
+        if self._globals is None:
+            found: dict[str, str | None] = {}
+            for stmt in self.index.module.body:
+                for small in stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ():
+                    if isinstance(small, (cst.Assign, cst.AnnAssign)):
+                        targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+                        value = small.value
+                        qual = self.index.imports.qualify(value.func) if isinstance(value, cst.Call) else None
+                        for t in targets:
+                            if isinstance(t, cst.Name):
+                                found[t.value] = None if t.value in found else qual
+            self._globals = {n for n, q in found.items() if q is not None and not torch_api.may_return_alias(q)}
+        return name in self._globals
 
     def method(self, cls: ClassInfo | None, name: str) -> FunctionInfo | None:
         return self._methods.get((id(cls), name)) if cls is not None else None
@@ -1621,6 +1639,9 @@ class _Analyzer:
             external = self.summaries.external(func.value) if self.summaries else None
             if external is not None:
                 return self.user_call(call, None, args, st, func.value, external)
+            if func.value not in self.locals and self.summaries is not None and self.summaries.torch_global(func.value):
+                # ``lin = torch.nn.Linear(6, 6)`` at module level: one of torch's modules
+                return self.opaque_call(call, args, st, may_alias=False)
         return self.opaque_call(call, args, st)
 
     def user_call(self, call: cst.Call, target: FunctionInfo | None, args, st: State, name: str,
@@ -1966,7 +1987,7 @@ class _Analyzer:
             qual = ctor.qualname if ctor.kind == "module" else None
             if qual is None and isinstance(ctor.node, cst.Call):
                 qual = self.imports.qualify(ctor.node.func)
-            if qual is None or not qual.startswith("torch."):
+            if qual is None or torch_api.may_return_alias(qual):
                 return True
         return False
 

@@ -497,6 +497,9 @@ def may_return_alias(qualname: str) -> bool:
         return True
     if qualname.startswith("torch.Tensor."):
         return method_returns_alias(qualname.rsplit(".", 1)[-1])
+    spec = module_spec(qualname)
+    if spec is not None:  # an instance of this torch.nn class, called
+        return spec.returns_input or spec.container or "dropout" in (spec.functional or "")
     return qualname in PASS_THROUGH_FUNCTIONS
 
 

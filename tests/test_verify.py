@@ -146,7 +146,7 @@ def test_unrelated_failure_is_not_proven_and_nothing_is_written(tmp_path):
 
 
 def test_rewrite_that_changes_outputs_is_refused(tmp_path):
-    repo = _copy("output_change_dynamic", tmp_path)  # output_change itself is reported statically now
+    repo = _copy("output_change_dynamic", tmp_path)  # output_change (an alias through keep) and a dynamic call are reported statically; this one escapes through a method call
     before = _snapshot(repo)
     proc = _codemod("apply", "--verify", str(repo))
     assert proc.returncode == 1, proc.stderr

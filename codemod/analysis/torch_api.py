@@ -546,6 +546,33 @@ FACTORY_FUNCTIONS = frozenset(
 # torch.* calls that may share memory with their argument.
 ALIAS_FUNCTIONS = frozenset({"as_tensor", "from_numpy", "asarray", "as_strided", "frombuffer", "from_dlpack"})
 
+# Callables of torch outside the op table that hand back what a function they are given returns
+# (which may be one of their tensor arguments): their result may be an alias of those.
+PASS_THROUGH_FUNCTIONS = frozenset({
+    "torch.utils.checkpoint.checkpoint", "torch.utils.checkpoint.checkpoint_sequential", "torch.jit.annotate",
+    "torch.func.functional_call", "torch.nn.utils.stateless.functional_call", "torch.cond", "torch.compiler.disable",
+})
+# Callables outside torch known never to return (a view of) an argument.
+_NEVER_ALIAS = frozenset({"copy.deepcopy"})
+
+
+def may_return_alias(qualname: str) -> bool:
+    """For a call the analysis has no summary of (``qualname``, qualified through the imports):
+    whether its result may share storage with a tensor it is given. torch's own callables are
+    known (the op table, its modules and factories): only the pass-through ones above, and the
+    tensor methods that view ``self`` (``torch.Tensor.view``), may. Any other package is unknown:
+    it may (``einops.rearrange`` returns a view)."""
+    if qualname in _NEVER_ALIAS:
+        return False
+    if qualname.split(".")[0] != "torch":
+        return True
+    if qualname.startswith("torch.Tensor."):
+        return method_returns_alias(qualname.rsplit(".", 1)[-1])
+    spec = module_spec(qualname)
+    if spec is not None:  # an instance of this torch.nn class, called
+        return spec.returns_input or spec.container or "dropout" in (spec.functional or "")
+    return qualname in PASS_THROUGH_FUNCTIONS
+
 
 @dataclass(frozen=True)
 class ModuleSpec:

@@ -68,7 +68,7 @@ class Value:
 
     __slots__ = (
         "kind", "node", "_label", "bases", "tensor", "immutable", "site", "data_alias",
-        "low_precision", "_external", "elements", "tuple_kind", "grad", "operands", "view", "likely",
+        "low_precision", "_external", "elements", "tuple_kind", "grad", "operands", "view", "likely", "possible",
     )
 
     def __init__(self, kind: Kind, node: cst.CSTNode | None, label: Text, *, tensor: bool | None = None,
@@ -93,6 +93,11 @@ class Value:
         # Probably a tensor, not proven: a ``forward`` argument, a receiver of ``.var()``/``.sum()``
         # (which numpy has too). Enough to count as saved for a report, never enough to rewrite.
         self.likely = False
+        # The result of a call the analysis has no summary of (a package outside the repository,
+        # a dynamic call): it may be, or view, one of the tensors it was given. Such a link counts
+        # against a rewrite (P2/P3/P5: a later read of either side), never as evidence that an op
+        # saved the written tensor (a new rewrite would then land in code that may be correct).
+        self.possible = False
 
     @property
     def label(self) -> str:
@@ -162,6 +167,7 @@ class Reason:
     prop: str  # "P1".."P5" | "form"
     text: str
     node: cst.CSTNode | None = None  # where the alias/argument/state comes from (for its line)
+    via: "Value | None" = None  # the result of a call without a summary that may link it (``@VIA``)
 
 
 @dataclass(eq=False)
@@ -182,6 +188,15 @@ class Site:
     evidence: dict[SaveEvent, Value] = field(default_factory=dict)
     reasons: list[Reason] = field(default_factory=list)
     conflicts: dict[cst.CSTNode, str] = field(default_factory=dict)  # later read -> name read
+    # Values that share memory with the written one only if a call without a summary returns an
+    # alias of its argument: value -> that call's result (a ``possible`` value)
+    maybe_shared: dict[Value, Value] = field(default_factory=dict)
+    possible_reads: dict[cst.CSTNode, Value] = field(default_factory=dict)  # read -> the call, when only possible
+    strict_reads: set[cst.CSTNode] = field(default_factory=set)  # reads seen without such a call between
+    # An op saved another view of the written storage (``a = x[:, :2]; torch.sin(a)``, then
+    # ``c = x[:, 2:]; c.mul_(3)``): event -> (the saved value, its names, the shared storage
+    # value or None when the saved value is a view of the written one, the storage's names)
+    storage: dict[SaveEvent, tuple] = field(default_factory=dict)
     not_tensor: bool = False  # certainly not a tensor (list, dict, numpy): not an autograd matter
     tensor_unknown: bool = False
     likely_tensor: bool = False  # not proven, but a forward argument / a receiver of tensor methods
@@ -192,9 +207,15 @@ class Site:
     container_entry: bool = False  # ``out["p"] *= 2``: an entry of a list or dict
     category: str = "inplace"  # "rng" | "init" | "dtype" for ops that are never rewritten
 
-    def add_reason(self, prop: str, text: str, node: cst.CSTNode | None = None) -> None:
+    def add_reason(self, prop: str, text: str, node: cst.CSTNode | None = None, via: "Value | None" = None) -> None:
+        if via is not None:
+            text += POSSIBLE_ALIAS
         if not any(r.prop == prop and r.text == text for r in self.reasons):
-            self.reasons.append(Reason(prop, text, node))
+            self.reasons.append(Reason(prop, text, node, via))
+
+
+# Appended to a reason that holds only if a call without a summary returns an alias.
+POSSIBLE_ALIAS = " (if @VIA returns its argument or a view of it (@WHY): `codemod verify` or `codemod locate` settles it)"
 
 
 class State:
@@ -205,22 +226,27 @@ class State:
     path where ``x`` still names ``v`` nothing saved it.
     """
 
-    __slots__ = ("env", "saved", "escaped", "stale", "pinned")
+    __slots__ = ("env", "saved", "escaped", "stale", "pinned", "pinned_stale")
 
-    def __init__(self, env=None, saved=None, escaped=None, stale=None, pinned=None) -> None:
+    def __init__(self, env=None, saved=None, escaped=None, stale=None, pinned=None, pinned_stale=None) -> None:
         self.env: dict[str, frozenset[Value]] = env if env is not None else {}
         self.saved: dict[Value, frozenset[SaveEvent]] = saved if saved is not None else {}
         self.escaped: dict[Value, frozenset[EscapeEvent]] = escaped if escaped is not None else {}
         self.stale: dict[Value, frozenset[Site]] = stale if stale is not None else {}
         self.pinned: dict[tuple[str, Value], frozenset[SaveEvent]] = pinned if pinned is not None else {}
+        # The same for writes: the in-place sites passed on the paths where the name refers to
+        # the value (``acc = y`` only before ``acc += y`` ran: after ``if acc is None:`` no write
+        # has happened on that path).
+        self.pinned_stale: dict[tuple[str, Value], frozenset[Site]] = pinned_stale if pinned_stale is not None else {}
 
     def copy(self) -> "State":
-        return State(dict(self.env), dict(self.saved), dict(self.escaped), dict(self.stale), dict(self.pinned))
+        return State(dict(self.env), dict(self.saved), dict(self.escaped), dict(self.stale), dict(self.pinned),
+                     dict(self.pinned_stale))
 
     def same_as(self, other: "State") -> bool:
         return (
             self.env == other.env and self.saved == other.saved and self.escaped == other.escaped
-            and self.stale == other.stale and self.pinned == other.pinned
+            and self.stale == other.stale and self.pinned == other.pinned and self.pinned_stale == other.pinned_stale
         )
 
     def bind(self, name: str, values: frozenset[Value]) -> None:
@@ -228,6 +254,31 @@ class State:
         if self.pinned:
             for key in [k for k in self.pinned if k[0] == name]:
                 del self.pinned[key]
+        if self.pinned_stale:
+            for key in [k for k in self.pinned_stale if k[0] == name]:
+                del self.pinned_stale[key]
+
+    def stale_sites(self) -> frozenset["Site"]:
+        return frozenset().union(*self.stale.values()) if self.stale else frozenset()
+
+    def stale_via(self, name: str, value: Value, every: frozenset["Site"] | None = None) -> frozenset["Site"]:
+        """The in-place sites passed on the paths where ``name`` refers to ``value``."""
+        found = self.pinned_stale.get((name, value))
+        if found is not None:
+            return found
+        return self.stale_sites() if every is None else every
+
+    def narrow(self, name: str, kept: frozenset[Value]) -> None:
+        """Only the paths where ``name`` refers to one of ``kept`` go on (a branch on ``name is
+        None``): writes passed only on the other paths are not pending here."""
+        every = self.stale_sites()
+        if not every:
+            return
+        allowed = frozenset().union(*(self.stale_via(name, v, every) for v in kept)) if kept else frozenset()
+        if allowed >= every:
+            return
+        self.stale = {v: sites & allowed for v, sites in self.stale.items() if sites & allowed}
+        self.pinned_stale = {k: sites & allowed for k, sites in self.pinned_stale.items()}
 
     def saved_via(self, name: str | None, value: Value) -> frozenset[SaveEvent]:
         """What saved ``value``, on the paths where ``name`` refers to it."""
@@ -262,6 +313,10 @@ class State:
                 self.stale[v] = frozenset((site,))
             elif site not in old:
                 self.stale[v] = old | {site}
+        if self.pinned_stale:  # passed on every path that reaches here
+            for key, sites in self.pinned_stale.items():
+                if site not in sites:
+                    self.pinned_stale[key] = sites | {site}
 
 
 def _merge(dicts: list[dict]) -> dict:
@@ -294,6 +349,17 @@ def join(states: Iterable[State | None]) -> State | None:
             events = frozenset().union(*(s.saved_via(name, v) for s in paths))
             if events != out.saved.get(v, frozenset()):
                 out.pinned[(name, v)] = events
+    if out.stale:
+        every = out.stale_sites()
+        each = [s.stale_sites() for s in live]
+        for name, values in out.env.items():
+            for v in values:
+                paths = [(s, e) for s, e in zip(live, each) if v in s.env.get(name, ())]
+                if len(paths) == len(live) and not any((name, v) in s.pinned_stale for s in live):
+                    continue
+                sites = frozenset().union(*(s.stale_via(name, v, e) for s, e in paths))
+                if sites != every:
+                    out.pinned_stale[(name, v)] = sites
     return out
 
 
@@ -363,6 +429,8 @@ class Summary:
     tensor_params: set[str] = field(default_factory=set)  # parameters used as tensors
     saved_output: str | None = None  # every return is the output of this op, which saves it
     where: str | None = None  # "path:line" of a function of another file
+    # parameters the result may share storage with only through a call without a summary
+    possible_aliases: set[str] = field(default_factory=set)
 
 
 class Summaries:
@@ -377,6 +445,24 @@ class Summaries:
         self._busy: set[int] = set()
         self._methods = {(id(fn.cls), fn.name): fn for fn in index.functions if fn.cls is not None and fn.parent is None}
         self._toplevel = {fn.name: fn for fn in index.functions if fn.cls is None and fn.parent is None}
+        self._globals: set[str] | None = None
+
+    def torch_global(self, name: str) -> bool:
+        """``name`` is assigned once at module level, to a call of one of torch's callables that
+        may not return its argument (``lin = torch.nn.Linear(6, 6)``)."""
+        if self._globals is None:
+            found: dict[str, str | None] = {}
+            for stmt in self.index.module.body:
+                for small in stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ():
+                    if isinstance(small, (cst.Assign, cst.AnnAssign)):
+                        targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+                        value = small.value
+                        qual = self.index.imports.qualify(value.func) if isinstance(value, cst.Call) else None
+                        for t in targets:
+                            if isinstance(t, cst.Name):
+                                found[t.value] = None if t.value in found else qual
+            self._globals = {n for n, q in found.items() if q is not None and not torch_api.may_return_alias(q)}
+        return name in self._globals
 
     def method(self, cls: ClassInfo | None, name: str) -> FunctionInfo | None:
         return self._methods.get((id(cls), name)) if cls is not None else None
@@ -510,7 +596,7 @@ class _Analyzer:
             v.bases |= new
             for b in new:
                 self._children.setdefault(b, set()).add(v)
-            if v.tensor is None and v.kind in (Kind.ALIAS, Kind.MUTATED) and any(b.tensor for b in new):
+            if v.tensor is None and v.kind in (Kind.ALIAS, Kind.MUTATED) and not v.possible and any(b.tensor for b in new):
                 self.set_tensor(v)
 
     def set_tensor(self, v: Value) -> None:
@@ -523,7 +609,7 @@ class _Analyzer:
                 continue
             cur.tensor = True
             for child in self._children.get(cur, ()):
-                if child.tensor is None and child.kind in (Kind.ALIAS, Kind.MUTATED):
+                if child.tensor is None and child.kind in (Kind.ALIAS, Kind.MUTATED) and not child.possible:
                     stack.append(child)
             if cur.view:
                 stack.extend(b for b in cur.bases if b.tensor is None and b.kind is not Kind.CONTAINER)
@@ -541,13 +627,7 @@ class _Analyzer:
         v = self._memo.get(key)
         if v is None or st is None:
             return
-        group = {v}
-        stack = [v]
-        while stack:
-            for child in self._children.get(stack.pop(), ()):
-                if child.kind in (Kind.ALIAS, Kind.MUTATED) and child not in group:
-                    group.add(child)
-                    stack.append(child)
+        group = self._views_of(v)
         if not any(st.saved.get(g) or st.escaped.get(g) or st.stale.get(g) for g in group):
             return
         if not group.isdisjoint(new_bases):
@@ -562,6 +642,17 @@ class _Analyzer:
             st.saved.pop(g, None)
             st.escaped.pop(g, None)
             st.stale.pop(g, None)
+
+    def _views_of(self, v: Value) -> set[Value]:
+        """``v`` and the views and in-place results derived from it."""
+        group = {v}
+        stack = [v]
+        while stack:
+            for child in self._children.get(stack.pop(), ()):
+                if child.kind in (Kind.ALIAS, Kind.MUTATED) and child not in group:
+                    group.add(child)
+                    stack.append(child)
+        return group
 
     def fresh(self, node: cst.CSTNode, role: str, label: Text, tensor: bool | None, immutable: bool = False,
               st: State | None = None) -> Value:
@@ -611,30 +702,47 @@ class _Analyzer:
         its other inputs require grad, where the in-place op saved a clone)."""
         return self.decisions.get(site.key) in ("aug", "aug-dtype", "method", "method-dtype", "function", "rename", "chain")
 
-    def closure(self, values: Iterable[Value]) -> set[Value]:
+    def closure(self, values: Iterable[Value], possible: bool = True) -> set[Value]:
         """Every value that may share storage with one of ``values``, and every container holding one.
 
         A container reached because it holds a value is an observer (its other elements are not
         affected); a container reached because a value was taken out of it may hold the value
-        anywhere, so its elements are included.
+        anywhere, so its elements are included. Without ``possible``, the results of calls
+        without a summary are not followed to what they were given (nor back).
         """
-        seen: set[Value] = set()
-        stack: list[tuple[Value, bool]] = [(v, True) for v in values]
+        return set(self._closure(values, possible))
+
+    def closure_via(self, values: Iterable[Value]) -> dict[Value, Value | None]:
+        """``closure``, each value mapped to None when it shares storage for sure, or to the result
+        of a call without a summary through which alone it may."""
+        values = list(values)
+        found = self._closure(values, True)
+        for v in self._closure(values, False):
+            found[v] = None
+        return found
+
+    def _closure(self, values: Iterable[Value], possible: bool) -> dict[Value, Value | None]:
+        seen: dict[Value, Value | None] = {}
+        stack: list[tuple[Value, bool, Value | None]] = [(v, True, None) for v in values]
         while stack:
-            v, expand_bases = stack.pop()
+            v, expand_bases, link = stack.pop()
             if v in seen:
                 continue
-            seen.add(v)
+            seen[v] = link
             # After a rewritten in-place site the value is a fresh tensor: it shares nothing with
             # what it was computed from, but views taken from it later do share its storage.
             fresh = v.kind is Kind.MUTATED and self.rewritten(v.site)
-            if not fresh and (v.kind is not Kind.CONTAINER or expand_bases):
+            # A possible alias reached from one of its bases may be that one: not the others.
+            if not fresh and (expand_bases or v.kind is not Kind.CONTAINER and not v.possible) and (possible or not v.possible):
                 for b in v.bases:
-                    stack.append((b, True))
+                    stack.append((b, True, link or (v if v.possible else None)))
             for child in self._children.get(v, ()):
                 if child.kind is Kind.MUTATED and self.rewritten(child.site):
                     continue
-                stack.append((child, child.kind is not Kind.CONTAINER))
+                if child.possible and not possible:
+                    continue
+                stack.append((child, child.kind is not Kind.CONTAINER and not child.possible,
+                              link or (child if child.possible else None)))
         return seen
 
     def is_tensor(self, values: Iterable[Value]) -> bool | None:
@@ -703,11 +811,12 @@ class _Analyzer:
         returned: set[Value] = set()
         for state, values in self._exits:
             returned |= values
-        returned_group = self.closure(returned) if returned else set()
+        returned_group = self.closure_via(returned) if returned else {}
+        maybe: set[str] = set()
         for name, value in self._params.items():
             if name == self.self_name:
                 continue
-            group = self.closure({value})
+            group = self.closure({value}, possible=False)
             for state, _ in self._exits:
                 for v in group:
                     for event in state.saved.get(v, ()):
@@ -715,13 +824,14 @@ class _Analyzer:
                         if saves.get(name) != "input":
                             saves[name] = strength
             if value in returned_group:
-                aliases.add(name)
+                (aliases if returned_group[value] is None else maybe).add(name)
         returns_tensor = bool(returned) and self.is_tensor(returned) is True
         node = self.fn.node
         return Summary(
             params, {p.name.value for p in node.params.kwonly_params}, saves, aliases, returns_tensor,
             isinstance(node.params.star_arg, cst.Param) or node.params.star_kwarg is not None,
             {n for n, v in self._params.items() if v.tensor or v.likely or v in self.tensor_inputs},
+            possible_aliases=maybe,
         )
 
     def body(self, suite, st: State | None) -> State | None:
@@ -752,13 +862,15 @@ class _Analyzer:
         self._statement = None
         if isinstance(stmt, cst.If):
             self.eval(stmt.test, st)
-            then = self.body(stmt.body, st.copy())
+            then_in, other_in = st.copy(), st.copy()
+            self.narrow_none(stmt.test, then_in, other_in)
+            then = self.body(stmt.body, then_in)
             if stmt.orelse is None:
-                other: State | None = st
+                other: State | None = other_in
             elif isinstance(stmt.orelse, cst.If):
-                other = self.statement(stmt.orelse, st.copy())
+                other = self.statement(stmt.orelse, other_in)
             else:
-                other = self.body(stmt.orelse.body, st.copy())
+                other = self.body(stmt.orelse.body, other_in)
             return join([then, other])
         if isinstance(stmt, (cst.For, cst.While)):
             return self.loop(stmt, st)
@@ -786,6 +898,26 @@ class _Analyzer:
                 outs.append(self.body(case.body, branch))
             return join(outs)
         return st
+
+    def narrow_none(self, test: cst.BaseExpression, yes: State, no: State) -> None:
+        """``if name is None:`` / ``if name is not None:``: on each branch only the paths where the
+        name may hold such a value. A value after an in-place write, a container or a literal is
+        never None; only the literal None is."""
+        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(test.left, cst.Name)
+                and isinstance(test.comparisons[0].comparator, cst.Name) and test.comparisons[0].comparator.value == "None"):
+            return
+        op = test.comparisons[0].operator
+        if not isinstance(op, (cst.Is, cst.IsNot)):
+            return
+        name = test.left.value
+        values = yes.env.get(name)
+        if name not in self.locals or not values:
+            return
+        none = frozenset(v for v in values if v.immutable and v.label == "None")
+        maybe = frozenset(v for v in values if not (v.kind in (Kind.MUTATED, Kind.CONTAINER) or (v.immutable and v.label != "None")))
+        is_none, not_none = (yes, no) if isinstance(op, cst.Is) else (no, yes)
+        is_none.narrow(name, maybe)
+        not_none.narrow(name, values - none)
 
     def loop(self, stmt: cst.For | cst.While, st: State) -> State | None:
         # A loop nested in another is re-run on each outer pass; when it is entered with the same
@@ -1005,8 +1137,16 @@ class _Analyzer:
         site.not_tensor = verdict is False
         site.tensor_unknown = verdict is None
         site.likely_tensor |= any(v.likely for v in targets)
-        group = self.closure(targets)
+        shared = self.closure_via(targets)
+        group = set(shared)
+        for value, link in shared.items():
+            if link is not None:
+                site.maybe_shared[value] = link
+            else:
+                site.maybe_shared.pop(value, None)
         for value in group:
+            if shared[value] is not None:
+                continue  # evidence only through what surely shares the storage
             events = st.saved_via(root, value) if value in targets else st.saved.get(value, ())
             for event in events:
                 if event.what == "leaf" and self.grad_disabled:
@@ -1014,7 +1154,10 @@ class _Analyzer:
                 if event.what == "multiview" and value not in targets:
                     continue  # only the view itself is refused, not the base
                 if event.node is not site.node:  # its own op (rewritten out-of-place) is no hazard
-                    site.evidence.setdefault(event, value)
+                    if site.evidence.setdefault(event, value) is value and event.what in ("input", "output", "opaque"):
+                        note = self._storage_note(value, targets, st)
+                        if note is not None:
+                            site.storage.setdefault(event, note)
                 if event.what == "leaf":
                     site.add_reason("P5", "rebinding the name would leave the leaf itself (which an optimizer may hold) "
                                           "unchanged: write it under `torch.no_grad()`, or compute a new tensor from it", event.node)
@@ -1023,9 +1166,10 @@ class _Analyzer:
         own = f"`{root}`" if root else None
         for v in sorted(group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label)):
             if v.kind is Kind.PARAM and v.tensor is not False:
-                site.add_reason("P3", f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing", v.node)
+                site.add_reason("P3", f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing",
+                                v.node, shared[v])
             elif v.kind is Kind.EXTERNAL:
-                site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it")
+                site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it", None, shared[v])
             elif v.data_alias:
                 site.add_reason("P5", "it writes through `.data` (line @LINE), which autograd does not track: rewriting would stop updating the original tensor", v.node)
                 if not self.grad_disabled and v.node is not None and v in targets and self._computed(v):
@@ -1036,7 +1180,8 @@ class _Analyzer:
                     site.evidence.setdefault(self.save_event(v.node, "`.data`", "data"), v)
         for v in group:
             for event in st.escaped.get(v, ()):
-                site.add_reason("P2", f"{v.label} was {event.where} (line @LINE): rewriting would stop updating that copy", event.node)
+                site.add_reason("P2", f"{v.label} was {event.where} (line @LINE): rewriting would stop updating that copy",
+                                event.node, shared[v])
         if self.grad_disabled:
             site.add_reason("P4", "autograd is disabled here (no_grad, inference_mode or set_grad_enabled(False)), so the update looks intentional")
         # Later reads of anything sharing this memory would see another value after a rewrite.
@@ -1055,10 +1200,45 @@ class _Analyzer:
             st.bind(root, frozenset({after}))
         return after
 
+    def _ancestors(self, values: Iterable[Value]) -> set[Value]:
+        """``values`` and the tensors they view (through tensor views and slices, in-place results;
+        not elements of containers, nor results of calls)."""
+        seen: set[Value] = set()
+        stack = list(values)
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if (v.kind is Kind.ALIAS and v.view and not v.possible) or (v.kind is Kind.MUTATED and not self.rewritten(v.site)):
+                stack.extend(b for b in v.bases if b.kind is not Kind.CONTAINER)
+        return seen
+
+    def _storage_note(self, saved: Value, targets: frozenset[Value], st: State) -> tuple | None:
+        """How ``saved`` (which an op saved) shares the storage of the written ``targets`` when it
+        is neither one of them nor what they view: a view of them, or a sibling view of one
+        storage (slices of one tensor share its version counter)."""
+        up = self._ancestors(targets)
+        if saved in up:
+            return None
+        mine = self._ancestors([saved])
+        if not mine.isdisjoint(targets):
+            return (saved, self._names_of(saved, st), None, ())
+        common = [c for c in mine & up if c is not saved]
+        if not common:
+            return None
+        named = sorted(((self._names_of(c, st), c) for c in common), key=lambda nc: (not nc[0], nc[1].kind.value, nc[1].label))
+        names, base = named[0]
+        return (saved, self._names_of(saved, st), base, names)
+
+    @staticmethod
+    def _names_of(value: Value, st: State) -> tuple[str, ...]:
+        return tuple(sorted(n for n, values in st.env.items() if value in values and not n.startswith("self.")))
+
     def _computed(self, v: Value) -> bool:
         """``v``'s storage is a tensor this function computed (an op's result, or a view of
         one): not module state, an argument, a module's weight or something unknown."""
-        group = self.closure([v]) - {v}
+        group = self.closure([v], possible=False) - {v}
         return bool(group) and all(
             b.kind in (Kind.FRESH, Kind.ALIAS, Kind.MUTATED) and b.tensor is not False for b in group
         )
@@ -1068,6 +1248,11 @@ class _Analyzer:
             for v in values:
                 for site in st.stale.get(v, ()):
                     site.conflicts.setdefault(node, name)
+                    link = site.maybe_shared.get(v)
+                    if link is None:
+                        site.strict_reads.add(node)
+                    else:
+                        site.possible_reads.setdefault(node, link)
 
     # ================================================================ augmented assignment
     def augassign(self, node: cst.AugAssign, st: State) -> None:
@@ -1291,7 +1476,9 @@ class _Analyzer:
                 result = self.fresh(expr, "gather", label, True, st=st)
                 self.set_grad(result, self.grad_free(base))
                 return frozenset({result})
-            return frozenset({self.alias(expr, "sub", base, label, tensor=True, st=st)})
+            view = self.alias(expr, "sub", base, label, tensor=True, st=st)
+            view.view = True  # a slice of a tensor
+            return frozenset({view})
         return frozenset({self.element_of(expr, "sub", base, label)})
 
     def _eval_slice(self, element: cst.SubscriptElement, st: State) -> bool:
@@ -1341,6 +1528,7 @@ class _Analyzer:
         else:
             values = self.eval(expr.elt, inner)
         st.saved, st.escaped, st.stale, st.pinned = inner.saved, inner.escaped, inner.stale, inner.pinned  # effects flow back
+        st.pinned_stale = inner.pinned_stale
         return frozenset({self.container(expr, "comp", [values], code_text(expr), False, False)})
 
     def _eval_binary(self, expr: cst.BinaryOperation, st: State, role) -> frozenset[Value]:
@@ -1450,18 +1638,24 @@ class _Analyzer:
             external = self.summaries.external(func.value) if self.summaries else None
             if external is not None:
                 return self.user_call(call, None, args, st, func.value, external)
+            if func.value not in self.locals and self.summaries is not None and self.summaries.torch_global(func.value):
+                # ``lin = torch.nn.Linear(6, 6)`` at module level: one of torch's modules
+                return self.opaque_call(call, args, st, may_alias=False)
         return self.opaque_call(call, args, st)
 
     def user_call(self, call: cst.Call, target: FunctionInfo | None, args, st: State, name: str,
-                  summary: Summary | None = None) -> frozenset[Value]:
+                  summary: Summary | None = None, possible: bool = False) -> frozenset[Value]:
         """A call of a function of this module (``target``), or of another file of the run
-        (``summary`` from the whole-program phase): use its summary instead of assuming the worst."""
+        (``summary`` from the whole-program phase): use its summary instead of assuming the worst.
+        With ``possible``, the summary's aliases are only possible ones (a module's ``forward`` of
+        another file, summarized flow-insensitively): they count against a rewrite, never for one."""
         if target is not None:
             summary = self.summaries.get(target) if self.summaries else None
         display = f"{name}(...)" if call.args else f"{name}()"
         if summary is None or summary.varargs or any(k == "*" for k, _, _ in args):
             return self.opaque_call(call, args, st, display=display)
         aliased: set[Value] = set()
+        maybe: set[Value] = set()
         for key, values, _ in args:
             param = summary.params[key] if isinstance(key, int) and key < len(summary.params) else key
             if param not in summary.params and param not in summary.kwonly:
@@ -1474,8 +1668,14 @@ class _Analyzer:
             if param in summary.aliases:
                 # (a summary of another file over-approximates: only what may be a tensor counts)
                 aliased |= values if summary.where is None else {v for v in values if v.tensor is not False}
+            elif param in summary.possible_aliases:
+                maybe |= values
         label = fmt_text("the result of `{}`", display)
+        if maybe and not aliased:
+            possible, aliased = True, maybe
         tensor = True if summary.returns_tensor else None
+        if aliased and possible:
+            return frozenset({self.possible_alias(call, aliased, label, tensor, st, summary.where or "in this file")})
         if aliased:
             return frozenset({self.alias(call, "user-call", aliased, label, tensor, st=st)})
         result = self.fresh(call, "call", label, tensor, st=st)
@@ -1501,17 +1701,41 @@ class _Analyzer:
         return out
 
     def opaque_call(self, call: cst.Call, args, st: State, tensor: bool | None = None,
-                    display: Text | None = None, receiver: frozenset[Value] = frozenset()) -> frozenset[Value]:
-        """A call we know nothing about: it may save any tensor it is given."""
+                    display: Text | None = None, receiver: frozenset[Value] = frozenset(),
+                    may_alias: bool = True) -> frozenset[Value]:
+        """A call we know nothing about: it may save any tensor it is given, and (``may_alias``:
+        no summary and nothing in the table says otherwise) return one of them or a view of it."""
         display = display or (lambda: call_display(call))
         if not self.grad_disabled:
             event = self.save_event(call, display, "opaque")
             for _, values, _ in args:
                 st.add_saved(values, event)
             st.add_saved(receiver, event)
-        result = self.fresh(call, "call", fmt_text("the result of `{}`", display), tensor, st=st)
+        label = fmt_text("the result of `{}`", display)
+        if may_alias and tensor is not False:
+            given = {v for _, values, _ in args for v in values} | set(receiver)
+            bases = {v for v in given if not v.immutable and (v.tensor is not False or v.kind is Kind.CONTAINER)}
+            if bases:
+                return frozenset({self.possible_alias(call, bases, label, tensor, st)})
+        result = self.fresh(call, "call", label, tensor, st=st)
         result.tuple_kind = "call"
         return frozenset({result})
+
+    def possible_alias(self, call: cst.Call, bases: set[Value], label: Text, tensor: bool | None, st: State,
+                       where: str | None = None) -> Value:
+        """The result of ``call``, which may be one of ``bases`` or a view of one (``where``: the
+        summary that cannot rule it out; None: there is no summary)."""
+        key = (id(call), "call-alias")
+        # ``h = layer(h)`` in a loop: the result is a new object, which only may be the one passed
+        # in (the previous iteration's result, the same abstract value): what was known of that
+        # one is not known of the new one, as for a fresh result.
+        old = self._memo.get(key)
+        self.recreate(key, st, bases - self._views_of(old) if old is not None else bases)
+        result = self._new(key, lambda: Value(Kind.ALIAS, call, label, tensor=tensor))
+        result.possible = where or True
+        self.link(result, bases)
+        result.tuple_kind = "call"
+        return result
 
     def call_builtin(self, call: cst.Call, name: str, st: State) -> frozenset[Value]:
         args = self.eval_args(call, st)
@@ -1551,7 +1775,7 @@ class _Analyzer:
         external = self.summaries.external(dotted) if dotted else None
         if external is not None:
             return self.user_call(call, None, args, st, dotted, external)
-        return self.opaque_call(call, args, st)
+        return self.opaque_call(call, args, st, may_alias=torch_api.may_return_alias(qual))
 
     def call_torch(self, call, qual, name, args, st, role) -> frozenset[Value]:
         display = f"{qual}(...)" if call.args else f"{qual}()"
@@ -1580,6 +1804,11 @@ class _Analyzer:
             return frozenset({result})
         if name in torch_api.ALIAS_FUNCTIONS:
             return frozenset({self.alias(call, "torch-alias", first, label, True)})
+        if name in torch_api.aliasing_ops() and name not in torch_api.TUPLE_ALIAS_FUNCTIONS:
+            # ``torch.transpose(h, 0, 1)``, ``torch.flatten(h, 1)``: a view, as the method would be
+            view = self.alias(call, "torch-view", first, label, True, st=st)
+            view.view = True
+            return frozenset({view})
         if name in torch_api.TUPLE_ALIAS_FUNCTIONS:
             v = self.container(call, "torch-tuple", [first], label, True, False)
             v.tuple_kind = "views"
@@ -1676,7 +1905,7 @@ class _Analyzer:
         if built is not None:
             # Built by a constructor argument, a factory or an ``nn.Sequential`` (whole-program
             # phase) whose last layer saves its output in every case.
-            result = self.opaque_call(call, args, st, True, display=display)
+            result = self.opaque_call(call, args, st, True, display=display, may_alias=False)
             if not self.grad_disabled:
                 st.add_saved(result, self.save_event(call, f"{display}` = `{built}", "output"))
             return result
@@ -1684,7 +1913,12 @@ class _Analyzer:
             target = self.summaries.method(self.cls, attr) if (self.summaries and info is None) else None
             if target is not None:
                 return self.user_call(call, target, args, st, f"{self.self_name}.{attr}")
-            return self.opaque_call(call, args, st, display=display)
+            if info is not None:
+                dotted = self._constructed_by(info)
+                external = self.summaries.external(f"{dotted}.forward") if dotted and self.summaries else None
+                if external is not None:  # ``self.block = Block(...)``, a class of another file of the run
+                    return self.user_call(call, None, args, st, f"{self.self_name}.{attr}", external, possible=True)
+            return self.opaque_call(call, args, st, display=display, may_alias=self._module_may_alias(info))
         first = next((v for k, v, _ in args if k == 0), frozenset())
         first_expr = next((a.value for k, _, a in args if k == 0), None)
         specs = [torch_api.module_spec(c.qualname) if c.qualname else None for c in info.values]
@@ -1692,7 +1926,7 @@ class _Analyzer:
             forward = self._custom_forward(info)
             if forward is not None:
                 return self.user_call(call, forward, args, st, f"{self.self_name}.{attr}")
-            return self.opaque_call(call, args, st, display=display)
+            return self.opaque_call(call, args, st, display=display, may_alias=self._module_may_alias(info))
         self.mark_tensor(first)
         inplace = info.inplace_constructors()
         after: Value | None = None
@@ -1737,6 +1971,24 @@ class _Analyzer:
                                                             external="the module's parameters"))
         names = {n for o in spec.overloads for n in (*o.args, *o.kw)}
         return {n: frozenset({weight}) for n in ("weight", "bias") if n in names}
+
+    def _constructed_by(self, info) -> str | None:
+        """The dotted name every constructor of ``self.<attr>`` calls (``blocks.Block``), if one."""
+        names = {dotted_name(c.node.func) if isinstance(c.node, cst.Call) else None for c in info.values}
+        return names.pop() if len(names) == 1 else None
+
+    def _module_may_alias(self, info) -> bool:
+        """Whether calling ``self.<attr>`` may return its input (or a view of it): not when every
+        constructor is one of torch's (a torch.nn module the table lacks, ``weight_norm(...)``)."""
+        if info is None or not info.values:
+            return True
+        for ctor in info.values:
+            qual = ctor.qualname if ctor.kind == "module" else None
+            if qual is None and isinstance(ctor.node, cst.Call):
+                qual = self.imports.qualify(ctor.node.func)
+            if qual is None or torch_api.may_return_alias(qual):
+                return True
+        return False
 
     def _custom_forward(self, info) -> FunctionInfo | None:
         """The ``forward`` of the submodule's class, when every constructor of the attribute is

@@ -22,7 +22,9 @@ from ...context import FileContext
 from ...findings import Finding, NodeEdit, Related, StatementEdit
 from ..base import Rule, RuleOptions
 from . import edits as rw
-from .analysis import FunctionAnalysis, Kind, Site, SiteKind, Summaries, analyze_function, grad_disabled_for
+from .analysis import (
+    POSSIBLE_ALIAS, FunctionAnalysis, Kind, Site, SiteKind, Summaries, analyze_function, grad_disabled_for,
+)
 from .codes import CODES, FAMILY
 
 _CODE_BY_KIND = {
@@ -209,12 +211,15 @@ class _Solver:
         if self._switch_of(site) is not None:  # the constructor says nothing of inplace: no edit to make
             return _Plan(None, [("form", lambda: "the module is turned in place after construction")])
         reasons: list[tuple[str, Callable[[], str]]] = []
+        possible: list[tuple[str, Callable[[], str]]] = []  # through a call that only may return an alias: named last
         for r in site.reasons:
             context = self.caller_context(analysis.fn, r) if r.prop == "P3" else None
+            into = reasons if r.via is None else possible
             if context is None:
-                reasons.append((r.prop, lambda r=r: self._reason_text(r.text, r.node)))
+                into.append((r.prop, lambda r=r: self._reason_text(r.text, r.node, r.via)))
             elif context[0] != "fresh":  # every caller passes a value it never reads again: no obstacle
-                reasons.append(("P3", lambda text=context[1]: text))
+                into.append(("P3", lambda text=context[1], r=r: text + (self._reason_text(POSSIBLE_ALIAS, None, r.via)
+                                                                       if r.via is not None else "")))
         if site.tensor_unknown:
             # P1: whatever saved it, a value not proven to be a tensor may be a number, a numpy
             # array or a dict, where the rewrite would change behaviour or crash.
@@ -236,7 +241,8 @@ class _Solver:
             reasons.append(("form", lambda: self._form_problem(site)))
         conflict = self.conflict_reason(site, form)
         if conflict is not None:
-            reasons.append(conflict)
+            (possible if conflict[2] else reasons).append(conflict[:2])
+        reasons += possible
         if reasons or not self.wants_rewrite(site, analysis.fn):
             return _Plan(None, reasons)
         if form == "clone" and not site.evidence and not self.line_confirmed(site):
@@ -348,43 +354,81 @@ class _Solver:
             return "`out=` into something other than a local name, or inside a larger expression"
         return "the written tensor is not a local name of this function"
 
-    def conflict_reason(self, site: Site, form: rw.Form | None) -> tuple[str, Callable[[], str]] | None:
-        """A later read that would see a different value after the rewrite (P2), if any."""
+    def conflict_reason(self, site: Site, form: rw.Form | None) -> tuple[str, Callable[[], str], bool] | None:
+        """A later read that would see a different value after the rewrite (P2), if any, and
+        whether every such read only may share the storage (through a call without a summary)."""
         rebinding = form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "clone-into", "out")
         relevant = [(node, name) for node, name in site.conflicts.items() if not (rebinding and name == site.root)]
         if not relevant:
             return None
 
         def text() -> str:
-            node, name = min(relevant, key=lambda item: self.ctx.line(item[0]))
+            # A read that surely shares the storage first; one that does only if a call without a
+            # summary returns an alias, when there is no other.
+            node, name = min(relevant, key=lambda item: (item[0] not in site.strict_reads, self._later_iteration(site, item[0]),
+                                                         self._position(item[0])))
             read_line = self.ctx.line(node)
+            if self._later_iteration(site, node):
+                read_line = f"{read_line} (in the loop's next iteration)"
             if name == site.root or (site.root is None and form == "drop" and self._reads_input(site, name)):
                 return f"`{name}` is read again at line {read_line} and would no longer see this change"
+            via = site.possible_reads.get(node) if node not in site.strict_reads else None
+            if via is not None:
+                written = site.root or (short_code(site.receiver) if site.receiver is not None else "the tensor")
+                return (f"`{written}` may share memory with `{name}`, which is read again at line {read_line}: "
+                        f"{self._via_text(via)} may return its argument or a view of it ({self._unknown_call(via)}), "
+                        f"and then rewriting would stop updating `{name}`; `codemod verify` or `codemod locate` "
+                        f"settles it")
             return self._alias_text(site, name, read_line)
 
-        return ("P2", text)
+        return ("P2", text, all(node not in site.strict_reads for node, _ in relevant))
+
+    def _later_iteration(self, site: Site, read: cst.CSTNode) -> bool:
+        """A read recorded after the write that comes before its end in the source: it runs in a
+        later iteration of a loop around both (the write's own operands are read before it)."""
+        write, at = self.ctx.positions.span(site.node), self.ctx.positions.span(read)
+        if write is None or at is None:
+            return False
+        return (at.line, at.column) < (write.end_line, write.end_column)
 
     def _reads_input(self, site: Site, name: str) -> bool:
         return isinstance(site.receiver, cst.Name) and site.receiver.value == name
 
     def _alias_text(self, site: Site, name: str, read_line: int) -> str:
         written = site.root or (short_code(site.receiver) if site.receiver is not None else "the tensor")
-        link = None
-        for v in site.targets:
-            if v.kind is Kind.ALIAS and v.node is not None:
-                link = v
-                break
-        if link is not None and isinstance(link.node, cst.BaseExpression):
-            return (f"`{written}` shares memory with `{name}` (`{short_code(link.node)}`, line {self.ctx.line(link.node)}), "
+        link = self._alias_link(site)
+        if link is not None:
+            return (f"`{written}` shares memory with `{name}` (`{short_code(link)}`, line {self.ctx.line(link)}), "
                     f"which is read again at line {read_line}: rewriting would stop updating `{name}`")
         return f"`{written}` shares memory with `{name}`, which is read again at line {read_line}: rewriting would stop updating `{name}`"
 
-    def _reason_text(self, text: str, node: cst.CSTNode | None) -> str:
-        """Fill in ``@LINE`` with the line of ``node`` (where the alias, argument or store is)."""
+    def _alias_link(self, site: Site) -> cst.BaseExpression | None:
+        """The first (in the source) expression through which the written tensor is an alias:
+        ``site.targets`` is a set, so a stable choice needs an order."""
+        links = [v.node for v in site.targets if v.kind is Kind.ALIAS and isinstance(v.node, cst.BaseExpression)]
+        return min(links, key=self._position, default=None)
+
+    def _reason_text(self, text: str, node: cst.CSTNode | None, via=None) -> str:
+        """Fill in ``@LINE`` with the line of ``node`` (where the alias, argument or store is), and
+        ``@VIA`` with the call without a summary that may link it to the written tensor."""
         if "@LINE" in text:
             line = self.ctx.line(node) if node is not None else 0
             text = text.replace(" (line @LINE)", "") if not line else text.replace("@LINE", str(line))
+        if "@VIA" in text:
+            text = text.replace("@VIA", self._via_text(via)).replace("@WHY", self._unknown_call(via))
         return text
+
+    @staticmethod
+    def _unknown_call(via) -> str:
+        if via is not None and isinstance(via.possible, str):
+            return f"its summary, {via.possible}, does not rule it out"
+        return "a call with no summary: outside the repository, or dynamic"
+
+    def _via_text(self, via) -> str:
+        node = via.node if via is not None else None
+        if node is None:
+            return "a call"
+        return f"`{short_code(node)}` (line {self.ctx.line(node)})"
 
     def _switch_of(self, site: Site) -> cst.CSTNode | None:
         """For a call of a module that ``m.inplace = True`` turned in place: that statement."""
@@ -401,8 +445,8 @@ class _Solver:
         name = (ctor.qualname or "").replace("torch.nn.", "nn.")
         call = short_code(site.node)
         message = (f"`{short_code(switch)}` turns `{site.module_attr}` (`{name}`, line {self.ctx.line(ctor.node)}) in place "
-                   f"after construction: `{call}` (line {self.ctx.line(site.node)}) then overwrites {self._written(site)}, "
-                   f"{evidence}; not rewritten: keep this module out of the switch, or pass it a copy")
+                   f"after construction: `{call}` (line {self.ctx.line(site.node)}) then overwrites "
+                   f"{self._overwritten(site, evidence)}; not rewritten: keep this module out of the switch, or pass it a copy")
         return Finding("IP105", message, switch, [Related(site.node, f"`{call}` writes its input in place"), *related])
 
     def caller_context(self, fn: FunctionInfo, reason) -> tuple[str, str] | None:
@@ -450,7 +494,8 @@ class _Solver:
             if site.evidence or site.not_tensor or site.grad_disabled or self.suppressed(site):
                 continue
             for r in site.reasons:
-                context = self.caller_context(fn, r) if r.prop == "P3" else None
+                # (not through a call that only may return an alias: the write may not reach it)
+                context = self.caller_context(fn, r) if r.prop == "P3" and r.via is None else None
                 if context is not None and context[0] == "saved":
                     subject = self._subject(site)
                     node = site.node if site.kind is not SiteKind.AUG or site.statement is None else site.statement
@@ -600,6 +645,9 @@ class _Solver:
         event = events[0]
         line = self.ctx.line(event.node)
         op = event.op.strip("`")
+        note = site.storage.get(event)
+        if note is not None:
+            return self._storage_text(site, event, note, op, line)
         if event.what == "input":
             text = f"which `{op}` saved for backward (line {line})"
             rel = f"`{op}` saves this tensor for backward"
@@ -622,6 +670,34 @@ class _Solver:
             rel = f"`{op}` may save this tensor for backward"
         return text, [Related(event.node, rel)]
 
+    def _storage_text(self, site: Site, event, note: tuple, op: str, line: int) -> tuple[str, list[Related]]:
+        """The saved tensor is another view of the written storage: name that view, the storage
+        they share and the op that saved it (views and slices share one version counter)."""
+        saved, saved_names, base, base_names = note
+        view = f"`{saved_names[0]}`" if saved_names else f"`{short_code(saved.node)}`" if saved.node is not None else "a view"
+        if saved_names and isinstance(saved.node, cst.BaseExpression):
+            view += f" (`{short_code(saved.node)}`, line {self.ctx.line(saved.node)})"
+        elif saved.node is not None:
+            view += f" (line {self.ctx.line(saved.node)})"
+        what = {"input": "saved", "output": "saved as its output"}.get(event.what)
+        if base is None:
+            other = "a view of it"
+            tail = "and a view shares its tensor's version counter"
+            lead = ""
+        else:
+            storage = f"`{base_names[0]}`" if base_names else base.label
+            other = f"another view of {storage}"
+            tail = "and the views of one tensor share its version counter"
+            own = self._alias_link(site)
+            lead = f" (`{short_code(own)}`, line {self.ctx.line(own)})" if own is not None and site.root else ""
+            lead += f", a view of {storage}"
+        if what is not None:
+            text = f"\0{lead}: `{op}` {what} {view}, {other}, for backward (line {line}), {tail}"
+        else:
+            text = f"\0{lead}: {view}, {other}, was passed to `{op}` (line {line}), which may save it for backward, {tail}"
+        rel = f"`{op}` saves {view} for backward" if what is not None else f"`{op}` may save {view} for backward"
+        return text, [Related(event.node, rel)]
+
     def _position(self, node) -> tuple[int, int]:
         """Line and column: two saving ops on one line (``(d - d.min()) / (d.max() - d.min())``)
         are named in a stable order, the first on the line."""
@@ -632,6 +708,13 @@ class _Solver:
         if site.kind is SiteKind.AUG or site.kind is SiteKind.INDEX:
             return f"`{short_code(site.statement if site.statement is not None else site.node)}`"
         return f"`{short_code(site.node)}`"
+
+    def _overwritten(self, site: Site, evidence: str) -> str:
+        """What the write overwrites, then why that is a hazard (``evidence_text``; one that
+        starts with NUL goes on without a comma)."""
+        if evidence.startswith("\0"):
+            return f"{self._written(site)}{evidence[1:]}"
+        return f"{self._written(site)}, {evidence}"
 
     def _written(self, site: Site) -> str:
         if site.root:
@@ -645,7 +728,7 @@ class _Solver:
         evidence, related = self.evidence_text(site)
         subject = self._subject(site)
         if evidence:
-            message = f"{subject} overwrites {self._written(site)}, {evidence}"
+            message = f"{subject} overwrites {self._overwritten(site, evidence)}"
         elif self.line_confirmed(site):
             message = f"{subject} overwrites {self._written(site)}, which the runtime locator saw saved for backward"
         else:
@@ -668,7 +751,7 @@ class _Solver:
         evidence, related = self.evidence_text(site)
         subject = self._subject(site)
         tag = f" ({prop})" if prop.startswith("P") else ""
-        message = f"{subject} overwrites {self._written(site)}, {evidence}; not rewritten{tag}: {text}"
+        message = f"{subject} overwrites {self._overwritten(site, evidence)}; not rewritten{tag}: {text}"
         node = site.node if site.kind is not SiteKind.AUG or site.statement is None else site.statement
         return Finding(code, message, node, related)
 

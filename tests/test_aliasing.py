@@ -225,3 +225,20 @@ def test_module_level_torch_module_is_not_a_possible_alias(tmp_path, capsys, mon
     assert "m.py:9:5: IP101" in report.err and "h = h / torch.sqrt" in report.out  # lin(x) is a new tensor
     # keep(x) may be x itself: the caller's tensor (P3), reported
     assert "m.py:15:5: IP202" in report.err and "`keep(x)` (line 14)" in report.err
+
+
+def test_a_report_names_the_same_views_and_lines_in_every_analysis():
+    """Sets of abstract values are iterated to choose what a report names (which view was saved,
+    which read comes first); hashed by address, that choice changed from one analysis to the next
+    (found by hypothesis: `saved `a` (line 22)` one time, `(line 26)` the next)."""
+    from codemod.engine import FileTask, Selection, analyse_bytes
+
+    source = ("import torch\n\n\ndef f(p, q):\n    a = p * 1\n    d = torch.exp(q) * 0.1\n"
+              "    a = torch.sigmoid(a)\n    d = a.add_(1)\n    b = torch.sigmoid(a)\n    a += a\n"
+              "    for _ in range(2):\n        b = a * a\n        b = torch.sigmoid(a)\n        a += a\n"
+              "    d += a\n    return (a, b, d)\n").encode()
+    codes = Selection.build().codes
+    seen = {tuple((r.code, r.message) for r in analyse_bytes(source, FileTask("f.py", "f.py", codes, "hazards")).results)
+            for _ in range(24)}
+    assert len(seen) == 1, seen
+    assert any("a view of it" in message for _, message in next(iter(seen)))

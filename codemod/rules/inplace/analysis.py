@@ -23,6 +23,7 @@ caller (the rule) passes the decisions in and re-runs until they are stable.
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Union
@@ -69,10 +70,16 @@ class Value:
     __slots__ = (
         "kind", "node", "_label", "bases", "tensor", "immutable", "site", "data_alias",
         "low_precision", "_external", "elements", "tuple_kind", "grad", "operands", "view", "likely", "possible",
+        "_hash",
     )
+    # Values are hashed by the order of their creation, not by address: sets of values then
+    # iterate in the same order in every run, and so do the choices made over them (which op,
+    # which view or read a report names). Hashing by ``id`` made those choices vary between runs.
+    _serial = itertools.count()
 
     def __init__(self, kind: Kind, node: cst.CSTNode | None, label: Text, *, tensor: bool | None = None,
                  immutable: bool = False, external: Text | None = None) -> None:
+        self._hash = next(Value._serial)
         self.kind = kind
         self.node = node
         self._label = label
@@ -98,6 +105,9 @@ class Value:
         # against a rewrite (P2/P3/P5: a later read of either side), never as evidence that an op
         # saved the written tensor (a new rewrite would then land in code that may be correct).
         self.possible = False
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def label(self) -> str:
@@ -2228,9 +2238,13 @@ _EVAL = {
 def analyze_function(fn: FunctionInfo, index: ModuleIndex, decisions: Mapping[tuple, str | None],
                      summaries: Summaries | None = None) -> FunctionAnalysis:
     """Analyse ``fn``; ``decisions`` maps site keys to the chosen rewrite form (None: not rewritten)."""
-    analyzer = _Analyzer(fn, index, decisions, grad_disabled_for(fn, index))
-    analyzer.summaries = summaries
-    return analyzer.run()
+    outer, Value._serial = Value._serial, itertools.count()  # each analysis numbers its values from 0
+    try:
+        analyzer = _Analyzer(fn, index, decisions, grad_disabled_for(fn, index))
+        analyzer.summaries = summaries
+        return analyzer.run()
+    finally:
+        Value._serial = outer
 
 
 def grad_disabled_for(fn: FunctionInfo, index: ModuleIndex) -> bool:

@@ -23,16 +23,22 @@ from __future__ import annotations
 
 import ast
 import os
+import re
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable
 
 # Torch knowledge (analysis/torch_api.py): tensor methods and attributes whose result may share
 # storage with the receiver, attributes that are not tensors, torch functions that may return (a
 # view of) their first argument, and the context managers that switch autograd off.
+from .analysis.torch_api import FUNCTIONAL_INPLACE_ARG
 from .analysis.torch_api import GRAD_DISABLING as _NO_GRAD
 from .analysis.torch_api import MAY_ALIAS_FUNCTIONS as _TORCH_ALIAS_FUNCTIONS
 from .analysis.torch_api import MAY_ALIAS_METHODS as _VIEW_METHODS
 from .analysis.torch_api import METADATA_ATTRIBUTES as _METADATA
+
+
+_FUNCTIONAL_INPLACE = frozenset(FUNCTIONAL_INPLACE_ARG)  # torch functions that write an argument in place
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,9 @@ class FunctionSummary:
     saved_output: str | None = None  # the op every return's value comes from, when it saves its output
     # A factory of modules: what every ``return`` builds, as a layer description (``_layer``).
     returns_layer: tuple | None = None
+    # May the function write a tensor in place (in-place syntax in its own body, or the file may
+    # build an in-place module)? Where not, its callers' uses of what they pass are not computed.
+    writes: bool = True
 
 
 @dataclass
@@ -63,16 +72,23 @@ class FileSummary:
     # Calls of names: (callee as written, the calling function's qualname or None at module level,
     # whether the call runs with grad disabled: a ``with torch.no_grad():`` block, a decorator)
     calls: list[tuple[str, str | None, bool]] = field(default_factory=list)
-    # Not summarized yet (the file never mentions torch): summarized when an import reaches it.
+    # Not summarized yet (the file never mentions torch): summarized when an import reaches it,
+    # from its text kept here (no phase after this one reads a file).
     path: str | None = None
-    origin: str | None = None  # the file, read again only to follow what a caller passes (``ArgUse``)
-    # What each call passes (capability 2, caller contexts): calls of names that are not torch's.
+    text: bytes = b""
+    # What each call passes and what its caller does with each argument around the call
+    # (capability 2, caller contexts): calls of names that are not torch's.
     call_sites: list[CallSite] = field(default_factory=list)
     # Names used other than called: a function mentioned here may be called in ways no call site
     # shows (a callback, ``getattr``), so its call sites are not known to be all of them.
     mentions: frozenset[str] = frozenset()
     # class -> attribute -> how ``__init__`` builds the module in ``self.<attr>`` (``_layer``)
     layers: dict[str, dict[str, tuple]] = field(default_factory=dict)
+    # ``m.inplace = True`` over the modules of an object other than ``self`` (``Switch``)
+    switches: list[Switch] = field(default_factory=list)
+    # class -> the calls in its ``forward`` that would overwrite a saved output if the module
+    # called were switched in place after construction (``SwitchTarget``)
+    switchable: dict[str, list[SwitchTarget]] = field(default_factory=dict)
     # The rule families that may have a finding in this file (``candidates.possible_findings``);
     # None: not decided here (the engine parses the file if its own text test passes).
     may_find: frozenset[str] | None = None
@@ -104,6 +120,44 @@ class CallSite:
     # Calls of a capitalized name (a class, maybe): each argument's qualified dotted name
     # (``torch.nn.ReLU``), or "?" for anything else; keyword arguments after the positional ones.
     values: tuple[tuple[str, str], ...] = ()
+    # What the caller does with each argument around the call (``_CallerFlow.use``): the
+    # positional ones in order, then one per keyword of ``keywords``. Empty where the call is not
+    # in a function or passes ``*args``/``**kwargs`` (every use unknown).
+    uses: tuple[ArgUse, ...] = ()
+    # With ``uses``: the class that built each positional argument (``net = Net()``), as written,
+    # or None where it is not known.
+    classes: tuple[str | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class Switch:
+    """``for m in net.modules(): if isinstance(m, nn.ReLU): m.inplace = True`` in a function: the
+    object whose modules it walks is a parameter (``param``: its position) or a local built by a
+    class (``built``: the callee as written); ``types``: the qualified classes it keeps (None:
+    every module with an ``inplace`` flag)."""
+
+    line: int
+    column: int
+    function: str
+    text: str
+    types: frozenset[str] | None
+    param: int | None = None
+    built: str | None = None
+
+
+@dataclass(frozen=True)
+class SwitchTarget:
+    """``self.<attr>(v)`` in ``forward``, where ``attr`` is a torch.nn module with an ``inplace``
+    flag built without it and ``v`` an output that ``op`` saved for backward (at ``op_line``)."""
+
+    attr: str
+    module: str  # torch.nn.ReLU
+    built_line: int
+    line: int
+    call: str
+    written: str  # the name (or the op call) the module would overwrite
+    op: str
+    op_line: int
 
 
 def module_key(path: str) -> tuple[tuple[str, ...], bool]:
@@ -124,14 +178,14 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
     ``no_grad``; missing its calls can only keep a function out of differentiable code)."""
     key, is_package = module_key(path)
     if lazy and b"torch" not in data:
-        return FileSummary(display, key, is_package, path=path)
+        return FileSummary(display, key, is_package, path=path, text=data)
     if b"def " not in data and b"import" not in data:
         return FileSummary(display, key, is_package)
     try:
         tree = compile(data, display, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    out = FileSummary(display, key, is_package, origin=path)
+    out = FileSummary(display, key, is_package)
     from .candidates import possible_findings
 
     out.may_find = possible_findings(tree)
@@ -153,13 +207,6 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
                 out.imports[local] = (node.level, target)
                 if not node.level:
                     torch_names.names[local] = target
-    heads = set(out.imports) | {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    methods_of = {n.name: {m.name for m in n.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
-                  for n in tree.body if isinstance(n, ast.ClassDef)}
-    sites = _CallSites(out.calls, torch_names, heads, methods_of)
-    sites.visit(tree)
-    out.call_sites = sites.arg_sites
-    out.mentions = frozenset(sites.mentions)
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             out.functions[node.name] = _summarize_function(node, display, False, torch_names)
@@ -171,10 +218,41 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
                     methods[item.name] = _summarize_function(item, display, not static, torch_names)
                     if item.name == "__init__":
                         layers = _init_layers(item, torch_names)
+                        if any(layer[0] == "list" for layer in layers.values()):
+                            for attr in _mutated_lists(node, layers):
+                                del layers[attr]
                         if layers:
                             out.layers[node.name] = layers
             out.methods[node.name] = methods
+            switchable = _switchable(node, out.layers.get(node.name, {}), torch_names)
+            if switchable:
+                out.switchable[node.name] = switchable
+    if b".inplace" in data:
+        out.switches = _switches(tree, torch_names)
+    modules = _MAY_BUILD_INPLACE.search(data) is not None
+    quiet = {name: fn for name, fn in out.functions.items() if not (fn.writes or modules)}
+    quiet.update((f"{cls}.{name}", fn) for cls, methods in out.methods.items() for name, fn in methods.items()
+                 if not (fn.writes or modules))
+    heads = set(out.imports) | {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    methods_of = {n.name: {m.name for m in n.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                  for n in tree.body if isinstance(n, ast.ClassDef)}
+    sites = _CallSites(out.calls, torch_names, heads, methods_of, quiet)
+    sites.visit(tree)
+    out.call_sites = sites.arg_sites
+    out.mentions = frozenset(sites.mentions)
     return out
+
+
+def _inplace_pattern() -> re.Pattern[bytes]:
+    from .analysis import torch_api
+
+    names = sorted(torch_api.inplace_activation_modules(), key=len, reverse=True)
+    return re.compile(rb"inplace|\b(?:" + b"|".join(n.encode() for n in names) + rb")\(\s*[^)\s]")
+
+
+# Text that may build an in-place module (``inplace=``, ``nn.ReLU(True)``, ``m.inplace = True``):
+# any function of such a file may call one on its argument.
+_MAY_BUILD_INPLACE = _inplace_pattern()
 
 
 class _Imports:
@@ -194,17 +272,25 @@ class _Imports:
         return ".".join([base, *reversed(parts)])
 
 
+_OUTSIDE = frozenset(sys.stdlib_module_names) | {"numpy"}  # packages a call never resolves into the run from
+
+
 class _CallSites(ast.NodeVisitor):
     """Every call of a (dotted) name, with its calling function and grad mode."""
 
     def __init__(self, out: list[tuple[str, str | None, bool]], imports: _Imports, heads: set[str] = frozenset(),
-                 methods_of: dict[str, set[str]] | None = None) -> None:
+                 methods_of: dict[str, set[str]] | None = None, quiet: dict[str, FunctionSummary] | None = None) -> None:
         self.heads = heads  # names a call can resolve through: imports, top-level functions and classes
         self.methods_of = methods_of or {}
+        # Functions of this file (``f``, ``Class.m``) that write nothing in place: no rule asks
+        # what their callers pass, so it is not followed (``CallSite.uses`` stays empty).
+        self.quiet = quiet or {}
         self.out = out
         self.imports = imports
         self.scope: list[str] = []  # class and function names
         self.function: str | None = None
+        self.function_node: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+        self._flow: _CallerFlow | None = None  # of ``function_node``, built at its first call site
         self.self_class: str | None = None
         self.no_grad = False
         self.arg_sites: list[CallSite] = []
@@ -227,10 +313,11 @@ class _CallSites(ast.NodeVisitor):
     def visit_FunctionDef(self, node) -> None:
         for d in node.decorator_list:
             self.visit(d)
-        saved = (self.function, self.self_class, self.no_grad)
+        saved = (self.function, self.self_class, self.no_grad, self.function_node, self._flow)
         if self.function is None and len(self.scope) <= 1:  # a top-level function or a method
             self.function = ".".join([*self.scope, node.name])
             self.self_class = self.scope[0] if self.scope else None
+            self.function_node, self._flow = node, None
         # The calls of a nested function count as its definer's (an over-approximation), but it
         # runs whenever it is called: not in its definer's grad mode.
         self.no_grad = any(self._disables(d) for d in node.decorator_list)
@@ -238,7 +325,7 @@ class _CallSites(ast.NodeVisitor):
         for stmt in node.body:
             self.visit(stmt)
         self.scope.pop()
-        self.function, self.self_class, self.no_grad = saved
+        self.function, self.self_class, self.no_grad, self.function_node, self._flow = saved
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -283,8 +370,26 @@ class _CallSites(ast.NodeVisitor):
         if name.rsplit(".", 1)[-1][:1].isupper() and not star:
             values = tuple((str(i), self.imports.qualify(a) or "?") for i, a in enumerate(node.args)) + tuple(
                 (kw.arg, self.imports.qualify(kw.value) or "?") for kw in node.keywords if kw.arg)
+        uses: tuple[ArgUse, ...] = ()
+        classes: tuple[str | None, ...] = ()
+        # A capitalized callee builds an object (``Block(config)``): no rule asks what its
+        # callers pass (``argument_uses`` follows functions and methods).
+        # Nor do calls into the standard library or numpy (``math.sqrt(d)``) resolve into the run.
+        head = self.imports.names.get(name.split(".", 1)[0], "").split(".", 1)[0]
+        if (not star and self.function_node is not None and name not in self.quiet
+                and not name.rsplit(".", 1)[-1][:1].isupper() and head not in _OUTSIDE):
+            passed = [*node.args, *(kw.value for kw in node.keywords)]
+            if all(isinstance(a, ast.Constant) for a in passed):
+                uses = tuple(ArgUse("fresh") for _ in passed)  # nothing shares a constant's storage
+                classes = tuple(None for _ in node.args)
+            else:
+                if self._flow is None:
+                    self._flow = _CallerFlow(self.function_node, self.imports)
+                uses = tuple(self._flow.use(a, node) for a in passed)
+                classes = tuple(self._flow.built_by(a) for a in node.args)
         return CallSite(name, self.function, node.lineno, node.col_offset, len(node.args),
-                        tuple(kw.arg or "" for kw in node.keywords), star or self.function is None, values)
+                        tuple(kw.arg or "" for kw in node.keywords), star or self.function is None, values, uses,
+                        classes)
 
     def visit_Name(self, node: ast.Name) -> None:
         if id(node) not in self._callees and isinstance(node.ctx, ast.Load):
@@ -325,6 +430,8 @@ class _CallerFlow:
         self.loops: list[tuple[tuple[int, int], tuple[int, int]]] = []
         self.arms: list[tuple[tuple[tuple[int, int], tuple[int, int]], ...]] = []  # an ``if``'s two arms
         self.statements: list[ast.stmt] = []
+        self.stores: dict[str, int] = {}  # name -> how many times it is bound
+        self.built: dict[str, str] = {}  # ``net = Net(...)``: name -> the callee as written
         for node in ast.walk(fn):
             if isinstance(node, ast.stmt) and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 self.statements.append(node)
@@ -333,6 +440,7 @@ class _CallerFlow:
                     self.loads.setdefault(node.id, []).append((node.lineno, node.col_offset))
                 else:
                     stored.add(node.id)
+                    self.stores[node.id] = self.stores.get(node.id, 0) + 1
             for block in (getattr(node, "body", None), getattr(node, "orelse", None), getattr(node, "finalbody", None)):
                 if isinstance(block, list) and block and isinstance(block[-1], (ast.Return, ast.Raise)) \
                         and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -358,6 +466,10 @@ class _CallerFlow:
                 self.through_call = False
                 aliased = self.names(value)
                 self.edges.append((own, set(targets), aliased, not self.through_call))
+                if len(targets) == 1 and isinstance(node, ast.Assign) and isinstance(value, ast.Call):
+                    callee = _dotted(value.func)
+                    if callee is not None:
+                        self.built[targets[0]] = callee
                 op = _saving_op(value, imports) if len(targets) == 1 and isinstance(node, ast.Assign) else None
                 if op is not None:
                     self.saved.setdefault(targets[0], (node.lineno, op))
@@ -366,6 +478,17 @@ class _CallerFlow:
         # A name never assigned here is a global or a builtin: someone else may hold its value.
         self.outside |= set(self.loads) - stored
         self.outside |= {"self", "cls"}
+
+    def built_by(self, arg: ast.expr) -> str | None:
+        """The class (a capitalized callee, as written) that built the object ``arg`` passes:
+        ``Net()`` itself, or a name bound once, to ``Net(...)``."""
+        if isinstance(arg, ast.Name) and self.stores.get(arg.id) == 1:
+            callee = self.built.get(arg.id)
+        elif isinstance(arg, ast.Call):
+            callee = _dotted(arg.func)
+        else:
+            return None
+        return callee if callee is not None and callee.rsplit(".", 1)[-1][:1].isupper() else None
 
     def statement_of(self, call: ast.Call) -> ast.stmt | None:
         """The innermost statement holding ``call``."""
@@ -537,7 +660,10 @@ def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef, display: s
                     have |= found
                     changed = True
     saves: set[str] = set()
+    writes = False
     for sub in _own_nodes(node):
+        if not writes:
+            writes = _writes_in_place(sub)
         if isinstance(sub, ast.BinOp):
             saves |= _aliases(sub.left, alias_of, imports) | _aliases(sub.right, alias_of, imports)
         elif isinstance(sub, ast.Call):
@@ -572,16 +698,46 @@ def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef, display: s
         saves=frozenset(saves & names),
         saved_output=saved,
         returns_layer=returns_layer,
+        writes=writes,
     )
+
+
+def _writes_in_place(node: ast.AST) -> bool:
+    """In-place syntax, as ``candidates.possible_findings`` sees it (a superset of the writes the
+    in-place analysis finds): augmented or index assignment, an attribute stored, a call of a
+    name ending in ``_``, ``inplace=``/``out=``, a functional activation given its flag."""
+    t = type(node)
+    if t is ast.AugAssign:
+        return True
+    if t is ast.Lambda:  # not walked by ``_own_nodes``, but analysed with its function
+        return any(_writes_in_place(sub) for sub in ast.walk(node.body))
+    if t is ast.Assign or t is ast.AnnAssign:
+        targets = node.targets if t is ast.Assign else [node.target]
+        return any(type(sub) in (ast.Subscript, ast.Attribute) for target in targets for sub in ast.walk(target))
+    if t is ast.Call:
+        func = node.func
+        name = func.attr if type(func) is ast.Attribute else func.id if type(func) is ast.Name else None
+        if name is not None and ((name.endswith("_") and not name.startswith("__")) or name in _FUNCTIONAL_INPLACE):
+            return True
+        return any(kw.arg in ("inplace", "out") for kw in node.keywords)
+    return False
 
 
 # How a module is built, as far as what its output is matters (the layer that produces it):
 #   ("torch", "torch.nn.Tanh", inplace)     a torch.nn module class, constructed
 #   ("param", name, position, default)     ``act(...)`` where ``act`` is a parameter of ``__init__``;
 #                                          ``default`` is a layer description or None
-#   ("call", "dotted")                     the result of a function of the run (a factory)
+#   ("call", "dotted")                     the result of a function of the run (a factory), or a
+#                                          module class of the run (its ``forward`` returns the output)
+#   ("self", attr)                         what ``self.<attr>`` returns (in ``forward``: ``return self.act(h)``)
+#   ("list", (layer, ...), exact)          an ``nn.ModuleList``: its elements; ``exact`` where they are
+#                                          listed one by one (a comprehension: one layer for all of them)
 # ``nn.Sequential(a, ..., z)`` is described by its last layer ``z``; anything else is None.
 _CONTAINERS = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
+_LISTS = frozenset({"torch.nn.ModuleList", "torch.nn.modules.container.ModuleList"})
+# Methods that change what a module container holds after it is built.
+_MUTATORS = frozenset({"append", "extend", "insert", "add_module", "register_module", "pop", "__setitem__", "__delitem__",
+                       "__iadd__"})
 
 
 def _layer(expr: ast.expr, imports: _Imports, params: frozenset[str], positions: dict[str, int] | None = None,
@@ -603,6 +759,22 @@ def _layer(expr: ast.expr, imports: _Imports, params: frozenset[str], positions:
         if not expr.args or any(isinstance(a, ast.Starred) for a in expr.args) or expr.keywords:
             return None
         return _layer(expr.args[-1], imports, params, positions, defaults)
+    if qual in _LISTS:
+        if len(expr.args) != 1 or expr.keywords:
+            return None
+        items = expr.args[0]
+        if isinstance(items, (ast.List, ast.Tuple)) and items.elts:
+            if any(isinstance(e, ast.Starred) for e in items.elts):
+                return None
+            layers = tuple(_layer(e, imports, params, positions, defaults) for e in items.elts)
+            return None if None in layers else ("list", layers, True)
+        if isinstance(items, (ast.ListComp, ast.GeneratorExp)):
+            bound = {n for g in items.generators for n in _target_names(g.target)}
+            one = _layer(items.elt, imports, params - bound, positions, defaults)
+            return ("list", (one,), False) if one is not None else None
+        return None
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
+        return ("self", func.attr)
     if qual is not None and qual.startswith("torch.nn.") and qual.count(".") == 2:
         return ("torch", qual, _inplace_kw(expr))
     dotted = _dotted(func)
@@ -638,6 +810,174 @@ def _init_layers(init: ast.FunctionDef | ast.AsyncFunctionDef, imports: _Imports
                     layer = _layer(node.value, imports, params - stored, positions, defaults) if node.value else None
                     found[t.attr] = None if t.attr in found else layer
     return {k: v for k, v in found.items() if v is not None}
+
+
+_MODULE_WALKS = frozenset({"modules", "children", "named_modules", "named_children"})
+
+
+def _switchable(cls: ast.ClassDef, layers: dict[str, tuple], imports: _Imports) -> list[SwitchTarget]:
+    """``SwitchTarget``s of ``cls``: in its ``forward``, calls of an activation module attribute
+    (built without ``inplace``) on an output an op saved: a plain name bound once, to that op's
+    result, or the op's call itself."""
+    from .analysis import torch_api
+
+    flags = torch_api.inplace_activation_modules()
+    attrs = {a: layer[1] for a, layer in layers.items() if layer[0] == "torch" and not layer[2]
+             and layer[1].startswith("torch.nn.") and layer[1].rsplit(".", 1)[-1] in flags}
+    forward = next((n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "forward"), None)
+    if not attrs or forward is None:
+        return []
+    built = {}
+    for item in cls.body:
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "__init__":
+            for sub in _own_nodes(item):
+                if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Attribute):
+                    built[sub.targets[0].attr] = sub.lineno
+    saved: dict[str, tuple[str, int]] = {}
+    stores: dict[str, int] = {}
+    calls = []
+    for sub in _own_nodes(forward):
+        if isinstance(sub, ast.Name) and not isinstance(sub.ctx, ast.Load):
+            stores[sub.id] = stores.get(sub.id, 0) + 1
+        if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name):
+            op = _saving_op(sub.value, imports)
+            if op is not None:
+                saved[sub.targets[0].id] = (op, sub.lineno)
+        elif (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and isinstance(sub.func.value, ast.Name)
+              and sub.func.value.id == "self" and sub.func.attr in attrs and len(sub.args) == 1 and not sub.keywords):
+            calls.append(sub)
+    out = []
+    for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
+        arg = call.args[0]
+        op = _saving_op(arg, imports)
+        if op is not None:
+            written, op_line = ast.unparse(arg), arg.lineno
+        elif isinstance(arg, ast.Name) and arg.id in saved and stores.get(arg.id) == 1:
+            (op, op_line), written = saved[arg.id], arg.id
+        else:
+            continue
+        attr = call.func.attr
+        out.append(SwitchTarget(attr, attrs[attr], built.get(attr, 0), call.lineno, ast.unparse(call), written, op, op_line))
+    return out
+
+
+def _switches(tree: ast.Module, imports: _Imports) -> list[Switch]:
+    """``Switch``es in the module's functions and methods (over ``self``: the rule's own)."""
+    out: list[Switch] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            _scan_switches(node, node.name, False, imports, out)
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in item.decorator_list)
+                    _scan_switches(item, f"{node.name}.{item.name}", not static, imports, out)
+    return out
+
+
+def _scan_switches(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str, method: bool, imports: _Imports,
+                   out: list[Switch]) -> None:
+    args = fn.args
+    positional = [a.arg for a in (*args.posonlyargs, *args.args)]
+    if method and positional:
+        positional = positional[1:]
+    stores: dict[str, int] = {}
+    built: dict[str, str] = {}
+    for sub in _own_nodes(fn):
+        if isinstance(sub, ast.Name) and not isinstance(sub.ctx, ast.Load):
+            stores[sub.id] = stores.get(sub.id, 0) + 1
+        if (isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name)
+                and isinstance(sub.value, ast.Call)):
+            callee = _dotted(sub.value.func)
+            if callee is not None and callee.rsplit(".", 1)[-1][:1].isupper():
+                built[sub.targets[0].id] = callee
+
+    def walk(stmts: list[ast.stmt], var: str | None, over: tuple[int | None, str | None] | None,
+             types: frozenset[str] | None) -> None:
+        for stmt in stmts:
+            if isinstance(stmt, (ast.For, ast.AsyncFor)):
+                it, target = stmt.iter, stmt.target
+                if (isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute) and it.func.attr in _MODULE_WALKS
+                        and isinstance(it.func.value, ast.Name)):
+                    obj = it.func.value.id
+                    if isinstance(target, ast.Tuple) and target.elts:
+                        target = target.elts[-1]
+                    found: tuple[int | None, str | None] | None = None
+                    if obj in positional and not stores.get(obj):
+                        found = (positional.index(obj), None)
+                    elif stores.get(obj) == 1 and obj in built:
+                        found = (None, built[obj])
+                    if found is not None and isinstance(target, ast.Name):
+                        walk(stmt.body, target.id, found, None)
+                    continue
+                walk(stmt.body, var, over, types)
+            elif isinstance(stmt, ast.If):
+                if var is None:
+                    walk(stmt.body, var, over, types)
+                    continue
+                picked = _switch_filter(stmt.test, var, imports)
+                if picked is not False:
+                    walk(stmt.body, var, over, picked if types is None else (types if picked is None else types & picked))
+            elif isinstance(stmt, (ast.With, ast.AsyncWith, ast.While, ast.Try)):
+                walk(stmt.body, var, over, types)
+            elif (isinstance(stmt, ast.Assign) and var is not None and over is not None and len(stmt.targets) == 1
+                  and isinstance(stmt.targets[0], ast.Attribute) and stmt.targets[0].attr == "inplace"
+                  and isinstance(stmt.targets[0].value, ast.Name) and stmt.targets[0].value.id == var
+                  and isinstance(stmt.value, ast.Constant) and stmt.value.value is True):
+                out.append(Switch(stmt.lineno, stmt.col_offset, qualname, ast.unparse(stmt), types, *over))
+
+    walk(fn.body, None, None, None)
+
+
+def _switch_filter(test: ast.expr, var: str, imports: _Imports) -> frozenset[str] | None | bool:
+    """The qualified types an ``if`` on the walked module keeps: ``isinstance(m, nn.ReLU)`` or
+    ``type(m) in (...)``: a frozenset; ``hasattr(m, "inplace")``: None (every type); any other
+    condition: False (not followed)."""
+    def names(expr: ast.expr) -> frozenset[str] | bool:
+        elements = expr.elts if isinstance(expr, (ast.Tuple, ast.List, ast.Set)) else [expr]
+        quals = [imports.qualify(e) for e in elements]
+        return False if any(q is None for q in quals) else frozenset(quals)  # type: ignore[arg-type]
+
+    if isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and len(test.args) == 2 and not test.keywords:
+        first, second = test.args
+        if isinstance(first, ast.Name) and first.id == var:
+            if test.func.id == "isinstance":
+                return names(second)
+            if test.func.id == "hasattr" and isinstance(second, ast.Constant) and second.value == "inplace":
+                return None
+    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], (ast.In, ast.Is, ast.Eq))
+            and isinstance(test.left, ast.Call) and isinstance(test.left.func, ast.Name) and test.left.func.id == "type"
+            and len(test.left.args) == 1 and isinstance(test.left.args[0], ast.Name) and test.left.args[0].id == var):
+        return names(test.comparators[0])
+    return False
+
+
+def _mutated_lists(cls: ast.ClassDef, layers: dict[str, tuple]) -> set[str]:
+    """The ``nn.ModuleList`` attributes of ``layers`` that a method of ``cls`` changes after
+    building them (``self.blocks.append(...)``, ``self.blocks[0] = ...``, ``self.blocks += ...``)."""
+    lists = {attr for attr, layer in layers.items() if layer[0] == "list"}
+    changed: set[str] = set()
+
+    def held(expr: ast.expr) -> str | None:
+        if isinstance(expr, ast.Subscript):
+            expr = expr.value
+        if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self"
+                and expr.attr in lists):
+            return expr.attr
+        return None
+
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS:
+            attr = held(node.func.value)
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            attr = next((a for t in targets for a in [held(t)] if a is not None and (
+                isinstance(t, ast.Subscript) or isinstance(node, ast.AugAssign))), None)
+        else:
+            continue
+        if attr is not None:
+            changed.add(attr)
+    return changed
 
 
 def _own_nodes(fn: ast.AST) -> Iterable[ast.AST]:
@@ -734,8 +1074,6 @@ class Program:
         self._callers: dict[str, list[tuple[str | None, bool]]] | None = None
         self._grad_free: dict[str, bool] = {}
         self._scanned: dict[str, set[str]] = {}
-        self._trees: dict[str, ast.Module | None] = {}
-        self._flows: dict[tuple[str, str], _CallerFlow] = {}
 
     def callers(self) -> dict[str, list[tuple[str | None, bool]]]:
         """A function's ``where`` -> its call sites in the run: (the caller's ``where``, or None
@@ -803,26 +1141,40 @@ class Program:
                 if target is None or target.where != fn.where or site.star:
                     return None  # an unresolved call of some ``name``: maybe this function
                 if param in site.keywords:
-                    use = self._arg_use(source, site, param)
+                    use = self._arg_use(site, param)
                 elif position is not None and position < site.args:
-                    use = self._arg_use(source, site, position)
+                    use = self._arg_use(site, position)
                 else:
                     return None  # the parameter's default, shared by every call
                 found.append((caller_display, site, use))
         return found or None
 
-    def output_layers(self, display: str, cls: str, attr: str) -> dict[tuple[str, bool], list[str]] | None:
+    def output_layers(self, display: str, cls: str, attr: str,
+                      element: int | str | None = None) -> dict[tuple[str, bool], list[str]] | None:
         """The torch.nn modules whose output ``self.<attr>(...)`` of class ``cls`` returns: through
         constructor defaults and arguments (every construction of ``cls`` in the run), the last
-        layer of an ``nn.Sequential``, factory functions of the run. Each as (class qualname,
-        built with inplace=True) -> the places that chose it ("pkg/model.py:12", "default"); None
-        when any possibility is unknown."""
+        layer of an ``nn.Sequential``, factory functions of the run, module classes of the run
+        whose ``forward`` returns such an output (or the output of an op: ``torch.sigmoid``).
+        Each as (class or op qualname, built with inplace=True) -> the places that chose it
+        ("pkg/model.py:12", "default"); None when any possibility is unknown.
+
+        ``element``: ``self.<attr>`` is an ``nn.ModuleList`` and the module called is one of its
+        elements: its index (``self.blocks[-1]``), or "any" (a loop over it, a computed index),
+        where every element must be known."""
         source = self.files.get(display)
         layer = source.layers.get(cls, {}).get(attr) if source is not None else None
-        if layer is None:
+        if layer is None or (layer[0] == "list") != (element is not None):
             return None
         found: dict[tuple[str, bool], list[str]] = {}
-        return found if self._resolve_layer(display, cls, layer, found, 0, f"built by {cls}.__init__") else None
+        label = f"built by {cls}.__init__"
+        if element is None:
+            return found if self._resolve_layer(display, cls, layer, found, 0, label) else None
+        _, elements, exact = layer
+        if isinstance(element, int) and exact:
+            if not -len(elements) <= element < len(elements):
+                return None
+            elements = (elements[element],)
+        return found if all(self._resolve_layer(display, cls, e, found, 0, label) for e in elements) else None
 
     def _resolve_layer(self, display: str, cls: str | None, layer: tuple, found: dict, depth: int, label: str) -> bool:
         if depth > 6:
@@ -831,9 +1183,15 @@ class Program:
         if kind == "torch":
             found.setdefault((layer[1], layer[2]), []).append(label)
             return True
+        if kind == "self" and cls is not None:
+            source = self.files.get(display)
+            inner = source.layers.get(cls, {}).get(layer[1]) if source is not None else None
+            return inner is not None and self._resolve_layer(display, cls, inner, found, depth + 1, label)
         if kind == "call":
             fn = self.callee(display, layer[1])
-            if fn is None or fn.returns_layer is None:
+            if fn is None:
+                return self._module_output(display, layer[1], found, depth)
+            if fn.returns_layer is None:
                 return False
             fn_display = fn.where.rsplit(":", 1)[0]
             return self._resolve_layer(fn_display, None, fn.returns_layer, found, depth + 1, f"returned by {fn.where}")
@@ -852,6 +1210,87 @@ class Program:
                 else:
                     return False
             return True
+        return False
+
+    def switch_hazards(self, display: str) -> list[tuple[Switch, str, str, SwitchTarget]]:
+        """For each ``m.inplace = True`` of ``display`` over the modules of an object other than
+        ``self`` (``Switch``): the module classes of the run it reaches (the class that built a
+        local, or what every call of the function passes as that parameter) and, held in them
+        (attributes, ``nn.ModuleList`` elements, transitively), the calls that it turns into
+        writes over a saved output: (switch, the object walked: "Net (passed at file:line)", the
+        holding class's "file:Class", target)."""
+        source = self.files.get(display)
+        if source is None or not source.switches:
+            return []
+        out = []
+        for switch in source.switches:
+            owners: list[tuple[tuple[str, str], str]] = []
+            if switch.built is not None:
+                owner = self._class_of(display, switch.built)
+                owners = [(owner, f"built in {switch.function}()")] if owner is not None else []
+            elif switch.param is not None:
+                owners = self._classes_passed(display, switch.function, switch.param)
+            seen: set[tuple[str, str]] = set()
+            for owner, how in owners:
+                for holder, target in self._switchable_in(owner, switch.types, seen, 0):
+                    out.append((switch, f"{owner[1]} ({how})", holder, target))
+        return out
+
+    def _classes_passed(self, display: str, qualname: str, position: int) -> list[tuple[tuple[str, str], str]]:
+        """The module classes of the run that built what the calls of ``qualname`` pass at
+        ``position``, each with the first call that passes it ("passed at file:line"); calls
+        whose argument's class is not known are left out."""
+        fn = self.callee(display, qualname)
+        if fn is None:
+            return []
+        name = qualname.rsplit(".", 1)[-1]
+        self._load_mentioning(name)
+        found = []
+        for caller_display, source in list(self.files.items()):
+            for site in source.call_sites:
+                if site.callee.rsplit(".", 1)[-1] != name or position >= len(site.classes):
+                    continue
+                target = self.callee(caller_display, site.callee)
+                built = site.classes[position]
+                if target is None or target.where != fn.where or built is None:
+                    continue
+                owner = self._class_of(caller_display, built)
+                if owner is not None and owner not in [o for o, _ in found]:
+                    found.append((owner, f"passed at {caller_display}:{site.line}"))
+        return found
+
+    def _switchable_in(self, owner: tuple[str, str], types: frozenset[str] | None, seen: set,
+                       depth: int) -> list[tuple[str, SwitchTarget]]:
+        if owner in seen or depth > 8:
+            return []
+        seen.add(owner)
+        display, cls = owner
+        source = self._load(self.files[display])
+        out = [(f"{display}:{cls}", t) for t in source.switchable.get(cls, ()) if types is None or t.module in types]
+        for layer in source.layers.get(cls, {}).values():
+            for held in (layer[1] if layer[0] == "list" else (layer,)):
+                if held[0] == "call":
+                    inner = self._class_of(display, held[1])
+                    if inner is not None:
+                        out += self._switchable_in(inner, types, seen, depth + 1)
+        return out
+
+    def _module_output(self, display: str, dotted: str, found: dict, depth: int) -> bool:
+        """``dotted(...)`` builds a module class of the run: what its ``forward`` returns, when
+        every ``return`` is the output of one op that saves it, or of one module attribute."""
+        owner = self._class_of(display, dotted)
+        if owner is None:
+            return False
+        cls_display, cls = owner
+        forward = self.files[cls_display].methods.get(cls, {}).get("forward")
+        if forward is None:
+            return False
+        label = f"returned by {cls}.forward, {forward.where}"
+        if forward.saved_output is not None:
+            found.setdefault((forward.saved_output, False), []).append(label)
+            return True
+        if forward.returns_layer is not None and forward.returns_layer[0] == "self":
+            return self._resolve_layer(cls_display, cls, forward.returns_layer, found, depth + 1, label)
         return False
 
     def _constructions(self, display: str, cls: str, param: str, position: int) -> list[tuple[str | None, str]] | None:
@@ -896,52 +1335,14 @@ class Program:
             source, parts = followed
         return None
 
-    def _arg_use(self, source: FileSummary, site: CallSite, which: int | str) -> ArgUse:
-        """What the caller of ``site`` does with the value it passes as argument ``which``: the
-        caller's file is parsed again (once; only for calls of a function that writes an argument
-        in place) and the calling function's flow followed (``_CallerFlow``)."""
-        if site.star or site.caller is None or source.origin is None:
-            return ArgUse("unknown")
-        tree = self._trees.get(source.display, False)
-        if tree is False:
-            try:
-                with open(source.origin, "rb") as fh:
-                    tree = compile(fh.read(), source.display, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
-            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
-                tree = None
-            self._trees[source.display] = tree
-        if tree is None:
-            return ArgUse("unknown")
-        fn = self._function_node(tree, site.caller)
-        call = next((n for n in ast.walk(fn) if isinstance(n, ast.Call) and n.lineno == site.line
-                     and n.col_offset == site.column), None) if fn is not None else None
-        if call is None:
-            return ArgUse("unknown")
-        key = (source.display, site.caller)
-        flow = self._flows.get(key)
-        if flow is None:
-            imports = _Imports()
-            for local, (level, target) in source.imports.items():
-                if not level:
-                    imports.names[local] = target
-            flow = self._flows[key] = _CallerFlow(fn, imports)
-        if isinstance(which, str):
-            arg = next((kw.value for kw in call.keywords if kw.arg == which), None)
-        else:
-            arg = call.args[which] if which < len(call.args) else None
-        return flow.use(arg, call) if arg is not None else ArgUse("unknown")
-
     @staticmethod
-    def _function_node(tree: ast.Module, qualname: str):
-        scope: list = tree.body
-        node = None
-        for part in qualname.split("."):
-            node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                         and n.name == part), None)
-            if node is None:
-                return None
-            scope = node.body
-        return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+    def _arg_use(site: CallSite, which: int | str) -> ArgUse:
+        """What the caller of ``site`` does with the value it passes as argument ``which`` (a
+        position or a keyword), from the caller's summary."""
+        if not site.uses:
+            return ArgUse("unknown")
+        index = which if isinstance(which, int) else site.args + site.keywords.index(which)
+        return site.uses[index]
 
     def _load_mentioning(self, name: str) -> None:
         """Summarize the placeholders whose text mentions ``name`` (their calls count too)."""
@@ -950,13 +1351,8 @@ class Program:
             if source.path is None or name in self._scanned.setdefault(source.display, set()):
                 continue
             self._scanned[source.display].add(name)
-            try:
-                with open(source.path, "rb") as fh:
-                    if needle not in fh.read():
-                        continue
-            except OSError:
-                continue
-            self._load(source)
+            if needle in source.text:
+                self._load(source)
 
     def callee(self, display: str, dotted: str) -> FunctionSummary | None:
         """The summary of the function that ``dotted`` (a local name, ``mod.fn``, ``Class.method``)
@@ -972,12 +1368,7 @@ class Program:
         """A placeholder's summary, parsed now (once)."""
         if source.path is None:
             return source
-        try:
-            with open(source.path, "rb") as fh:
-                data = fh.read()
-        except OSError:
-            data = b""
-        loaded = summarize(source.path, source.display, data) or FileSummary(source.display, source.key, source.is_package)
+        loaded = summarize(source.path, source.display, source.text) or FileSummary(source.display, source.key, source.is_package)
         self.files[source.display] = self.by_key[source.key] = loaded
         for i in range(len(loaded.key)):
             entries = self._suffixes[loaded.key[i:]]

@@ -68,14 +68,13 @@ def _untouched_silent(name: str, tmp_path: Path, capsys, monkeypatch) -> Path:
     return root
 
 
-def _summaries(**files: str) -> Program:
-    """A run of these files, written to a fresh directory (a caller's file is read again to follow
-    what it passes)."""
+def _summaries(lazy: bool = False, **files: str) -> Program:
+    """A run of these files, summarized from their text at paths of a fresh directory that is
+    removed before the program is asked anything: resolution and the rules read no file."""
     root = Path(tempfile.mkdtemp(dir=_RUNS.name))
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    return Program(summarize(str(root / name), name, text.encode()) for name, text in files.items())
+    summaries = [summarize(str(root / name), name, text.encode(), lazy=lazy) for name, text in files.items()]
+    shutil.rmtree(root)
+    return Program(summaries)
 
 
 def test_summaries_alias_and_saved_output():
@@ -284,6 +283,22 @@ def test_argument_uses_follow_each_callers_value():
     assert program.argument_uses("p/ops.py", "norm", "eps") is None  # never passed: its default, shared by every call
 
 
+def test_argument_uses_come_from_the_summaries_and_skip_callees_that_write_nothing():
+    ops = "import torch\n\ndef norm(x):\n    x /= x.var()\n    return x\n"
+    caller = "import torch\nfrom .ops import norm\n\ndef pure(t):\n    return t * 2\n\ndef f(a):\n    h = a * 2\n    y = norm(h)\n    z = pure(y)\n    return z + h\n"
+    # lazy: a caller that never mentions torch is summarized from the text it kept
+    program = _summaries(lazy=True, **{"p/ops.py": ops, "p/a.py": caller.replace("import torch\n", ""), "p/b.py": caller})
+    uses = program.argument_uses("p/ops.py", "norm", "x")
+    assert [(d, site.line, use.status, use.name, use.line) for d, site, use in uses] == [
+        ("p/a.py", 8, "read", "h", 10), ("p/b.py", 9, "read", "h", 11)]
+    b = program.files["p/b.py"]
+    by_callee = {site.callee: site for site in b.call_sites}
+    assert by_callee["norm"].uses and by_callee["pure"].uses == ()  # ``pure`` writes nothing: not followed
+    # A file that may build an in-place module: any of its functions may write its argument.
+    relu = _summaries(**{"p/b.py": caller + "\nact = torch.nn.ReLU(inplace=True)\n"})
+    assert {site.callee: site for site in relu.files["p/b.py"].call_sites}["pure"].uses
+
+
 def test_argument_uses_unknown_when_call_sites_may_be_incomplete():
     ops = "def norm(x):\n    x /= x.var()\n    return x\n"
     assert _summaries(**{"p/ops.py": ops}).argument_uses("p/ops.py", "norm", "x") is None  # no caller: public
@@ -373,10 +388,10 @@ def test_output_layers_through_constructor_arguments_factories_and_sequential():
     assert registry.output_layers("p/blocks.py", "Gate", "seq") is not None  # not chosen by a constructor argument
 
 
-def test_activation_chosen_by_callers_and_factory_layers_are_rewritten_and_run(tmp_path, capsys, monkeypatch):
-    torch = pytest.importorskip("torch")
-    root = _copy("layers_resolved", tmp_path)
-    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+def _fixed_as_meant(root: Path, x, capsys, monkeypatch) -> str:
+    """``pkg.model.Net()(x)`` fails at backward; ``codemod apply`` rewrites it (exit 0), after which
+    the outputs are bit-identical and the gradients are those of ``pkg.model.meant``: the report."""
+    import torch
 
     def run():
         torch.manual_seed(0)
@@ -389,9 +404,6 @@ def test_activation_chosen_by_callers_and_factory_layers_are_rewritten_and_run(t
         out.sum().backward()
     code, report = _apply(root, capsys, monkeypatch)
     assert code == 0
-    assert "pkg/blocks.py:15:9: IP102" in report and "`nn.Sigmoid (pkg/model.py:13) or nn.Tanh (the default, pkg/model.py:12)`" in report
-    assert "pkg/model.py:17:9: IP101" in report and "`nn.ReLU (returned by pkg/blocks.py:19)`" in report
-    assert "pkg/model.py:19:9: IP103" in report
     model, net, out2 = run()
     assert torch.equal(out, out2)  # bit-identical outputs
     out2.sum().backward()
@@ -399,6 +411,16 @@ def test_activation_chosen_by_callers_and_factory_layers_are_rewritten_and_run(t
     net.zero_grad()
     model.meant(net, x).sum().backward()
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, net.parameters()))  # the gradients meant
+    return report
+
+
+def test_activation_chosen_by_callers_and_factory_layers_are_rewritten_and_run(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    report = _fixed_as_meant(_copy("layers_resolved", tmp_path), x, capsys, monkeypatch)
+    assert "pkg/blocks.py:15:9: IP102" in report and "`nn.Sigmoid (pkg/model.py:13) or nn.Tanh (the default, pkg/model.py:12)`" in report
+    assert "pkg/model.py:17:9: IP101" in report and "`nn.ReLU (returned by pkg/blocks.py:19)`" in report
+    assert "pkg/model.py:19:9: IP103" in report
 
 
 def test_layers_that_save_no_output_are_left_alone(tmp_path, capsys, monkeypatch):
@@ -407,13 +429,59 @@ def test_layers_that_save_no_output_are_left_alone(tmp_path, capsys, monkeypatch
     _import_model(root).Net()(torch.randn(2, 3, 4, 4)).sum().backward()  # correct code: backward runs
 
 
+def test_module_list_elements_resolve_by_index_and_by_loop():
+    blocks = (
+        "import torch\nfrom torch import nn\n\n"
+        "class Block(nn.Module):\n    def forward(self, x):\n        return torch.sigmoid(x)\n\n"
+        "class Gated(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.Tanh()\n\n"
+        "    def forward(self, x):\n        return self.act(x)\n\n"
+        "class Plain(nn.Module):\n    def forward(self, x):\n        return x * 2\n"
+    )
+    model = (
+        "from torch import nn\nfrom .blocks import Block, Gated, Plain\n\n"
+        "class Net(nn.Module):\n    def __init__(self, n):\n        super().__init__()\n"
+        "        self.same = nn.ModuleList([Block() for _ in range(n)])\n"
+        "        self.mixed = nn.ModuleList([Gated(), nn.ReLU(), Plain()])\n"
+        "        self.grown = nn.ModuleList([nn.Sigmoid()])\n        self.grown.append(Plain())\n"
+    )
+    program = _summaries(**{"p/blocks.py": blocks, "p/model.py": model})
+    same = {("torch.sigmoid", False): ["returned by Block.forward, p/blocks.py:5"]}
+    assert program.output_layers("p/model.py", "Net", "same", "any") == same
+    assert program.output_layers("p/model.py", "Net", "same", -1) == same  # a comprehension: every element alike
+    assert program.output_layers("p/model.py", "Net", "same") is None  # the list itself is not called
+    assert program.output_layers("p/model.py", "Net", "mixed", 0) == {("torch.nn.Tanh", False): ["returned by Gated.forward, p/blocks.py:13"]}
+    assert program.output_layers("p/model.py", "Net", "mixed", 1) == {("torch.nn.ReLU", False): ["built by Net.__init__"]}
+    assert program.output_layers("p/model.py", "Net", "mixed", -1) is None  # Plain returns a product
+    assert program.output_layers("p/model.py", "Net", "mixed", "any") is None  # the elements disagree
+    assert program.output_layers("p/model.py", "Net", "mixed", 3) is None  # out of range
+    assert program.output_layers("p/model.py", "Net", "grown", 0) is None  # appended to after it is built
+
+
+def test_module_list_outputs_are_rewritten_and_run(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    report = _fixed_as_meant(_copy("modulelist_resolved", tmp_path), x, capsys, monkeypatch)
+    assert report.count(": IP10") == 3
+    assert ("pkg/model.py:18:9: IP102 `h.mul_(2)` overwrites `h`, which `block(...)` = `torch.sigmoid (returned by "
+            "Block.forward, pkg/blocks.py:12)` saved for backward as its output (line 17)") in report
+    assert "pkg/model.py:20:9: IP101 `y += 1` overwrites `y`, which `self.heads[-1](...)` = `nn.Sigmoid (built by Net.__init__)`" in report
+    assert ("pkg/model.py:24:13: IP102 `z.sub_(0.5)` overwrites `z`, which `head(...)` = `nn.Sigmoid (built by Net.__init__) "
+            "or nn.Tanh (returned by Gated.forward, pkg/blocks.py:24)`") in report
+
+
+def test_module_lists_whose_elements_save_nothing_or_disagree_are_left_alone(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _untouched_silent("modulelist_harmless", tmp_path, capsys, monkeypatch)
+    _import_model(root).Net()(torch.randn(3, 8)).sum().backward()  # correct code: backward runs
+
+
 # ---------------------------------------------------------------- ``m.inplace = True`` (capability 3)
-def _step(root: Path, torch):
-    for name in [m for m in sys.modules if m == "pkg" or m.startswith("pkg.")]:
-        del sys.modules[name]
+def _train(root: Path, name: str, torch):
+    for module in [m for m in sys.modules if m == "pkg" or m.startswith("pkg.")]:
+        del sys.modules[module]
     sys.path.insert(0, str(root))
     try:
-        return importlib.import_module("pkg.train").step(torch.randn(3, 8))
+        return getattr(importlib.import_module("pkg.train"), name)(torch.randn(3, 8))
     finally:
         sys.path.remove(str(root))
 
@@ -422,7 +490,7 @@ def test_inplace_switched_on_after_construction_is_reported_at_the_switch(tmp_pa
     torch = pytest.importorskip("torch")
     root = _copy("switch_hazard", tmp_path)
     with pytest.raises(RuntimeError, match="inplace operation"):
-        _step(root, torch)
+        _train(root, "step", torch)
     report = _reported_untouched("switch_hazard", tmp_path / "again", capsys, monkeypatch)
     assert report.count("IP105") == 1  # Head's ReLU; Stem's follows a linear layer
     assert ("pkg/model.py:34:21: IP105 `m.inplace = True` turns `act` (`nn.ReLU`, line 19) in place after construction: "
@@ -432,4 +500,24 @@ def test_inplace_switched_on_after_construction_is_reported_at_the_switch(tmp_pa
 def test_inplace_switch_on_other_types_is_left_alone(tmp_path, capsys, monkeypatch):
     torch = pytest.importorskip("torch")
     root = _untouched_silent("switch_harmless", tmp_path, capsys, monkeypatch)
-    _step(root, torch)  # correct code: backward runs
+    _train(root, "step", torch)  # correct code: backward runs
+
+
+def test_inplace_switched_by_a_helper_of_another_file_or_over_a_local_is_reported(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _copy("switch_helper", tmp_path)
+    for name in ("step", "step_local"):
+        with pytest.raises(RuntimeError, match="inplace operation"):
+            _train(root, name, torch)
+    report = _reported_untouched("switch_helper", tmp_path / "again", capsys, monkeypatch)
+    assert report.count("IP105") == 2  # Head's ReLU, once per switch; Stem's follows a linear layer
+    tail = ("turns `Head.act` (`nn.ReLU`, pkg/model.py:19) in place after construction: `self.act(gate)` (pkg/model.py:23) "
+            "then overwrites `gate`, which `torch.sigmoid` saved for backward as its output (pkg/model.py:22)")
+    assert f"pkg/utils.py:8:13: IP105 `m.inplace = True` over the modules of `Net` (passed at pkg/train.py:9) {tail}" in report
+    assert f"pkg/train.py:19:13: IP105 `m.inplace = True` over the modules of `Net` (built in step_local()) {tail}" in report
+
+
+def test_inplace_switched_by_a_helper_over_harmless_modules_is_left_alone(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+    root = _untouched_silent("switch_helper_harmless", tmp_path, capsys, monkeypatch)
+    _train(root, "step", torch)  # correct code: backward runs

@@ -164,3 +164,47 @@ def call_display(call: cst.Call) -> str:
     else:
         name = dotted_name(func) or short_code(func, 30)
     return f"{name}(...)" if call.args else f"{name}()"
+
+
+def module_list_loops(fn: cst.FunctionDef, self_name: str | None) -> dict[str, str]:
+    """Names bound only as the module of a loop over a module attribute: ``layer`` in ``for layer
+    in self.blocks:`` or ``for i, layer in enumerate(self.blocks):`` -> ``"blocks"``. A name also
+    bound anywhere else in the function (another loop, an assignment) is left out."""
+    loops: dict[str, str] = {}
+    bound: dict[str, int] = {}
+
+    def bind(target: cst.CSTNode) -> None:
+        if isinstance(target, cst.Name):
+            bound[target.value] = bound.get(target.value, 0) + 1
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                bind(element.value)
+        elif isinstance(target, cst.StarredElement):
+            bind(target.value)
+
+    stack: list[cst.CSTNode] = [fn.body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.For):
+            bind(node.target)
+            it, target = node.iter, node.target
+            if (isinstance(it, cst.Call) and isinstance(it.func, cst.Name) and it.func.value == "enumerate"
+                    and len(it.args) == 1 and not it.args[0].star and isinstance(target, cst.Tuple)
+                    and len(target.elements) == 2):
+                it, target = it.args[0].value, target.elements[1].value
+            attr = self_attribute(it, self_name)
+            if attr is not None and isinstance(target, cst.Name):
+                loops[target.value] = attr
+        elif isinstance(node, (cst.CompFor, cst.AugAssign, cst.AnnAssign, cst.NamedExpr)):
+            bind(node.target)
+        elif isinstance(node, cst.Assign):
+            for t in node.targets:
+                bind(t.target)
+        elif isinstance(node, cst.AsName):
+            bind(node.name)
+        elif isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+            bind(node.name)
+        elif isinstance(node, cst.Param):
+            bind(node.name)
+        stack.extend(node.children)
+    return {name: attr for name, attr in loops.items() if bound.get(name) == 1}

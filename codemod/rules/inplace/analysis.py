@@ -33,7 +33,8 @@ import libcst as cst
 from ...analysis import torch_api
 from ...analysis.index import ClassInfo, FunctionInfo, ModuleIndex, all_params
 from ...analysis.syntax import (
-    call_display, children, dotted_name, is_false, is_true, keyword_arg, positional_args, self_attribute, short_code,
+    call_display, children, dotted_name, is_false, is_true, keyword_arg, module_list_loops, positional_args, self_attribute,
+    short_code,
     walk_same_scope,
 )
 
@@ -498,22 +499,29 @@ class Summaries:
                 saved_output=found.saved_output, where=found.where)
         return self._external[dotted]
 
-    def output_layers(self, cls: ClassInfo | None, attr: str, info) -> str | None:
+    def output_layers(self, cls: ClassInfo | None, attr: str, info, element: int | str | None = None) -> str | None:
         """``self.<attr>`` of ``cls``, set once in ``__init__`` to a module that the program phase
-        resolves (constructor arguments and defaults, factories, ``nn.Sequential``'s last layer)
-        to torch modules that all save their output: their names, to show; None otherwise."""
+        resolves (constructor arguments and defaults, factories, ``nn.Sequential``'s last layer,
+        a module class whose ``forward`` returns an op's output) to torch modules or ops that all
+        save their output: their names, to show; None otherwise. ``element``: an element of an
+        ``nn.ModuleList`` (``Program.output_layers``)."""
         if self.program is None or cls is None or len(info.values) != 1 or info.values[0].method != "__init__":
             return None
         ctor = info.values[0]
-        if ctor.kind == "module" and ctor.qualname is not None:
+        if ctor.kind == "module" and ctor.qualname is not None and element is None:
             spec = torch_api.module_spec(ctor.qualname)
             if spec is None or not spec.container:
                 return None  # a plain module: the rule's own path knows it
-        found = self.program.output_layers(self.display, cls.name, attr)
+        found = self.program.output_layers(self.display, cls.name, attr, element)
         if found is None:
             return None
         for qual, inplace in found:
             spec = torch_api.module_spec(qual)
+            if spec is None and not inplace:  # ``forward`` returns an op's output (``torch.sigmoid``)
+                fspec = torch_api.function_spec(qual)
+                if fspec is None or not fspec.saves_output():
+                    return None
+                continue
             if inplace or spec is None or spec.container or spec.returns_input or spec.functional is None:
                 return None
             fspec = torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
@@ -576,6 +584,7 @@ class _Analyzer:
         self._loop_continues: list[list[State]] = []
         self.locals = fn.locals
         self._params: dict[str, Value] = {}
+        self._module_loops: dict[str, str] | None = None  # ``syntax.module_list_loops``, on first need
 
     # ================================================================ values
     def save_event(self, node: cst.CSTNode, op: Text, what: str) -> SaveEvent:
@@ -1633,6 +1642,14 @@ class _Analyzer:
                 if external is not None:  # ``blocks.gate(...)``: a module of the run, imported
                     return self.user_call(call, None, self.eval_args(call, st), st, dotted, external)
             return self.call_method(call, func, st, role)
+        element = self._module_list_element(func)
+        if element is not None:  # ``self.blocks[-1](x)``, ``layer(x)`` in ``for layer in self.blocks``
+            args = self.eval_args(call, st)
+            display = f"{short_code(func)}(...)" if call.args else f"{short_code(func)}()"
+            result = self.opaque_call(call, args, st, True, display=display)
+            if not self.grad_disabled:
+                st.add_saved(result, self.save_event(call, f"{display}` = `{element}", "output"))
+            return result
         if isinstance(func, cst.Name) and func.value not in self.locals:
             qual = self.imports.qualify(func)
             if qual is not None:
@@ -1905,6 +1922,29 @@ class _Analyzer:
         if out_saved and not self.grad_disabled:
             st.add_saved((result,), self.save_event(call, display, "output"))
         return frozenset({result})
+
+    def _module_list_element(self, func: cst.BaseExpression) -> str | None:
+        """``func`` calls an element of an ``nn.ModuleList`` attribute whose elements the program
+        phase resolves to modules or ops that save their output (``Summaries.output_layers``):
+        their names, to show; None otherwise."""
+        if self.summaries is None or self.summaries.program is None or self.cls is None:
+            return None
+        element: int | str = "any"
+        if isinstance(func, cst.Subscript) and len(func.slice) == 1 and isinstance(func.slice[0].slice, cst.Index):
+            attr = self_attribute(func.value, self.self_name)
+            index = func.slice[0].slice.value
+            negative = isinstance(index, cst.UnaryOperation) and isinstance(index.operator, cst.Minus)
+            number = index.expression if negative else index
+            if isinstance(number, cst.Integer):
+                element = -int(number.value) if negative else int(number.value)
+        elif isinstance(func, cst.Name) and func.value in self.locals:
+            if self._module_loops is None:
+                self._module_loops = module_list_loops(self.fn.node, self.self_name)
+            attr = self._module_loops.get(func.value)
+        else:
+            return None
+        info = self.cls.attr(attr) if attr is not None else None
+        return self.summaries.output_layers(self.cls, attr, info, element) if info is not None else None
 
     def call_self(self, call: cst.Call, attr: str, st: State, role) -> frozenset[Value]:
         """``self.attr(...)``: a submodule call or a method call."""

@@ -84,7 +84,40 @@ class _Solver:
         for fn in functions:
             findings += self.findings_for(fn)
         findings += self.sequential_findings()
+        if self.options.program is not None:
+            findings += self.program_switch_findings()
         return findings
+
+    def program_switch_findings(self) -> list[Finding]:
+        """``m.inplace = True`` over the modules of an object other than ``self`` (a helper given
+        the model, a local ``net = Net()``): reported at that line when a module it turns in place,
+        in a class of this file or another, is then called on an output an op saved for backward
+        (whole-program phase: ``Program.switch_hazards``)."""
+        hazards = self.options.program.switch_hazards(self.ctx.path)
+        if not hazards:
+            return []
+        lines = {switch.line for switch, _, _, _ in hazards}
+        nodes = {}
+        for node in walk(self.ctx.module):
+            if isinstance(node, cst.Assign) and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Attribute) \
+                    and node.targets[0].target.attr.value == "inplace":
+                line = self.ctx.line(node)
+                if line in lines:
+                    nodes.setdefault(line, node)
+        out = []
+        for switch, walked, holder, t in hazards:
+            node = nodes.get(switch.line)
+            if node is None:
+                continue
+            where, cls = holder.rsplit(":", 1)
+            module = t.module.replace("torch.nn.", "nn.")
+            message = (f"`{short_code(node)}` over the modules of `{walked.split(' ', 1)[0]}` {walked.split(' ', 1)[1]} "
+                       f"turns `{cls}.{t.attr}` (`{module}`, {where}:{t.built_line}) in place after "
+                       f"construction: `{t.call}` ({where}:{t.line}) then overwrites `{t.written}`, which `{t.op}` saved for "
+                       f"backward as its output ({where}:{t.op_line}); not rewritten: keep this module out of the switch, "
+                       f"or pass it a copy")
+            out.append(Finding("IP105", message, node))
+        return out
 
     def _inplace_attrs(self, cls: ClassInfo | None) -> set[str]:
         if cls is None:

@@ -1646,7 +1646,8 @@ class _Analyzer:
         if element is not None:  # ``self.blocks[-1](x)``, ``layer(x)`` in ``for layer in self.blocks``
             args = self.eval_args(call, st)
             display = f"{short_code(func)}(...)" if call.args else f"{short_code(func)}()"
-            result = self.opaque_call(call, args, st, True, display=display)
+            # Every element returns an op's output (a new tensor), as for a resolved ``self.x(...)``.
+            result = self.opaque_call(call, args, st, True, display=display, may_alias=False)
             if not self.grad_disabled:
                 st.add_saved(result, self.save_event(call, f"{display}` = `{element}", "output"))
             return result

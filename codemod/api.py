@@ -49,18 +49,18 @@ class ResultCache(Protocol):
 
 @dataclass
 class Finding:
-    path: str                 # relative to the repository root, posix
+    path: str  # relative to the repository root, posix
     line: int
     code: str
     message: str
-    fixed: bool               # rewritten in the proposed change
+    fixed: bool  # rewritten in the proposed change
     fix: str | None
-    saved_line: int | None    # the line of the op that saved the tensor, when known
+    saved_line: int | None  # the line of the op that saved the tensor, when known
     saved_message: str | None
-    write_text: str           # the two source lines, stripped (for people and fingerprints)
+    write_text: str  # the two source lines, stripped (for people and fingerprints)
     saved_text: str
     fingerprint: str
-    declined: bool = False    # rewritten by the engine, left out because the caller declined it
+    declined: bool = False  # rewritten by the engine, left out because the caller declined it
 
 
 @dataclass
@@ -85,7 +85,7 @@ class Outcome:
     branch: str = "codemod/autograd"  # [tool.codemod.github]
     unverified: Unverified = "draft"
     seconds: dict[str, float] = field(default_factory=dict)
-    report: Any = None                # the VerifyReport, when verification ran
+    report: Any = None  # the VerifyReport, when verification ran
 
     @property
     def proven(self) -> bool:
@@ -105,27 +105,59 @@ class Outcome:
             write_atomic(self.root / change.path, change.old_source, change.new_source, change.encoding)
 
     def to_json(self, with_changes: bool = False) -> dict[str, Any]:
-        data = {"status": self.status, "proven": self.proven, "device": self.device, "isolation": self.isolation,
-                "findings": [asdict(f) for f in self.findings], "changed_files": [c.path for c in self.changes],
-                "cases": self.cases, "notes": self.notes, "locator": self.locator, "branch": self.branch,
-                "unverified": self.unverified, "seconds": self.seconds}
+        data = {
+            "status": self.status,
+            "proven": self.proven,
+            "device": self.device,
+            "isolation": self.isolation,
+            "findings": [asdict(f) for f in self.findings],
+            "changed_files": [c.path for c in self.changes],
+            "cases": self.cases,
+            "notes": self.notes,
+            "locator": self.locator,
+            "branch": self.branch,
+            "unverified": self.unverified,
+            "seconds": self.seconds,
+        }
         if with_changes:
             data["changes"] = [asdict(c) for c in self.changes]
         return data
 
     @classmethod
     def from_json(cls, root: Path, data: dict[str, Any]) -> "Outcome":
-        return cls(root, data["status"], [Finding(**f) for f in data["findings"]],
-                   [Change(**c) for c in data.get("changes", [])], data["device"], data["isolation"], data["cases"],
-                   list(data["notes"]), data["locator"], data["branch"], data["unverified"],
-                   {"verification (cached)": 0.0})
+        return cls(
+            root,
+            data["status"],
+            [Finding(**f) for f in data["findings"]],
+            [Change(**c) for c in data.get("changes", [])],
+            data["device"],
+            data["isolation"],
+            data["cases"],
+            list(data["notes"]),
+            data["locator"],
+            data["branch"],
+            data["unverified"],
+            {"verification (cached)": 0.0},
+        )
 
 
-def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: ResultCache | None = None,
-                   gate: bool = True, verify: bool = True, declined: set[str] | frozenset[str] = frozenset(),
-                   config: str | None = None, select: list[str] | None = None, ignore: list[str] | None = None,
-                   mode: Mode | None = None, jobs: int | None = None, device: str | None = None,
-                   timeout: float | None = None, settings: OperatorSettings | None = None) -> Outcome:
+def fix_repository(
+    path: str | Path,
+    files: list[str] | None = None,
+    *,
+    cache: ResultCache | None = None,
+    gate: bool = True,
+    verify: bool = True,
+    declined: set[str] | frozenset[str] = frozenset(),
+    config: str | None = None,
+    select: list[str] | None = None,
+    ignore: list[str] | None = None,
+    mode: Mode | None = None,
+    jobs: int | None = None,
+    device: str | None = None,
+    timeout: float | None = None,
+    settings: OperatorSettings | None = None,
+) -> Outcome:
     """Find, rewrite and (with ``verify``) prove the fixes of the repository at ``path``.
 
     ``files``: paths relative to the root that changed (analysed afresh; None: every file).
@@ -161,8 +193,15 @@ def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: R
         outcome.seconds["codemod"] = time.perf_counter() - start
         return _decline(outcome, declined)
 
-    options = {"config": config, "select": select, "ignore": ignore, "mode": mode, "device": device,
-               "timeout": timeout, "settings": settings}
+    options = {
+        "config": config,
+        "select": select,
+        "ignore": ignore,
+        "mode": mode,
+        "device": device,
+        "timeout": timeout,
+        "settings": settings,
+    }
     key = _tree_key(root, options) if cache is not None else None
     if key is not None:
         hit = cache.get_many([key]).get(key)
@@ -171,8 +210,17 @@ def fix_repository(path: str | Path, files: list[str] | None = None, *, cache: R
     from .verify.runner import verify as run_verify
 
     started = time.perf_counter()
-    report = run_verify(str(root), config=config, device=device, timeout=timeout, select=select, ignore=ignore,
-                        mode=mode, jobs=jobs, settings=settings)
+    report = run_verify(
+        str(root),
+        config=config,
+        device=device,
+        timeout=timeout,
+        select=select,
+        ignore=ignore,
+        mode=mode,
+        jobs=jobs,
+        settings=settings,
+    )
     outcome.seconds["verification"] = time.perf_counter() - started
     outcome.report = report
     outcome.status = report.status
@@ -201,8 +249,9 @@ def blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _gate(root: Path, finder: ConfigFinder, files: list[str] | None, cache: ResultCache | None,
-          select, ignore, mode, jobs) -> set[str]:
+def _gate(
+    root: Path, finder: ConfigFinder, files: list[str] | None, cache: ResultCache | None, select, ignore, mode, jobs
+) -> set[str]:
     """The fingerprints of every finding: changed files analysed afresh, the rest from the cache."""
     tasks = build_tasks(discover([str(root)], finder), select, ignore, mode)
     fresh = None if files is None else {Path(f).as_posix() for f in files}
@@ -212,8 +261,11 @@ def _gate(root: Path, finder: ConfigFinder, files: list[str] | None, cache: Resu
         selection = hashlib.sha1(",".join(sorted(task.codes)).encode() + task.mode.encode()).hexdigest()[:12]
         keys[i] = f"{blob_id(data)}:{selection}:{__version__}"
     cached = cache.get_many(list(keys.values())) if cache else {}
-    todo = [i for i, task in enumerate(tasks)
-            if keys[i] not in cached or (fresh is not None and _rel(task.path, root) in fresh)]
+    todo = [
+        i
+        for i, task in enumerate(tasks)
+        if keys[i] not in cached or (fresh is not None and _rel(task.path, root) in fresh)
+    ]
     results = run([tasks[i] for i in todo], jobs) if todo else []
     found: dict[int, list[str]] = {}
     for i, res in zip(todo, results):
@@ -244,8 +296,15 @@ def _collect(outcome: Outcome, results: list[FileResult], changes, root: Path) -
             if res.suppressed:
                 continue
             outcome.findings.append(_finding(res, rel, lines))
-    outcome.changes = [Change(_rel(task.path, root), res.old_source or (root / _rel(task.path, root)).read_text(res.encoding),
-                              res.new_source, res.encoding) for task, res in changes]
+    outcome.changes = [
+        Change(
+            _rel(task.path, root),
+            res.old_source or (root / _rel(task.path, root)).read_text(res.encoding),
+            res.new_source,
+            res.encoding,
+        )
+        for task, res in changes
+    ]
 
 
 def _lines(path: Path, result: FileResult) -> list[str]:
@@ -264,8 +323,19 @@ def _finding(res: Result, rel: str, lines: list[str]) -> Finding:
     saved = res.related[0] if res.related else None
     write_text, saved_text = text(res.location.line), text(saved.line if saved else None)
     fingerprint = hashlib.sha256("\0".join([res.code, rel, write_text, saved_text]).encode()).hexdigest()[:32]
-    return Finding(rel, res.location.line, res.code, res.message, res.fixed, res.fix,
-                   saved.line if saved else None, saved.message if saved else None, write_text, saved_text, fingerprint)
+    return Finding(
+        rel,
+        res.location.line,
+        res.code,
+        res.message,
+        res.fixed,
+        res.fix,
+        saved.line if saved else None,
+        saved.message if saved else None,
+        write_text,
+        saved_text,
+        fingerprint,
+    )
 
 
 def _decline(outcome: Outcome, declined: set[str] | frozenset[str]) -> Outcome:
@@ -279,8 +349,10 @@ def _decline(outcome: Outcome, declined: set[str] | frozenset[str]) -> Outcome:
     for f in outcome.findings:
         if f.fixed and f.path in dropped:
             f.fixed, f.declined = False, True
-    outcome.notes.append("left out (a closed pull request declined them): "
-                         + ", ".join(f"{f.path}:{f.line} {f.code}" for f in outcome.findings if f.declined))
+    outcome.notes.append(
+        "left out (a closed pull request declined them): "
+        + ", ".join(f"{f.path}:{f.line} {f.code}" for f in outcome.findings if f.declined)
+    )
     if not outcome.changes and outcome.status == "proven":
         outcome.status = "nothing to do"
     return outcome

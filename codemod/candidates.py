@@ -54,6 +54,7 @@ def possible_findings(tree: ast.Module) -> Candidates:
     like ``weight``/``bias``), or holds a Parameter created inside a larger expression.
     """
     from .analysis import torch_api
+
     _NOT_DIFFERENTIABLE = torch_api.NOT_DIFFERENTIABLE_FUNCTIONS
 
     modules = torch_api.inplace_activation_modules()
@@ -125,7 +126,9 @@ def possible_findings(tree: ast.Module) -> Candidates:
                     if unit >= 0 and type(target.value) is ast.Name and target.value.id in units[unit][7]:
                         units[unit][4] = True
                     called = ctors.setdefault(target.attr, set())
-                    called.update(n for sub in ast.walk(node.value) if type(sub) is ast.Call and (n := _final_name(sub.func)))
+                    called.update(
+                        n for sub in ast.walk(node.value) if type(sub) is ast.Call and (n := _final_name(sub.func))
+                    )
             if in_init and any(type(sub) is ast.Attribute for target in targets for sub in ast.walk(target)):
                 init_values.append(node.value)
         elif t is ast.AugAssign:
@@ -257,7 +260,11 @@ def _init_may_derive(values: list[ast.expr], parameter_names: set[str], callees:
             t = type(sub)
             if t is ast.Attribute:
                 name = sub.attr
-                if name in parameter_names or name.startswith(("weight", "bias")) or name.endswith(("_weight", "_bias")):
+                if (
+                    name in parameter_names
+                    or name.startswith(("weight", "bias"))
+                    or name.endswith(("_weight", "_bias"))
+                ):
                     return True
             elif t is ast.Call and sub is not value and _final_name(sub.func) in callees:
                 return True

@@ -53,41 +53,74 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also: CODEMOD_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    apply = sub.add_parser("apply", help="find autograd bugs and rewrite them in place",
-                           description="Find in-place writes into tensors autograd saved (and the other rule "
-                                       "families), rewrite the safe ones, report the rest.")
+    apply = sub.add_parser(
+        "apply",
+        help="find autograd bugs and rewrite them in place",
+        description="Find in-place writes into tensors autograd saved (and the other rule "
+        "families), rewrite the safe ones, report the rest.",
+    )
     apply.add_argument("paths", nargs="*", default=["."], metavar="PATH", help="files or directories (default: .)")
     what = apply.add_mutually_exclusive_group()
-    what.add_argument("--diff", action="store_true", help="print a unified diff on stdout and write nothing (the report goes to stderr)")
-    what.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything would change or is reported")
-    apply.add_argument("--select", metavar="LIST", help="comma-separated rule families or codes to run (e.g. inplace,IP101)")
+    what.add_argument(
+        "--diff",
+        action="store_true",
+        help="print a unified diff on stdout and write nothing (the report goes to stderr)",
+    )
+    what.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if anything would change or is reported"
+    )
+    apply.add_argument(
+        "--select", metavar="LIST", help="comma-separated rule families or codes to run (e.g. inplace,IP101)"
+    )
     apply.add_argument("--ignore", metavar="LIST", help="comma-separated rule families or codes to skip")
-    apply.add_argument("--mode", choices=MODES, help="hazards: rewrite in-place ops that overwrite saved tensors (default); all: every safe in-place op in differentiable code")
-    apply.add_argument("--format", choices=("text", "json", "sarif"), default="text", help="report format (default: text)")
+    apply.add_argument(
+        "--mode",
+        choices=MODES,
+        help="hazards: rewrite in-place ops that overwrite saved tensors (default); all: every safe in-place op in differentiable code",
+    )
+    apply.add_argument(
+        "--format", choices=("text", "json", "sarif"), default="text", help="report format (default: text)"
+    )
     apply.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
-    apply.add_argument("-j", "--jobs", type=int, default=None, metavar="N", help="worker processes (default: all cores)")
-    apply.add_argument("--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one")
+    apply.add_argument(
+        "-j", "--jobs", type=int, default=None, metavar="N", help="worker processes (default: all cores)"
+    )
+    apply.add_argument(
+        "--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one"
+    )
     apply.add_argument("--no-progress", action="store_true", help="no progress bar")
     apply.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="color in the text report")
 
-    apply.add_argument("--verify", action="store_true",
-                       help="prove the rewrites with the repository's smoke tests first; write only if they pass")
+    apply.add_argument(
+        "--verify",
+        action="store_true",
+        help="prove the rewrites with the repository's smoke tests first; write only if they pass",
+    )
 
-    verify = sub.add_parser("verify", help="prove the rewrites by running the repository's smoke tests",
-                            description="On throwaway copies of the repository, run the smoke tests on the original "
-                                        "and the rewritten tree in a sandbox and compare outputs and gradients. "
-                                        "Writes nothing. Exit 0 only when every rewrite is proven.")
-    verify.add_argument("path", nargs="?", default=".", metavar="PATH", help="repository (or a directory or file in it; default: .)")
+    verify = sub.add_parser(
+        "verify",
+        help="prove the rewrites by running the repository's smoke tests",
+        description="On throwaway copies of the repository, run the smoke tests on the original "
+        "and the rewritten tree in a sandbox and compare outputs and gradients. "
+        "Writes nothing. Exit 0 only when every rewrite is proven.",
+    )
+    verify.add_argument(
+        "path", nargs="?", default=".", metavar="PATH", help="repository (or a directory or file in it; default: .)"
+    )
     verify.add_argument("--format", choices=("text", "json"), default="text", help="verdict format (default: text)")
     verify.add_argument("-o", "--output", metavar="FILE", help="write the verdict to FILE instead of stdout")
     for p in (apply, verify):
         p.add_argument("--device", choices=DEVICES, help="where the smoke cases run (default: smoke.device, else auto)")
-        p.add_argument("--timeout", type=float, metavar="SECONDS", help="per smoke run (default: smoke.timeout, else 900)")
+        p.add_argument(
+            "--timeout", type=float, metavar="SECONDS", help="per smoke run (default: smoke.timeout, else 900)"
+        )
     verify.add_argument("--select", metavar="LIST", help="comma-separated rule families or codes to run")
     verify.add_argument("--ignore", metavar="LIST", help="comma-separated rule families or codes to skip")
     verify.add_argument("--mode", choices=MODES, help="as for apply")
     verify.add_argument("-j", "--jobs", type=int, default=None, metavar="N", help="worker processes for the analysis")
-    verify.add_argument("--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one")
+    verify.add_argument(
+        "--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one"
+    )
 
     serve = sub.add_parser("serve", help="run the GitHub App (webhook, job store, queue and workers in one process)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -99,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register = sub.add_parser("register", help="create the GitHub App from its manifest and write .env")
     register.add_argument("--org", help="register the App for this organization (default: your account)")
-    register.add_argument("--github-url", default="https://github.com", metavar="URL", help="GitHub or GitHub Enterprise")
+    register.add_argument(
+        "--github-url", default="https://github.com", metavar="URL", help="GitHub or GitHub Enterprise"
+    )
     register.add_argument("--api-url", metavar="URL", help="its REST API (default: derived from --github-url)")
     register.add_argument("--name", help="the App's name (default: torch-codemod-<random>)")
     register.add_argument("--webhook-url", metavar="URL", help="where GitHub delivers webhooks (POST /webhook)")
@@ -112,20 +147,31 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--format", choices=("text", "json"), default="text")
     locate_command.add_parser(sub)
     for p in (apply, verify, rules):
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the traceback of an error (also: CODEMOD_DEBUG=1)")
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the traceback of an error (also: CODEMOD_DEBUG=1)",
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    ours = argv[:argv.index("--")] if "--" in argv else argv  # `locate -- CMD --debug` is the command's flag
+    ours = argv[: argv.index("--")] if "--" in argv else argv  # `locate -- CMD --debug` is the command's flag
     debug = "--debug" in ours or bool(os.environ.get("CODEMOD_DEBUG"))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        command = {"apply": cmd_apply, "rules": cmd_rules, "verify": cmd_verify,
-                   "locate": locate_command.cmd_locate, "serve": _serve, "worker": _worker, "register": _register}[args.command]
+        command = {
+            "apply": cmd_apply,
+            "rules": cmd_rules,
+            "verify": cmd_verify,
+            "locate": locate_command.cmd_locate,
+            "serve": _serve,
+            "worker": _worker,
+            "register": _register,
+        }[args.command]
         return command(args)
     except (ConfigError, SelectionError, DiscoveryError, VerifyError, OutputError) as exc:
         return _fail(exc, debug)
@@ -141,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        _stderr(f"codemod: internal error: {type(exc).__name__}: {exc} (a bug; rerun with --debug for the "
-                "traceback and please report it)")
+        _stderr(
+            f"codemod: internal error: {type(exc).__name__}: {exc} (a bug; rerun with --debug for the "
+            "traceback and please report it)"
+        )
         return EXIT_INTERNAL
 
 
@@ -240,8 +288,16 @@ def cmd_verify(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise SelectionError("--jobs must be at least 1")
     check_output_target(args.output)
-    report = verify(args.path, config=args.config, device=args.device, timeout=args.timeout,
-                    select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs)
+    report = verify(
+        args.path,
+        config=args.config,
+        device=args.device,
+        timeout=args.timeout,
+        select=_split(args.select),
+        ignore=_split(args.ignore),
+        mode=args.mode,
+        jobs=args.jobs,
+    )
     text_out = verdict.render_json(report) if args.format == "json" else verdict.render_text(report)
     if args.output:
         _stderr(f"verdict: {report.status}")
@@ -276,8 +332,17 @@ def _apply_verified(args) -> int:
         raise SelectionError("--verify writes files; it cannot be combined with --diff or --check")
     if len(args.paths) != 1:
         raise SelectionError("--verify takes one repository path")
-    report = fix_repository(args.paths[0], gate=False, config=args.config, device=args.device, timeout=args.timeout,
-                            select=_split(args.select), ignore=_split(args.ignore), mode=args.mode, jobs=args.jobs).report
+    report = fix_repository(
+        args.paths[0],
+        gate=False,
+        config=args.config,
+        device=args.device,
+        timeout=args.timeout,
+        select=_split(args.select),
+        ignore=_split(args.ignore),
+        mode=args.mode,
+        jobs=args.jobs,
+    ).report
     sys.stderr.write(verdict.render_text(report))
     if report.status != "proven":
         if report.changes:
@@ -318,8 +383,9 @@ def cmd_apply(args) -> int:
     if summary.needs_attention:
         exit_code = EXIT_ATTENTION
 
-    color = args.color == "always" or (args.color == "auto" and sys.stdout is not None and sys.stdout.isatty()
-                                         and not os.environ.get("NO_COLOR"))
+    color = args.color == "always" or (
+        args.color == "auto" and sys.stdout is not None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    )
     if args.format == "json":
         report = json_report.render(results, summary)
     elif args.format == "sarif":
@@ -348,14 +414,26 @@ def cmd_rules(args) -> int:
     codes = []
     for rule in RULES:
         for code in rule.codes:
-            if not wanted or code.code in wanted or rule.family in wanted or any(code.code.startswith(w) for w in wanted):
+            if (
+                not wanted
+                or code.code in wanted
+                or rule.family in wanted
+                or any(code.code.startswith(w) for w in wanted)
+            ):
                 codes.append((rule.family, code))
     if wanted and not codes:
         raise SelectionError(f"no rule matches {', '.join(sorted(wanted))}")
     if args.format == "json":
         data = [
-            {"code": c.code, "name": c.name, "family": fam, "summary": c.summary, "why": c.why, "fix": c.fix,
-             "examples": [{"before": e.before, "after": e.after, "mode": e.mode} for e in c.examples]}
+            {
+                "code": c.code,
+                "name": c.name,
+                "family": fam,
+                "summary": c.summary,
+                "why": c.why,
+                "fix": c.fix,
+                "examples": [{"before": e.before, "after": e.after, "mode": e.mode} for e in c.examples],
+            }
             for fam, c in codes
         ]
         _emit(json.dumps(data, indent=2) + "\n")

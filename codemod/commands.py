@@ -39,8 +39,12 @@ class RuleCommand(CodemodCommand):
 
     @staticmethod
     def add_args(arg_parser) -> None:
-        arg_parser.add_argument("--mode", choices=MODES, default="hazards",
-                                help="hazards (default) or all safe in-place ops in differentiable code")
+        arg_parser.add_argument(
+            "--mode",
+            choices=MODES,
+            default="hazards",
+            help="hazards (default) or all safe in-place ops in differentiable code",
+        )
 
     def transform_module_impl(self, tree):
         rule = self.rule

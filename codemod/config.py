@@ -30,8 +30,22 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 DEVICES: tuple[Device, ...] = get_args(Device)
 UNVERIFIED: tuple[Unverified, ...] = get_args(Unverified)
 DEFAULT_EXCLUDE = (
-    ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", "__pycache__", "node_modules",
-    "site-packages", ".eggs", "*.egg-info", "build", "dist", ".mypy_cache", ".pytest_cache",
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    ".tox",
+    ".nox",
+    "__pycache__",
+    "node_modules",
+    "site-packages",
+    ".eggs",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".mypy_cache",
+    ".pytest_cache",
 )
 
 
@@ -177,7 +191,10 @@ def _parse_github(data: Any, err) -> GithubConfig:
         kwargs["branch"] = value
     if "unverified" in data:
         if data["unverified"] not in UNVERIFIED:
-            raise err("github.unverified", f"must be one of {', '.join(repr(u) for u in UNVERIFIED)}, not {data['unverified']!r}")
+            raise err(
+                "github.unverified",
+                f"must be one of {', '.join(repr(u) for u in UNVERIFIED)}, not {data['unverified']!r}",
+            )
         kwargs["unverified"] = data["unverified"]
     return GithubConfig(**kwargs)
 

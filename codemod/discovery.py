@@ -94,8 +94,9 @@ def tree_root(path: Path | str, finder: ConfigFinder | None = None) -> Path:
     return Path(start)
 
 
-def discover(paths: list[str], finder: ConfigFinder, base: Path | None = None,
-             skipped: list[Skipped] | None = None) -> list[SourceFile]:
+def discover(
+    paths: list[str], finder: ConfigFinder, base: Path | None = None, skipped: list[Skipped] | None = None
+) -> list[SourceFile]:
     """Files to analyse, in a stable order. Explicit files are taken unless a config excludes
     them (so pre-commit hooks honour ``exclude``); directories are walked, skipping virtual
     environments, VCS and build directories and whatever ``exclude`` names. Paths that cannot be

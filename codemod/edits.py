@@ -33,8 +33,13 @@ def _all_children(node: cst.CSTNode) -> Iterable[cst.CSTNode]:
 
 
 class _Applier(cst.CSTTransformer):
-    def __init__(self, ancestors: set[int], statements: dict[int, StatementEdit], nodes: dict[int, NodeEdit],
-                 inserts: dict[int, list[cst.BaseStatement]]) -> None:
+    def __init__(
+        self,
+        ancestors: set[int],
+        statements: dict[int, StatementEdit],
+        nodes: dict[int, NodeEdit],
+        inserts: dict[int, list[cst.BaseStatement]],
+    ) -> None:
         super().__init__()
         self.ancestors = ancestors
         self.statements = statements
@@ -55,7 +60,11 @@ class _Applier(cst.CSTTransformer):
             # Blank lines that closed the anchor's block now close the last inserted statement.
             last = inserted[-1]
             body = getattr(updated, "body", None)
-            if isinstance(body, cst.IndentedBlock) and body.footer and isinstance(getattr(last, "body", None), cst.IndentedBlock):
+            if (
+                isinstance(body, cst.IndentedBlock)
+                and body.footer
+                and isinstance(getattr(last, "body", None), cst.IndentedBlock)
+            ):
                 # Comments there (``# end of __init__``) stay with the anchor's block.
                 keep = max((i + 1 for i, line in enumerate(body.footer) if line.comment is not None), default=0)
                 last = last.with_changes(body=last.body.with_changes(footer=body.footer[keep:]))
@@ -105,7 +114,9 @@ def _fix_semicolons(body: list[cst.BaseSmallStatement], original_last: cst.BaseS
     for i, small in enumerate(body):
         last = i == len(body) - 1
         if last:
-            small = small.with_changes(semicolon=original_last.semicolon if hasattr(original_last, "semicolon") else cst.MaybeSentinel.DEFAULT)
+            small = small.with_changes(
+                semicolon=original_last.semicolon if hasattr(original_last, "semicolon") else cst.MaybeSentinel.DEFAULT
+            )
         elif not isinstance(getattr(small, "semicolon", cst.MaybeSentinel.DEFAULT), cst.Semicolon):
             small = small.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
         out.append(small)
@@ -149,10 +160,16 @@ def apply_edits(module: cst.Module, edits: Sequence[Edit]) -> tuple[cst.Module, 
             deferred.append(edit)
             continue
         up_ids = {id(u) for u in up}
-        if isinstance(edit, NodeEdit) and id(target) in nodes and nodes[id(target)].replacement.deep_equals(edit.replacement):
+        if (
+            isinstance(edit, NodeEdit)
+            and id(target) in nodes
+            and nodes[id(target)].replacement.deep_equals(edit.replacement)
+        ):
             continue  # the same edit again (one module constructor, several findings)
         replaces = isinstance(edit, NodeEdit) or edit.replacement is not None
-        if replaces and any(other is target or id(other) in up_ids or id(target) in other_up for other, other_up in claimed):
+        if replaces and any(
+            other is target or id(other) in up_ids or id(target) in other_up for other, other_up in claimed
+        ):
             deferred.append(edit)
             continue
         if isinstance(edit, NodeEdit):
@@ -173,4 +190,3 @@ def apply_edits(module: cst.Module, edits: Sequence[Edit]) -> tuple[cst.Module, 
         ancestors.add(id(target))
     new = module.visit(_Applier(ancestors, statements, nodes, inserts))
     return new, deferred
-

@@ -68,7 +68,9 @@ class Selection:
                 elif any(code.startswith(key.upper()) for code in everything):
                     out |= {code for code in everything if code.startswith(key.upper())}
                 else:
-                    raise SelectionError(f"unknown rule or family {item!r} (families: {', '.join(sorted(families))}; codes like IP101)")
+                    raise SelectionError(
+                        f"unknown rule or family {item!r} (families: {', '.join(sorted(families))}; codes like IP101)"
+                    )
             return out
 
         selected = expand(select) if list(select) else set(everything)
@@ -105,8 +107,9 @@ def needs_parse(task: FileTask) -> bool:
     return any(rule.family in task.may_find for rule in RULES if any(c.code in task.codes for c in rule.codes))
 
 
-def build_tasks(files: list[SourceFile], select: list[str] | None = None, ignore: list[str] | None = None,
-                mode: str | None = None) -> list[FileTask]:
+def build_tasks(
+    files: list[SourceFile], select: list[str] | None = None, ignore: list[str] | None = None, mode: str | None = None
+) -> list[FileTask]:
     """One task per file: its config's rule selection, narrowed by ``select``/``ignore`` from the
     command line (``select`` replaces the config's, ``ignore`` adds to it), and its mode."""
     if select is not None:
@@ -158,8 +161,9 @@ def _no_validation(self) -> None:
     return None
 
 
-def analyse_bytes(data: bytes, task: FileTask, project: ProjectFacts | None = None,
-                  program: Program | None = None) -> FileResult:
+def analyse_bytes(
+    data: bytes, task: FileTask, project: ProjectFacts | None = None, program: Program | None = None
+) -> FileResult:
     """Analyse (and rewrite, in memory) one file's bytes; ``project``: facts from the whole run;
     ``program``: the summaries of every function of the run (whole-program analysis)."""
     start = time.perf_counter()
@@ -195,8 +199,9 @@ def _rules(codes: frozenset[str]) -> list[Rule]:
     return [rule() for rule in RULES if any(c.code in codes for c in rule.codes)]
 
 
-def _analyse(data: bytes, task: FileTask, rules: list[Rule], project: ProjectFacts | None,
-             program: Program | None) -> FileResult:
+def _analyse(
+    data: bytes, task: FileTask, rules: list[Rule], project: ProjectFacts | None, program: Program | None
+) -> FileResult:
     """Parse ``data`` with LibCST and run ``rules`` on it (``analyse_bytes`` after its tests)."""
     result = FileResult(task.display)
     try:
@@ -233,10 +238,17 @@ def _analyse(data: bytes, task: FileTask, rules: list[Rule], project: ProjectFac
     return result
 
 
-def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Rule], codes: frozenset[str],
-                   mode: str = "hazards", confirmed_lines: frozenset[int] = frozenset(),
-                   project: ProjectFacts | None = None,
-                   program: Program | None = None) -> tuple[cst.Module, list[Result]]:
+def rewrite_module(
+    module: cst.Module,
+    source: str,
+    display: str,
+    rules: list[Rule],
+    codes: frozenset[str],
+    mode: str = "hazards",
+    confirmed_lines: frozenset[int] = frozenset(),
+    project: ProjectFacts | None = None,
+    program: Program | None = None,
+) -> tuple[cst.Module, list[Result]]:
     """Run ``rules`` on a parsed module and apply their edits (in rounds, until nothing is
     deferred). Returns the new module and every finding (suppressed ones marked)."""
     results: list[Result] = []
@@ -245,8 +257,13 @@ def rewrite_module(module: cst.Module, source: str, display: str, rules: list[Ru
     for round_no in range(_MAX_ROUNDS):
         ctx = FileContext(display, source if round_no == 0 else current.code, current)
         suppressed = suppressions(ctx.source)
-        options = RuleOptions(mode=mode, confirmed_lines=confirmed_lines if round_no == 0 else frozenset(),
-                              suppressions=suppressed, project=project, program=program)
+        options = RuleOptions(
+            mode=mode,
+            confirmed_lines=confirmed_lines if round_no == 0 else frozenset(),
+            suppressions=suppressed,
+            project=project,
+            program=program,
+        )
         findings = [f for rule in rules for f in rule.check(ctx, options) if f.code in codes]
         edits = []
         this_round: list[tuple[Finding, Result]] = []
@@ -326,7 +343,9 @@ def _unparsable(data: bytes, exc: Exception) -> str:
             encoding, declared = tokenize.detect_encoding(io.BytesIO(data).readline)
         except SyntaxError:
             encoding, declared = exc.encoding, [b""]
-        how = f"its coding line declares {encoding}" if any(b"coding" in d for d in declared) else "no coding line: UTF-8"
+        how = (
+            f"its coding line declares {encoding}" if any(b"coding" in d for d in declared) else "no coding line: UTF-8"
+        )
         return f"cannot decode byte 0x{data[exc.start]:02x} at line {line} ({how})"
     message = str(exc).splitlines()[0] if str(exc) else ""
     if isinstance(exc, SyntaxError) and "encoding" in message:
@@ -401,9 +420,13 @@ def _pool_context():
     return multiprocessing.get_context()
 
 
-def run(tasks: list[FileTask], jobs: int | None = None,
-        on_result: Callable[[FileResult], None] | None = None, prefilter: bool = True,
-        skeletons: bool = True) -> list[FileResult]:
+def run(
+    tasks: list[FileTask],
+    jobs: int | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+    prefilter: bool = True,
+    skeletons: bool = True,
+) -> list[FileResult]:
     """Process every task; results come back in task order.
 
     Rules that read facts about the whole run (``needs_project``) first run without them; only

@@ -93,6 +93,7 @@ class FileSummary:
     # None: not decided here (the engine parses the file if its own text test passes).
     may_find: frozenset[str] | None = None
 
+
 @dataclass(frozen=True)
 class ArgUse:
     """What a caller does with the value it passes as one argument, around the call.
@@ -231,11 +232,20 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
         out.switches = _switches(tree, torch_names)
     modules = _MAY_BUILD_INPLACE.search(data) is not None
     quiet = {name: fn for name, fn in out.functions.items() if not (fn.writes or modules)}
-    quiet.update((f"{cls}.{name}", fn) for cls, methods in out.methods.items() for name, fn in methods.items()
-                 if not (fn.writes or modules))
-    heads = set(out.imports) | {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    methods_of = {n.name: {m.name for m in n.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
-                  for n in tree.body if isinstance(n, ast.ClassDef)}
+    quiet.update(
+        (f"{cls}.{name}", fn)
+        for cls, methods in out.methods.items()
+        for name, fn in methods.items()
+        if not (fn.writes or modules)
+    )
+    heads = set(out.imports) | {
+        n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }
+    methods_of = {
+        n.name: {m.name for m in n.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        for n in tree.body
+        if isinstance(n, ast.ClassDef)
+    }
     sites = _CallSites(out.calls, torch_names, heads, methods_of, quiet)
     sites.visit(tree)
     out.call_sites = sites.arg_sites
@@ -278,8 +288,14 @@ _OUTSIDE = frozenset(sys.stdlib_module_names) | {"numpy"}  # packages a call nev
 class _CallSites(ast.NodeVisitor):
     """Every call of a (dotted) name, with its calling function and grad mode."""
 
-    def __init__(self, out: list[tuple[str, str | None, bool]], imports: _Imports, heads: set[str] = frozenset(),
-                 methods_of: dict[str, set[str]] | None = None, quiet: dict[str, FunctionSummary] | None = None) -> None:
+    def __init__(
+        self,
+        out: list[tuple[str, str | None, bool]],
+        imports: _Imports,
+        heads: set[str] = frozenset(),
+        methods_of: dict[str, set[str]] | None = None,
+        quiet: dict[str, FunctionSummary] | None = None,
+    ) -> None:
         self.heads = heads  # names a call can resolve through: imports, top-level functions and classes
         self.methods_of = methods_of or {}
         # Functions of this file (``f``, ``Class.m``) that write nothing in place: no rule asks
@@ -302,8 +318,12 @@ class _CallSites(ast.NodeVisitor):
         if self.imports.qualify(func) not in _NO_GRAD:
             return False
         # ``torch.no_grad(False)``/``inference_mode(False)`` keep grad on
-        return not (isinstance(expr, ast.Call) and expr.args and isinstance(expr.args[0], ast.Constant)
-                    and expr.args[0].value is False)
+        return not (
+            isinstance(expr, ast.Call)
+            and expr.args
+            and isinstance(expr.args[0], ast.Constant)
+            and expr.args[0].value is False
+        )
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         self.scope.append(node.name)
@@ -369,15 +389,21 @@ class _CallSites(ast.NodeVisitor):
         values: tuple[tuple[str, str], ...] = ()
         if name.rsplit(".", 1)[-1][:1].isupper() and not star:
             values = tuple((str(i), self.imports.qualify(a) or "?") for i, a in enumerate(node.args)) + tuple(
-                (kw.arg, self.imports.qualify(kw.value) or "?") for kw in node.keywords if kw.arg)
+                (kw.arg, self.imports.qualify(kw.value) or "?") for kw in node.keywords if kw.arg
+            )
         uses: tuple[ArgUse, ...] = ()
         classes: tuple[str | None, ...] = ()
         # A capitalized callee builds an object (``Block(config)``): no rule asks what its
         # callers pass (``argument_uses`` follows functions and methods).
         # Nor do calls into the standard library or numpy (``math.sqrt(d)``) resolve into the run.
         head = self.imports.names.get(name.split(".", 1)[0], "").split(".", 1)[0]
-        if (not star and self.function_node is not None and name not in self.quiet
-                and not name.rsplit(".", 1)[-1][:1].isupper() and head not in _OUTSIDE):
+        if (
+            not star
+            and self.function_node is not None
+            and name not in self.quiet
+            and not name.rsplit(".", 1)[-1][:1].isupper()
+            and head not in _OUTSIDE
+        ):
             passed = [*node.args, *(kw.value for kw in node.keywords)]
             if all(isinstance(a, ast.Constant) for a in passed):
                 uses = tuple(ArgUse("fresh") for _ in passed)  # nothing shares a constant's storage
@@ -387,9 +413,18 @@ class _CallSites(ast.NodeVisitor):
                     self._flow = _CallerFlow(self.function_node, self.imports)
                 uses = tuple(self._flow.use(a, node) for a in passed)
                 classes = tuple(self._flow.built_by(a) for a in node.args)
-        return CallSite(name, self.function, node.lineno, node.col_offset, len(node.args),
-                        tuple(kw.arg or "" for kw in node.keywords), star or self.function is None, values, uses,
-                        classes)
+        return CallSite(
+            name,
+            self.function,
+            node.lineno,
+            node.col_offset,
+            len(node.args),
+            tuple(kw.arg or "" for kw in node.keywords),
+            star or self.function is None,
+            values,
+            uses,
+            classes,
+        )
 
     def visit_Name(self, node: ast.Name) -> None:
         if id(node) not in self._callees and isinstance(node.ctx, ast.Load):
@@ -433,7 +468,9 @@ class _CallerFlow:
         self.stores: dict[str, int] = {}  # name -> how many times it is bound
         self.built: dict[str, str] = {}  # ``net = Net(...)``: name -> the callee as written
         for node in ast.walk(fn):
-            if isinstance(node, ast.stmt) and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if isinstance(node, ast.stmt) and not isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            ):
                 self.statements.append(node)
             if isinstance(node, ast.Name):
                 if isinstance(node.ctx, ast.Load):
@@ -442,8 +479,12 @@ class _CallerFlow:
                     stored.add(node.id)
                     self.stores[node.id] = self.stores.get(node.id, 0) + 1
             for block in (getattr(node, "body", None), getattr(node, "orelse", None), getattr(node, "finalbody", None)):
-                if isinstance(block, list) and block and isinstance(block[-1], (ast.Return, ast.Raise)) \
-                        and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if (
+                    isinstance(block, list)
+                    and block
+                    and isinstance(block[-1], (ast.Return, ast.Raise))
+                    and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                ):
                     self.ends.append(_span(block))
             if isinstance(node, ast.If) and node.body and node.orelse:
                 self.arms.append((_span(node.body), _span(node.orelse)))
@@ -460,7 +501,9 @@ class _CallerFlow:
             elif isinstance(node, (ast.With, ast.AsyncWith)):
                 for item in node.items:
                     if item.optional_vars is not None:
-                        self.edges.append((None, set(_target_names(item.optional_vars)), self.names(item.context_expr), False))
+                        self.edges.append(
+                            (None, set(_target_names(item.optional_vars)), self.names(item.context_expr), False)
+                        )
             if value is not None and targets:
                 own = node if isinstance(node, _STATEMENT_ASSIGNS) else None
                 self.through_call = False
@@ -495,7 +538,8 @@ class _CallerFlow:
         best = None
         for stmt in self.statements:
             if (stmt.lineno, stmt.col_offset) <= (call.lineno, call.col_offset) and (
-                    (call.end_lineno or 0, call.end_col_offset or 0) <= (stmt.end_lineno or 0, stmt.end_col_offset or 0)):
+                (call.end_lineno or 0, call.end_col_offset or 0) <= (stmt.end_lineno or 0, stmt.end_col_offset or 0)
+            ):
                 if best is None or (stmt.lineno, stmt.col_offset) >= (best.lineno, best.col_offset):
                     best = stmt
         return best
@@ -522,8 +566,21 @@ class _CallerFlow:
                 found |= self.names(kw.value)
             self.through_call |= bool(found)
             return found
-        if isinstance(expr, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Lambda, ast.JoinedStr,
-                             ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        if isinstance(
+            expr,
+            (
+                ast.Constant,
+                ast.BinOp,
+                ast.UnaryOp,
+                ast.Compare,
+                ast.Lambda,
+                ast.JoinedStr,
+                ast.ListComp,
+                ast.SetComp,
+                ast.DictComp,
+                ast.GeneratorExp,
+            ),
+        ):
             return set()
         if isinstance(expr, ast.Subscript):
             return self.names(expr.value)
@@ -561,8 +618,11 @@ class _CallerFlow:
         loop = max((lp for lp in self.loops if lp[0] <= start and end <= lp[1]), default=None)
         # The other arm of an ``if`` around the call cannot run after it (outside a loop), nor
         # can anything after the end of a block around it that returns or raises.
-        other_arms = [b if a[0] <= start and end <= a[1] else a for a, b in self.arms
-                      if (a[0] <= start and end <= a[1]) or (b[0] <= start and end <= b[1])]
+        other_arms = [
+            b if a[0] <= start and end <= a[1] else a
+            for a, b in self.arms
+            if (a[0] <= start and end <= a[1]) or (b[0] <= start and end <= b[1])
+        ]
         stop = min((e[1] for e in self.ends if e[0] <= start and end <= e[1]), default=None)
         reads = []
         for name in maybe - killed:
@@ -619,8 +679,9 @@ def _dotted(expr: ast.expr) -> str | None:
     return ".".join([expr.id, *reversed(parts)])
 
 
-def _summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef, display: str, method: bool,
-                        imports: _Imports) -> FunctionSummary:
+def _summarize_function(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, display: str, method: bool, imports: _Imports
+) -> FunctionSummary:
     args = node.args
     positional = [a.arg for a in (*args.posonlyargs, *args.args)]
     if method and positional:
@@ -736,12 +797,18 @@ def _writes_in_place(node: ast.AST) -> bool:
 _CONTAINERS = frozenset({"torch.nn.Sequential", "torch.nn.modules.container.Sequential"})
 _LISTS = frozenset({"torch.nn.ModuleList", "torch.nn.modules.container.ModuleList"})
 # Methods that change what a module container holds after it is built.
-_MUTATORS = frozenset({"append", "extend", "insert", "add_module", "register_module", "pop", "__setitem__", "__delitem__",
-                       "__iadd__"})
+_MUTATORS = frozenset(
+    {"append", "extend", "insert", "add_module", "register_module", "pop", "__setitem__", "__delitem__", "__iadd__"}
+)
 
 
-def _layer(expr: ast.expr, imports: _Imports, params: frozenset[str], positions: dict[str, int] | None = None,
-           defaults: dict[str, ast.expr] | None = None) -> tuple | None:
+def _layer(
+    expr: ast.expr,
+    imports: _Imports,
+    params: frozenset[str],
+    positions: dict[str, int] | None = None,
+    defaults: dict[str, ast.expr] | None = None,
+) -> tuple | None:
     if not isinstance(expr, ast.Call):
         return None
     func = expr.func
@@ -784,8 +851,10 @@ def _layer(expr: ast.expr, imports: _Imports, params: frozenset[str], positions:
 
 
 def _inplace_kw(call: ast.Call) -> bool:
-    return any(kw.arg == "inplace" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False)
-               for kw in call.keywords)
+    return any(
+        kw.arg == "inplace" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False)
+        for kw in call.keywords
+    )
 
 
 def _init_layers(init: ast.FunctionDef | ast.AsyncFunctionDef, imports: _Imports) -> dict[str, tuple]:
@@ -822,9 +891,17 @@ def _switchable(cls: ast.ClassDef, layers: dict[str, tuple], imports: _Imports) 
     from .analysis import torch_api
 
     flags = torch_api.inplace_activation_modules()
-    attrs = {a: layer[1] for a, layer in layers.items() if layer[0] == "torch" and not layer[2]
-             and layer[1].startswith("torch.nn.") and layer[1].rsplit(".", 1)[-1] in flags}
-    forward = next((n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "forward"), None)
+    attrs = {
+        a: layer[1]
+        for a, layer in layers.items()
+        if layer[0] == "torch"
+        and not layer[2]
+        and layer[1].startswith("torch.nn.")
+        and layer[1].rsplit(".", 1)[-1] in flags
+    }
+    forward = next(
+        (n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "forward"), None
+    )
     if not attrs or forward is None:
         return []
     built = {}
@@ -843,8 +920,15 @@ def _switchable(cls: ast.ClassDef, layers: dict[str, tuple], imports: _Imports) 
             op = _saving_op(sub.value, imports)
             if op is not None:
                 saved[sub.targets[0].id] = (op, sub.lineno)
-        elif (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and isinstance(sub.func.value, ast.Name)
-              and sub.func.value.id == "self" and sub.func.attr in attrs and len(sub.args) == 1 and not sub.keywords):
+        elif (
+            isinstance(sub, ast.Call)
+            and isinstance(sub.func, ast.Attribute)
+            and isinstance(sub.func.value, ast.Name)
+            and sub.func.value.id == "self"
+            and sub.func.attr in attrs
+            and len(sub.args) == 1
+            and not sub.keywords
+        ):
             calls.append(sub)
     out = []
     for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
@@ -857,7 +941,9 @@ def _switchable(cls: ast.ClassDef, layers: dict[str, tuple], imports: _Imports) 
         else:
             continue
         attr = call.func.attr
-        out.append(SwitchTarget(attr, attrs[attr], built.get(attr, 0), call.lineno, ast.unparse(call), written, op, op_line))
+        out.append(
+            SwitchTarget(attr, attrs[attr], built.get(attr, 0), call.lineno, ast.unparse(call), written, op, op_line)
+        )
     return out
 
 
@@ -875,8 +961,9 @@ def _switches(tree: ast.Module, imports: _Imports) -> list[Switch]:
     return out
 
 
-def _scan_switches(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str, method: bool, imports: _Imports,
-                   out: list[Switch]) -> None:
+def _scan_switches(
+    fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str, method: bool, imports: _Imports, out: list[Switch]
+) -> None:
     args = fn.args
     positional = [a.arg for a in (*args.posonlyargs, *args.args)]
     if method and positional:
@@ -886,19 +973,28 @@ def _scan_switches(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str, me
     for sub in _own_nodes(fn):
         if isinstance(sub, ast.Name) and not isinstance(sub.ctx, ast.Load):
             stores[sub.id] = stores.get(sub.id, 0) + 1
-        if (isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name)
-                and isinstance(sub.value, ast.Call)):
+        if (
+            isinstance(sub, ast.Assign)
+            and len(sub.targets) == 1
+            and isinstance(sub.targets[0], ast.Name)
+            and isinstance(sub.value, ast.Call)
+        ):
             callee = _dotted(sub.value.func)
             if callee is not None and callee.rsplit(".", 1)[-1][:1].isupper():
                 built[sub.targets[0].id] = callee
 
-    def walk(stmts: list[ast.stmt], var: str | None, over: tuple[int | None, str | None] | None,
-             types: frozenset[str] | None) -> None:
+    def walk(
+        stmts: list[ast.stmt], var: str | None, over: tuple[int | None, str | None] | None, types: frozenset[str] | None
+    ) -> None:
         for stmt in stmts:
             if isinstance(stmt, (ast.For, ast.AsyncFor)):
                 it, target = stmt.iter, stmt.target
-                if (isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute) and it.func.attr in _MODULE_WALKS
-                        and isinstance(it.func.value, ast.Name)):
+                if (
+                    isinstance(it, ast.Call)
+                    and isinstance(it.func, ast.Attribute)
+                    and it.func.attr in _MODULE_WALKS
+                    and isinstance(it.func.value, ast.Name)
+                ):
                     obj = it.func.value.id
                     if isinstance(target, ast.Tuple) and target.elts:
                         target = target.elts[-1]
@@ -917,13 +1013,23 @@ def _scan_switches(fn: ast.FunctionDef | ast.AsyncFunctionDef, qualname: str, me
                     continue
                 picked = _switch_filter(stmt.test, var, imports)
                 if picked is not False:
-                    walk(stmt.body, var, over, picked if types is None else (types if picked is None else types & picked))
+                    walk(
+                        stmt.body, var, over, picked if types is None else (types if picked is None else types & picked)
+                    )
             elif isinstance(stmt, (ast.With, ast.AsyncWith, ast.While, ast.Try)):
                 walk(stmt.body, var, over, types)
-            elif (isinstance(stmt, ast.Assign) and var is not None and over is not None and len(stmt.targets) == 1
-                  and isinstance(stmt.targets[0], ast.Attribute) and stmt.targets[0].attr == "inplace"
-                  and isinstance(stmt.targets[0].value, ast.Name) and stmt.targets[0].value.id == var
-                  and isinstance(stmt.value, ast.Constant) and stmt.value.value is True):
+            elif (
+                isinstance(stmt, ast.Assign)
+                and var is not None
+                and over is not None
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Attribute)
+                and stmt.targets[0].attr == "inplace"
+                and isinstance(stmt.targets[0].value, ast.Name)
+                and stmt.targets[0].value.id == var
+                and isinstance(stmt.value, ast.Constant)
+                and stmt.value.value is True
+            ):
                 out.append(Switch(stmt.lineno, stmt.col_offset, qualname, ast.unparse(stmt), types, *over))
 
     walk(fn.body, None, None, None)
@@ -933,6 +1039,7 @@ def _switch_filter(test: ast.expr, var: str, imports: _Imports) -> frozenset[str
     """The qualified types an ``if`` on the walked module keeps: ``isinstance(m, nn.ReLU)`` or
     ``type(m) in (...)``: a frozenset; ``hasattr(m, "inplace")``: None (every type); any other
     condition: False (not followed)."""
+
     def names(expr: ast.expr) -> frozenset[str] | bool:
         elements = expr.elts if isinstance(expr, (ast.Tuple, ast.List, ast.Set)) else [expr]
         quals = [imports.qualify(e) for e in elements]
@@ -945,9 +1052,17 @@ def _switch_filter(test: ast.expr, var: str, imports: _Imports) -> frozenset[str
                 return names(second)
             if test.func.id == "hasattr" and isinstance(second, ast.Constant) and second.value == "inplace":
                 return None
-    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], (ast.In, ast.Is, ast.Eq))
-            and isinstance(test.left, ast.Call) and isinstance(test.left.func, ast.Name) and test.left.func.id == "type"
-            and len(test.left.args) == 1 and isinstance(test.left.args[0], ast.Name) and test.left.args[0].id == var):
+    if (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], (ast.In, ast.Is, ast.Eq))
+        and isinstance(test.left, ast.Call)
+        and isinstance(test.left.func, ast.Name)
+        and test.left.func.id == "type"
+        and len(test.left.args) == 1
+        and isinstance(test.left.args[0], ast.Name)
+        and test.left.args[0].id == var
+    ):
         return names(test.comparators[0])
     return False
 
@@ -961,8 +1076,12 @@ def _mutated_lists(cls: ast.ClassDef, layers: dict[str, tuple]) -> set[str]:
     def held(expr: ast.expr) -> str | None:
         if isinstance(expr, ast.Subscript):
             expr = expr.value
-        if (isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self"
-                and expr.attr in lists):
+        if (
+            isinstance(expr, ast.Attribute)
+            and isinstance(expr.value, ast.Name)
+            and expr.value.id == "self"
+            and expr.attr in lists
+        ):
             return expr.attr
         return None
 
@@ -971,8 +1090,15 @@ def _mutated_lists(cls: ast.ClassDef, layers: dict[str, tuple]) -> set[str]:
             attr = held(node.func.value)
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
-            attr = next((a for t in targets for a in [held(t)] if a is not None and (
-                isinstance(t, ast.Subscript) or isinstance(node, ast.AugAssign))), None)
+            attr = next(
+                (
+                    a
+                    for t in targets
+                    for a in [held(t)]
+                    if a is not None and (isinstance(t, ast.Subscript) or isinstance(node, ast.AugAssign))
+                ),
+                None,
+            )
         else:
             continue
         if attr is not None:
@@ -1005,8 +1131,22 @@ def _aliases(expr: ast.expr, alias_of: dict[str, set[str]], imports: _Imports) -
     """The parameters ``expr``'s value may share storage with (over-approximated)."""
     if isinstance(expr, ast.Name):
         return set(alias_of.get(expr.id, ()))
-    if isinstance(expr, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Lambda,
-                         ast.JoinedStr, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+    if isinstance(
+        expr,
+        (
+            ast.Constant,
+            ast.BinOp,
+            ast.UnaryOp,
+            ast.Compare,
+            ast.BoolOp,
+            ast.Lambda,
+            ast.JoinedStr,
+            ast.ListComp,
+            ast.SetComp,
+            ast.DictComp,
+            ast.GeneratorExp,
+        ),
+    ):
         if isinstance(expr, ast.BoolOp):  # ``a or b`` is one of its operands
             return set().union(*(_aliases(v, alias_of, imports) for v in expr.values))
         return set()
@@ -1087,7 +1227,8 @@ class Program:
                         continue
                     caller_fn = self.callee(display, caller) if caller else None
                     self._callers.setdefault(target.where, []).append(
-                        (caller_fn.where if caller_fn is not None else None, no_grad))
+                        (caller_fn.where if caller_fn is not None else None, no_grad)
+                    )
         return self._callers
 
     def only_called_without_grad(self, display: str, qualname: str) -> str | None:
@@ -1149,8 +1290,9 @@ class Program:
                 found.append((caller_display, site, use))
         return found or None
 
-    def output_layers(self, display: str, cls: str, attr: str,
-                      element: int | str | None = None) -> dict[tuple[str, bool], list[str]] | None:
+    def output_layers(
+        self, display: str, cls: str, attr: str, element: int | str | None = None
+    ) -> dict[tuple[str, bool], list[str]] | None:
         """The torch.nn modules whose output ``self.<attr>(...)`` of class ``cls`` returns: through
         constructor defaults and arguments (every construction of ``cls`` in the run), the last
         layer of an ``nn.Sequential``, factory functions of the run, module classes of the run
@@ -1259,8 +1401,9 @@ class Program:
                     found.append((owner, f"passed at {caller_display}:{site.line}"))
         return found
 
-    def _switchable_in(self, owner: tuple[str, str], types: frozenset[str] | None, seen: set,
-                       depth: int) -> list[tuple[str, SwitchTarget]]:
+    def _switchable_in(
+        self, owner: tuple[str, str], types: frozenset[str] | None, seen: set, depth: int
+    ) -> list[tuple[str, SwitchTarget]]:
         if owner in seen or depth > 8:
             return []
         seen.add(owner)
@@ -1268,7 +1411,7 @@ class Program:
         source = self._load(self.files[display])
         out = [(f"{display}:{cls}", t) for t in source.switchable.get(cls, ()) if types is None or t.module in types]
         for layer in source.layers.get(cls, {}).values():
-            for held in (layer[1] if layer[0] == "list" else (layer,)):
+            for held in layer[1] if layer[0] == "list" else (layer,):
                 if held[0] == "call":
                     inner = self._class_of(display, held[1])
                     if inner is not None:
@@ -1368,7 +1511,9 @@ class Program:
         """A placeholder's summary, parsed now (once)."""
         if source.path is None:
             return source
-        loaded = summarize(source.path, source.display, source.text) or FileSummary(source.display, source.key, source.is_package)
+        loaded = summarize(source.path, source.display, source.text) or FileSummary(
+            source.display, source.key, source.is_package
+        )
         self.files[source.display] = self.by_key[source.key] = loaded
         for i in range(len(loaded.key)):
             entries = self._suffixes[loaded.key[i:]]

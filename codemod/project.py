@@ -105,5 +105,3 @@ def _receiver(data: bytes, dot: int) -> bytes | None:
     if receiver.endswith(b".") or receiver[:1].isdigit() or receiver.startswith(b"."):
         return None
     return receiver
-
-

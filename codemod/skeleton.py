@@ -37,4 +37,4 @@ def skeleton(data: bytes, blank: tuple[tuple[int, int, int], ...]) -> bytes | No
 
 
 def _ending(line: bytes) -> bytes:
-    return line[len(line.rstrip(b"\r\n")):]
+    return line[len(line.rstrip(b"\r\n")) :]

@@ -49,10 +49,16 @@ class _StoreMetrics:
         for name, queue in self.queues.items():
             depth.add_metric([name], queue.size())
         yield depth
-        runs = CounterMetricFamily("codemod_job_runs", "Job runs by outcome (done, failed, retried, routed) and "
-                                   "result status", labels=["outcome", "status"])
-        rate = GaugeMetricFamily("codemod_github_rate_limit_remaining", "x-ratelimit-remaining of GitHub's last "
-                                 "answer to a job, per installation", labels=["installation"])
+        runs = CounterMetricFamily(
+            "codemod_job_runs",
+            "Job runs by outcome (done, failed, retried, routed) and result status",
+            labels=["outcome", "status"],
+        )
+        rate = GaugeMetricFamily(
+            "codemod_github_rate_limit_remaining",
+            "x-ratelimit-remaining of GitHub's last answer to a job, per installation",
+            labels=["installation"],
+        )
         buckets: dict[str, list[tuple[str, float]]] = {}
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
@@ -67,8 +73,11 @@ class _StoreMetrics:
                 sums[labels["stage"]] = value
             elif name == "stage_seconds_count":
                 counts[labels["stage"]] = value
-        stages = HistogramMetricFamily("codemod_job_stage_seconds", "Time of each job stage (fetch, codemod, "
-                                       "verification, github), per finished job", labels=["stage"])
+        stages = HistogramMetricFamily(
+            "codemod_job_stage_seconds",
+            "Time of each job stage (fetch, codemod, verification, github), per finished job",
+            labels=["stage"],
+        )
         for stage, total in sorted(counts.items()):
             given = dict(buckets.get(stage, []))
             cumulative = [(repr(le), given.get(repr(le), 0.0)) for le in STAGE_BUCKETS] + [("+Inf", total)]
@@ -106,8 +115,9 @@ class _GroupCommit:
             while self.pending:
                 batch, self.pending = self.pending, []
                 try:
-                    results = await loop.run_in_executor(self.store_thread, self.store.record_deliveries,
-                                                         [item for item, _ in batch])
+                    results = await loop.run_in_executor(
+                        self.store_thread, self.store.record_deliveries, [item for item, _ in batch]
+                    )
                 except Exception as exc:  # the store is down: every request of the batch fails (GitHub shows it)
                     for _, future in batch:
                         future.set_exception(exc)
@@ -165,8 +175,9 @@ async def _answer(send, status: int, reply: dict, allow: bytes | None = None) ->
     await send({"type": "http.response.body", "body": raw})
 
 
-def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueue | None = None,
-               app_slug: str | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, store: Store | None = None, queue: JobQueue | None = None, app_slug: str | None = None
+) -> FastAPI:
     store = store or Store(settings.database_url)
     queue = queue or JobQueue(settings.queue_url, settings.codemod_queue_name)
     slug = app_slug or settings.codemod_app_slug
@@ -178,10 +189,15 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
     admin = settings.codemod_admin_token.get_secret_value() if settings.codemod_admin_token else None
 
     registry = CollectorRegistry()
-    deliveries = Counter("codemod_webhook_deliveries", "Webhook deliveries by event and outcome",
-                         ["event", "outcome"], registry=registry)
-    latency = Histogram("codemod_webhook_seconds", "Time to acknowledge a delivery", registry=registry,
-                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+    deliveries = Counter(
+        "codemod_webhook_deliveries", "Webhook deliveries by event and outcome", ["event", "outcome"], registry=registry
+    )
+    latency = Histogram(
+        "codemod_webhook_seconds",
+        "Time to acknowledge a delivery",
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    )
     depths = {settings.codemod_queue_name: queue}
     if settings.codemod_cuda_queue_name and settings.codemod_cuda_queue_name != settings.codemod_queue_name:
         depths[settings.codemod_cuda_queue_name] = JobQueue(settings.queue_url, settings.codemod_cuda_queue_name)
@@ -214,9 +230,20 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
             reply = {"answer": decision.text} if isinstance(decision, Answer) else {"ignored": decision.reason}
             status = 200 if isinstance(decision, Answer) else 202
         else:
-            stored = await commits.submit(delivery, name, [
-                {"kind": j.kind, "repo": j.repo, "installation_id": j.installation_id, "payload": j.to_payload(),
-                 "queue": settings.codemod_queue_name} for j in decision])
+            stored = await commits.submit(
+                delivery,
+                name,
+                [
+                    {
+                        "kind": j.kind,
+                        "repo": j.repo,
+                        "installation_id": j.installation_id,
+                        "payload": j.to_payload(),
+                        "queue": settings.codemod_queue_name,
+                    }
+                    for j in decision
+                ],
+            )
             outcome, reply, status = "queued", {"jobs": stored}, 202
         if stored is None:
             outcome, reply, status = "duplicate", {"duplicate": delivery}, 200
@@ -268,9 +295,15 @@ def create_app(settings: Settings, *, store: Store | None = None, queue: JobQueu
         return hmac.compare_digest(request.cookies.get("codemod_admin", "").encode(), cookie.encode())
 
     def _html(text: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(text, status_code=status, headers={"Content-Security-Policy": status_page.CSP,
-                                                               "X-Content-Type-Options": "nosniff",
-                                                               "Cache-Control": "no-store"})
+        return HTMLResponse(
+            text,
+            status_code=status,
+            headers={
+                "Content-Security-Policy": status_page.CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store",
+            },
+        )
 
     @app.get("/")
     def status(request: Request, limit: int = 50):

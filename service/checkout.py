@@ -36,12 +36,20 @@ class Checkout:
         self._token = token
 
     def _env(self, auth: bool) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.path.parent),
-               "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.path.parent),
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "LC_ALL": "C",
+        }
         if auth:
             basic = base64.b64encode(f"x-access-token:{self._token}".encode()).decode()
-            env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
-                       GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")
+            env.update(
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0="http.extraHeader",
+                GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}",
+            )
         return env
 
     def _scrub(self, text: str) -> str:
@@ -49,8 +57,13 @@ class Checkout:
         return text.replace(self._token, "***").replace(basic, "***")
 
     def git(self, *args: str, auth: bool = False, env: dict[str, str] | None = None) -> str:
-        done = subprocess.run(["git", "-C", str(self.path), *args], capture_output=True, text=True,
-                              env={**self._env(auth), **(env or {})}, timeout=600)
+        done = subprocess.run(
+            ["git", "-C", str(self.path), *args],
+            capture_output=True,
+            text=True,
+            env={**self._env(auth), **(env or {})},
+            timeout=600,
+        )
         if done.returncode != 0:
             lines = [line for line in self._scrub(done.stderr).splitlines() if line.strip()]
             message = f"git {args[0]}: {lines[-1] if lines else f'exit {done.returncode}'}"
@@ -72,12 +85,22 @@ class Checkout:
             self.git("fetch", "-q", "--no-tags", "origin", sha, auth=True)
 
     def has(self, sha: str) -> bool:
-        return subprocess.run(["git", "-C", str(self.path), "cat-file", "-e", f"{sha}^{{commit}}"],
-                              capture_output=True, env=self._env(False)).returncode == 0
+        return (
+            subprocess.run(
+                ["git", "-C", str(self.path), "cat-file", "-e", f"{sha}^{{commit}}"],
+                capture_output=True,
+                env=self._env(False),
+            ).returncode
+            == 0
+        )
 
     def tip(self, branch: str) -> str | None:
-        done = subprocess.run(["git", "-C", str(self.path), "rev-parse", "-q", "--verify", f"refs/remotes/origin/{branch}"],
-                              capture_output=True, text=True, env=self._env(False))
+        done = subprocess.run(
+            ["git", "-C", str(self.path), "rev-parse", "-q", "--verify", f"refs/remotes/origin/{branch}"],
+            capture_output=True,
+            text=True,
+            env=self._env(False),
+        )
         return done.stdout.strip() or None
 
     def checkout(self, sha: str) -> None:
@@ -90,15 +113,25 @@ class Checkout:
             target = self.path / rel
             target.write_bytes(data)
         self.git("add", "--", *files)
-        who = {"GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email,
-               "GIT_COMMITTER_NAME": author.name, "GIT_COMMITTER_EMAIL": author.email}
+        who = {
+            "GIT_AUTHOR_NAME": author.name,
+            "GIT_AUTHOR_EMAIL": author.email,
+            "GIT_COMMITTER_NAME": author.name,
+            "GIT_COMMITTER_EMAIL": author.email,
+        }
         self.git("commit", "-q", "--no-verify", "-m", message, env=who)
         return self.git("rev-parse", "HEAD").strip()
 
     def push(self, sha: str, branch: str, expected: str | None) -> None:
         """Point ``branch`` at ``sha`` if it is still at ``expected`` (None: must not exist)."""
-        self.git("push", "-q", f"--force-with-lease=refs/heads/{branch}:{expected or ''}", "origin",
-                 f"{sha}:refs/heads/{branch}", auth=True)
+        self.git(
+            "push",
+            "-q",
+            f"--force-with-lease=refs/heads/{branch}:{expected or ''}",
+            "origin",
+            f"{sha}:refs/heads/{branch}",
+            auth=True,
+        )
 
     def foreign_commits(self, branch: str, base_sha: str, author: Author) -> list[str]:
         """Commits on the remote ``branch`` (not in ``base_sha``) that the App did not author."""

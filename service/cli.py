@@ -44,8 +44,9 @@ def serve(host: str, port: int, workers: int) -> int:
         while not stop.wait(1.0):
             for i, child in enumerate(children):
                 if child.poll() is not None and not stop.is_set():
-                    logging.getLogger("codemod.serve").warning("worker %s exited (%s); restarting", child.pid,
-                                                               child.returncode)
+                    logging.getLogger("codemod.serve").warning(
+                        "worker %s exited (%s); restarting", child.pid, child.returncode
+                    )
                     children[i] = subprocess.Popen([sys.executable, "-m", "codemod", "worker"])
 
     threading.Thread(target=supervise, daemon=True).start()
@@ -54,7 +55,9 @@ def serve(host: str, port: int, workers: int) -> int:
     gc.collect()
     gc.freeze()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)  # its lines too: JSON (service.logs)
+        uvicorn.run(
+            app, host=host, port=port, log_level="warning", log_config=None
+        )  # its lines too: JSON (service.logs)
     finally:
         stop.set()
         for child in children:

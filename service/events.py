@@ -153,12 +153,22 @@ class OtherEvent(_Model):
     name: str
 
 
-Event = (PushEvent | PingEvent | InstallationEvent | InstallationRepositoriesEvent | IssueCommentEvent
-         | PullRequestEvent | OtherEvent)
+Event = (
+    PushEvent
+    | PingEvent
+    | InstallationEvent
+    | InstallationRepositoriesEvent
+    | IssueCommentEvent
+    | PullRequestEvent
+    | OtherEvent
+)
 
 _MODELS: dict[str, type[_Model]] = {
-    "push": PushEvent, "ping": PingEvent, "installation": InstallationEvent,
-    "installation_repositories": InstallationRepositoriesEvent, "issue_comment": IssueCommentEvent,
+    "push": PushEvent,
+    "ping": PingEvent,
+    "installation": InstallationEvent,
+    "installation_repositories": InstallationRepositoriesEvent,
+    "issue_comment": IssueCommentEvent,
     "pull_request": PullRequestEvent,
 }
 

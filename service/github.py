@@ -98,8 +98,9 @@ class _Retry(GithubRetry):
             return retry
         wait = int(reset) - time.time() + 1  # +1: the reset happens somewhere in that second
         if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
-            raise RateLimitExceededException(response.status, {"message": f"rate limited for {wait:.0f} s"},
-                                             dict(response.headers))
+            raise RateLimitExceededException(
+                response.status, {"message": f"rate limited for {wait:.0f} s"}, dict(response.headers)
+            )
         before = retry.get_backoff_time
         retry.get_backoff_time = lambda: max(before(), wait)
         return retry
@@ -127,11 +128,16 @@ class GitHubApp:
         self.settings, self.store = settings, store
         self.auth = Auth.AppAuth(settings.github_app_id, settings.private_key())
         self.integration = GithubIntegration(auth=self.auth, base_url=settings.github_api_url, retry=self._retry())
-        self.budget = _budgets.setdefault(settings.codemod_writes_per_minute, WriteBudget(settings.codemod_writes_per_minute))
+        self.budget = _budgets.setdefault(
+            settings.codemod_writes_per_minute, WriteBudget(settings.codemod_writes_per_minute)
+        )
 
     def _retry(self) -> GithubRetry:
-        return _Retry(total=self.settings.codemod_github_retries, backoff_factor=self.settings.codemod_github_backoff,
-                           secondary_rate_wait=max(1.0, self.settings.codemod_github_backoff * 4))
+        return _Retry(
+            total=self.settings.codemod_github_retries,
+            backoff_factor=self.settings.codemod_github_backoff,
+            secondary_rate_wait=max(1.0, self.settings.codemod_github_backoff * 4),
+        )
 
     def slug(self) -> str:
         with _errors("GET /app"):
@@ -142,13 +148,23 @@ class GitHubApp:
         name = full_name.split("/", 1)[1]
         with _errors(f"POST /app/installations/{installation_id}/access_tokens"):
             headers, data = self.integration.requester.requestJsonAndCheck(
-                "POST", f"/app/installations/{installation_id}/access_tokens",
-                input={"repositories": [name], "permissions": PERMISSIONS})
+                "POST",
+                f"/app/installations/{installation_id}/access_tokens",
+                input={"repositories": [name], "permissions": PERMISSIONS},
+            )
         token = InstallationAuthorization(self.integration.requester, headers, data).token
-        gh = Github(auth=Auth.Token(token), base_url=self.settings.github_api_url, retry=self._retry(),
-                    seconds_between_requests=None, seconds_between_writes=None)
-        budget = self.budget if self.store is None else SharedWriteBudget(
-            self.store, installation_id, self.settings.codemod_writes_per_minute)
+        gh = Github(
+            auth=Auth.Token(token),
+            base_url=self.settings.github_api_url,
+            retry=self._retry(),
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+        )
+        budget = (
+            self.budget
+            if self.store is None
+            else SharedWriteBudget(self.store, installation_id, self.settings.codemod_writes_per_minute)
+        )
         return RepoClient(gh, full_name, token, budget)
 
 
@@ -198,15 +214,25 @@ class RepoClient:
             pull.edit(title=title, body=body)
             return _info(pull)
 
-    def check_run(self, *, sha: str, name: str, conclusion: str, title: str, summary: str, text: str,
-                  annotations: list[list[dict]]) -> int:
+    def check_run(
+        self,
+        *,
+        sha: str,
+        name: str,
+        conclusion: str,
+        title: str,
+        summary: str,
+        text: str,
+        annotations: list[list[dict]],
+    ) -> int:
         """One check run; annotations in batches (GitHub takes 50 per request)."""
         self.budget.take()
         first = annotations[0] if annotations else []
         output = {"title": title, "summary": summary, "text": text, "annotations": first}
         with _errors(f"POST /repos/{self.full_name}/check-runs"):
-            run = self.repo.create_check_run(name=name, head_sha=sha, status="completed", conclusion=conclusion,
-                                             output=output)
+            run = self.repo.create_check_run(
+                name=name, head_sha=sha, status="completed", conclusion=conclusion, output=output
+            )
         for batch in annotations[1:]:
             self.budget.take()
             with _errors(f"PATCH /repos/{self.full_name}/check-runs/{run.id}"):

@@ -7,17 +7,18 @@ manifest that lists them, so only the events the App subscribes to are named.
 from __future__ import annotations
 
 PERMISSIONS = {
-    "contents": "write",        # clone, push the App's branch
-    "pull_requests": "write",   # open and update the single PR
-    "checks": "write",          # check runs with annotations
-    "issues": "write",          # answer @app commands in comments, react to them
-    "metadata": "read",         # every App has it
+    "contents": "write",  # clone, push the App's branch
+    "pull_requests": "write",  # open and update the single PR
+    "checks": "write",  # check runs with annotations
+    "issues": "write",  # answer @app commands in comments, react to them
+    "metadata": "read",  # every App has it
 }
 EVENTS = ["push", "issue_comment", "pull_request"]
 
 
-def manifest(name: str, redirect_url: str, *, webhook_url: str | None = None,
-             homepage: str = "https://github.com/apps") -> dict:
+def manifest(
+    name: str, redirect_url: str, *, webhook_url: str | None = None, homepage: str = "https://github.com/apps"
+) -> dict:
     """The manifest GitHub's "create an App from a manifest" flow posts (``manifest`` form field)."""
     out = {
         "name": name,

@@ -16,8 +16,8 @@ ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit per check-run request
 
 @dataclass
 class Links:
-    html_url: str   # https://github.com/owner/repo
-    sha: str        # the pushed commit the findings are about
+    html_url: str  # https://github.com/owner/repo
+    sha: str  # the pushed commit the findings are about
 
     def line(self, path: str, line: int | None) -> str:
         return f"{self.html_url}/blob/{self.sha}/{path}" + (f"#L{line}" if line else "")
@@ -63,7 +63,9 @@ def title(outcome: dict) -> str:
 def commit_message(outcome: dict) -> str:
     rewrites = [f for f in outcome["findings"] if f["fixed"]]
     lines = [title(outcome).removeprefix("[unverified] "), ""]
-    lines += [f"- {f['path']}:{f['line']} {f['code']}: {f['write_text']} -> {f['fix'] or 'rewritten'}" for f in rewrites]
+    lines += [
+        f"- {f['path']}:{f['line']} {f['code']}: {f['write_text']} -> {f['fix'] or 'rewritten'}" for f in rewrites
+    ]
     lines += ["", f"Verification: {outcome['status']}" + (f" on {outcome['device']}" if outcome["device"] else "")]
     return "\n".join(lines) + "\n"
 
@@ -86,16 +88,33 @@ def _short(text: str, width: int = 160) -> str:
 
 
 def verification_table(outcome: dict) -> list[str]:
-    out = [f"**Verification: {outcome['status']}** - device `{outcome['device'] or '-'}`, "
-           f"sandbox: {outcome['isolation'] or '-'}", ""]
+    out = [
+        f"**Verification: {outcome['status']}** - device `{outcome['device'] or '-'}`, "
+        f"sandbox: {outcome['isolation'] or '-'}",
+        "",
+    ]
     if outcome["cases"]:
-        out += ["| smoke case | original | rewritten | outputs | gradients | gradients reached | 2nd iteration |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            "| smoke case | original | rewritten | outputs | gradients | gradients reached | 2nd iteration |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for case in outcome["cases"]:
-            out.append("| " + " | ".join(_cell(c) for c in (
-                case["name"], _short(case["original"]), _short(case["rewritten"]), case["outputs"]["text"], case["gradients"]["text"],
-                case["grads_received"] + (" parameters" if "/" in case["grads_received"] else ""),
-                case["second_iteration"])) + " |")
+            out.append(
+                "| "
+                + " | ".join(
+                    _cell(c)
+                    for c in (
+                        case["name"],
+                        _short(case["original"]),
+                        _short(case["rewritten"]),
+                        case["outputs"]["text"],
+                        case["gradients"]["text"],
+                        case["grads_received"] + (" parameters" if "/" in case["grads_received"] else ""),
+                        case["second_iteration"],
+                    )
+                )
+                + " |"
+            )
         failed = [c for c in outcome["cases"] if not c["proven"]]
         for case in failed:
             out.append(f"\n**{_cell(case['name'])} not proven:** {_cell(case['reason'])}")
@@ -111,11 +130,15 @@ def proof_sentence(cases: list[dict]) -> str:
     commands = [c for c in cases if c.get("kind") == "command"]
     said = []
     if harness:
-        said.append(f"{_plural(len(harness), 'smoke case')} ran on the original and the rewritten tree in a sandbox "
-                    "with the same outputs and gradients")
+        said.append(
+            f"{_plural(len(harness), 'smoke case')} ran on the original and the rewritten tree in a sandbox "
+            "with the same outputs and gradients"
+        )
     if commands:
-        said.append(f"{_plural(len(commands), 'smoke command')} ({', '.join(_code(c['name']) for c in commands)}) "
-                    "passed on the rewritten tree in a sandbox (outputs not compared)")
+        said.append(
+            f"{_plural(len(commands), 'smoke command')} ({', '.join(_code(c['name']) for c in commands)}) "
+            "passed on the rewritten tree in a sandbox (outputs not compared)"
+        )
     return ("; ".join(said) or "verification passed") + "."
 
 
@@ -124,33 +147,51 @@ def body(outcome: dict, links: Links, app_slug: str, base: str) -> str:
     reported = [f for f in outcome["findings"] if not f["fixed"]]
     out = []
     if outcome["proven"]:
-        out.append(f"torch-codemod rewrote {_plural(len(rewrites), 'autograd bug')} on `{base}` at {links.sha[:12]}. "
-                   + proof_sentence(outcome["cases"]))
+        out.append(
+            f"torch-codemod rewrote {_plural(len(rewrites), 'autograd bug')} on `{base}` at {links.sha[:12]}. "
+            + proof_sentence(outcome["cases"])
+        )
     else:
-        out.append(f"**Not proven: do not merge as is.** torch-codemod found {_plural(len(rewrites), 'rewrite')} "
-                   f"on `{base}` at {links.sha[:12]}, but the smoke test did not prove them (see the table).")
+        out.append(
+            f"**Not proven: do not merge as is.** torch-codemod found {_plural(len(rewrites), 'rewrite')} "
+            f"on `{base}` at {links.sha[:12]}, but the smoke test did not prove them (see the table)."
+        )
     out += ["", "## What changed and why", ""]
     for f in rewrites:
-        saved = (f" the tensor was saved for backward by [line {f['saved_line']}]({links.line(f['path'], f['saved_line'])})"
-                 f" {_code(f['saved_text'])};") if f["saved_line"] else ""
-        out.append(f"- **{f['code']}** [`{f['path']}:{f['line']}`]({links.line(f['path'], f['line'])}) "
-                   f"{_code(f['write_text'])} → {_code(f['fix'] or '')}:{saved} {f['message']}")
+        saved = (
+            (
+                f" the tensor was saved for backward by [line {f['saved_line']}]({links.line(f['path'], f['saved_line'])})"
+                f" {_code(f['saved_text'])};"
+            )
+            if f["saved_line"]
+            else ""
+        )
+        out.append(
+            f"- **{f['code']}** [`{f['path']}:{f['line']}`]({links.line(f['path'], f['line'])}) "
+            f"{_code(f['write_text'])} → {_code(f['fix'] or '')}:{saved} {f['message']}"
+        )
     out += ["", "## Verification", ""] + verification_table(outcome)
     if reported:
         out += ["", "## Reported, not rewritten", ""]
         for f in reported:
             why = " (left out: a closed pull request declined it)" if f.get("declined") else ""
-            out.append(f"- **{f['code']}** [`{f['path']}:{f['line']}`]({links.line(f['path'], f['line'])}) "
-                       f"{_code(f['write_text'])}: {f['message']}{why}")
-    out += ["", "## Configure or suppress", "",
-            f"- `@{app_slug} recreate` rebuilds this branch from `{base}`; `@{app_slug} ignore IP101` (or a rule "
-            "family such as `inplace`) stops that rule for this repository.",
-            "- Closing this pull request without merging means \"not these\": the same findings are not proposed "
-            "again until their code changes. A commit you push to this branch is never overwritten (the App then "
-            "stops updating it).",
-            "- In code: a trailing `# codemod: ignore[IP101]`. In `pyproject.toml`: `[tool.codemod] ignore = "
-            "[\"IP101\"]`, and `[tool.codemod.smoke]` for the smoke test; `[tool.codemod.github] unverified = "
-            "\"skip\"` opens no pull request when verification fails."]
+            out.append(
+                f"- **{f['code']}** [`{f['path']}:{f['line']}`]({links.line(f['path'], f['line'])}) "
+                f"{_code(f['write_text'])}: {f['message']}{why}"
+            )
+    out += [
+        "",
+        "## Configure or suppress",
+        "",
+        f"- `@{app_slug} recreate` rebuilds this branch from `{base}`; `@{app_slug} ignore IP101` (or a rule "
+        "family such as `inplace`) stops that rule for this repository.",
+        '- Closing this pull request without merging means "not these": the same findings are not proposed '
+        "again until their code changes. A commit you push to this branch is never overwritten (the App then "
+        "stops updating it).",
+        "- In code: a trailing `# codemod: ignore[IP101]`. In `pyproject.toml`: `[tool.codemod] ignore = "
+        '["IP101"]`, and `[tool.codemod.smoke]` for the smoke test; `[tool.codemod.github] unverified = '
+        '"skip"` opens no pull request when verification fails.',
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -163,11 +204,19 @@ def annotations(outcome: dict) -> list[list[dict]]:
         message = f["message"]
         if f["saved_line"]:
             message += f"\nsaved at line {f['saved_line']}: {f['saved_text']}"
-        items.append({"path": f["path"], "start_line": f["line"], "end_line": f["line"], "annotation_level": "warning",
-                      "title": f"{f['code']} (reported, not rewritten)", "message": message[:64000],
-                      "raw_details": f"write, line {f['line']}: {f['write_text']}"
-                                     + (f"\nsaved, line {f['saved_line']}: {f['saved_text']}" if f["saved_line"] else "")})
-    return [items[i:i + ANNOTATIONS_PER_REQUEST] for i in range(0, len(items), ANNOTATIONS_PER_REQUEST)]
+        items.append(
+            {
+                "path": f["path"],
+                "start_line": f["line"],
+                "end_line": f["line"],
+                "annotation_level": "warning",
+                "title": f"{f['code']} (reported, not rewritten)",
+                "message": message[:64000],
+                "raw_details": f"write, line {f['line']}: {f['write_text']}"
+                + (f"\nsaved, line {f['saved_line']}: {f['saved_text']}" if f["saved_line"] else ""),
+            }
+        )
+    return [items[i : i + ANNOTATIONS_PER_REQUEST] for i in range(0, len(items), ANNOTATIONS_PER_REQUEST)]
 
 
 def check_run(outcome: dict, pr_url: str | None, published: str) -> CheckRun:

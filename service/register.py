@@ -48,8 +48,12 @@ class RegisterError(RuntimeError):
 def exchange(api_url: str, code: str, timeout: float = 30) -> dict:
     """The App's credentials for a manifest code (no authentication: the code is the credential)."""
     url = f"{api_url.rstrip('/')}/app-manifests/{urllib.parse.quote(code, safe='')}/conversions"
-    request = urllib.request.Request(url, data=b"", method="POST", headers={
-        "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"})
+    request = urllib.request.Request(
+        url,
+        data=b"",
+        method="POST",
+        headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             data = json.loads(response.read())
@@ -66,8 +70,12 @@ def exchange(api_url: str, code: str, timeout: float = 30) -> dict:
 
 def env_text(app: dict, api_url: str) -> str:
     pem = app["pem"].strip().replace("\n", "\\n")
-    lines = [f"GITHUB_APP_ID={int(app['id'])}", f"CODEMOD_APP_SLUG={app['slug']}",
-             f'GITHUB_PRIVATE_KEY="{pem}"', f"GITHUB_WEBHOOK_SECRET={app.get('webhook_secret') or ''}"]
+    lines = [
+        f"GITHUB_APP_ID={int(app['id'])}",
+        f"CODEMOD_APP_SLUG={app['slug']}",
+        f'GITHUB_PRIVATE_KEY="{pem}"',
+        f"GITHUB_WEBHOOK_SECRET={app.get('webhook_secret') or ''}",
+    ]
     if api_url != "https://api.github.com":
         lines.append(f"GITHUB_API_URL={api_url}")
     return "\n".join(lines) + "\n"
@@ -89,8 +97,9 @@ def write_env(path: Path, text: str) -> None:
 
 
 class _Flow:
-    def __init__(self, github_url: str, api_url: str, org: str | None, name: str, webhook_url: str | None,
-                 env_path: Path) -> None:
+    def __init__(
+        self, github_url: str, api_url: str, org: str | None, name: str, webhook_url: str | None, env_path: Path
+    ) -> None:
         self.github_url, self.api_url, self.org, self.name = github_url, api_url, org, name
         self.webhook_url, self.env_path = webhook_url, env_path
         self.state = secrets.token_urlsafe(24)
@@ -102,9 +111,14 @@ class _Flow:
         body = manifest(self.name, f"{base}/callback", webhook_url=self.webhook_url)
         action = f"{new_app_url(self.github_url, self.org)}?state={urllib.parse.quote(self.state)}"
         where = f"The App will belong to the organization {self.org}" if self.org else "The App will belong to you"
-        return PAGE.format(where=html.escape(where), action=html.escape(action), manifest=html.escape(json.dumps(body)),
-                           permissions=html.escape(json.dumps({"permissions": body["default_permissions"],
-                                                                "events": body["default_events"]}, indent=1)))
+        return PAGE.format(
+            where=html.escape(where),
+            action=html.escape(action),
+            manifest=html.escape(json.dumps(body)),
+            permissions=html.escape(
+                json.dumps({"permissions": body["default_permissions"], "events": body["default_events"]}, indent=1)
+            ),
+        )
 
     def callback(self, query: dict[str, list[str]]) -> tuple[int, str]:
         if self.done.is_set():
@@ -123,8 +137,10 @@ class _Flow:
             return 502, DONE.format(title="Registration failed", text=html.escape(self.error))
         self.result = app
         self.done.set()
-        text = (f"App {html.escape(app['slug'])} (id {int(app['id'])}) is registered; its credentials are in "
-                f"{html.escape(str(self.env_path))}. Install it: {html.escape(app.get('html_url', ''))}/installations/new")
+        text = (
+            f"App {html.escape(app['slug'])} (id {int(app['id'])}) is registered; its credentials are in "
+            f"{html.escape(str(self.env_path))}. Install it: {html.escape(app.get('html_url', ''))}/installations/new"
+        )
         return 200, DONE.format(title="Registered", text=text)
 
 
@@ -155,21 +171,37 @@ def _handler(flow: _Flow):
     return Handler
 
 
-def register(*, org: str | None = None, github_url: str = "https://github.com", api_url: str | None = None,
-             name: str | None = None, webhook_url: str | None = None, env_path: str | Path = ".env",
-             host: str = "127.0.0.1", port: int = 0, timeout: float = 3600, open_browser: bool = True,
-             ready=None) -> dict:
+def register(
+    *,
+    org: str | None = None,
+    github_url: str = "https://github.com",
+    api_url: str | None = None,
+    name: str | None = None,
+    webhook_url: str | None = None,
+    env_path: str | Path = ".env",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout: float = 3600,
+    open_browser: bool = True,
+    ready=None,
+) -> dict:
     """Serve the registration page until GitHub calls back (or ``timeout``); returns the App."""
     env_path = Path(env_path)
     if env_path.exists():
         raise RegisterError(f"{env_path} exists; move it away first (it may hold another App's key)")
-    flow = _Flow(github_url, api_url or api_url_for(github_url), org, name or f"torch-codemod-{secrets.token_hex(3)}",
-                 webhook_url, env_path)
+    flow = _Flow(
+        github_url,
+        api_url or api_url_for(github_url),
+        org,
+        name or f"torch-codemod-{secrets.token_hex(3)}",
+        webhook_url,
+        env_path,
+    )
     server = ThreadingHTTPServer((host, port), _handler(flow))
     url = f"http://{host}:{server.server_address[1]}/"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        print(f"Open {url} and press \"Register GitHub App\" (waiting up to {timeout / 60:.0f} min)", file=sys.stderr)
+        print(f'Open {url} and press "Register GitHub App" (waiting up to {timeout / 60:.0f} min)', file=sys.stderr)
         if ready is not None:
             ready(url)
         elif open_browser:
@@ -188,9 +220,16 @@ def register(*, org: str | None = None, github_url: str = "https://github.com", 
 
 def main(args) -> int:
     try:
-        app = register(org=args.org, github_url=args.github_url, api_url=args.api_url, name=args.name,
-                       webhook_url=args.webhook_url, env_path=args.env, port=args.port,
-                       open_browser=not args.no_browser)
+        app = register(
+            org=args.org,
+            github_url=args.github_url,
+            api_url=args.api_url,
+            name=args.name,
+            webhook_url=args.webhook_url,
+            env_path=args.env,
+            port=args.port,
+            open_browser=not args.no_browser,
+        )
     except (RegisterError, OSError) as exc:
         print(f"codemod: error: {exc}", file=sys.stderr)
         return 2

@@ -16,8 +16,7 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      case_sensitive=False)
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
 
     github_app_id: int
     github_private_key: SecretStr | None = None
@@ -25,10 +24,10 @@ class Settings(BaseSettings):
     github_webhook_secret: SecretStr
     github_api_url: str = "https://api.github.com"
     codemod_data_dir: Path = Path("codemod-data")
-    codemod_queue_url: str | None = None       # default: SQLite in the data dir; redis://... for scale-out
-    codemod_database_url: str | None = None    # default: SQLite in the data dir; postgresql+psycopg://...
+    codemod_queue_url: str | None = None  # default: SQLite in the data dir; redis://... for scale-out
+    codemod_database_url: str | None = None  # default: SQLite in the data dir; postgresql+psycopg://...
     codemod_admin_token: SecretStr | None = None
-    codemod_app_slug: str | None = None        # default: asked from GitHub (GET /app) at start
+    codemod_app_slug: str | None = None  # default: asked from GitHub (GET /app) at start
     # The App's branches start with this; pushes to them never trigger a job.
     codemod_branch_prefix: str = "codemod/"
     # The sandbox's bounds, the same variables `codemod verify` reads (codemod.verify.settings):
@@ -36,11 +35,11 @@ class Settings(BaseSettings):
     # and no smoke run takes longer than the maximum, whatever the repository's config says.
     codemod_allow_requirements: bool = True
     codemod_sandbox_max_timeout: float = Field(3600.0, gt=0)
-    codemod_lease_seconds: float = Field(300.0, gt=0)   # a job's lease; a live worker renews it
-    codemod_max_attempts: int = Field(3, ge=1)          # runs of one job before it is marked failed
-    codemod_github_retries: int = Field(6, ge=0)        # per REST call (5xx, 429, secondary rate limits)
-    codemod_github_backoff: float = Field(0.5, ge=0)    # urllib3 backoff factor, seconds
-    codemod_writes_per_minute: int = Field(80, ge=1)    # content-creating requests (GitHub's limit: 80)
+    codemod_lease_seconds: float = Field(300.0, gt=0)  # a job's lease; a live worker renews it
+    codemod_max_attempts: int = Field(3, ge=1)  # runs of one job before it is marked failed
+    codemod_github_retries: int = Field(6, ge=0)  # per REST call (5xx, 429, secondary rate limits)
+    codemod_github_backoff: float = Field(0.5, ge=0)  # urllib3 backoff factor, seconds
+    codemod_writes_per_minute: int = Field(80, ge=1)  # content-creating requests (GitHub's limit: 80)
     # The queue this process's workers take jobs from (the GPU worker names the CUDA queue), and
     # the queue a CPU worker hands a repository to when its config says smoke.device = "cuda"
     # (empty: no routing; such a repository's smoke test then runs where it is).

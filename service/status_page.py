@@ -31,16 +31,20 @@ def _e(value: Any) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>{body}</body></html>")
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
 
 
 def login_page(message: str = "") -> str:
     note = f"<p class=error>{_e(message)}</p>" if message else ""
-    return _page("torch-codemod: sign in", "<h1>torch-codemod</h1>" + note +
-                 "<form method=post action=/login><label>Admin token (CODEMOD_ADMIN_TOKEN) "
-                 "<input type=password name=token id=token autocomplete=off></label> "
-                 "<button type=submit id=sign-in>Show jobs</button></form>")
+    return _page(
+        "torch-codemod: sign in",
+        "<h1>torch-codemod</h1>" + note + "<form method=post action=/login><label>Admin token (CODEMOD_ADMIN_TOKEN) "
+        "<input type=password name=token id=token autocomplete=off></label> "
+        "<button type=submit id=sign-in>Show jobs</button></form>",
+    )
 
 
 def _commit(job: dict) -> str:
@@ -49,7 +53,9 @@ def _commit(job: dict) -> str:
 
 
 def _stages(job: dict) -> str:
-    return ", ".join(f"{_e(name)} {float(seconds):.1f} s" for name, seconds in sorted((job.get("stages") or {}).items()))
+    return ", ".join(
+        f"{_e(name)} {float(seconds):.1f} s" for name, seconds in sorted((job.get("stages") or {}).items())
+    )
 
 
 def _verdict(job: dict) -> str:
@@ -83,12 +89,28 @@ def jobs_page(jobs: list[dict], counts: dict[str, int]) -> str:
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
     rows = []
     for job in jobs:
-        cells = [str(int(job["id"])), _e(job.get("repo")), _commit(job), _e(job.get("kind")),
-                 f"{_e(job.get('state'))} ({int(job.get('attempts') or 0)})", _stages(job), _verdict(job), _pull(job),
-                 _when(job.get("finished_at"))]
+        cells = [
+            str(int(job["id"])),
+            _e(job.get("repo")),
+            _commit(job),
+            _e(job.get("kind")),
+            f"{_e(job.get('state'))} ({int(job.get('attempts') or 0)})",
+            _stages(job),
+            _verdict(job),
+            _pull(job),
+            _when(job.get("finished_at")),
+        ]
         state_class = _e(job.get("state"))
-        rows.append(f"<tr data-job='{int(job['id'])}'>" + "".join(
-            f"<td class='state-{state_class}'>{cell}</td>" if i == 4 else f"<td>{cell}</td>"
-            for i, cell in enumerate(cells)) + "</tr>")
-    return _page("torch-codemod: jobs", f"<h1>torch-codemod: recent jobs</h1><p id=summary>{summary}</p>"
-                 f"<table id=jobs><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(
+            f"<tr data-job='{int(job['id'])}'>"
+            + "".join(
+                f"<td class='state-{state_class}'>{cell}</td>" if i == 4 else f"<td>{cell}</td>"
+                for i, cell in enumerate(cells)
+            )
+            + "</tr>"
+        )
+    return _page(
+        "torch-codemod: jobs",
+        f"<h1>torch-codemod: recent jobs</h1><p id=summary>{summary}</p>"
+        f"<table id=jobs><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
+    )

@@ -15,8 +15,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import (JSON, Float, Integer, String, Text, bindparam, create_engine, delete, event, func, insert, select,
-                        text, update)
+from sqlalchemy import (
+    JSON,
+    Float,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -32,10 +46,10 @@ class Base(DeclarativeBase):
 
 class Delivery(Base):
     __tablename__ = "deliveries"
-    id: Mapped[str] = mapped_column(String(80), primary_key=True)   # X-GitHub-Delivery
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # X-GitHub-Delivery
     event: Mapped[str] = mapped_column(String(60))
     received_at: Mapped[float] = mapped_column(Float)
-    outcome: Mapped[str] = mapped_column(Text)                       # "job 12, 13" or the reason it was ignored
+    outcome: Mapped[str] = mapped_column(Text)  # "job 12, 13" or the reason it was ignored
 
 
 class Job(Base):
@@ -46,35 +60,48 @@ class Job(Base):
     repo: Mapped[str] = mapped_column(String(200), index=True)
     installation_id: Mapped[int] = mapped_column(Integer)
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
-    state: Mapped[str] = mapped_column(String(20), index=True)        # queued running done failed
+    state: Mapped[str] = mapped_column(String(20), index=True)  # queued running done failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
-    stages: Mapped[dict] = mapped_column(JSON, default=dict)          # stage -> seconds
+    stages: Mapped[dict] = mapped_column(JSON, default=dict)  # stage -> seconds
     result: Mapped[dict | None] = mapped_column(JSON)
     pr_url: Mapped[str | None] = mapped_column(String(400))
     error: Mapped[str | None] = mapped_column(Text)
     queue: Mapped[str] = mapped_column(String(100), default=DEFAULT_QUEUE, index=True)  # the queue it waits on
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "delivery": self.delivery_id, "kind": self.kind, "repo": self.repo,
-                "installation": self.installation_id, "state": self.state, "attempts": self.attempts,
-                "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
-                "stages": self.stages or {}, "result": self.result, "pr_url": self.pr_url, "error": self.error,
-                "request": self.payload, "queue": self.queue}
+        return {
+            "id": self.id,
+            "delivery": self.delivery_id,
+            "kind": self.kind,
+            "repo": self.repo,
+            "installation": self.installation_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "stages": self.stages or {},
+            "result": self.result,
+            "pr_url": self.pr_url,
+            "error": self.error,
+            "request": self.payload,
+            "queue": self.queue,
+        }
 
 
 class RepoState(Base):
     __tablename__ = "repo_state"
     repo: Mapped[str] = mapped_column(String(200), primary_key=True)
     ignored_rules: Mapped[list] = mapped_column(JSON, default=list)
-    pushed: Mapped[dict] = mapped_column(JSON, default=dict)          # branch -> sha the App last pushed
-    proposed: Mapped[dict] = mapped_column(JSON, default=dict)        # PR number -> fingerprints it proposed
-    stopped: Mapped[dict] = mapped_column(JSON, default=dict)         # PR number -> a person pushed to its branch
-    busy_until: Mapped[float | None] = mapped_column(Float)           # one job per repository at a time
+    pushed: Mapped[dict] = mapped_column(JSON, default=dict)  # branch -> sha the App last pushed
+    proposed: Mapped[dict] = mapped_column(JSON, default=dict)  # PR number -> fingerprints it proposed
+    stopped: Mapped[dict] = mapped_column(JSON, default=dict)  # PR number -> a person pushed to its branch
+    busy_until: Mapped[float | None] = mapped_column(Float)  # one job per repository at a time
 
 
 class Rejected(Base):
@@ -105,7 +132,7 @@ class Metric(Base):
 
     __tablename__ = "metrics"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    labels: Mapped[str] = mapped_column(String(400), primary_key=True)   # JSON, sorted keys
+    labels: Mapped[str] = mapped_column(String(400), primary_key=True)  # JSON, sorted keys
     value: Mapped[float] = mapped_column(Float)
 
 
@@ -131,6 +158,7 @@ def make_engine(url: str):
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -162,8 +190,10 @@ class Store:
             with self.session() as s:
                 s.add(Delivery(id=delivery_id, event=event, received_at=now, outcome=reason or "jobs"))
                 s.flush()
-                rows = [Job(delivery_id=delivery_id, state="queued", created_at=now, attempts=0, stages={}, **j)
-                        for j in jobs]
+                rows = [
+                    Job(delivery_id=delivery_id, state="queued", created_at=now, attempts=0, stages={}, **j)
+                    for j in jobs
+                ]
                 s.add_all(rows)
                 s.flush()
                 ids = [r.id for r in rows]
@@ -189,19 +219,33 @@ class Store:
                         continue
                     seen.add(delivery_id)
                     out.append([])
-                    deliveries.append({"id": delivery_id, "event": event_name, "received_at": now,
-                                       "outcome": reason or "jobs"})
-                    jobs += [{"delivery_id": delivery_id, "state": "queued", "created_at": now, "attempts": 0,
-                              "stages": {}, **j} for j in job_list]
+                    deliveries.append(
+                        {"id": delivery_id, "event": event_name, "received_at": now, "outcome": reason or "jobs"}
+                    )
+                    jobs += [
+                        {
+                            "delivery_id": delivery_id,
+                            "state": "queued",
+                            "created_at": now,
+                            "attempts": 0,
+                            "stages": {},
+                            **j,
+                        }
+                        for j in job_list
+                    ]
                 if deliveries:
                     conn.execute(insert(Delivery), deliveries)
                 by_delivery: dict[str, list[int]] = {}
                 if jobs:
-                    rows = conn.execute(insert(Job).returning(Job.id, Job.delivery_id, sort_by_parameter_order=True), jobs)
+                    rows = conn.execute(
+                        insert(Job).returning(Job.id, Job.delivery_id, sort_by_parameter_order=True), jobs
+                    )
                     for job_id, delivery_id in rows:
                         by_delivery.setdefault(delivery_id, []).append(job_id)
-                    conn.execute(update(Delivery).where(Delivery.id == bindparam("did")).values(outcome=bindparam("text")),
-                                 [{"did": d, "text": "job " + ", ".join(map(str, ids))} for d, ids in by_delivery.items()])
+                    conn.execute(
+                        update(Delivery).where(Delivery.id == bindparam("did")).values(outcome=bindparam("text")),
+                        [{"did": d, "text": "job " + ", ".join(map(str, ids))} for d, ids in by_delivery.items()],
+                    )
                 for i, (delivery_id, _, _, _) in enumerate(batch):
                     if out[i] is not None:
                         out[i] = by_delivery.get(delivery_id, [])
@@ -253,26 +297,58 @@ class Store:
         now = time.time()
         with self.session() as s:
             done = s.execute(
-                update(Job).where(Job.id == job_id, Job.attempts < max_attempts,
-                                  (Job.state == "queued") | ((Job.state == "running") & (Job.lease_until < now)))
-                .values(state="running", attempts=Job.attempts + 1, lease_until=now + lease, worker=worker,
-                        started_at=func.coalesce(Job.started_at, now)))
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.attempts < max_attempts,
+                    (Job.state == "queued") | ((Job.state == "running") & (Job.lease_until < now)),
+                )
+                .values(
+                    state="running",
+                    attempts=Job.attempts + 1,
+                    lease_until=now + lease,
+                    worker=worker,
+                    started_at=func.coalesce(Job.started_at, now),
+                )
+            )
             if done.rowcount != 1:
                 return None
             return s.get(Job, job_id)
 
     def renew(self, job_id: int, worker: str, lease: float) -> bool:
         with self.session() as s:
-            done = s.execute(update(Job).where(Job.id == job_id, Job.worker == worker, Job.state == "running")
-                             .values(lease_until=time.time() + lease))
+            done = s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker == worker, Job.state == "running")
+                .values(lease_until=time.time() + lease)
+            )
             return done.rowcount == 1
 
-    def finish(self, job_id: int, worker: str, *, state: str, stages: dict, result: dict | None = None,
-               pr_url: str | None = None, error: str | None = None) -> None:
+    def finish(
+        self,
+        job_id: int,
+        worker: str,
+        *,
+        state: str,
+        stages: dict,
+        result: dict | None = None,
+        pr_url: str | None = None,
+        error: str | None = None,
+    ) -> None:
         with self.session() as s:
-            s.execute(update(Job).where(Job.id == job_id, Job.worker == worker)
-                      .values(state=state, stages=stages, result=result, pr_url=pr_url, error=error,
-                              finished_at=time.time(), lease_until=None))
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker == worker)
+                .values(
+                    state=state,
+                    stages=stages,
+                    result=result,
+                    pr_url=pr_url,
+                    error=error,
+                    finished_at=time.time(),
+                    lease_until=None,
+                )
+            )
 
     def release(self, job_id: int, worker: str, *, error: str, stages: dict, count_attempt: bool = True) -> None:
         """Give a job back to the queue (a transient failure): it runs again later. A job that
@@ -296,10 +372,16 @@ class Store:
                 if job is None or job.state != "running" or (job.lease_until or 0) >= now:
                     continue
                 target = "queued" if job.attempts < max_attempts else "failed"
-                done = s.execute(update(Job).where(Job.id == job_id, Job.state == "running", Job.lease_until < now)
-                                 .values(state=target, lease_until=None,
-                                         error=f"the worker stopped during attempt {job.attempts}"
-                                         + ("" if target == "queued" else "; no attempts left")))
+                done = s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state == "running", Job.lease_until < now)
+                    .values(
+                        state=target,
+                        lease_until=None,
+                        error=f"the worker stopped during attempt {job.attempts}"
+                        + ("" if target == "queued" else "; no attempts left"),
+                    )
+                )
                 if done.rowcount == 1 and target == "queued":
                     out.append(job_id)
         return out
@@ -312,14 +394,24 @@ class Store:
         """Hand a job to another queue (a CUDA repository found by a CPU worker): queued there,
         and the run that found it out is not counted as an attempt."""
         with self.session() as s:
-            s.execute(update(Job).where(Job.id == job_id, Job.worker == worker)
-                      .values(state="queued", queue=queue, lease_until=None, attempts=Job.attempts - 1, stages=stages,
-                              result={"routed": note}))
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.worker == worker)
+                .values(
+                    state="queued",
+                    queue=queue,
+                    lease_until=None,
+                    attempts=Job.attempts - 1,
+                    stages=stages,
+                    result={"routed": note},
+                )
+            )
 
     # -- metrics, shared by every process --------------------------------------------------------
 
-    def record_job_metrics(self, *, outcome: str, status: str, stages: dict[str, float],
-                           rate_remaining: tuple[int, int] | None) -> None:
+    def record_job_metrics(
+        self, *, outcome: str, status: str, stages: dict[str, float], rate_remaining: tuple[int, int] | None
+    ) -> None:
         adds: dict[tuple[str, str], float] = {("jobs_total", _labels(outcome=outcome, status=status)): 1}
         for stage, seconds in stages.items():
             adds[("stage_seconds_sum", _labels(stage=stage))] = seconds
@@ -344,11 +436,16 @@ class Store:
             if s.get_bind().dialect.name == "postgresql":
                 s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x636F6D6F00000000 + installation})
             mine = GitHubWrite.installation == installation
-            s.execute(delete(GitHubWrite).where(mine, GitHubWrite.at <= now - 60))   # out of every window
+            s.execute(delete(GitHubWrite).where(mine, GitHubWrite.at <= now - 60))  # out of every window
             count = select(func.count()).where(mine).scalar_subquery()
-            taken = s.execute(insert(GitHubWrite.__table__).from_select(
-                ["installation", "at"], select(bindparam("i", installation), bindparam("now", now)).where(
-                    count < per_minute)).returning(GitHubWrite.__table__.c.id)).first()
+            taken = s.execute(
+                insert(GitHubWrite.__table__)
+                .from_select(
+                    ["installation", "at"],
+                    select(bindparam("i", installation), bindparam("now", now)).where(count < per_minute),
+                )
+                .returning(GitHubWrite.__table__.c.id)
+            ).first()
             if taken is not None:
                 return 0.0
             oldest = s.scalar(select(func.min(GitHubWrite.at)).where(mine))
@@ -356,8 +453,10 @@ class Store:
 
     def metrics(self) -> list[tuple[str, dict[str, str], float]]:
         with self.session() as s:
-            return [(m.name, json.loads(m.labels), m.value) for m in s.scalars(select(Metric).order_by(Metric.name,
-                                                                                                        Metric.labels))]
+            return [
+                (m.name, json.loads(m.labels), m.value)
+                for m in s.scalars(select(Metric).order_by(Metric.name, Metric.labels))
+            ]
 
     # -- per-repository state ------------------------------------------------------------------
 
@@ -384,9 +483,11 @@ class Store:
         self.repo_state(repo)
         now = time.time()
         with self.session() as s:
-            done = s.execute(update(RepoState).where(RepoState.repo == repo,
-                                                     (RepoState.busy_until.is_(None)) | (RepoState.busy_until < now))
-                             .values(busy_until=now + seconds))
+            done = s.execute(
+                update(RepoState)
+                .where(RepoState.repo == repo, (RepoState.busy_until.is_(None)) | (RepoState.busy_until < now))
+                .values(busy_until=now + seconds)
+            )
             return done.rowcount == 1
 
     def unlock_repo(self, repo: str) -> None:
@@ -396,9 +497,12 @@ class Store:
     def reject(self, repo: str, fingerprints: list[str]) -> None:
         if not fingerprints:
             return
-        with self.session() as s:   # two workers may reject the same fingerprint at once
-            s.execute(_insert(s, Rejected).values([{"repo": repo, "fingerprint": f} for f in sorted(set(fingerprints))])
-                      .on_conflict_do_nothing())
+        with self.session() as s:  # two workers may reject the same fingerprint at once
+            s.execute(
+                _insert(s, Rejected)
+                .values([{"repo": repo, "fingerprint": f} for f in sorted(set(fingerprints))])
+                .on_conflict_do_nothing()
+            )
 
     def rejected(self, repo: str) -> set[str]:
         with self.session() as s:
@@ -410,7 +514,7 @@ class Store:
         out: dict[str, dict] = {}
         with self.session() as s:
             for i in range(0, len(keys), 500):
-                for row in s.scalars(select(CachedResult).where(CachedResult.key.in_(keys[i:i + 500]))):
+                for row in s.scalars(select(CachedResult).where(CachedResult.key.in_(keys[i : i + 500]))):
                     out[row.key] = row.value
         return out
 
@@ -419,9 +523,9 @@ class Store:
             return
         now = time.time()
         rows = [{"key": k, "value": v, "used_at": now} for k, v in items.items()]
-        with self.session() as s:   # workers analysing the same blobs insert the same keys at once
+        with self.session() as s:  # workers analysing the same blobs insert the same keys at once
             for i in range(0, len(rows), 500):
-                s.execute(_insert(s, CachedResult).values(rows[i:i + 500]).on_conflict_do_nothing())
+                s.execute(_insert(s, CachedResult).values(rows[i : i + 500]).on_conflict_do_nothing())
 
 
 class ResultCache:

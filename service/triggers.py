@@ -11,8 +11,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .events import (Event, InstallationEvent, InstallationRepositoriesEvent, IssueCommentEvent, OtherEvent,
-                     PingEvent, PullRequestEvent, PushEvent)
+from .events import (
+    Event,
+    InstallationEvent,
+    InstallationRepositoriesEvent,
+    IssueCommentEvent,
+    OtherEvent,
+    PingEvent,
+    PullRequestEvent,
+    PushEvent,
+)
 
 JobKind = Literal["push", "scan", "recreate", "ignore", "closed"]
 
@@ -22,14 +30,18 @@ class JobRequest:
     kind: JobKind
     repo: str
     installation_id: int
-    sha: str | None = None                # the pushed commit (None: the default branch's tip)
-    base: str | None = None               # the base branch (None: the default branch)
+    sha: str | None = None  # the pushed commit (None: the default branch's tip)
+    base: str | None = None  # the base branch (None: the default branch)
     files: tuple[str, ...] | None = None  # files pushed (None: the whole repository)
     params: dict = field(default_factory=dict)  # comment id, rules to ignore, PR number
 
     def to_payload(self) -> dict:
-        return {"sha": self.sha, "base": self.base, "files": list(self.files) if self.files is not None else None,
-                **self.params}
+        return {
+            "sha": self.sha,
+            "base": self.base,
+            "files": list(self.files) if self.files is not None else None,
+            **self.params,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,13 +69,15 @@ def decide(event: Event, *, app_slug: str, branch_prefix: str = "codemod/") -> D
     if isinstance(event, InstallationEvent):
         if event.action != "created":
             return Ignored(f"installation {event.action}")
-        return [JobRequest("scan", r.full_name, event.installation.id) for r in event.repositories or ()] \
-            or Ignored("installation created without repositories")
+        return [JobRequest("scan", r.full_name, event.installation.id) for r in event.repositories or ()] or Ignored(
+            "installation created without repositories"
+        )
     if isinstance(event, InstallationRepositoriesEvent):
         if event.action != "added":
             return Ignored(f"installation_repositories {event.action}")
-        return [JobRequest("scan", r.full_name, event.installation.id) for r in event.repositories_added] \
-            or Ignored("no repository added")
+        return [JobRequest("scan", r.full_name, event.installation.id) for r in event.repositories_added] or Ignored(
+            "no repository added"
+        )
     if isinstance(event, IssueCommentEvent):
         return _comment(event, app_slug)
     if isinstance(event, PullRequestEvent):
@@ -90,8 +104,9 @@ def _push(event: PushEvent, branch_prefix: str) -> Decision:
     if event.sender.type == "Bot":
         return Ignored(f"sender is a bot ({event.sender.login})")
     files = tuple(f for f in event.changed_files if f.endswith(".py"))
-    return [JobRequest("push", event.repository.full_name, event.installation.id, sha=event.after, base=branch,
-                       files=files)]
+    return [
+        JobRequest("push", event.repository.full_name, event.installation.id, sha=event.after, base=branch, files=files)
+    ]
 
 
 _RULE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
@@ -125,9 +140,23 @@ def _comment(event: IssueCommentEvent, app_slug: str) -> Decision:
     if verb == "ignore":
         rules = [a for a in args if _RULE.match(a)]
         if not rules:
-            return [JobRequest("ignore", repo, inst, params={**params, "rules": [], "problem": "name a rule code or family, e.g. `ignore IP101`"})]
+            return [
+                JobRequest(
+                    "ignore",
+                    repo,
+                    inst,
+                    params={**params, "rules": [], "problem": "name a rule code or family, e.g. `ignore IP101`"},
+                )
+            ]
         return [JobRequest("ignore", repo, inst, params={**params, "rules": rules})]
-    return [JobRequest("ignore", repo, inst, params={**params, "rules": [], "problem": f"unknown command `{verb}` (known: recreate, ignore CODE)"})]
+    return [
+        JobRequest(
+            "ignore",
+            repo,
+            inst,
+            params={**params, "rules": [], "problem": f"unknown command `{verb}` (known: recreate, ignore CODE)"},
+        )
+    ]
 
 
 def _pull_request(event: PullRequestEvent, branch_prefix: str) -> Decision:
@@ -139,5 +168,12 @@ def _pull_request(event: PullRequestEvent, branch_prefix: str) -> Decision:
         return Ignored("not the App's pull request")
     if event.pull_request.merged:
         return Ignored("the App's pull request was merged")
-    return [JobRequest("closed", event.repository.full_name, event.installation.id, base=event.pull_request.base.ref,
-                       params={"pr": event.pull_request.number})]
+    return [
+        JobRequest(
+            "closed",
+            event.repository.full_name,
+            event.installation.id,
+            base=event.pull_request.base.ref,
+            params={"pr": event.pull_request.number},
+        )
+    ]

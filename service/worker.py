@@ -65,8 +65,13 @@ class Stages:
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store | None = None, queue: JobQueue | None = None,
-                 app: GitHubApp | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store | None = None,
+        queue: JobQueue | None = None,
+        app: GitHubApp | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store or Store(settings.database_url)
         self.queues = JobQueues(settings.queue_url, settings.codemod_queue_name)
@@ -78,9 +83,11 @@ class Worker:
         self._slug: str | None = settings.codemod_app_slug
         # The sandbox's bounds: the environment's (CODEMOD_SANDBOX_*), with the two the service's
         # settings validate (they may come from .env, which the environment does not see).
-        self.sandbox = replace(OperatorSettings.from_environment(),
-                               allow_requirements=settings.codemod_allow_requirements,
-                               max_timeout=settings.codemod_sandbox_max_timeout)
+        self.sandbox = replace(
+            OperatorSettings.from_environment(),
+            allow_requirements=settings.codemod_allow_requirements,
+            max_timeout=settings.codemod_sandbox_max_timeout,
+        )
         for secret in settings.secrets():  # no log line of this process holds one (service.logs)
             logs.add_secret(secret)
 
@@ -136,8 +143,13 @@ class Worker:
     def _run_claimed(self, job: Job) -> None:
         settings, job_id = self.settings, job.id
         if not self.store.lock_repo(job.repo, settings.codemod_lease_seconds):
-            self.store.release(job_id, self.id, error="waiting for another job of the repository", stages=job.stages or {},
-                               count_attempt=False)
+            self.store.release(
+                job_id,
+                self.id,
+                error="waiting for another job of the repository",
+                stages=job.stages or {},
+                count_attempt=False,
+            )
             time.sleep(0.2)
             self.queues.put(job_id, job.queue)
             return
@@ -145,8 +157,14 @@ class Worker:
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job, stop), daemon=True)
         beat.start()
-        log.info("job %s: %s %s (attempt %s)", job.id, job.kind, job.repo, job.attempts,
-                 extra={"repo": job.repo, "event": job.kind})
+        log.info(
+            "job %s: %s %s (attempt %s)",
+            job.id,
+            job.kind,
+            job.repo,
+            job.attempts,
+            extra={"repo": job.repo, "event": job.kind},
+        )
         self._client = None
         outcome, status = "failed", ""
         try:
@@ -176,8 +194,13 @@ class Worker:
         except Exception as exc:  # the engine's and the verifier's errors name the problem
             message = self._clean(f"{type(exc).__name__}: {exc}")
             self.store.finish(job_id, self.id, state="failed", stages=stages.seconds, error=message)
-            log.error("job %s: failed: %s\n%s", job.id, message, self._clean(traceback.format_exc()),
-                      extra={"outcome": "failed"})
+            log.error(
+                "job %s: failed: %s\n%s",
+                job.id,
+                message,
+                self._clean(traceback.format_exc()),
+                extra={"outcome": "failed"},
+            )
         finally:
             stop.set()
             self.store.unlock_repo(job.repo)
@@ -187,9 +210,12 @@ class Worker:
         """Counters in the store, so that ``/metrics`` of any webhook replica shows every worker's."""
         try:
             remaining = self._client.rate_remaining() if self._client else None
-            self.store.record_job_metrics(outcome=outcome, status=status,
-                                          stages=stages.seconds if outcome in ("done", "failed") else {},
-                                          rate_remaining=(job.installation_id, remaining) if remaining is not None else None)
+            self.store.record_job_metrics(
+                outcome=outcome,
+                status=status,
+                stages=stages.seconds if outcome in ("done", "failed") else {},
+                rate_remaining=(job.installation_id, remaining) if remaining is not None else None,
+            )
         except Exception as exc:  # metrics never fail a job
             log.warning("job %s: metrics not recorded (%s)", job.id, exc)
 
@@ -218,13 +244,17 @@ class Worker:
             rules = [r.upper() if r.upper() in known else r for r in request.get("rules") or []]
             unknown = [r for r in rules if r not in known]
             if unknown and not request.get("problem"):
-                request = {**request, "problem": f"no rule or family is called {', '.join(f'`{r}`' for r in unknown)} "
-                                                 "(`codemod rules` lists them)"}
+                request = {
+                    **request,
+                    "problem": f"no rule or family is called {', '.join(f'`{r}`' for r in unknown)} "
+                    "(`codemod rules` lists them)",
+                }
             with stages.timed("github"):
                 if request.get("problem") and not heard:
                     client.react(request["issue"], request["comment_id"], "confused")
-                    client.comment(request["issue"], f"@{request.get('author', '')} I did not understand: "
-                                                     f"{request['problem']}.")
+                    client.comment(
+                        request["issue"], f"@{request.get('author', '')} I did not understand: {request['problem']}."
+                    )
                     return {"status": "command not understood"}, None
                 if not heard:
                     client.react(request["issue"], request["comment_id"], "+1")
@@ -234,9 +264,12 @@ class Worker:
             if isinstance(result, Routed):
                 return result, None
             with stages.timed("github"):
-                client.comment(request["issue"], f"OK: {', '.join(f'`{r}`' for r in rules)} "
-                               f"{'is' if len(rules) == 1 else 'are'} ignored for this repository from now on."
-                               + (f" The pull request is updated: {url}" if url else ""))
+                client.comment(
+                    request["issue"],
+                    f"OK: {', '.join(f'`{r}`' for r in rules)} "
+                    f"{'is' if len(rules) == 1 else 'are'} ignored for this repository from now on."
+                    + (f" The pull request is updated: {url}" if url else ""),
+                )
             return {**result, "ignored": rules}, url
         if job.kind == "recreate":
             if not heard:
@@ -246,12 +279,16 @@ class Worker:
             if isinstance(result, Routed):
                 return result, None
             with stages.timed("github"):
-                client.comment(request["issue"], f"Recreated from `{result.get('base')}` at "
-                               f"{(result.get('sha') or '')[:12]}: {result.get('published', '')}")
+                client.comment(
+                    request["issue"],
+                    f"Recreated from `{result.get('base')}` at "
+                    f"{(result.get('sha') or '')[:12]}: {result.get('published', '')}",
+                )
             return result, url
         files = request.get("files")
-        return self._build(job, client, stages, files=files, sha=request.get("sha"), base=request.get("base"),
-                           rebuild=False)
+        return self._build(
+            job, client, stages, files=files, sha=request.get("sha"), base=request.get("base"), rebuild=False
+        )
 
     def _closed(self, job: Job, request: dict) -> dict[str, Any]:
         state = self.store.repo_state(job.repo)
@@ -259,8 +296,17 @@ class Worker:
         self.store.reject(job.repo, fingerprints)
         return {"status": "declined", "pr": request["pr"], "fingerprints": len(fingerprints)}
 
-    def _build(self, job: Job, client: RepoClient, stages: Stages, *, files: list[str] | None, sha: str | None,
-               base: str | None, rebuild: bool) -> tuple[dict[str, Any], str | None]:
+    def _build(
+        self,
+        job: Job,
+        client: RepoClient,
+        stages: Stages,
+        *,
+        files: list[str] | None,
+        sha: str | None,
+        base: str | None,
+        rebuild: bool,
+    ) -> tuple[dict[str, Any], str | None]:
         base = base or client.default_branch
         checkout = Checkout(self.settings.codemod_data_dir, job.repo, client.clone_url, client.token)
         with stages.timed("fetch"):
@@ -278,9 +324,15 @@ class Worker:
         except (ConfigError, DiscoveryError, SelectionError, VerifyError) as exc:
             # The repository's config or smoke setup is wrong: say it where its people look.
             with stages.timed("github"):
-                client.check_run(sha=sha, name=proposal.CHECK_NAME, conclusion="failure",
-                                 title="torch-codemod could not run", summary=self._clean(str(exc)), text="",
-                                 annotations=[])
+                client.check_run(
+                    sha=sha,
+                    name=proposal.CHECK_NAME,
+                    conclusion="failure",
+                    title="torch-codemod could not run",
+                    summary=self._clean(str(exc)),
+                    text="",
+                    annotations=[],
+                )
             raise PermanentError(self._clean(f"{type(exc).__name__}: {exc}")) from None
 
     def _route(self, checkout: Checkout) -> Routed | None:
@@ -301,31 +353,54 @@ class Worker:
 
         # A person pushed to the App's branch: nothing will be published there, so the smoke test
         # is not run (the check run still reports the findings).
-        held = not rebuild and any(checkout.tip(b) and checkout.foreign_commits(b, sha, self.author)
-                                   for b in (state.pushed or {}))
-        outcome = fix_repository(checkout.path, files, cache=ResultCache(self.store), verify=not held,
-                                 declined=self.store.rejected(job.repo), ignore=list(state.ignored_rules or []) or None,
-                                 settings=self.sandbox)
+        held = not rebuild and any(
+            checkout.tip(b) and checkout.foreign_commits(b, sha, self.author) for b in (state.pushed or {})
+        )
+        outcome = fix_repository(
+            checkout.path,
+            files,
+            cache=ResultCache(self.store),
+            verify=not held,
+            declined=self.store.rejected(job.repo),
+            ignore=list(state.ignored_rules or []) or None,
+            settings=self.sandbox,
+        )
         for name, seconds in outcome.seconds.items():
             stages.add(name, seconds)
         data = outcome.to_json()
-        result: dict[str, Any] = {"status": outcome.status, "sha": sha, "base": base, "branch": outcome.branch,
-                                  "rewrites": len(outcome.rewrites), "reported": len(outcome.reported),
-                                  "notes": outcome.notes}
+        result: dict[str, Any] = {
+            "status": outcome.status,
+            "sha": sha,
+            "base": base,
+            "branch": outcome.branch,
+            "rewrites": len(outcome.rewrites),
+            "reported": len(outcome.reported),
+            "notes": outcome.notes,
+        }
         links = proposal.Links(client.repo.html_url, sha)
         pr = None
         published = "Nothing to propose."
         with stages.timed("github"):
-            action = proposal.publication(has_changes=bool(outcome.changes), proven=outcome.proven,
-                                          unverified=outcome.unverified, held=held)
+            action = proposal.publication(
+                has_changes=bool(outcome.changes), proven=outcome.proven, unverified=outcome.unverified, held=held
+            )
             if action in ("publish", "draft", "hold"):
                 pr, published = self._publish(job, client, checkout, outcome, data, links, sha, base, rebuild)
             elif action == "skip":
-                published = ("Verification did not prove the rewrites; no pull request "
-                             "([tool.codemod.github] unverified = \"skip\").")
+                published = (
+                    "Verification did not prove the rewrites; no pull request "
+                    '([tool.codemod.github] unverified = "skip").'
+                )
             check = proposal.check_run(data, pr.url if pr else None, published)
-            client.check_run(sha=sha, name=proposal.CHECK_NAME, conclusion=check.conclusion, title=check.title,
-                             summary=check.summary, text=check.text, annotations=check.annotations)
+            client.check_run(
+                sha=sha,
+                name=proposal.CHECK_NAME,
+                conclusion=check.conclusion,
+                title=check.title,
+                summary=check.summary,
+                text=check.text,
+                annotations=check.annotations,
+            )
         result["published"] = published
         if pr:
             result["pr"] = pr.number
@@ -343,10 +418,13 @@ class Worker:
                 return None, f"Not updated: a person pushed to `{branch}` ({human[0][:12]})."
             if human:
                 if not stopped.get(str(existing.number)):
-                    client.comment(existing.number, f"A commit not made by the App ({human[0][:12]}) is on `{branch}`, "
-                                   "so I stop updating this pull request and never overwrite it. Comment "
-                                   f"`@{self.slug} recreate` to rebuild the branch from `{base}` (your commit would "
-                                   "be dropped).")
+                    client.comment(
+                        existing.number,
+                        f"A commit not made by the App ({human[0][:12]}) is on `{branch}`, "
+                        "so I stop updating this pull request and never overwrite it. Comment "
+                        f"`@{self.slug} recreate` to rebuild the branch from `{base}` (your commit would "
+                        "be dropped).",
+                    )
                     stopped[str(existing.number)] = human[0]
                     self.store.update_repo(job.repo, stopped=stopped)
                 return existing, f"Not updated: a person pushed to `{branch}` ({human[0][:12]})."
@@ -376,8 +454,10 @@ class Worker:
 def run_workers(settings: Settings, count: int, stop: threading.Event, drain: bool = False) -> None:
     """``count`` worker threads in this process until ``stop`` (or, with ``drain``, the queue is empty)."""
     workers = [Worker(settings) for _ in range(count)]
-    threads = [threading.Thread(target=w.run, args=(stop, drain), name=f"worker-{i}", daemon=True)
-               for i, w in enumerate(workers)]
+    threads = [
+        threading.Thread(target=w.run, args=(stop, drain), name=f"worker-{i}", daemon=True)
+        for i, w in enumerate(workers)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -67,11 +67,18 @@ def load_fixtures(family: str | None = None) -> list[Fixture]:
                     raise ValueError(f"{findings_path}: bad line {line!r} (want 'line:col CODE')")
                 findings.append((int(m.group(1)), int(m.group(2)), m.group(3)))
         header = dict(re.findall(r"^# fixture: (\w+)=(\S+)", source, flags=re.M))
-        out.append(Fixture(
-            fam, path.stem, path, source,
-            expected_path.read_text(encoding="utf-8") if expected_path.exists() else None,
-            findings, header.get("mode", "hazards"), header.get("expect", "works"),
-        ))
+        out.append(
+            Fixture(
+                fam,
+                path.stem,
+                path,
+                source,
+                expected_path.read_text(encoding="utf-8") if expected_path.exists() else None,
+                findings,
+                header.get("mode", "hazards"),
+                header.get("expect", "works"),
+            )
+        )
     return out
 
 
@@ -185,7 +192,9 @@ def check_rewrite_and_findings(fixture: Fixture) -> None:
     else:
         assert result.new_source == fixture.expected
     got = sorted((r.location.line, r.location.column, r.code) for r in result.results if not r.suppressed)
-    assert got == sorted(fixture.findings), "\n".join(f"{r.location.line}:{r.location.column} {r.code} {r.message}" for r in result.results)
+    assert got == sorted(fixture.findings), "\n".join(
+        f"{r.location.line}:{r.location.column} {r.code} {r.message}" for r in result.results
+    )
 
 
 def check_second_run_changes_nothing(fixture: Fixture) -> None:

@@ -26,12 +26,16 @@ def main() -> int:
     for fx in load_fixtures():
         if args.names and fx.id not in args.names:
             continue
-        result = analyse_bytes(fx.source.encode(), FileTask("f.py", "f.py", Selection.build([fx.family]).codes, fx.mode))
+        result = analyse_bytes(
+            fx.source.encode(), FileTask("f.py", "f.py", Selection.build([fx.family]).codes, fx.mode)
+        )
         print(f"=== {fx.id} (mode={fx.mode}, expect={fx.expect})")
         if result.skipped:
             print("SKIPPED", result.skipped)
         if result.new_source is not None:
-            sys.stdout.writelines(difflib.unified_diff(fx.source.splitlines(True), result.new_source.splitlines(True), "before", "after"))
+            sys.stdout.writelines(
+                difflib.unified_diff(fx.source.splitlines(True), result.new_source.splitlines(True), "before", "after")
+            )
         for r in result.results:
             print(f"  {r.location.line}:{r.location.column} {r.code} {'[fixed]' if r.fixed else ''} {r.message}")
         if args.write:

@@ -23,11 +23,22 @@ class Browser:
     def __init__(self) -> None:
         self._profile = tempfile.TemporaryDirectory(prefix="codemod-chromium-", ignore_cleanup_errors=True)
         # --no-sandbox: the tests run as root, where chromium refuses its own sandbox
-        self.proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                      "--no-first-run", "--remote-debugging-port=0",
-                                      f"--user-data-dir={self._profile.name}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)   # its helpers (crashpad, renderers) with it
+        self.proc = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self._profile.name}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )  # its helpers (crashpad, renderers) with it
         deadline = time.monotonic() + 60
         port = None
         while port is None:

@@ -87,8 +87,19 @@ def base_image() -> str:
     if not tarball.exists():
         with tempfile.TemporaryDirectory(prefix="codemod-rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs"
-            proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                                   SUITE, str(rootfs), MIRROR], capture_output=True, text=True, timeout=1800)
+            proc = subprocess.run(
+                [
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(BASE_PACKAGES)}",
+                    SUITE,
+                    str(rootfs),
+                    MIRROR,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"debootstrap failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
             for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -98,7 +109,7 @@ def base_image() -> str:
             partial = tarball.with_suffix(".partial")
             subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
             partial.rename(tarball)
-    podman("import", "--change", "CMD=[\"/bin/bash\"]", str(tarball), tag)
+    podman("import", "--change", 'CMD=["/bin/bash"]', str(tarball), tag)
     return tag
 
 
@@ -132,11 +143,12 @@ def build_inputs(workdir: Path) -> tuple[list[str], dict[str, str]]:
             volumes.add(str(workdir))
             value = str(workdir / "pip-constraints.txt")
         for item in value.split():
-            local = item[len("file://"):] if item.startswith("file://") else item
+            local = item[len("file://") :] if item.startswith("file://") else item
             if local.startswith("/") and Path(local).exists():
                 # a file index's pages link to ../files/...: its parent goes in whole
-                volumes.add(str(Path(local).parent) if item.startswith("file://") or not Path(local).is_dir()
-                            else local)
+                volumes.add(
+                    str(Path(local).parent) if item.startswith("file://") or not Path(local).is_dir() else local
+                )
         lines.append(f"{key} = {value}")
     (workdir / "pip.conf").write_text("\n".join(lines) + "\n")
     options += ["--secret", f"id=pip.conf,src={workdir / 'pip.conf'}"]
@@ -152,7 +164,23 @@ def build_image(tag: str = IMAGE) -> tuple[str, float]:
         options, _ = build_inputs(Path(tmp))
         start = time.monotonic()
         # docker format: the OCI image format has no HEALTHCHECK
-        podman("build", "--format", "docker", "--network", "host", "--layers", "-f", str(ROOT / "Dockerfile"),
-               "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "TORCH_INDEX_URL=",
-               *options, "-t", tag, str(ROOT), timeout=1800)
+        podman(
+            "build",
+            "--format",
+            "docker",
+            "--network",
+            "host",
+            "--layers",
+            "-f",
+            str(ROOT / "Dockerfile"),
+            "--build-arg",
+            f"BASE_IMAGE={base}",
+            "--build-arg",
+            "TORCH_INDEX_URL=",
+            *options,
+            "-t",
+            tag,
+            str(ROOT),
+            timeout=1800,
+        )
         return tag, time.monotonic() - start

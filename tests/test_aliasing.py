@@ -45,7 +45,7 @@ def _model(root: Path, *extra: Path):
         importlib.invalidate_caches()
         return importlib.import_module("pkg.model")
     finally:
-        del sys.path[:len(paths)]
+        del sys.path[: len(paths)]
 
 
 def _run(root: Path, x, *extra: Path):
@@ -75,8 +75,10 @@ def test_write_into_one_slice_after_an_op_saved_another_is_rewritten(tmp_path, c
     code, report = _apply(root, capsys, monkeypatch)
     assert code == 0 and "c = c.mul(3)" in (root / "pkg" / "model.py").read_text()
     # The report names the shared storage, the write, the other slice and the op that saved it.
-    assert ("pkg/model.py:15:9: IP102 `c.mul_(3)` overwrites `c` (`h[:, 2:]`, line 14), a view of `h`: `torch.sin(...)` "
-            "saved `a` (`h[:, :2]`, line 12), another view of `h`, for backward (line 13)") in report
+    assert (
+        "pkg/model.py:15:9: IP102 `c.mul_(3)` overwrites `c` (`h[:, 2:]`, line 14), a view of `h`: `torch.sin(...)` "
+        "saved `a` (`h[:, :2]`, line 12), another view of `h`, for backward (line 13)"
+    ) in report
     model, net, out2 = _run(root, X)
     assert torch.equal(out, out2)  # bit-identical outputs
     out2.backward()
@@ -152,10 +154,12 @@ def test_call_outside_the_repository_may_return_an_alias(tmp_path, capsys, monke
     before = _snapshot(root)
     code, report = _apply(root, capsys, monkeypatch)
     assert code == 1 and _snapshot(root) == before and "IP102" not in report
-    assert ("pkg/model.py:15:9: IP201 `y.mul_(2)` overwrites `y`, which `torch.sigmoid(...)` saved for backward as its "
-            "output (line 13); not rewritten (P2): `y` may share memory with `z`, which is read again at line 16: "
-            "`some_lib.transform(y)` (line 14) may return its argument or a view of it (a call with no summary: outside "
-            "the repository, or dynamic)") in report and "`codemod verify` or `codemod locate` settles it" in report
+    assert (
+        "pkg/model.py:15:9: IP201 `y.mul_(2)` overwrites `y`, which `torch.sigmoid(...)` saved for backward as its "
+        "output (line 13); not rewritten (P2): `y` may share memory with `z`, which is read again at line 16: "
+        "`some_lib.transform(y)` (line 14) may return its argument or a view of it (a call with no summary: outside "
+        "the repository, or dynamic)"
+    ) in report and "`codemod verify` or `codemod locate` settles it" in report
     # It does here: the rewrite the engine used to make changes the output.
     _out_of_place(root, "y.mul_(2)", "y = y.mul(2)")
     _, _, out2 = _run(root, x, site)
@@ -169,7 +173,9 @@ def test_calls_the_table_or_the_run_knows_are_not_possible_aliases(tmp_path, cap
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
     code, report = _apply(root, capsys, monkeypatch)
-    assert code == 0 and "pkg/model.py:19:9: IP102" in report and "y = y.mul(2)" in (root / "pkg" / "model.py").read_text()
+    assert (
+        code == 0 and "pkg/model.py:19:9: IP102" in report and "y = y.mul(2)" in (root / "pkg" / "model.py").read_text()
+    )
     model, net, out2 = _run(root, x)
     assert torch.equal(out, out2)  # bit-identical outputs
     out2.sum().backward()
@@ -207,8 +213,17 @@ def test_the_table_says_which_calls_without_a_summary_may_return_an_alias():
 
     # torch's own callables are known: ops, torch.nn modules (but those that return their input)
     assert not any(may_return_alias(q) for q in ("torch.sigmoid", "torch.nn.Linear", "torch.nn.LSTM", "copy.deepcopy"))
-    assert all(may_return_alias(q) for q in ("torch.nn.Identity", "torch.nn.Dropout", "torch.utils.checkpoint.checkpoint",
-                                             "torch.Tensor.view", "einops.rearrange", "some_lib.transform"))
+    assert all(
+        may_return_alias(q)
+        for q in (
+            "torch.nn.Identity",
+            "torch.nn.Dropout",
+            "torch.utils.checkpoint.checkpoint",
+            "torch.Tensor.view",
+            "einops.rearrange",
+            "some_lib.transform",
+        )
+    )
     assert not may_return_alias("torch.Tensor.add")
 
 
@@ -233,12 +248,16 @@ def test_a_report_names_the_same_views_and_lines_in_every_analysis():
     (found by hypothesis: `saved `a` (line 22)` one time, `(line 26)` the next)."""
     from codemod.engine import FileTask, Selection, analyse_bytes
 
-    source = ("import torch\n\n\ndef f(p, q):\n    a = p * 1\n    d = torch.exp(q) * 0.1\n"
-              "    a = torch.sigmoid(a)\n    d = a.add_(1)\n    b = torch.sigmoid(a)\n    a += a\n"
-              "    for _ in range(2):\n        b = a * a\n        b = torch.sigmoid(a)\n        a += a\n"
-              "    d += a\n    return (a, b, d)\n").encode()
+    source = (
+        "import torch\n\n\ndef f(p, q):\n    a = p * 1\n    d = torch.exp(q) * 0.1\n"
+        "    a = torch.sigmoid(a)\n    d = a.add_(1)\n    b = torch.sigmoid(a)\n    a += a\n"
+        "    for _ in range(2):\n        b = a * a\n        b = torch.sigmoid(a)\n        a += a\n"
+        "    d += a\n    return (a, b, d)\n"
+    ).encode()
     codes = Selection.build().codes
-    seen = {tuple((r.code, r.message) for r in analyse_bytes(source, FileTask("f.py", "f.py", codes, "hazards")).results)
-            for _ in range(24)}
+    seen = {
+        tuple((r.code, r.message) for r in analyse_bytes(source, FileTask("f.py", "f.py", codes, "hazards")).results)
+        for _ in range(24)
+    }
     assert len(seen) == 1, seen
     assert any("a view of it" in message for _, message in next(iter(seen)))

@@ -62,8 +62,9 @@ def snapshot(top: Path) -> dict[str, tuple]:
     return out
 
 
-def run_codemod(args: list[str], cwd: Path, as_nobody: bool = False, shell_suffix: str = "",
-                stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+def run_codemod(
+    args: list[str], cwd: Path, as_nobody: bool = False, shell_suffix: str = "", stdout=subprocess.PIPE
+) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "codemod", *args]
     if shell_suffix:
         argv = ["bash", "-c", " ".join(f"'{a}'" for a in argv) + " " + shell_suffix]
@@ -91,6 +92,7 @@ def _hazard_and(extra: dict[str, str | bytes]) -> Callable[[Path], None]:
         write(base / "tree" / "m.py", HAZARD)
         for name, content in extra.items():
             write(base / "tree" / name, content)
+
     return build
 
 
@@ -105,6 +107,7 @@ def _links(*pairs: tuple[str, str], outside: bool = False, with_hazard: bool = T
             write(base / "outside" / "pkg" / "deep.py", HAZARD)
         for name, target in pairs:
             os.symlink(target, base / "tree" / name)
+
     return build
 
 
@@ -119,6 +122,7 @@ def _chmod(path_rel: str, mode: int, extra: dict[str, str] | None = None) -> Cal
         for name, content in (extra or {}).items():
             write(base / "tree" / name, content)
         os.chmod(base / "tree" / path_rel, mode)
+
     return build
 
 
@@ -126,6 +130,7 @@ def _config(text: str) -> Callable[[Path], None]:
     def build(base: Path) -> None:
         write(base / "tree" / "m.py", HAZARD)
         write(base / "tree" / "pyproject.toml", text)
+
     return build
 
 
@@ -136,76 +141,259 @@ LATIN1 = ("# -*- coding: latin-1 -*-\n" + HAZARD.replace("x /= s", "x /= s  # \x
 BINARY = b"import torch\x00\x00\n\ndef f(a):\n    a /= torch.var(a)\x00\n"
 
 CASES = [
-    Case("syntax error", _hazard_and({"bad.py": SYNTAX_ERROR}), ["apply", "tree"], 0,
-         r"^tree/bad\.py: skipped: syntax error at line 4: invalid syntax$", {"tree/m.py"}),
-    Case("not UTF-8, no coding line", _hazard_and({"enc.py": NOT_UTF8}), ["apply", "tree"], 0,
-         r"^tree/enc\.py: skipped: cannot decode byte 0xff at line 5 \(no coding line: UTF-8\)$", {"tree/m.py"}),
-    Case("not UTF-8, wrong coding line", _hazard_and({"enc.py": WRONG_CODING}), ["apply", "tree"], 0,
-         r"^tree/enc\.py: skipped: cannot decode byte 0xff at line 5 \(its coding line declares utf-8\)$", {"tree/m.py"}),
-    Case("latin-1 with its coding line is rewritten in latin-1", _hazard_and({"lat.py": LATIN1}), ["apply", "tree"], 0,
-         r"^Scanned 2 files .*rewrote 2 files", {"tree/m.py", "tree/lat.py"}),
-    Case("binary file", _hazard_and({"bin.py": BINARY}), ["apply", "tree"], 0,
-         r"^tree/bin\.py: skipped: syntax error: source code string cannot contain null bytes$", {"tree/m.py"}),
-    Case("empty file", _hazard_and({"empty.py": ""}), ["apply", "tree"], 0,
-         r"^Scanned 2 files .*rewrote 1 file .*0 files skipped\.$", {"tree/m.py"}),
+    Case(
+        "syntax error",
+        _hazard_and({"bad.py": SYNTAX_ERROR}),
+        ["apply", "tree"],
+        0,
+        r"^tree/bad\.py: skipped: syntax error at line 4: invalid syntax$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "not UTF-8, no coding line",
+        _hazard_and({"enc.py": NOT_UTF8}),
+        ["apply", "tree"],
+        0,
+        r"^tree/enc\.py: skipped: cannot decode byte 0xff at line 5 \(no coding line: UTF-8\)$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "not UTF-8, wrong coding line",
+        _hazard_and({"enc.py": WRONG_CODING}),
+        ["apply", "tree"],
+        0,
+        r"^tree/enc\.py: skipped: cannot decode byte 0xff at line 5 \(its coding line declares utf-8\)$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "latin-1 with its coding line is rewritten in latin-1",
+        _hazard_and({"lat.py": LATIN1}),
+        ["apply", "tree"],
+        0,
+        r"^Scanned 2 files .*rewrote 2 files",
+        {"tree/m.py", "tree/lat.py"},
+    ),
+    Case(
+        "binary file",
+        _hazard_and({"bin.py": BINARY}),
+        ["apply", "tree"],
+        0,
+        r"^tree/bin\.py: skipped: syntax error: source code string cannot contain null bytes$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "empty file",
+        _hazard_and({"empty.py": ""}),
+        ["apply", "tree"],
+        0,
+        r"^Scanned 2 files .*rewrote 1 file .*0 files skipped\.$",
+        {"tree/m.py"},
+    ),
     Case("huge file", _huge, ["apply", "tree"], 0, r"^tree/huge\.py:500\d\d:5: IP101 .*\[fixed\]$", {"tree/huge.py"}),
-    Case("brackets nested deeper than Python allows", _hazard_and({"deep.py": "import torch\nx = " + "(" * 3000 + "1"
-                                                                   + ")" * 3000 + "\nx /= 2\n"}),
-         ["apply", "tree"], 0, r"^tree/deep\.py: skipped: syntax error at line 2: too many nested parentheses$", {"tree/m.py"}),
-    Case("file symlink loop", _links(("a.py", "b.py"), ("b.py", "a.py")), ["apply", "tree"], 0,
-         r"^tree/a\.py: skipped: symlink loop$", {"tree/m.py"}),
-    Case("directory symlink loop", _links(("d1", "d2"), ("d2", "d1")), ["apply", "tree"], 0,
-         r"^tree/d1: skipped: symlink loop$", {"tree/m.py"}),
-    Case("directory symlink to its parent", _links(("self", ".")), ["apply", "tree"], 0,
-         r"^tree/self: skipped: symlink loop \(-> \., a directory that contains it\); not followed$", {"tree/m.py"}),
-    Case("dangling symlink", _links(("gone.py", "nowhere.py")), ["apply", "tree"], 0,
-         r"^tree/gone\.py: skipped: dangling symlink \(-> nowhere\.py\)$", {"tree/m.py"}),
-    Case("symlink to a file outside the tree", _links(("link.py", "../outside/victim.py"), outside=True),
-         ["apply", "tree"], 0, r"^tree/link\.py: skipped: symlink to .*/outside/victim\.py, outside .*/tree; not followed$",
-         {"tree/m.py"}),
-    Case("symlink given explicitly, outside the tree", _links(("link.py", "../outside/victim.py"), outside=True),
-         ["apply", "tree/link.py"], 0, r"^tree/link\.py: skipped: symlink to .*/outside/victim\.py, outside", set()),
-    Case("symlink to a directory outside the tree", _links(("ext", "../outside/pkg"), outside=True),
-         ["apply", "tree"], 0, r"^tree/ext: skipped: symlink to .*/outside/pkg, outside .*/tree; not followed$",
-         {"tree/m.py"}),
-    Case("symlink inside the tree is written through, the link kept", _links(("alias.py", "m.py"), with_hazard=True),
-         ["apply", "tree/alias.py"], 0, r"rewrote 1 file", {"tree/m.py"}),
-    Case("unreadable file", _chmod("r.py", 0o000, {"r.py": HAZARD}), ["apply", "tree"], 0,
-         r"^tree/r\.py: skipped: cannot read: Permission denied$", {"tree/m.py"}, nobody=True),
-    Case("unreadable directory", _chmod("sub", 0o000, {"sub/x.py": HAZARD}), ["apply", "tree"], 0,
-         r"^tree/sub: skipped: cannot read directory: Permission denied$", {"tree/m.py"}, nobody=True),
-    Case("unwritable file beside writable ones", _chmod("ro.py", 0o444, {"ro.py": HAZARD, "w.py": HAZARD}),
-         ["apply", "tree"], 1, r"^codemod: error: tree/ro\.py: not written: permission denied \(the file is read-only\)$",
-         {"tree/m.py", "tree/w.py"}, nobody=True),
-    Case("unwritable directory beside writable ones", _chmod("sub", 0o555, {"sub/x.py": HAZARD}), ["apply", "tree"], 1,
-         r"^codemod: error: tree/sub/x\.py: not written: cannot create a file in .*/tree/sub: Permission denied$",
-         {"tree/m.py"}, nobody=True),
-    Case("-o into a missing directory", _hazard_and({}), ["apply", "-o", "/nonexistent/dir/report.txt", "tree"], 2,
-         r"^codemod: error: -o /nonexistent/dir/report\.txt: directory /nonexistent/dir does not exist$"),
-    Case("-o onto a directory", _hazard_and({}), ["apply", "-o", "tree", "tree"], 2,
-         r"^codemod: error: -o tree: is a directory$"),
-    Case("-o into an unwritable directory", _chmod(".", 0o555), ["apply", "-o", "tree/report.txt", "tree"], 2,
-         r"^codemod: error: -o tree/report\.txt: permission denied$", nobody=True),
-    Case("verify -o into a missing directory", _hazard_and({}), ["verify", "-o", "/nonexistent/dir/v.txt", "tree"], 2,
-         r"^codemod: error: -o /nonexistent/dir/v\.txt: directory /nonexistent/dir does not exist$"),
-    Case("verify with no smoke config and no module class", _hazard_and({}), ["verify", "tree"], 1,
-         r"^verdict: nothing could be verified: no smoke case ran: .* no nn\.Module class in the rewritten files \(m\.py\)"),
-    Case("closed stdout", _hazard_and({}), ["apply", "tree"], 2,
-         r"^codemod: error: stdout is closed; give -o FILE for the report$", suffix=">&-"),
-    Case("closed stdout, report to a file", _hazard_and({}), ["apply", "-o", "report.txt", "tree"], 0,
-         r"^Scanned 1 file .*rewrote 1 file", {"tree/m.py", "report.txt"}, suffix=">&-"),
-    Case("closed stdout, rules", _hazard_and({}), ["rules"], 2,
-         r"^codemod: error: stdout is closed; give -o FILE for the report$", suffix=">&-"),
-    Case("missing path", _hazard_and({}), ["apply", "tree/nope.py"], 2,
-         r"^codemod: error: tree/nope\.py: no such file or directory$"),
-    Case("missing --config", _hazard_and({}), ["apply", "--config", "nope.toml", "tree"], 2,
-         r"^codemod: error: nope\.toml: cannot read: No such file or directory$"),
-    Case("TOML syntax error", _config("[tool.codemod\ninclude = 1\n"), ["apply", "tree"], 2,
-         r"^codemod: error: .*tree/pyproject\.toml: not valid TOML: .*\(at line 1, column 14\)$"),
-    Case("config not UTF-8", _config("[tool.codemod]\ninclude = ['\xff']\n".encode("latin-1")), ["apply", "tree"], 2,
-         r"^codemod: error: .*tree/pyproject\.toml: not valid TOML: .*$"),
-    Case("tool.codemod not a table", _config("[tool]\ncodemod = 3\n"), ["apply", "tree"], 2,
-         r"^codemod: error: .*tree/pyproject\.toml: `tool\.codemod` must be a table$"),
+    Case(
+        "brackets nested deeper than Python allows",
+        _hazard_and({"deep.py": "import torch\nx = " + "(" * 3000 + "1" + ")" * 3000 + "\nx /= 2\n"}),
+        ["apply", "tree"],
+        0,
+        r"^tree/deep\.py: skipped: syntax error at line 2: too many nested parentheses$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "file symlink loop",
+        _links(("a.py", "b.py"), ("b.py", "a.py")),
+        ["apply", "tree"],
+        0,
+        r"^tree/a\.py: skipped: symlink loop$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "directory symlink loop",
+        _links(("d1", "d2"), ("d2", "d1")),
+        ["apply", "tree"],
+        0,
+        r"^tree/d1: skipped: symlink loop$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "directory symlink to its parent",
+        _links(("self", ".")),
+        ["apply", "tree"],
+        0,
+        r"^tree/self: skipped: symlink loop \(-> \., a directory that contains it\); not followed$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "dangling symlink",
+        _links(("gone.py", "nowhere.py")),
+        ["apply", "tree"],
+        0,
+        r"^tree/gone\.py: skipped: dangling symlink \(-> nowhere\.py\)$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "symlink to a file outside the tree",
+        _links(("link.py", "../outside/victim.py"), outside=True),
+        ["apply", "tree"],
+        0,
+        r"^tree/link\.py: skipped: symlink to .*/outside/victim\.py, outside .*/tree; not followed$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "symlink given explicitly, outside the tree",
+        _links(("link.py", "../outside/victim.py"), outside=True),
+        ["apply", "tree/link.py"],
+        0,
+        r"^tree/link\.py: skipped: symlink to .*/outside/victim\.py, outside",
+        set(),
+    ),
+    Case(
+        "symlink to a directory outside the tree",
+        _links(("ext", "../outside/pkg"), outside=True),
+        ["apply", "tree"],
+        0,
+        r"^tree/ext: skipped: symlink to .*/outside/pkg, outside .*/tree; not followed$",
+        {"tree/m.py"},
+    ),
+    Case(
+        "symlink inside the tree is written through, the link kept",
+        _links(("alias.py", "m.py"), with_hazard=True),
+        ["apply", "tree/alias.py"],
+        0,
+        r"rewrote 1 file",
+        {"tree/m.py"},
+    ),
+    Case(
+        "unreadable file",
+        _chmod("r.py", 0o000, {"r.py": HAZARD}),
+        ["apply", "tree"],
+        0,
+        r"^tree/r\.py: skipped: cannot read: Permission denied$",
+        {"tree/m.py"},
+        nobody=True,
+    ),
+    Case(
+        "unreadable directory",
+        _chmod("sub", 0o000, {"sub/x.py": HAZARD}),
+        ["apply", "tree"],
+        0,
+        r"^tree/sub: skipped: cannot read directory: Permission denied$",
+        {"tree/m.py"},
+        nobody=True,
+    ),
+    Case(
+        "unwritable file beside writable ones",
+        _chmod("ro.py", 0o444, {"ro.py": HAZARD, "w.py": HAZARD}),
+        ["apply", "tree"],
+        1,
+        r"^codemod: error: tree/ro\.py: not written: permission denied \(the file is read-only\)$",
+        {"tree/m.py", "tree/w.py"},
+        nobody=True,
+    ),
+    Case(
+        "unwritable directory beside writable ones",
+        _chmod("sub", 0o555, {"sub/x.py": HAZARD}),
+        ["apply", "tree"],
+        1,
+        r"^codemod: error: tree/sub/x\.py: not written: cannot create a file in .*/tree/sub: Permission denied$",
+        {"tree/m.py"},
+        nobody=True,
+    ),
+    Case(
+        "-o into a missing directory",
+        _hazard_and({}),
+        ["apply", "-o", "/nonexistent/dir/report.txt", "tree"],
+        2,
+        r"^codemod: error: -o /nonexistent/dir/report\.txt: directory /nonexistent/dir does not exist$",
+    ),
+    Case(
+        "-o onto a directory",
+        _hazard_and({}),
+        ["apply", "-o", "tree", "tree"],
+        2,
+        r"^codemod: error: -o tree: is a directory$",
+    ),
+    Case(
+        "-o into an unwritable directory",
+        _chmod(".", 0o555),
+        ["apply", "-o", "tree/report.txt", "tree"],
+        2,
+        r"^codemod: error: -o tree/report\.txt: permission denied$",
+        nobody=True,
+    ),
+    Case(
+        "verify -o into a missing directory",
+        _hazard_and({}),
+        ["verify", "-o", "/nonexistent/dir/v.txt", "tree"],
+        2,
+        r"^codemod: error: -o /nonexistent/dir/v\.txt: directory /nonexistent/dir does not exist$",
+    ),
+    Case(
+        "verify with no smoke config and no module class",
+        _hazard_and({}),
+        ["verify", "tree"],
+        1,
+        r"^verdict: nothing could be verified: no smoke case ran: .* no nn\.Module class in the rewritten files \(m\.py\)",
+    ),
+    Case(
+        "closed stdout",
+        _hazard_and({}),
+        ["apply", "tree"],
+        2,
+        r"^codemod: error: stdout is closed; give -o FILE for the report$",
+        suffix=">&-",
+    ),
+    Case(
+        "closed stdout, report to a file",
+        _hazard_and({}),
+        ["apply", "-o", "report.txt", "tree"],
+        0,
+        r"^Scanned 1 file .*rewrote 1 file",
+        {"tree/m.py", "report.txt"},
+        suffix=">&-",
+    ),
+    Case(
+        "closed stdout, rules",
+        _hazard_and({}),
+        ["rules"],
+        2,
+        r"^codemod: error: stdout is closed; give -o FILE for the report$",
+        suffix=">&-",
+    ),
+    Case(
+        "missing path",
+        _hazard_and({}),
+        ["apply", "tree/nope.py"],
+        2,
+        r"^codemod: error: tree/nope\.py: no such file or directory$",
+    ),
+    Case(
+        "missing --config",
+        _hazard_and({}),
+        ["apply", "--config", "nope.toml", "tree"],
+        2,
+        r"^codemod: error: nope\.toml: cannot read: No such file or directory$",
+    ),
+    Case(
+        "TOML syntax error",
+        _config("[tool.codemod\ninclude = 1\n"),
+        ["apply", "tree"],
+        2,
+        r"^codemod: error: .*tree/pyproject\.toml: not valid TOML: .*\(at line 1, column 14\)$",
+    ),
+    Case(
+        "config not UTF-8",
+        _config("[tool.codemod]\ninclude = ['\xff']\n".encode("latin-1")),
+        ["apply", "tree"],
+        2,
+        r"^codemod: error: .*tree/pyproject\.toml: not valid TOML: .*$",
+    ),
+    Case(
+        "tool.codemod not a table",
+        _config("[tool]\ncodemod = 3\n"),
+        ["apply", "tree"],
+        2,
+        r"^codemod: error: .*tree/pyproject\.toml: `tool\.codemod` must be a table$",
+    ),
 ]
 
 # Every key of the config with a value of the wrong type (or an unknown key): exit 2, the key named.
@@ -231,8 +419,13 @@ BAD_VALUES = [
     ("github = {token = 'x'}", "github.token", "is not a known key"),
 ]
 CASES += [
-    Case(f"config {key}: {text}", _config(f"[tool.codemod]\n{text}\n"), ["apply", "tree"], 2,
-         rf"^codemod: error: .*tree/pyproject\.toml: `tool\.codemod\.{re.escape(key)}` {re.escape(problem)}")
+    Case(
+        f"config {key}: {text}",
+        _config(f"[tool.codemod]\n{text}\n"),
+        ["apply", "tree"],
+        2,
+        rf"^codemod: error: .*tree/pyproject\.toml: `tool\.codemod\.{re.escape(key)}` {re.escape(problem)}",
+    )
     for text, key, problem in BAD_VALUES
 ]
 

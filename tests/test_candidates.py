@@ -93,9 +93,17 @@ def placed_programs(draw):
         extra += ["", "def forward(x):", f"    return {name}(x, x * 2, True)"]
     if draw(st.booleans()):
         act = draw(st.sampled_from(["nn.ReLU(inplace=True)", "nn.ReLU(True)", "nn.ReLU()", "nn.Dropout(0.1)"]))
-        extra += ["", "class Block(torch.nn.Module):", "    def __init__(self):", "        super().__init__()",
-                  f"        self.seq = nn.Sequential(nn.Sigmoid(), {act})", f"        self.act = {act}",
-                  "", "    def forward(self, x):", "        return self.act(torch.sigmoid(self.seq(x)))"]
+        extra += [
+            "",
+            "class Block(torch.nn.Module):",
+            "    def __init__(self):",
+            "        super().__init__()",
+            f"        self.seq = nn.Sequential(nn.Sigmoid(), {act})",
+            f"        self.act = {act}",
+            "",
+            "    def forward(self, x):",
+            "        return self.act(torch.sigmoid(self.seq(x)))",
+        ]
         header = header + ["import torch.nn as nn"]
     if draw(st.booleans()):
         body = ["class Holder:"] + ["    " + line for line in body]
@@ -119,42 +127,77 @@ def test_generated_module_programs_have_no_finding_the_filter_rules_out(source):
 HEAD = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n"
 
 
-@pytest.mark.parametrize("body, families", [
-    # in-place writes in differentiable code
-    ("def forward(x):\n    y = torch.sigmoid(x)\n    y += 1\n    return y\n", {INPLACE}),
-    ("def f(x):\n    y = torch.sigmoid(x)\n    y[0] = 1\n    return y\n", {INPLACE}),
-    ("def f(x):\n    y = torch.sigmoid(x)\n    y.mul_(2)\n    return y\n", {INPLACE}),
-    ("def f(x):\n    y = torch.sigmoid(x)\n    return F.relu(y, True)\n", {INPLACE}),
-    ("def f(x, y):\n    torch.mul(x, 2, out=y)\n    return y\n", {INPLACE}),
-    ("def f(x):\n    def g(y):\n        y.add_(1)\n    g(x)\n", {INPLACE}),
-    # ... and the same writes where the rules never look: init code, module level, flags unset
-    ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.w = torch.zeros(3)\n"
-     "        self.w.add_(1)\n        self.w[0] = 2\n", set()),
-    ("def _init_weights(m):\n    m.weight.data.normal_(0, 1)\n    m.bias.data.zero_()\n", set()),
-    ("x = torch.zeros(3)\nx += 1\nx[0] = 2\nx.add_(1)\n", set()),
-    ("def f(x):\n    return F.dropout(x, p=0.1, training=True) + F.relu(x)\n", set()),
-    ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.drop = nn.Dropout(0.1)\n", set()),
-    # in-place modules: built anywhere, found where they are called
-    ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.ReLU(inplace=True)\n", {INPLACE}),
-    ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.ReLU(True)\n", {INPLACE}),
-    ("class M(nn.Module):\n    def __init__(self, **kw):\n        super().__init__()\n        self.act = nn.ReLU(**kw)\n", {INPLACE}),
-    ("seq = nn.Sequential(nn.Sigmoid(), nn.ReLU(inplace=True))\n", {INPLACE}),
-    ("def _init_weights(model):\n    for m in model.modules():\n        m.inplace = True\n", {INPLACE}),
-    # __init__-derived tensors
-    ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.raw = nn.Parameter(torch.zeros(3))\n"
-     "        self.x = torch.sigmoid(self.raw)\n", {INIT_DERIVED}),
-    ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(3, 3)\n"
-     "        self.register_buffer('w', self.lin.weight * 2)\n", {INIT_DERIVED}),
-    ("class M(nn.Module):\n    def __init__(self, d):\n        super().__init__()\n        self.w = nn.Parameter(torch.zeros(3)).to(d)\n",
-     {INIT_DERIVED}),
-    ("from torch.nn import Parameter as P\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-     "        self.x = torch.exp(P(torch.zeros(3)))\n", {INIT_DERIVED}),
-    ("class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.register_parameter('g', nn.Parameter(torch.ones(1)))\n"
-     "        self.h = self.g * 2\n", {INIT_DERIVED}),
-    # ... and what is no finding of that family
-    ("class M(nn.Module):\n    def __init__(self, config):\n        super().__init__()\n        self.w = nn.Parameter(torch.ones(3))\n"
-     "        self.head_dim = config.hidden // self.heads\n        self.register_buffer('pos', torch.arange(3))\n", set()),
-])
+@pytest.mark.parametrize(
+    "body, families",
+    [
+        # in-place writes in differentiable code
+        ("def forward(x):\n    y = torch.sigmoid(x)\n    y += 1\n    return y\n", {INPLACE}),
+        ("def f(x):\n    y = torch.sigmoid(x)\n    y[0] = 1\n    return y\n", {INPLACE}),
+        ("def f(x):\n    y = torch.sigmoid(x)\n    y.mul_(2)\n    return y\n", {INPLACE}),
+        ("def f(x):\n    y = torch.sigmoid(x)\n    return F.relu(y, True)\n", {INPLACE}),
+        ("def f(x, y):\n    torch.mul(x, 2, out=y)\n    return y\n", {INPLACE}),
+        ("def f(x):\n    def g(y):\n        y.add_(1)\n    g(x)\n", {INPLACE}),
+        # ... and the same writes where the rules never look: init code, module level, flags unset
+        (
+            "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.w = torch.zeros(3)\n"
+            "        self.w.add_(1)\n        self.w[0] = 2\n",
+            set(),
+        ),
+        ("def _init_weights(m):\n    m.weight.data.normal_(0, 1)\n    m.bias.data.zero_()\n", set()),
+        ("x = torch.zeros(3)\nx += 1\nx[0] = 2\nx.add_(1)\n", set()),
+        ("def f(x):\n    return F.dropout(x, p=0.1, training=True) + F.relu(x)\n", set()),
+        (
+            "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.drop = nn.Dropout(0.1)\n",
+            set(),
+        ),
+        # in-place modules: built anywhere, found where they are called
+        (
+            "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.ReLU(inplace=True)\n",
+            {INPLACE},
+        ),
+        (
+            "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.ReLU(True)\n",
+            {INPLACE},
+        ),
+        (
+            "class M(nn.Module):\n    def __init__(self, **kw):\n        super().__init__()\n        self.act = nn.ReLU(**kw)\n",
+            {INPLACE},
+        ),
+        ("seq = nn.Sequential(nn.Sigmoid(), nn.ReLU(inplace=True))\n", {INPLACE}),
+        ("def _init_weights(model):\n    for m in model.modules():\n        m.inplace = True\n", {INPLACE}),
+        # __init__-derived tensors
+        (
+            "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.raw = nn.Parameter(torch.zeros(3))\n"
+            "        self.x = torch.sigmoid(self.raw)\n",
+            {INIT_DERIVED},
+        ),
+        (
+            "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(3, 3)\n"
+            "        self.register_buffer('w', self.lin.weight * 2)\n",
+            {INIT_DERIVED},
+        ),
+        (
+            "class M(nn.Module):\n    def __init__(self, d):\n        super().__init__()\n        self.w = nn.Parameter(torch.zeros(3)).to(d)\n",
+            {INIT_DERIVED},
+        ),
+        (
+            "from torch.nn import Parameter as P\n\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            "        self.x = torch.exp(P(torch.zeros(3)))\n",
+            {INIT_DERIVED},
+        ),
+        (
+            "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.register_parameter('g', nn.Parameter(torch.ones(1)))\n"
+            "        self.h = self.g * 2\n",
+            {INIT_DERIVED},
+        ),
+        # ... and what is no finding of that family
+        (
+            "class M(nn.Module):\n    def __init__(self, config):\n        super().__init__()\n        self.w = nn.Parameter(torch.ones(3))\n"
+            "        self.head_dim = config.hidden // self.heads\n        self.register_buffer('pos', torch.arange(3))\n",
+            set(),
+        ),
+    ],
+)
 def test_possible_findings(body, families):
     source = HEAD + body
     assert possible_findings(ast.parse(source)) == families

@@ -14,7 +14,7 @@ import pytest
 
 from codemod.cli import main
 
-HAZARD = '''import torch
+HAZARD = """import torch
 
 
 def norm(a):
@@ -22,8 +22,8 @@ def norm(a):
     s = torch.var(x, dim=0, keepdim=True)
     x /= s  # normalize
     return x
-'''
-REPORTED = '''import torch
+"""
+REPORTED = """import torch
 
 
 def f(a):
@@ -31,13 +31,13 @@ def f(a):
     y = x[:, :3]
     y += 1
     return x
-'''
-CLEAN = '''import torch
+"""
+CLEAN = """import torch
 
 
 def g(a):
     return torch.relu(a) * 2
-'''
+"""
 BROKEN = "import torch\n\n\ndef f(:\n    pass\n"
 
 
@@ -142,14 +142,14 @@ def test_usage_error_exits_two(tmp_path, capsys):
 
 
 def test_mode_all_from_cli_and_config(tmp_path, capsys):
-    source = '''import torch
+    source = """import torch
 
 
 def forward(x: torch.Tensor):
     h = x * 2
     h += 1
     return h
-'''
+"""
     root = project(tmp_path, **{"m.py": source})
     code, out, _ = run(["apply", "--check", "."], root, capsys)
     assert code == 0  # not a hazard: nothing saved h
@@ -259,20 +259,31 @@ def test_atomic_write_keeps_permissions(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.py"]  # no temporary left behind
 
 
-@pytest.mark.parametrize("command,source,expected", [
-    ("codemod.commands.InplaceCommand",
-     "import torch\n\n\ndef f(a, b):\n    h = torch.sigmoid(a)\n    h *= b + 1\n    return h\n",
-     "    h = h * (b + 1)\n"),
-    ("codemod.commands.InitDerivedCommand",
-     "import torch\nimport torch.nn as nn\n\n\nclass G(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-     "        self.raw = nn.Parameter(torch.zeros(3))\n        self.g = torch.sigmoid(self.raw)\n",
-     "    @property\n    def g(self):\n        return torch.sigmoid(self.raw)\n"),
-])
+@pytest.mark.parametrize(
+    "command,source,expected",
+    [
+        (
+            "codemod.commands.InplaceCommand",
+            "import torch\n\n\ndef f(a, b):\n    h = torch.sigmoid(a)\n    h *= b + 1\n    return h\n",
+            "    h = h * (b + 1)\n",
+        ),
+        (
+            "codemod.commands.InitDerivedCommand",
+            "import torch\nimport torch.nn as nn\n\n\nclass G(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            "        self.raw = nn.Parameter(torch.zeros(3))\n        self.g = torch.sigmoid(self.raw)\n",
+            "    @property\n    def g(self):\n        return torch.sigmoid(self.raw)\n",
+        ),
+    ],
+)
 def test_rules_run_as_libcst_codemod_commands(tmp_path, command, source, expected):
     target = tmp_path / "m.py"
     target.write_text(source)
-    proc = subprocess.run([sys.executable, "-m", "libcst.tool", "codemod", "-x", command, "--no-format", str(target)],
-                          cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "libcst.tool", "codemod", "-x", command, "--no-format", str(target)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert expected in target.read_text()
 
@@ -282,8 +293,24 @@ def test_libcst_command_form_in_parallel_over_fifty_files(tmp_path):
     for i in range(50):
         (tmp_path / f"m{i:02d}.py").write_text(HAZARD)
     (tmp_path / "clean.py").write_text(CLEAN)
-    proc = subprocess.run([sys.executable, "-m", "libcst.tool", "codemod", "-x", "codemod.rules.inplace.InplaceCommand",
-                           "--no-format", "-j", "2", "."], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "libcst.tool",
+            "codemod",
+            "-x",
+            "codemod.rules.inplace.InplaceCommand",
+            "--no-format",
+            "-j",
+            "2",
+            ".",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Transformed 51 files successfully" in proc.stderr and "Failed to codemod 0 files" in proc.stderr
     for i in range(50):
@@ -291,10 +318,15 @@ def test_libcst_command_form_in_parallel_over_fifty_files(tmp_path):
     assert (tmp_path / "clean.py").read_text() == CLEAN
 
 
-@pytest.mark.parametrize("module,name", [("codemod.commands", "InplaceCommand"),
-                                         ("codemod.commands", "InitDerivedCommand"),
-                                         ("codemod.rules.inplace", "InplaceCommand"),  # the old addresses
-                                         ("codemod.rules.init_derived", "InitDerivedCommand")])
+@pytest.mark.parametrize(
+    "module,name",
+    [
+        ("codemod.commands", "InplaceCommand"),
+        ("codemod.commands", "InitDerivedCommand"),
+        ("codemod.rules.inplace", "InplaceCommand"),  # the old addresses
+        ("codemod.rules.init_derived", "InitDerivedCommand"),
+    ],
+)
 def test_libcst_command_classes_pickle_by_reference(module, name):
     import importlib
     import pickle
@@ -333,4 +365,7 @@ def test_sarif_uris_are_relative_to_the_repository_root_from_a_subdirectory(tmp_
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in run0["results"]}
     assert uris == {"pkg/m.py"}
     notes = run0["invocations"][0]["toolExecutionNotifications"]
-    assert notes[0]["locations"][0]["physicalLocation"]["artifactLocation"] == {"uri": "pkg/bad.py", "uriBaseId": "%SRCROOT%"}
+    assert notes[0]["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "pkg/bad.py",
+        "uriBaseId": "%SRCROOT%",
+    }

@@ -87,8 +87,7 @@ def test_cuda_repositories_reach_the_gpu_worker():
 def test_private_key_only_where_github_is_called(name):
     service = SERVICES[name]
     env = _env(service)
-    gets_key = ".env" in service.get("env_file", []) or "GITHUB_PRIVATE_KEY" in env \
-        or "GITHUB_PRIVATE_KEY_PATH" in env
+    gets_key = ".env" in service.get("env_file", []) or "GITHUB_PRIVATE_KEY" in env or "GITHUB_PRIVATE_KEY_PATH" in env
     # the workers call GitHub; the webhook replicas are told the App's slug so they never do
     assert gets_key == (name in ("worker", "gpu-worker"))
     if name == "webhook":

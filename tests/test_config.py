@@ -19,7 +19,10 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_full_pyproject_config(tmp_path):
-    cfg = read_config_file(write(tmp_path / "pyproject.toml", """
+    cfg = read_config_file(
+        write(
+            tmp_path / "pyproject.toml",
+            """
 [tool.codemod]
 include = ["src/**/*.py"]
 exclude = ["third_party/**"]
@@ -37,7 +40,10 @@ requirements = ["einops>=0.7"]
 [tool.codemod.github]
 branch = "codemod/autograd-fixes"
 unverified = "skip"
-"""), KNOWN)
+""",
+        ),
+        KNOWN,
+    )
     assert cfg.include == ("src/**/*.py",) and cfg.exclude == ("third_party/**",)
     assert cfg.select == ("inplace",) and cfg.ignore == ("IP105",) and cfg.inplace == "all"
     assert cfg.smoke.command.startswith("python -m pytest") and cfg.smoke.timeout == 120.0
@@ -50,18 +56,21 @@ def test_pyproject_without_section_is_skipped(tmp_path):
     assert read_config_file(write(tmp_path / "pyproject.toml", "[project]\nname = 'x'\n"), KNOWN) is None
 
 
-@pytest.mark.parametrize("text,key", [
-    ("[tool.codemod]\nselct = ['inplace']\n", "tool.codemod.selct"),
-    ("[tool.codemod]\ninplace = 'some'\n", "tool.codemod.inplace"),
-    ("[tool.codemod]\nselect = ['nonsense']\n", "tool.codemod.select"),
-    ("[tool.codemod]\ninclude = 'x.py'\n", "tool.codemod.include"),
-    ("[tool.codemod.smoke]\ntimeout = -1\n", "tool.codemod.smoke.timeout"),
-    ("[tool.codemod.smoke]\ndevice = 'tpu'\n", "tool.codemod.smoke.device"),
-    ("[tool.codemod.smoke]\ncases = 'no_colon'\n", "tool.codemod.smoke.cases"),
-    ("[tool.codemod.smoke]\ncomand = 'x'\n", "tool.codemod.smoke.comand"),
-    ("[tool.codemod.github]\nbranch = 'bad..name'\n", "tool.codemod.github.branch"),
-    ("[tool.codemod.github]\nunverified = 'maybe'\n", "tool.codemod.github.unverified"),
-])
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("[tool.codemod]\nselct = ['inplace']\n", "tool.codemod.selct"),
+        ("[tool.codemod]\ninplace = 'some'\n", "tool.codemod.inplace"),
+        ("[tool.codemod]\nselect = ['nonsense']\n", "tool.codemod.select"),
+        ("[tool.codemod]\ninclude = 'x.py'\n", "tool.codemod.include"),
+        ("[tool.codemod.smoke]\ntimeout = -1\n", "tool.codemod.smoke.timeout"),
+        ("[tool.codemod.smoke]\ndevice = 'tpu'\n", "tool.codemod.smoke.device"),
+        ("[tool.codemod.smoke]\ncases = 'no_colon'\n", "tool.codemod.smoke.cases"),
+        ("[tool.codemod.smoke]\ncomand = 'x'\n", "tool.codemod.smoke.comand"),
+        ("[tool.codemod.github]\nbranch = 'bad..name'\n", "tool.codemod.github.branch"),
+        ("[tool.codemod.github]\nunverified = 'maybe'\n", "tool.codemod.github.unverified"),
+    ],
+)
 def test_errors_name_the_key(tmp_path, text, key):
     path = write(tmp_path / "pyproject.toml", text)
     with pytest.raises(ConfigError) as info:
@@ -99,11 +108,17 @@ def test_explicit_config_file(tmp_path):
 
 
 def test_include_exclude_patterns(tmp_path):
-    cfg = read_config_file(write(tmp_path / "pyproject.toml", """
+    cfg = read_config_file(
+        write(
+            tmp_path / "pyproject.toml",
+            """
 [tool.codemod]
 include = ["src/**/*.py"]
 exclude = ["src/vendor", "*_pb2.py"]
-"""), KNOWN)
+""",
+        ),
+        KNOWN,
+    )
     assert cfg.is_included(tmp_path / "src" / "m" / "a.py")
     assert not cfg.is_included(tmp_path / "scripts" / "a.py")
     assert cfg.is_excluded(tmp_path / "src" / "vendor" / "lib" / "a.py")

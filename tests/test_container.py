@@ -37,8 +37,9 @@ def _private_key() -> str:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
 
 
 PRIVATE_KEY = _private_key()
@@ -75,15 +76,32 @@ def _get(url: str, token: str | None = None, timeout: float = 5) -> tuple[int, b
 def container(image):
     name = f"codemod-test-{uuid.uuid4().hex[:8]}"
     port = _free_port()
-    env = {"GITHUB_APP_ID": "12345", "GITHUB_PRIVATE_KEY": PRIVATE_KEY, "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
-           "CODEMOD_ADMIN_TOKEN": ADMIN_TOKEN, "CODEMOD_APP_SLUG": "codemod-test",
-           # nothing listens there: the worker's GitHub calls fail and are retried, which is fine here
-           "GITHUB_API_URL": "http://127.0.0.1:9"}
+    env = {
+        "GITHUB_APP_ID": "12345",
+        "GITHUB_PRIVATE_KEY": PRIVATE_KEY,
+        "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "CODEMOD_ADMIN_TOKEN": ADMIN_TOKEN,
+        "CODEMOD_APP_SLUG": "codemod-test",
+        # nothing listens there: the worker's GitHub calls fail and are retried, which is fine here
+        "GITHUB_API_URL": "http://127.0.0.1:9",
+    }
     args = ["run", "-d", "--name", name, *podman_image.ulimits(), "--pids-limit", "512", "--memory", "4g"]
     for key in env:
         args += ["--env", key]  # values from this process's environment: never on a command line
-    proc = podman_image.podman(*args, "--network", "host", image, "codemod", "serve", "--host", "127.0.0.1",
-                               "--port", str(port), check=False, env={**os.environ, **env})
+    proc = podman_image.podman(
+        *args,
+        "--network",
+        "host",
+        image,
+        "codemod",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        check=False,
+        env={**os.environ, **env},
+    )
     if proc.returncode != 0:
         pytest.fail(f"podman run failed: {proc.stderr[-2000:]}")
     base = f"http://127.0.0.1:{port}"
@@ -121,9 +139,18 @@ def test_image_is_small_non_root_and_serves_by_default(image):
     print(f"image size: {size / 2**20:.0f} MiB")
     assert size < 2 * 2**30, "a CPU image over 2 GiB: did a CUDA torch or the build tools get in?"
     # the build's pip settings were secrets: nothing of them is left in the image
-    proc = podman_image.podman("run", "--rm", *podman_image.ulimits(), "--network", "none", image, "sh", "-c",
-                               "ls /run/secrets 2>/dev/null; /opt/codemod/bin/pip config list; "
-                               "ls /etc/pip.conf /etc/xdg/pip 2>/dev/null; codemod --help >/dev/null && echo cli-ok")
+    proc = podman_image.podman(
+        "run",
+        "--rm",
+        *podman_image.ulimits(),
+        "--network",
+        "none",
+        image,
+        "sh",
+        "-c",
+        "ls /run/secrets 2>/dev/null; /opt/codemod/bin/pip config list; "
+        "ls /etc/pip.conf /etc/xdg/pip 2>/dev/null; codemod --help >/dev/null && echo cli-ok",
+    )
     assert proc.stdout.split() == ["cli-ok"], proc.stdout + proc.stderr
 
 
@@ -133,9 +160,17 @@ def test_healthz_and_a_signed_webhook(container):
     signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
 
     def post(sig: str, delivery: str) -> tuple[int, dict]:
-        request = urllib.request.Request(base + "/webhook", data=body, method="POST", headers={
-            "Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": delivery,
-            "X-Hub-Signature-256": sig})
+        request = urllib.request.Request(
+            base + "/webhook",
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": delivery,
+                "X-Hub-Signature-256": sig,
+            },
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
@@ -156,8 +191,12 @@ def test_healthz_and_a_signed_webhook(container):
 
 def test_apply_diff_on_a_bundled_fixture(container):
     name, _ = container
-    proc = _exec(name, "sh", "-c", "cp -r /opt/codemod/share/fixtures/repos/timesnet /tmp/t && cd /tmp/t && "
-                 "codemod apply --diff --no-progress .")
+    proc = _exec(
+        name,
+        "sh",
+        "-c",
+        "cp -r /opt/codemod/share/fixtures/repos/timesnet /tmp/t && cd /tmp/t && codemod apply --diff --no-progress .",
+    )
     assert proc.returncode == 1, proc.stderr  # 1: there are changes to make
     assert "-        x_enc /= stdev" in proc.stdout
     assert "+        x_enc = x_enc / stdev" in proc.stdout
@@ -237,8 +276,9 @@ def test_sandbox_default_in_the_container(container):
     # same uid as the service, but from inside the sandbox's user namespace the service's
     # /proc/PID/environ cannot be read; outside the sandbox (the control) the same probe reads it
     assert probe["secret_in_proc_environ"] == [], probe
-    control = _exec(name, "python3", "/opt/codemod/share/fixtures/repos/sandbox_probe/probe.py", "127.0.0.1", port,
-                    WEBHOOK_SECRET)
+    control = _exec(
+        name, "python3", "/opt/codemod/share/fixtures/repos/sandbox_probe/probe.py", "127.0.0.1", port, WEBHOOK_SECRET
+    )
     assert json.loads(control.stdout)["secret_in_proc_environ"], control.stdout + control.stderr
 
 
@@ -250,7 +290,7 @@ def test_the_default_sandbox_keeps_the_data_volume_and_the_key_out(container):
     data = "/var/lib/codemod"
     key, pwned = f"{data}/app-key.pem", f"{data}/pwned"
     stores = [f"{data}/{f}" for f in _exec(name, "ls", data).stdout.split() if ".sqlite" in f or f.endswith(".db")]
-    assert stores, _exec(name, "ls", "-la", data).stdout   # the job store the service made
+    assert stores, _exec(name, "ls", "-la", data).stdout  # the job store the service made
     made = _exec(name, "sh", "-c", f'umask 077 && printf "%s" "$0" > {key}', PRIVATE_KEY)
     assert made.returncode == 0, made.stderr
     proc = _exec(name, "python3", "-c", ATTACK, ATTACK_CHILD, key, stores[0], pwned)
@@ -262,7 +302,7 @@ def test_the_default_sandbox_keeps_the_data_volume_and_the_key_out(container):
     assert got["key"] == "refused: Permission denied", got
     assert got[stores[0]] == got[pwned] == "refused: Permission denied", got
     assert got["copy"] == "fine", got
-    assert _exec(name, "grep", "-q", "pwned", *stores).returncode == 1   # (the service itself writes the store)
+    assert _exec(name, "grep", "-q", "pwned", *stores).returncode == 1  # (the service itself writes the store)
     assert _exec(name, "test", "-e", pwned).returncode == 1
     # the control: uid 10001 itself, outside the sandbox, reads the key and writes the volume
     control = _exec(name, "sh", "-c", f"wc -c < {key} && touch {data}/control && echo wrote")
@@ -273,12 +313,31 @@ def _attack_in_a_fresh_container(image: str, *options: str) -> dict:
     """ATTACK in a fresh container (no service) with ``options``: a key file (0600) and a job store
     on the data volume, as the user the options give."""
     data = "/var/lib/codemod"
-    script = (f'umask 077 && printf "%s" "$KEY" > {data}/app-key.pem && echo store > {data}/jobs.sqlite3 && '
-              'exec python3 -c "$0" "$@"')
-    proc = podman_image.podman("run", "--rm", *podman_image.ulimits(), "--network", "none", "--env", "KEY", *options,
-                               image, "sh", "-c", script, ATTACK, ATTACK_CHILD, f"{data}/app-key.pem",
-                               f"{data}/jobs.sqlite3", f"{data}/pwned", check=False,
-                               env={**os.environ, "KEY": PRIVATE_KEY})
+    script = (
+        f'umask 077 && printf "%s" "$KEY" > {data}/app-key.pem && echo store > {data}/jobs.sqlite3 && '
+        'exec python3 -c "$0" "$@"'
+    )
+    proc = podman_image.podman(
+        "run",
+        "--rm",
+        *podman_image.ulimits(),
+        "--network",
+        "none",
+        "--env",
+        "KEY",
+        *options,
+        image,
+        "sh",
+        "-c",
+        script,
+        ATTACK,
+        ATTACK_CHILD,
+        f"{data}/app-key.pem",
+        f"{data}/jobs.sqlite3",
+        f"{data}/pwned",
+        check=False,
+        env={**os.environ, "KEY": PRIVATE_KEY},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -313,8 +372,9 @@ def test_a_seccomp_profile_without_landlock_degrades_cleanly(image):
         out = _attack_in_a_fresh_container(image, "--security-opt", f"seccomp={f.name}")
     assert out["rc"] == 0, out
     isolation, got = out["isolation"], out["got"]
-    assert "; no landlock: [Errno 38] landlock_create_ruleset(version): Function not implemented" in isolation, \
+    assert "; no landlock: [Errno 38] landlock_create_ruleset(version): Function not implemented" in isolation, (
         isolation
+    )
     assert "filesystem: none: " in isolation and isolation.startswith("network: network namespace"), isolation
     assert got["key"] == f"read: {len(PRIVATE_KEY)} bytes", got
 
@@ -324,15 +384,20 @@ def test_sandbox_with_the_documented_run_options(image):
     included, and the smoke test reaches neither the network nor the service's secrets."""
     name = f"codemod-iso-{uuid.uuid4().hex[:8]}"
     port = str(_free_port())
-    env = {"GITHUB_APP_ID": "1", "GITHUB_PRIVATE_KEY": PRIVATE_KEY, "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
-           "CODEMOD_ADMIN_TOKEN": ADMIN_TOKEN, "CODEMOD_APP_SLUG": "codemod-test",
-           "GITHUB_API_URL": "http://127.0.0.1:9"}
-    args = ["run", "-d", "--name", name, *podman_image.ulimits(), "--network", "host",
-            *ISOLATION_OPTIONS]
+    env = {
+        "GITHUB_APP_ID": "1",
+        "GITHUB_PRIVATE_KEY": PRIVATE_KEY,
+        "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "CODEMOD_ADMIN_TOKEN": ADMIN_TOKEN,
+        "CODEMOD_APP_SLUG": "codemod-test",
+        "GITHUB_API_URL": "http://127.0.0.1:9",
+    }
+    args = ["run", "-d", "--name", name, *podman_image.ulimits(), "--network", "host", *ISOLATION_OPTIONS]
     for key in env:
         args += ["--env", key]
-    podman_image.podman(*args, image, "codemod", "serve", "--host", "127.0.0.1", "--port", port,
-                        env={**os.environ, **env})
+    podman_image.podman(
+        *args, image, "codemod", "serve", "--host", "127.0.0.1", "--port", port, env={**os.environ, **env}
+    )
     try:
         deadline = time.monotonic() + 120
         while True:

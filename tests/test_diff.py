@@ -94,9 +94,9 @@ def test_local_edits_in_large_texts(seed):
         if kind == "insert":
             new[at:at] = [rng.choice(alphabet) for _ in range(rng.randint(1, 3))]
         elif kind == "delete":
-            del new[at:at + rng.randint(1, 3)]
+            del new[at : at + rng.randint(1, 3)]
         elif kind == "replace":
-            new[at:at + 1] = [f"changed {rng.random()}\n"]
+            new[at : at + 1] = [f"changed {rng.random()}\n"]
         else:
             new[at:at] = [f"inserted {i}\n" for i in range(rng.randint(60, 300))]  # longer than a window
     check(old, new)

@@ -44,11 +44,11 @@ def test_missing_path_is_an_error(tmp_path):
 
 
 def test_suppression_comments():
-    source = '''x = 1  # codemod: ignore
+    source = """x = 1  # codemod: ignore
 y = 2  # codemod: ignore[IP101, ip102]
 s = "# codemod: ignore"
 z = 3  # an unrelated comment
-'''
+"""
     table = suppressions(source)
     assert set(table) == {1, 2}
     assert is_suppressed(table, [1], "IP105")

@@ -14,7 +14,13 @@ import re
 
 import pytest
 
-from fixture_runner import check_rewrite_and_findings, check_second_run_changes_nothing, import_source, load_fixtures, same_tensors
+from fixture_runner import (
+    check_rewrite_and_findings,
+    check_second_run_changes_nothing,
+    import_source,
+    load_fixtures,
+    same_tensors,
+)
 
 FIXTURES = load_fixtures("init-derived")
 
@@ -62,7 +68,11 @@ RUNNABLE = [f for f in FIXTURES if f.expect != "none"]
 @pytest.mark.parametrize("fixture", RUNNABLE, ids=[f.id for f in RUNNABLE])
 def test_training_proves_it(fixture):
     torch = pytest.importorskip("torch")
-    derived = [n for n in re.findall(r"^# fixture: derived=(\S+)", fixture.source, flags=re.M)[0].split(",")] if "derived=" in fixture.source else []
+    derived = (
+        [n for n in re.findall(r"^# fixture: derived=(\S+)", fixture.source, flags=re.M)[0].split(",")]
+        if "derived=" in fixture.source
+        else []
+    )
     original = import_source(fixture.source, fixture.name)
     torch.manual_seed(0)
     make, inputs = original.smoke()

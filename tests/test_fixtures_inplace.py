@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from fixture_runner import check_rewrite_and_findings, check_second_run_changes_nothing, import_source, load_fixtures, run_smoke, same_tensors
+from fixture_runner import (
+    check_rewrite_and_findings,
+    check_second_run_changes_nothing,
+    import_source,
+    load_fixtures,
+    run_smoke,
+    same_tensors,
+)
 
 FIXTURES = load_fixtures("inplace")
-
 
 
 def test_there_are_enough_fixtures():

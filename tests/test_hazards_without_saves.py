@@ -54,8 +54,8 @@ def test_one_of_several_views_is_rewritten_when_nothing_else_reads_them(tmp_path
     out = rewritten.head(x, w)
     meant = rewritten.meant(x, w)
     assert torch.equal(out, meant)
-    g_out, = torch.autograd.grad(out.sum(), w)
-    g_meant, = torch.autograd.grad(meant.sum(), w)
+    (g_out,) = torch.autograd.grad(out.sum(), w)
+    (g_meant,) = torch.autograd.grad(meant.sum(), w)
     assert torch.equal(g_out, g_meant)
 
 
@@ -91,8 +91,8 @@ def test_linalg_output_saved(tmp_path, capsys, monkeypatch):
     rewritten = import_source(after, "linalg_after")
     out, meant = rewritten.normalized(x, w), rewritten.meant(x, w)
     assert torch.equal(out, meant)
-    g_out, = torch.autograd.grad(out.sum(), w)
-    g_meant, = torch.autograd.grad(meant.sum(), w)
+    (g_out,) = torch.autograd.grad(out.sum(), w)
+    (g_meant,) = torch.autograd.grad(meant.sum(), w)
     assert torch.allclose(g_out, g_meant, rtol=1e-6, atol=1e-7)
 
 

@@ -43,8 +43,9 @@ HOSTILE = Path(__file__).resolve().parent / "hostile"
 FIXTURE = REPO / "fixtures" / "repos" / "init_derived"
 NOBODY = 65534
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="building the worker's world (a socket under /run, another user) needs root")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="building the worker's world (a socket under /run, another user) needs root"
+)
 
 
 class _Listener:
@@ -100,25 +101,41 @@ class World:
     def __init__(self, user: str) -> None:
         self.uid = 0 if user == "root" else NOBODY
         self.id = uuid.uuid4().hex[:10]
-        self.secrets = {name: f"s3cr3t-{name}-{self.id}" for name in
-                        ("env-key", "env-webhook", "lc", "plain", "keyfile", "dotenv", "public", "argv", "keyring",
-                         "ipc", "symlink", "rootonly")}
+        self.secrets = {
+            name: f"s3cr3t-{name}-{self.id}"
+            for name in (
+                "env-key",
+                "env-webhook",
+                "lc",
+                "plain",
+                "keyfile",
+                "dotenv",
+                "public",
+                "argv",
+                "keyring",
+                "ipc",
+                "symlink",
+                "rootonly",
+            )
+        }
         base = next(Path(b) for b in ("/srv", "/opt", "/mnt", "/var/tmp") if os.path.isdir(b) and os.access(b, os.W_OK))
         self.base = Path(tempfile.mkdtemp(prefix="codemod-hostile-", dir=base))
         self.base.chmod(0o755)
-        self.app = self._dir("app", 0o700)                 # on PYTHONPATH, with a .env
+        self.app = self._dir("app", 0o700)  # on PYTHONPATH, with a .env
         self._file(self.app / ".env", f"GITHUB_APP_KEY={self.secrets['dotenv']}\n", 0o600)
         self._file(self.app / "app_settings.py", "DEBUG = False\n", 0o600)
         self.keys = self._dir("keys", 0o700)
         self.key_file = self._file(self.keys / "private-key.pem", f"{self.secrets['keyfile']}\n", 0o600)
         self.public_file = self._file(self.base / "public.txt", f"{self.secrets['public']}\n", 0o644)
-        self.outside_py = self._file(self.base / "outside_model.py", _OUTSIDE_MODEL.format(secret=self.secrets["symlink"]), 0o600)
+        self.outside_py = self._file(
+            self.base / "outside_model.py", _OUTSIDE_MODEL.format(secret=self.secrets["symlink"]), 0o600
+        )
         self.rootonly = self.base / "rootonly.txt"
         self.rootonly.write_text(f"{self.secrets['rootonly']}\n")
-        self.rootonly.chmod(0o600)                          # root's, whoever the worker is
+        self.rootonly.chmod(0o600)  # root's, whoever the worker is
         self.open_dir = self._dir("open", 0o777)
         self.cache = self._dir("cache", 0o700)
-        self.tmp = self._dir("tmp", 0o700)                  # the worker's TMPDIR: copies go there
+        self.tmp = self._dir("tmp", 0o700)  # the worker's TMPDIR: copies go there
         self.home = self._dir("home", 0o700)
         self.repos = self._dir("repos", 0o755)
         self.marker = f"codemod-hostile-daemon-{self.id}"
@@ -129,13 +146,19 @@ class World:
         os.chmod(self.socket_path, 0o666)
         unix.listen()
         self.unix = _Listener(unix)
-        self.argv_process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)",
-                                              f"--key={self.secrets['argv']}"])
+        self.argv_process = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(3600)", f"--key={self.secrets['argv']}"]
+        )
         self.ipc_key = int(self.id[:7], 16)
-        self.write_targets = [str(self.open_dir / "pwned"), f"/tmp/codemod-hostile-pwned-{self.id}",
-                              str(Path(sysconfig.get_paths()["purelib"]) / f"codemod-hostile-{self.id}.pth"),
-                              str(self.cache / "pwned"), str(REPO / f"pwned-{self.id}"), str(self.base / "pwned"),
-                              str(self.app / "pwned.py")]
+        self.write_targets = [
+            str(self.open_dir / "pwned"),
+            f"/tmp/codemod-hostile-pwned-{self.id}",
+            str(Path(sysconfig.get_paths()["purelib"]) / f"codemod-hostile-{self.id}.pth"),
+            str(self.cache / "pwned"),
+            str(REPO / f"pwned-{self.id}"),
+            str(self.base / "pwned"),
+            str(self.app / "pwned.py"),
+        ]
 
     def _dir(self, name: str, mode: int) -> Path:
         path = self.base / name
@@ -174,12 +197,21 @@ class World:
         shutil.copytree(FIXTURE, repo)
         pyproject = repo / "pyproject.toml"
         text = pyproject.read_text()
-        pyproject.write_text(text[:text.index("[tool.codemod.smoke]")] + "[tool.codemod.smoke]\n" + smoke + "\n")
-        targets = json.dumps({"key_file": str(self.key_file), "env_file": str(self.app / ".env"),
-                              "public_file": str(self.public_file), "unix_socket": self.socket_path,
-                              "tcp_port": self.tcp.sock.getsockname()[1], "ipc_key": self.ipc_key,
-                              "keyring_desc": f"codemod-hostile-{self.id}", "pythonpath_dir": str(self.app),
-                              "marker": self.marker, "write_targets": self.write_targets})
+        pyproject.write_text(text[: text.index("[tool.codemod.smoke]")] + "[tool.codemod.smoke]\n" + smoke + "\n")
+        targets = json.dumps(
+            {
+                "key_file": str(self.key_file),
+                "env_file": str(self.app / ".env"),
+                "public_file": str(self.public_file),
+                "unix_socket": self.socket_path,
+                "tcp_port": self.tcp.sock.getsockname()[1],
+                "ipc_key": self.ipc_key,
+                "keyring_desc": f"codemod-hostile-{self.id}",
+                "pythonpath_dir": str(self.app),
+                "marker": self.marker,
+                "write_targets": self.write_targets,
+            }
+        )
         for directory in [repo, *(repo / Path(p).parent for p in (files or {}) if p.endswith("/snoop.py"))]:
             directory.mkdir(parents=True, exist_ok=True)
             shutil.copy(HOSTILE / "snoop.py", directory / "snoop.py")
@@ -199,28 +231,48 @@ class World:
 
     def environment(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEMOD_", "PYTEST_"))}
-        env.update(GITHUB_PRIVATE_KEY=self.secrets["env-key"], GITHUB_WEBHOOK_SECRET=self.secrets["env-webhook"],
-                   LC_GITHUB_TOKEN=self.secrets["lc"], APP_SETTINGS=self.secrets["plain"],
-                   PYTHONPATH=os.pathsep.join([str(self.app), str(REPO)]), TMPDIR=str(self.tmp), HOME=str(self.home),
-                   CODEMOD_CACHE=str(self.cache), CODEMOD_SANDBOX_MAX_TIMEOUT="120")
+        env.update(
+            GITHUB_PRIVATE_KEY=self.secrets["env-key"],
+            GITHUB_WEBHOOK_SECRET=self.secrets["env-webhook"],
+            LC_GITHUB_TOKEN=self.secrets["lc"],
+            APP_SETTINGS=self.secrets["plain"],
+            PYTHONPATH=os.pathsep.join([str(self.app), str(REPO)]),
+            TMPDIR=str(self.tmp),
+            HOME=str(self.home),
+            CODEMOD_CACHE=str(self.cache),
+            CODEMOD_SANDBOX_MAX_TIMEOUT="120",
+        )
         env.update(extra)
         return env
 
     def command(self, *argv: str) -> list[str]:
-        spec = json.dumps({"keyring_desc": f"codemod-hostile-{self.id}", "secret": self.secrets["keyring"],
-                           "ipc_key": self.ipc_key, "ipc_secret": self.secrets["ipc"], "argv": list(argv)})
+        spec = json.dumps(
+            {
+                "keyring_desc": f"codemod-hostile-{self.id}",
+                "secret": self.secrets["keyring"],
+                "ipc_key": self.ipc_key,
+                "ipc_secret": self.secrets["ipc"],
+                "argv": list(argv),
+            }
+        )
         worker = [sys.executable, str(HOSTILE / "worker.py"), spec]
         return worker if self.uid == 0 else [*_unprivileged(self.uid), *worker]
 
     def start(self, *argv: str, **extra: str) -> subprocess.Popen:
-        return subprocess.Popen(self.command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=self.environment(**extra), cwd=str(self.base))
+        return subprocess.Popen(
+            self.command(*argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.environment(**extra),
+            cwd=str(self.base),
+        )
 
     def verify(self, repo: Path, **extra: str) -> tuple[subprocess.CompletedProcess, dict | None]:
         proc = self.start("verify", str(repo), "--format", "json", **extra)
         try:
             out, err = proc.communicate(timeout=900)
-        except subprocess.TimeoutExpired:   # say what hung (every run is clamped to 120 s), then fail
+        except subprocess.TimeoutExpired:  # say what hung (every run is clamped to 120 s), then fail
             tree = _process_tree(proc.pid)
             for line in tree.splitlines():
                 with contextlib.suppress(OSError):
@@ -251,7 +303,7 @@ class World:
         assert self.argv_process.poll() is None
 
 
-_OUTSIDE_MODEL = '''import torch
+_OUTSIDE_MODEL = """import torch
 import torch.nn as nn
 
 TOKEN = "{secret}"
@@ -265,7 +317,7 @@ class Leaky(nn.Module):
 
     def forward(self, x):
         return x * self.scale
-'''
+"""
 
 
 class _suppress:
@@ -286,7 +338,7 @@ def _unprivileged(uid: int) -> list[str]:
         for i in range(1, len(parts)):
             directory = str(Path(*parts[:i]))
             if not os.stat(directory).st_mode & stat.S_IXOTH:
-                masks.setdefault(directory, set()).add(str(Path(*parts[:i + 1])))
+                masks.setdefault(directory, set()).add(str(Path(*parts[: i + 1])))
                 break
     aside = tempfile.mkdtemp(prefix="codemod-hostile-aside-")
     lines = ["set -e"]
@@ -315,6 +367,7 @@ def _case(verdict: dict, prefix: str) -> dict:
 
 # -- 3, 4, 5, 6: the environment, the filesystem, processes, IPC, keyring, sockets -------------------
 
+
 def test_a_smoke_command_finds_nothing_and_reaches_nobody(world: World) -> None:
     repo = world.repository("snoop", 'command = "python snoop.py"\ntimeout = 120')
     proc, verdict = world.verify(repo)
@@ -324,15 +377,23 @@ def test_a_smoke_command_finds_nothing_and_reaches_nobody(world: World) -> None:
         assert "snoop ran (command); found []; reached []" in command[side], command
     assert verdict["status"] != "proven"
     world.assert_clean(proc)
-    for layer in ("network: network namespace", "processes: PID namespace", "ipc: IPC namespace",
-                  "keyring: a fresh session keyring", "filesystem: minimal root"):
+    for layer in (
+        "network: network namespace",
+        "processes: PID namespace",
+        "ipc: IPC namespace",
+        "keyring: a fresh session keyring",
+        "filesystem: minimal root",
+    ):
         assert layer in verdict["isolation"], verdict["isolation"]
 
 
 def test_the_harness_process_finds_nothing_either(world: World) -> None:
     cases = "import snoop\n\n\ndef cases():\n    raise RuntimeError(snoop.collect('harness'))\n"
-    repo = world.repository("harness_snoop", 'cases = "tests/smoke_cases.py:cases"\ntimeout = 300',
-                            {"tests/smoke_cases.py": "import sys, os\nsys.path.insert(0, os.getcwd())\n" + cases})
+    repo = world.repository(
+        "harness_snoop",
+        'cases = "tests/smoke_cases.py:cases"\ntimeout = 300',
+        {"tests/smoke_cases.py": "import sys, os\nsys.path.insert(0, os.getcwd())\n" + cases},
+    )
     proc, verdict = world.verify(repo)
     assert verdict is not None, proc.stderr
     harness = _case(verdict, "harness")
@@ -342,7 +403,7 @@ def test_the_harness_process_finds_nothing_either(world: World) -> None:
 
 # -- 1: requirements build with the repository's own backend ---------------------------------------
 
-_BACKEND = '''import base64, hashlib, os, sys, zipfile
+_BACKEND = """import base64, hashlib, os, sys, zipfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import snoop
 
@@ -366,16 +427,20 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         for path, text in files.items():
             zf.writestr(path, text)
     return name
-'''
+"""
 
 
 def test_a_requirement_with_an_in_tree_backend_builds_inside_the_sandbox(world: World) -> None:
-    pyproject = ('[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n\n'
-                 '[project]\nname = "evilpkg"\nversion = "0.1"\n')
+    pyproject = (
+        '[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n\n'
+        '[project]\nname = "evilpkg"\nversion = "0.1"\n'
+    )
     repo = world.repository(
-        "backend", 'command = "python -c \\"import evil_loot; raise RuntimeError(evil_loot.LOOT)\\""\n'
-                   'requirements = ["./evilpkg"]\ntimeout = 300',
-        {"evilpkg/pyproject.toml": pyproject, "evilpkg/evil_backend.py": _BACKEND, "evilpkg/snoop.py": ""})
+        "backend",
+        'command = "python -c \\"import evil_loot; raise RuntimeError(evil_loot.LOOT)\\""\n'
+        'requirements = ["./evilpkg"]\ntimeout = 300',
+        {"evilpkg/pyproject.toml": pyproject, "evilpkg/evil_backend.py": _BACKEND, "evilpkg/snoop.py": ""},
+    )
     proc, verdict = world.verify(repo)
     assert verdict is not None, proc.stdout + proc.stderr
     command = _case(verdict, "command")
@@ -385,11 +450,18 @@ def test_a_requirement_with_an_in_tree_backend_builds_inside_the_sandbox(world: 
 
 # -- 2: requirement strings that are pip options ----------------------------------------------------
 
+
 def test_requirement_options_are_refused_before_pip_runs(world: World) -> None:
     log = world.open_dir / "pip.log"
-    for requirement in (f"-r{world.key_file}", f"--log={log}", f"--index-url=http://127.0.0.1:{world.tcp.sock.getsockname()[1]}/",
-                        f"-r {world.rootonly}"):
-        repo = world.repository(f"options-{abs(hash(requirement))}", f'command = "true"\nrequirements = {json.dumps([requirement])}')
+    for requirement in (
+        f"-r{world.key_file}",
+        f"--log={log}",
+        f"--index-url=http://127.0.0.1:{world.tcp.sock.getsockname()[1]}/",
+        f"-r {world.rootonly}",
+    ):
+        repo = world.repository(
+            f"options-{abs(hash(requirement))}", f'command = "true"\nrequirements = {json.dumps([requirement])}'
+        )
         proc, _ = world.verify(repo)
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "is a pip option" in proc.stderr, proc.stderr
@@ -399,7 +471,9 @@ def test_requirement_options_are_refused_before_pip_runs(world: World) -> None:
 
 # -- 7: an endless timeout, a daemon, SIGTERM to the worker ----------------------------------------
 
-_DAEMON_THEN_SLEEP = 'command = "python -c \\"import snoop, time; snoop._leave_a_daemon(snoop._targets()); time.sleep(10**9)\\""'
+_DAEMON_THEN_SLEEP = (
+    'command = "python -c \\"import snoop, time; snoop._leave_a_daemon(snoop._targets()); time.sleep(10**9)\\""'
+)
 
 
 def test_a_huge_timeout_is_clamped_and_the_daemon_dies(world: World) -> None:
@@ -448,6 +522,7 @@ def test_sigkill_to_the_worker_still_kills_the_run_and_the_next_run_removes_the_
 
 # -- 8: symlinks out of the repository -------------------------------------------------------------
 
+
 def test_symlinks_out_of_the_repository_are_neither_read_nor_copied(world: World) -> None:
     repo = world.repository("symlink", 'command = "python snoop.py"\ntimeout = 120')
     (repo / "scaler" / "leak.py").symlink_to(world.outside_py)
@@ -465,7 +540,7 @@ def test_symlinks_out_of_the_repository_are_neither_read_nor_copied(world: World
 
 # -- 9: forging the harness's result ------------------------------------------------------------------
 
-_FORGE = '''import os, sys
+_FORGE = """import os, sys
 sys.path.insert(0, os.getcwd())
 import forgery
 
@@ -480,7 +555,7 @@ for fd in range(3, 256):                          # the channel, whichever fd it
         except OSError:
             pass
 os._exit(0)                                       # before the real harness can report
-'''
+"""
 
 
 @pytest.mark.parametrize("how", ["planted", "shadowed"])
@@ -493,22 +568,28 @@ def test_a_forged_result_is_never_proven(world: World, how: str) -> None:
     if how == "planted":
         files["tests/smoke_cases.py"] = _FORGE % {"rootonly": str(world.rootonly)}
     else:
-        files.update({"random.py": (HOSTILE / "shadow_random.py").read_text(), "codemod/__init__.py": "",
-                      "codemod/verify/__init__.py": "", "codemod/verify/harness.py": files["forgery.py"]})
+        files.update(
+            {
+                "random.py": (HOSTILE / "shadow_random.py").read_text(),
+                "codemod/__init__.py": "",
+                "codemod/verify/__init__.py": "",
+                "codemod/verify/harness.py": files["forgery.py"],
+            }
+        )
     repo = world.repository(f"forge-{how}", 'cases = "tests/smoke_cases.py:cases"\ntimeout = 300', files)
     proc, verdict = world.verify(repo)
     assert verdict is not None, proc.stderr
     assert not any(c["name"] == "forged" for c in verdict["cases"]), verdict["cases"]
     if how == "planted":
         assert verdict["status"] == "not proven", verdict
-    else:   # the real harness ran the repository's real cases: its verdict is its own
+    else:  # the real harness ran the repository's real cases: its verdict is its own
         assert [c["name"] for c in verdict["cases"]] == ["scaled_mlp"], verdict["cases"]
     world.assert_clean(proc)
 
 
 # -- 10: limits are the operator's -------------------------------------------------------------------
 
-_LIMITS = '''import errno, subprocess, sys
+_LIMITS = """import errno, subprocess, sys
 written, err = 0, "no error"
 try:
     for i in range(3):
@@ -523,12 +604,13 @@ BOMB = "chunks = [bytearray(b'\\\\1') * (128 << 20) for _ in range(8)]; print('a
 bomb = subprocess.run([sys.executable, "-c", BOMB], capture_output=True, text=True)
 memory = bomb.stdout.strip() or "the allocation failed (exit %d)" % bomb.returncode
 raise RuntimeError("disk: wrote %d MiB (%s); memory: %s" % (written >> 20, err, memory))
-'''
+"""
 
 
 def test_the_repository_cannot_lift_the_operators_limits(world: World) -> None:
-    repo = world.repository("limits", 'command = "python limits.py"\ndevice = "cuda"\ntimeout = 120',
-                            {"limits.py": _LIMITS})
+    repo = world.repository(
+        "limits", 'command = "python limits.py"\ndevice = "cuda"\ntimeout = 120', {"limits.py": _LIMITS}
+    )
     proc, verdict = world.verify(repo, CODEMOD_SANDBOX_MEMORY="256M", CODEMOD_SANDBOX_DISK="64M")
     assert verdict is not None, proc.stderr
     original = _case(verdict, "command")["original"]
@@ -545,7 +627,7 @@ def test_the_repository_cannot_lift_the_operators_limits(world: World) -> None:
 
 # -- Landlock alone: what a non-root container without namespaces gets (issue 11) -------------------
 
-_ATTACK = '''import json, os, socket, sys
+_ATTACK = """import json, os, socket, sys
 t = json.load(open("targets.json"))
 got = []
 try:
@@ -568,12 +650,12 @@ except OSError:
     pass
 if got:
     sys.exit("attack: " + "; ".join(got))
-'''
+"""
 
 
 def _landlock_world() -> Iterator[tuple[World, Path]]:
     made = World("unprivileged")
-    data = made._dir("data", 0o700)          # CODEMOD_DATA_DIR: the job store and the cached clones
+    data = made._dir("data", 0o700)  # CODEMOD_DATA_DIR: the job store and the cached clones
     made._file(data / "jobs.sqlite", "the job store\n", 0o600)
     yield made, data
     made.close()
@@ -583,9 +665,12 @@ landlock_world = pytest.fixture(scope="module")(_landlock_world)
 
 
 def _landlock_repo(world: World, data: Path, name: str) -> Path:
-    repo = world.repository(name, 'command = "python attack.py && python -m pytest -q -p no:cacheprovider '
-                                  'tests/test_smoke.py"\ncases = "tests/smoke_cases.py:cases"\ntimeout = 300',
-                           {"attack.py": _ATTACK})
+    repo = world.repository(
+        name,
+        'command = "python attack.py && python -m pytest -q -p no:cacheprovider '
+        'tests/test_smoke.py"\ncases = "tests/smoke_cases.py:cases"\ntimeout = 300',
+        {"attack.py": _ATTACK},
+    )
     targets = json.loads((repo / "targets.json").read_text())
     targets.update(data_file=str(data / "jobs.sqlite"), data_new=str(data / "pwned"))
     (repo / "targets.json").write_text(json.dumps(targets))
@@ -613,7 +698,7 @@ def test_landlock_alone_keeps_the_data_dir_the_key_and_loopback_out(landlock_wor
     # the fixture holds, the rewrite passes
     assert command["original"].startswith("fails: RuntimeError: Trying to backward"), command
     assert command["rewritten"] == "pass", command
-    harness = next(c for c in verdict["cases"] if c["kind"] == "harness")   # the harness runs under it too
+    harness = next(c for c in verdict["cases"] if c["kind"] == "harness")  # the harness runs under it too
     assert harness["proven"] and harness["gradients"]["equal"], harness
     assert (data / "jobs.sqlite").read_text() == "the job store\n" and not (data / "pwned").exists()
     world.assert_clean(proc)
@@ -629,8 +714,10 @@ def test_without_landlock_the_same_attack_succeeds_and_the_verdict_says_so(landl
         assert verdict is not None, proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         isolation = verdict["isolation"]
-        assert "filesystem: none: turned off (CODEMOD_SANDBOX_NAMESPACES=0); no landlock: turned off " \
-               "(CODEMOD_SANDBOX_LANDLOCK=0)" in isolation, isolation
+        assert (
+            "filesystem: none: turned off (CODEMOD_SANDBOX_NAMESPACES=0); no landlock: turned off "
+            "(CODEMOD_SANDBOX_LANDLOCK=0)" in isolation
+        ), isolation
         assert "network: none: turned off" in isolation, isolation
         command = _case(verdict, "command")
         reason = command["original"] + command["rewritten"]
@@ -655,16 +742,20 @@ def test_landlock_alone_holds_for_a_requirements_build_backend(landlock_world) -
     why = sandbox._capabilities().layers.get("landlock")
     if why is not None:
         pytest.skip(f"no Landlock here: {why}")
-    pyproject = ('[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n\n'
-                 '[project]\nname = "evilpkg"\nversion = "0.1"\n')
+    pyproject = (
+        '[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n\n'
+        '[project]\nname = "evilpkg"\nversion = "0.1"\n'
+    )
     repo = world.repository(
-        "landlock_backend", 'command = "python -c \\"import evil_loot; raise RuntimeError(evil_loot.LOOT)\\""\n'
-                            'requirements = ["./evilpkg"]\ntimeout = 300',
-        {"evilpkg/pyproject.toml": pyproject, "evilpkg/evil_backend.py": _BACKEND, "evilpkg/snoop.py": ""})
+        "landlock_backend",
+        'command = "python -c \\"import evil_loot; raise RuntimeError(evil_loot.LOOT)\\""\n'
+        'requirements = ["./evilpkg"]\ntimeout = 300',
+        {"evilpkg/pyproject.toml": pyproject, "evilpkg/evil_backend.py": _BACKEND, "evilpkg/snoop.py": ""},
+    )
     proc, verdict = world.verify(repo, CODEMOD_SANDBOX_NAMESPACES="0")
     assert verdict is not None, proc.stdout + proc.stderr
     original = _case(verdict, "command")["original"]
-    assert "snoop ran (backend); found [" in original, original     # pip built and installed it
+    assert "snoop ran (backend); found [" in original, original  # pip built and installed it
     for name in ("keyfile", "dotenv", "public", "rootonly", "symlink", "env-key", "env-webhook", "lc", "plain"):
         assert world.secrets[name] not in proc.stdout + proc.stderr, name
     assert [t for t in world.write_targets if os.path.lexists(t)] == []
@@ -672,6 +763,6 @@ def test_landlock_alone_holds_for_a_requirements_build_backend(landlock_world) -
     # not covered without namespaces (the verdict says "processes: none", "ipc: none")
     assert "processes: none: turned off" in verdict["isolation"] and "ipc: none: turned off" in verdict["isolation"]
     world.unix.heard.clear()
-    for pid in _marked(world.marker):   # the backend's daemon: no PID namespace, no uid of its own
+    for pid in _marked(world.marker):  # the backend's daemon: no PID namespace, no uid of its own
         with _suppress():
             os.kill(pid, signal.SIGKILL)

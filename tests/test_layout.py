@@ -37,7 +37,7 @@ def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom, m
         return [alias.name for alias in node.names]
     if node.level:
         base = module.split(".") if is_package else module.split(".")[:-1]
-        base = base[:len(base) - node.level + 1]
+        base = base[: len(base) - node.level + 1]
         name = ".".join(base + ([node.module] if node.module else []))
     else:
         name = node.module or ""
@@ -143,7 +143,9 @@ def _dependency_order() -> list[str]:
 
 # ``__main__`` runs the CLI and ``locate.bootstrap`` is the ``sitecustomize`` of a located run:
 # neither is imported as a module.
-@pytest.mark.parametrize("module", [m for m in _dependency_order() if m != "codemod.__main__" and ".bootstrap" not in m])
+@pytest.mark.parametrize(
+    "module", [m for m in _dependency_order() if m != "codemod.__main__" and ".bootstrap" not in m]
+)
 def test_each_module_imports_alone_in_a_fresh_interpreter(module):
     proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

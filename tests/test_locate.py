@@ -26,10 +26,13 @@ HAZARDS = FIXTURES / "hazards"
 PY = sys.executable
 
 
-def locate(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def locate(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([PY, "-m", "codemod", "locate", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [PY, "-m", "codemod", "locate", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def located_json(*args: str, cwd: Path, **kw) -> tuple[subprocess.CompletedProcess, dict]:
@@ -79,8 +82,11 @@ def test_each_hazard_class_is_located_with_both_lines(name, tmp_path):
     assert proc.returncode == 1, proc.stderr
     (hazard,) = report["hazards"]
     assert hazard["kind"] == header(script, "KIND")
-    assert hazard["write"] == {"path": name, "line": line_of(script, r"# W\b"),
-                               "code": script.read_text().splitlines()[line_of(script, r"# W\b") - 1].strip()}
+    assert hazard["write"] == {
+        "path": name,
+        "line": line_of(script, r"# W\b"),
+        "code": script.read_text().splitlines()[line_of(script, r"# W\b") - 1].strip(),
+    }
     if re.search(r"# (W )?S\b", script.read_text()):
         assert hazard["saved_by"]["path"] == name and hazard["saved_by"]["line"] == line_of(script, r"# (W )?S\b")
         assert hazard["saver"].endswith("Backward0")
@@ -110,11 +116,16 @@ def test_text_report_names_both_lines_and_the_rewrite(tmp_path):
     proc = locate("--", PY, "augassign_after_var.py", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     first = proc.stdout.strip().splitlines()[0]
-    assert first.startswith("augassign_after_var.py:11: `h /= stdev  # W` overwrites a tensor saved by `torch.var(...)` "
-                            "(augassign_after_var.py:10)")
+    assert first.startswith(
+        "augassign_after_var.py:11: `h /= stdev  # W` overwrites a tensor saved by `torch.var(...)` "
+        "(augassign_after_var.py:10)"
+    )
     assert "    tensor    float32 [4, 6], written 1 time by div_.Tensor" in proc.stdout
     assert "    engine    rewrite IP101: `h = h / stdev`" in proc.stdout
-    assert "1 hazard located, 1 rewritable; watched 1 process (1 backward pass); stopped at the backward error" in proc.stdout
+    assert (
+        "1 hazard located, 1 rewritable; watched 1 process (1 backward pass); stopped at the backward error"
+        in proc.stdout
+    )
 
 
 def test_sarif_report_is_valid_for_code_scanning(tmp_path):
@@ -144,7 +155,9 @@ def test_training_script_finds_the_bug_two_calls_deep_and_stops_early(trainrepo,
     blocks, acts = trainrepo / "tinynet" / "blocks.py", trainrepo / "tinynet" / "acts.py"
     assert (hazard["write"]["path"], hazard["write"]["line"]) == ("tinynet/blocks.py", line_of(blocks, r"h\.mul_\(2\)"))
     assert (hazard["saved_by"]["path"], hazard["saved_by"]["line"]) == ("tinynet/acts.py", line_of(acts, "sigmoid"))
-    assert hazard["shape"] == [32, 16] and hazard["engine"]["action"] == "rewrite" and hazard["engine"]["code"] == "IP102"
+    assert (
+        hazard["shape"] == [32, 16] and hazard["engine"]["action"] == "rewrite" and hazard["engine"]["code"] == "IP102"
+    )
     # Stopped at the first backward: not one epoch finished, and the DataLoader's two workers
     # (forked after the locator started, or spawned and started one of their own) reported nothing.
     assert report["stopped"] == "at the backward error"
@@ -160,8 +173,9 @@ def test_pytest_suite_is_located(trainrepo):
 
 
 def test_torchrun_ranks_are_merged(trainrepo):
-    proc, report = located_json("--", PY, "-m", "torch.distributed.run", "--nproc-per-node", "2", "ddp_train.py",
-                                cwd=trainrepo)
+    proc, report = located_json(
+        "--", PY, "-m", "torch.distributed.run", "--nproc-per-node", "2", "ddp_train.py", cwd=trainrepo
+    )
     assert proc.returncode == 1, proc.stderr
     (hazard,) = report["hazards"]
     assert hazard["ranks"] == [0, 1] and hazard["count"] >= 2 and hazard["processes"] == 2
@@ -173,23 +187,29 @@ def test_torchrun_ranks_are_merged(trainrepo):
 def test_diff_then_apply_fixes_what_static_analysis_does_not(trainrepo):
     blocks = trainrepo / "tinynet" / "blocks.py"
     original = blocks.read_text()
-    static = subprocess.run([PY, "-m", "codemod", "apply", "--check", "."], cwd=trainrepo, capture_output=True, text=True)
+    static = subprocess.run(
+        [PY, "-m", "codemod", "apply", "--check", "."], cwd=trainrepo, capture_output=True, text=True
+    )
     assert static.returncode == 0, static.stdout  # statically, the activation is looked up by name: nothing to rewrite
-    tests_before = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=trainrepo,
-                                  capture_output=True, text=True)
+    tests_before = subprocess.run(
+        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=trainrepo, capture_output=True, text=True
+    )
     assert tests_before.returncode == 1 and "modified by an inplace operation" in tests_before.stdout
 
     diff = locate("--diff", "--", PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", cwd=trainrepo)
     assert diff.returncode == 1, diff.stderr
-    assert "-        h.mul_(2)\n+        h = h.mul(2)\n" in diff.stdout and diff.stdout.startswith("--- a/tinynet/blocks.py")
+    assert "-        h.mul_(2)\n+        h = h.mul(2)\n" in diff.stdout and diff.stdout.startswith(
+        "--- a/tinynet/blocks.py"
+    )
     assert blocks.read_text() == original  # --diff writes nothing
 
     applied = locate("--apply", "--", PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", cwd=trainrepo)
     assert applied.returncode == 1, applied.stderr
     assert "engine    rewritten IP102: `h = h.mul(2)`" in applied.stdout
     assert blocks.read_text() == original.replace("h.mul_(2)", "h = h.mul(2)")
-    tests_after = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=trainrepo,
-                                 capture_output=True, text=True)
+    tests_after = subprocess.run(
+        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=trainrepo, capture_output=True, text=True
+    )
     assert tests_after.returncode == 0, tests_after.stdout
     again = locate("--", PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", cwd=trainrepo)
     assert again.returncode == 0 and "nothing located" in again.stdout
@@ -235,20 +255,25 @@ def test_usage_errors_exit_2(tmp_path):
     none = locate(cwd=tmp_path)
     assert none.returncode == 2 and "no command given" in none.stderr
     missing = locate("--", "no-such-command-here", cwd=tmp_path)
-    assert missing.returncode == 2 and missing.stderr.strip() == "codemod: error: no-such-command-here: command not found"
+    assert (
+        missing.returncode == 2 and missing.stderr.strip() == "codemod: error: no-such-command-here: command not found"
+    )
     bad = locate("--select", "XX999", "--", PY, "-c", "pass", cwd=tmp_path)
     assert bad.returncode == 2 and "XX999" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_timeout_ends_the_whole_process_tree(tmp_path):
-    (tmp_path / "hang.py").write_text(textwrap.dedent(
-        """
+    (tmp_path / "hang.py").write_text(
+        textwrap.dedent(
+            """
         import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
         open("child.pid", "w").write(str(child.pid))
         print("waiting", flush=True)
         time.sleep(600)
-        """))
+        """
+        )
+    )
     started = time.monotonic()
     proc = locate("--timeout", "3", "--", PY, "hang.py", cwd=tmp_path)
     assert proc.returncode == 124 and "timed out after" in proc.stdout and "waiting" in proc.stdout
@@ -261,22 +286,32 @@ def test_a_shadowed_sitecustomize_still_runs(tmp_path):
     own.mkdir()
     (own / "sitecustomize.py").write_text("import os\nos.environ['OWN_SITECUSTOMIZE'] = 'ran'\n")
     shutil.copy(HAZARDS / "method_after_sigmoid.py", tmp_path)
-    proc = locate("--", PY, "-c", "import os; print(os.environ.get('OWN_SITECUSTOMIZE')); "
-                  "import runpy; runpy.run_path('method_after_sigmoid.py')", cwd=tmp_path, env={"PYTHONPATH": str(own)})
+    proc = locate(
+        "--",
+        PY,
+        "-c",
+        "import os; print(os.environ.get('OWN_SITECUSTOMIZE')); "
+        "import runpy; runpy.run_path('method_after_sigmoid.py')",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(own)},
+    )
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith("ran\n") and "1 hazard located" in proc.stdout
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 def test_cuda_hazard_is_located(tmp_path):
-    (tmp_path / "gpu.py").write_text(textwrap.dedent(
-        """
+    (tmp_path / "gpu.py").write_text(
+        textwrap.dedent(
+            """
         import torch
         w = torch.randn(8, device="cuda", requires_grad=True)
         g = torch.sigmoid(torch.randn(4, 8, device="cuda") * w)
         g.mul_(2)
         g.sum().backward()
-        """))
+        """
+        )
+    )
     proc, report = located_json("--", PY, "gpu.py", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     (hazard,) = report["hazards"]
@@ -288,12 +323,24 @@ def test_cuda_hazard_is_located(tmp_path):
 
 
 def test_merge_joins_ranks_and_adds_counts():
-    record = {"kind": "saved-overwrite", "op": "mul_.Tensor", "write": {"path": "m.py", "line": 3, "code": "h.mul_(2)"},
-              "saved_by": {"path": "m.py", "line": 2, "code": "h = h.sigmoid()"}, "saver": "SigmoidBackward0",
-              "saver_op": "sigmoid", "shape": [2], "dtype": "float32", "count": 2, "message": "m"}
+    record = {
+        "kind": "saved-overwrite",
+        "op": "mul_.Tensor",
+        "write": {"path": "m.py", "line": 3, "code": "h.mul_(2)"},
+        "saved_by": {"path": "m.py", "line": 2, "code": "h = h.sigmoid()"},
+        "saver": "SigmoidBackward0",
+        "saver_op": "sigmoid",
+        "shape": [2],
+        "dtype": "float32",
+        "count": 2,
+        "message": "m",
+    }
     other = {**record, "write": {"path": "m.py", "line": 9, "code": "x += 1"}, "count": 1}
-    reports = [{"pid": 10, "rank": 0, "hazards": [record]}, {"pid": 11, "rank": 1, "hazards": [record, other]},
-               {"pid": 12, "rank": None, "hazards": []}]
+    reports = [
+        {"pid": 10, "rank": 0, "hazards": [record]},
+        {"pid": 11, "rank": 1, "hazards": [record, other]},
+        {"pid": 12, "rank": None, "hazards": []},
+    ]
     first, second = merge_reports(reports)
     assert (first.write["line"], first.count, first.ranks, first.pids) == (3, 4, {0, 1}, {10, 11})
     assert (second.write["line"], second.count, second.ranks) == (9, 1, {1})
@@ -305,14 +352,19 @@ def test_merge_joins_ranks_and_adds_counts():
 def test_default_smoke_tests_follow_imports_through_the_repository(trainrepo):
     from codemod.locate.smoke import default_smoke_command, default_smoke_tests
 
-    (trainrepo / "tests" / "test_unrelated.py").write_text("import json\n\ndef test_json():\n    assert json.loads('1') == 1\n")
+    (trainrepo / "tests" / "test_unrelated.py").write_text(
+        "import json\n\ndef test_json():\n    assert json.loads('1') == 1\n"
+    )
     (trainrepo / "tests" / "test_acts.py").write_text("from tinynet import acts\n\ndef test_squash():\n    pass\n")
     # test_model imports tinynet.model, which imports .blocks (relative): it runs the rewritten file.
     assert default_smoke_tests(trainrepo, ["tinynet/blocks.py"]) == ["tests/test_model.py"]
     assert default_smoke_tests(trainrepo, ["tinynet/acts.py"]) == ["tests/test_acts.py", "tests/test_model.py"]
     assert default_smoke_tests(trainrepo, ["train.py"]) == []
     assert default_smoke_command(trainrepo, ["train.py"]) is None
-    assert default_smoke_command(trainrepo, ["tinynet/blocks.py"], "py") == "py -m pytest -q -p no:cacheprovider tests/test_model.py"
+    assert (
+        default_smoke_command(trainrepo, ["tinynet/blocks.py"], "py")
+        == "py -m pytest -q -p no:cacheprovider tests/test_model.py"
+    )
 
 
 def test_a_smoke_command_run_under_the_locator_yields_confirmable_hazards(trainrepo, tmp_path):
@@ -322,8 +374,13 @@ def test_a_smoke_command_run_under_the_locator_yields_confirmable_hazards(trainr
     reports = tmp_path / "reports"
     reports.mkdir()
     # What the runner would do in its sandbox: the environment from located_environment, until exit.
-    run = run_located([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], roots=[trainrepo], until="exit",
-                      cwd=str(trainrepo), keep_reports=str(reports))
+    run = run_located(
+        [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        roots=[trainrepo],
+        until="exit",
+        cwd=str(trainrepo),
+        keep_reports=str(reports),
+    )
     assert run.returncode == 1 and run.stopped is None  # the suite ran to its end (and failed: the bug)
     (hazard,) = smoke_hazards(str(reports))
     assert (hazard["write"]["path"], hazard["saved_by"]["path"]) == ("tinynet/blocks.py", "tinynet/acts.py")
@@ -345,16 +402,24 @@ def test_config_root_and_exclude_are_honoured(tmp_path):
 
 
 def test_ctrl_c_ends_the_run_and_exits_130(tmp_path):
-    (tmp_path / "slow.py").write_text(textwrap.dedent(
-        """
+    (tmp_path / "slow.py").write_text(
+        textwrap.dedent(
+            """
         import os, time
         import torch
         open("child.tmp", "w").write(str(os.getpid()))
         os.replace("child.tmp", "child.pid")
         time.sleep(600)
-        """))
-    parent = subprocess.Popen([PY, "-m", "codemod", "locate", "--", PY, "slow.py"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        """
+        )
+    )
+    parent = subprocess.Popen(
+        [PY, "-m", "codemod", "locate", "--", PY, "slow.py"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (tmp_path / "child.pid").is_file() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -370,11 +435,23 @@ def test_an_interpreter_of_another_environment_is_located_too(tmp_path):
     package directory `codemod locate` hands it."""
     other = tmp_path / "otherenv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(other)], check=True)
-    purelib = subprocess.run([str(other / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(other / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(purelib, "torch_only.pth").write_text(str(Path(torch.__file__).resolve().parents[1]) + "\n")
-    probe = subprocess.run([str(other / "bin" / "python"), "-c", "import torch, importlib.util; "
-                            "print(importlib.util.find_spec('codemod'))"], cwd=tmp_path, capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            str(other / "bin" / "python"),
+            "-c",
+            "import torch, importlib.util; print(importlib.util.find_spec('codemod'))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.strip() == "None", probe.stderr  # torch yes, torch-codemod no
     shutil.copy(HAZARDS / "method_after_sigmoid.py", tmp_path)
     proc, report = located_json("--", str(other / "bin" / "python"), "method_after_sigmoid.py", cwd=tmp_path)

@@ -33,7 +33,7 @@ from codemod.verify.locator import (
 )
 
 CASES_SOURCE = textwrap.dedent(
-    '''
+    """
     import torch
     import torch.nn as nn
 
@@ -205,7 +205,7 @@ CASES_SOURCE = textwrap.dedent(
             y.add_(1.0)  # W:repeated_write
             outs.append(y)
         return torch.stack(outs)
-    '''
+    """
 )
 
 # "raises": plain backward raises; "silent": it runs with a wrong gradient; "clean": it is right.
@@ -461,7 +461,12 @@ def test_message_and_json(cases: ModuleType, cases_dir: Path) -> None:
     data = finding.to_json()
     assert data["write"] == {"path": "cases_mod.py", "line": write, "code": code_at(write)}
     assert data["saved_by"]["line"] == saved
-    assert (data["op"], data["saver"], data["silent"], data["message"]) == ("div_.Tensor", "VarBackward0", False, message)
+    assert (data["op"], data["saver"], data["silent"], data["message"]) == (
+        "div_.Tensor",
+        "VarBackward0",
+        False,
+        message,
+    )
 
     _, x = trainable_input()
     _, findings = locate(cases.data_write_into_saved, x, roots=[cases_dir])

@@ -40,8 +40,14 @@ def repo(tmp_path) -> Path:
 
 def _hook(repo: Path, home: Path, hook: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PRE_COMMIT_HOME": str(home), "PRE_COMMIT_COLOR": "never"}
-    return subprocess.run([PRE_COMMIT, "try-repo", str(ROOT), hook, "--all-files", "--verbose"], cwd=repo,
-                          env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [PRE_COMMIT, "try-repo", str(ROOT), hook, "--all-files", "--verbose"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_codemod_hook_rewrites_then_passes(repo, pre_commit_home):

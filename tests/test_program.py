@@ -78,18 +78,20 @@ def _summaries(lazy: bool = False, **files: str) -> Program:
 
 
 def test_summaries_alias_and_saved_output():
-    program = _summaries(**{
-        "pkg/__init__.py": "from .util import keep as kept\n",
-        "pkg/util.py": (
-            "import torch\nimport torch.nn.functional as F\n\n"
-            "def keep(t):\n    return t\n\n"
-            "def view(t, n):\n    v = t\n    v = v.reshape(n, -1)\n    return v[0]\n\n"
-            "def new(t):\n    return t * 2 + torch.ones(1)\n\n"
-            "def act(x, *, slope=0.1):\n    return torch.tanh(x * slope)\n\n"
-            "def sometimes(x):\n    if x.sum() > 0:\n        return torch.sigmoid(x)\n    return x * 2\n"
-        ),
-        "pkg/model.py": "from . import util\nfrom .util import keep\nfrom pkg import kept\nimport pkg.util\n",
-    })
+    program = _summaries(
+        **{
+            "pkg/__init__.py": "from .util import keep as kept\n",
+            "pkg/util.py": (
+                "import torch\nimport torch.nn.functional as F\n\n"
+                "def keep(t):\n    return t\n\n"
+                "def view(t, n):\n    v = t\n    v = v.reshape(n, -1)\n    return v[0]\n\n"
+                "def new(t):\n    return t * 2 + torch.ones(1)\n\n"
+                "def act(x, *, slope=0.1):\n    return torch.tanh(x * slope)\n\n"
+                "def sometimes(x):\n    if x.sum() > 0:\n        return torch.sigmoid(x)\n    return x * 2\n"
+            ),
+            "pkg/model.py": "from . import util\nfrom .util import keep\nfrom pkg import kept\nimport pkg.util\n",
+        }
+    )
     keep = program.callee("pkg/model.py", "keep")
     assert keep is not None and keep.aliases == {"t"} and keep.where == "pkg/util.py:4"
     assert program.callee("pkg/model.py", "kept") == keep  # re-exported by the package
@@ -104,11 +106,13 @@ def test_summaries_alias_and_saved_output():
 
 
 def test_ambiguous_absolute_import_resolves_to_nothing():
-    program = _summaries(**{
-        "a/helpers.py": "def keep(t):\n    return t\n",
-        "b/helpers.py": "def keep(t):\n    return t * 2\n",
-        "c/model.py": "from helpers import keep\n",
-    })
+    program = _summaries(
+        **{
+            "a/helpers.py": "def keep(t):\n    return t\n",
+            "b/helpers.py": "def keep(t):\n    return t * 2\n",
+            "c/model.py": "from helpers import keep\n",
+        }
+    )
     assert program.callee("c/model.py", "keep") is None
 
 
@@ -162,27 +166,33 @@ def test_alias_returned_by_another_file_is_not_rewritten(tmp_path, capsys, monke
     before = _snapshot(root)
     code, report = _apply(root, capsys, monkeypatch)
     assert code == 1 and _snapshot(root) == before
-    assert "gate/model.py:15:9: IP201" in report and "shares memory with `seen`, which is read again at line 16" in report
+    assert (
+        "gate/model.py:15:9: IP201" in report and "shares memory with `seen`, which is read again at line 16" in report
+    )
     # Alone, the file cannot know what keep returns: it may return an alias (verify settles it).
     monkeypatch.chdir(root)
     assert main(["apply", "--check", "--no-progress", "gate/model.py"]) == 1
     alone = capsys.readouterr().out
     assert "gate/model.py:15:9: IP201" in alone and "IP102" not in alone
-    assert ("`h` may share memory with `seen`, which is read again at line 16: `keep(h)` (line 14) may return its "
-            "argument or a view of it (a call with no summary: outside the repository, or dynamic)") in alone
+    assert (
+        "`h` may share memory with `seen`, which is read again at line 16: `keep(h)` (line 14) may return its "
+        "argument or a view of it (a call with no summary: outside the repository, or dynamic)"
+    ) in alone
 
 
 def test_call_sites_and_grad_mode():
-    program = _summaries(**{
-        "m/ops.py": "def a(x):\n    return x\n\ndef b(x):\n    return x\n\ndef c(x):\n    return x\n\ndef d(x):\n    return x\n",
-        "m/use.py": (
-            "import torch\nfrom .ops import a, b, c, d\n\n"
-            "class T:\n    @torch.no_grad()\n    def step(self, x):\n        a(x)\n        self.helper(x)\n\n"
-            "    def helper(self, x):\n        b(x)\n\n"
-            "def run(x):\n    with torch.inference_mode():\n        c(x)\n        def later():\n            c(x)\n    return later\n\n"
-            "def main(x):\n    with torch.no_grad(False):\n        d(x)\n"
-        ),
-    })
+    program = _summaries(
+        **{
+            "m/ops.py": "def a(x):\n    return x\n\ndef b(x):\n    return x\n\ndef c(x):\n    return x\n\ndef d(x):\n    return x\n",
+            "m/use.py": (
+                "import torch\nfrom .ops import a, b, c, d\n\n"
+                "class T:\n    @torch.no_grad()\n    def step(self, x):\n        a(x)\n        self.helper(x)\n\n"
+                "    def helper(self, x):\n        b(x)\n\n"
+                "def run(x):\n    with torch.inference_mode():\n        c(x)\n        def later():\n            c(x)\n    return later\n\n"
+                "def main(x):\n    with torch.no_grad(False):\n        d(x)\n"
+            ),
+        }
+    )
     assert program.only_called_without_grad("m/ops.py", "a") == "m/ops.py:1"
     assert program.only_called_without_grad("m/use.py", "T.helper")  # only from a no_grad method
     assert program.only_called_without_grad("m/ops.py", "b")  # from there, transitively
@@ -216,7 +226,7 @@ def test_one_caller_with_grad_keeps_the_rewrite(tmp_path, capsys, monkeypatch):
         finally:
             sys.path.remove(str(root))
         out = train.evaluate(torch.nn.Identity(), x, torch.zeros(4))
-        grad, = torch.autograd.grad(out.sum(), x)
+        (grad,) = torch.autograd.grad(out.sum(), x)
         return out, grad
 
     with pytest.raises(RuntimeError, match="inplace operation"):
@@ -231,11 +241,15 @@ def test_one_caller_with_grad_keeps_the_rewrite(tmp_path, capsys, monkeypatch):
 
 
 def test_summary_saves_and_aliases_are_about_storage():
-    program = _summaries(**{"w.py": (
-        "import torch\n\n"
-        "def unpartition(windows, hw):\n    h, w = hw\n    x = windows.view(h, w, -1)\n    return x[:h, :w].contiguous()\n\n"
-        "def gated(x, g):\n    y = x.view(-1)\n    return torch.exp(y) * g\n"
-    )})
+    program = _summaries(
+        **{
+            "w.py": (
+                "import torch\n\n"
+                "def unpartition(windows, hw):\n    h, w = hw\n    x = windows.view(h, w, -1)\n    return x[:h, :w].contiguous()\n\n"
+                "def gated(x, g):\n    y = x.view(-1)\n    return torch.exp(y) * g\n"
+            )
+        }
+    )
     un = program.callee("w.py", "unpartition")
     assert un.aliases == {"windows"}  # not ``hw``: a slice's bounds share no storage
     assert un.saves == frozenset()  # views only: nothing is saved
@@ -254,24 +268,26 @@ def test_fresh_view_returned_from_another_file_is_not_a_saved_tensor(tmp_path, c
 
 # ---------------------------------------------------------------- caller contexts (capability 2)
 def test_argument_uses_follow_each_callers_value():
-    program = _summaries(**{
-        "p/ops.py": "import torch\n\ndef norm(x, eps=1e-5):\n    x /= x.var() + eps\n    return x\n",
-        "p/a.py": (
-            "import torch\nfrom .ops import norm\n\n"
-            "def fresh(a):\n    h = a @ a\n    y = norm(h)\n    return y\n\n"  # the result is what norm returns
-            "def rebinds(a):\n    h = a + 1\n    h = norm(h)\n    return h + 1\n\n"
-            "def reads(a):\n    h = a * 2\n    v = h.view(-1)\n    out = norm(h)\n    return out + v\n\n"  # v shares h's storage
-            "def arms(a, c):\n    h = a * 2\n    if c:\n        return norm(h)\n    else:\n        return h\n\n"
-            "def loop(a):\n    h = a * 2\n    for _ in range(3):\n        y = norm(h)\n    return y\n\n"
-            "def saved(a):\n    h = torch.tanh(a)\n    return norm(h)\n\n"
-            "def own_arg(a):\n    return norm(a)\n\n"
-            # modeling_esmfold-like: the read after the call is past a ``return``; a name linked
-            # only through an unknown call is not named as a read
-            "def returns(a, mask):\n    h = a * 2\n    if mask is None:\n        y = norm(h)\n        return y\n"
-            "    m = h.new_ones(3)\n    return m\n\n"
-            "def through_call(a):\n    h = a * 2\n    m = h.new_ones(3)\n    y = norm(h)\n    return y + m\n"
-        ),
-    })
+    program = _summaries(
+        **{
+            "p/ops.py": "import torch\n\ndef norm(x, eps=1e-5):\n    x /= x.var() + eps\n    return x\n",
+            "p/a.py": (
+                "import torch\nfrom .ops import norm\n\n"
+                "def fresh(a):\n    h = a @ a\n    y = norm(h)\n    return y\n\n"  # the result is what norm returns
+                "def rebinds(a):\n    h = a + 1\n    h = norm(h)\n    return h + 1\n\n"
+                "def reads(a):\n    h = a * 2\n    v = h.view(-1)\n    out = norm(h)\n    return out + v\n\n"  # v shares h's storage
+                "def arms(a, c):\n    h = a * 2\n    if c:\n        return norm(h)\n    else:\n        return h\n\n"
+                "def loop(a):\n    h = a * 2\n    for _ in range(3):\n        y = norm(h)\n    return y\n\n"
+                "def saved(a):\n    h = torch.tanh(a)\n    return norm(h)\n\n"
+                "def own_arg(a):\n    return norm(a)\n\n"
+                # modeling_esmfold-like: the read after the call is past a ``return``; a name linked
+                # only through an unknown call is not named as a read
+                "def returns(a, mask):\n    h = a * 2\n    if mask is None:\n        y = norm(h)\n        return y\n"
+                "    m = h.new_ones(3)\n    return m\n\n"
+                "def through_call(a):\n    h = a * 2\n    m = h.new_ones(3)\n    y = norm(h)\n    return y + m\n"
+            ),
+        }
+    )
     uses = {site.caller: use for _, site, use in program.argument_uses("p/ops.py", "norm", "x")}
     assert uses["fresh"].status == "fresh" and uses["rebinds"].status == "fresh" and uses["arms"].status == "fresh"
     assert (uses["reads"].status, uses["reads"].name, uses["reads"].line) == ("read", "v", 18)
@@ -287,10 +303,14 @@ def test_argument_uses_come_from_the_summaries_and_skip_callees_that_write_nothi
     ops = "import torch\n\ndef norm(x):\n    x /= x.var()\n    return x\n"
     caller = "import torch\nfrom .ops import norm\n\ndef pure(t):\n    return t * 2\n\ndef f(a):\n    h = a * 2\n    y = norm(h)\n    z = pure(y)\n    return z + h\n"
     # lazy: a caller that never mentions torch is summarized from the text it kept
-    program = _summaries(lazy=True, **{"p/ops.py": ops, "p/a.py": caller.replace("import torch\n", ""), "p/b.py": caller})
+    program = _summaries(
+        lazy=True, **{"p/ops.py": ops, "p/a.py": caller.replace("import torch\n", ""), "p/b.py": caller}
+    )
     uses = program.argument_uses("p/ops.py", "norm", "x")
     assert [(d, site.line, use.status, use.name, use.line) for d, site, use in uses] == [
-        ("p/a.py", 8, "read", "h", 10), ("p/b.py", 9, "read", "h", 11)]
+        ("p/a.py", 8, "read", "h", 10),
+        ("p/b.py", 9, "read", "h", 11),
+    ]
     b = program.files["p/b.py"]
     by_callee = {site.callee: site for site in b.call_sites}
     assert by_callee["norm"].uses and by_callee["pure"].uses == ()  # ``pure`` writes nothing: not followed
@@ -302,9 +322,16 @@ def test_argument_uses_come_from_the_summaries_and_skip_callees_that_write_nothi
 def test_argument_uses_unknown_when_call_sites_may_be_incomplete():
     ops = "def norm(x):\n    x /= x.var()\n    return x\n"
     assert _summaries(**{"p/ops.py": ops}).argument_uses("p/ops.py", "norm", "x") is None  # no caller: public
-    callback = _summaries(**{"p/ops.py": ops, "p/a.py": "from .ops import norm\n\ndef f(a):\n    return list(map(norm, [a * 2]))\n"})
+    callback = _summaries(
+        **{"p/ops.py": ops, "p/a.py": "from .ops import norm\n\ndef f(a):\n    return list(map(norm, [a * 2]))\n"}
+    )
     assert callback.argument_uses("p/ops.py", "norm", "x") is None  # passed as a value: calls unseen
-    other = _summaries(**{"p/ops.py": ops, "p/a.py": "from .ops import norm\n\ndef f(a, m):\n    norm(a * 2)\n    return m.norm(a * 2)\n"})
+    other = _summaries(
+        **{
+            "p/ops.py": ops,
+            "p/a.py": "from .ops import norm\n\ndef f(a, m):\n    norm(a * 2)\n    return m.norm(a * 2)\n",
+        }
+    )
     assert other.argument_uses("p/ops.py", "norm", "x") is None  # ``m.norm``: maybe this function
     star = _summaries(**{"p/ops.py": ops, "p/a.py": "from .ops import norm\n\ndef f(*a):\n    return norm(*a)\n"})
     assert star.argument_uses("p/ops.py", "norm", "x") is None
@@ -331,7 +358,9 @@ def test_write_into_an_argument_no_caller_reads_again_is_rewritten(tmp_path, cap
     code, report = _apply(root, capsys, monkeypatch)
     assert code == 0 and "pkg/ops.py:7:5: IP101" in report
     assert "x = x / s" in (root / "pkg" / "ops.py").read_text()
-    assert (root / "pkg" / "model.py").read_bytes() == (FIXTURES / "program" / "caller_fresh" / "pkg" / "model.py").read_bytes()
+    assert (root / "pkg" / "model.py").read_bytes() == (
+        FIXTURES / "program" / "caller_fresh" / "pkg" / "model.py"
+    ).read_bytes()
     model, net, out2 = _run_net(root, x)
     assert torch.equal(out, out2)  # bit-identical outputs
     out2.sum().backward()
@@ -362,7 +391,10 @@ def test_caller_that_passes_a_saved_tensor_is_reported_with_both_lines(tmp_path,
     code, report = _apply(root, capsys, monkeypatch)
     assert code == 1 and _snapshot(root) == before
     assert report.count("IP202") == 1 and "pkg/ops.py:6:5: IP202 `x.add_(1)`" in report
-    assert "the call at pkg/model.py:13 passes `gate`, which `torch.sigmoid` saved for backward as its output (pkg/model.py:12)" in report
+    assert (
+        "the call at pkg/model.py:13 passes `gate`, which `torch.sigmoid` saved for backward as its output (pkg/model.py:12)"
+        in report
+    )
     assert "eval.py" not in report  # ``x * 0.5``: nothing saved it
 
 
@@ -374,16 +406,34 @@ def test_output_layers_through_constructor_arguments_factories_and_sequential():
         "        self.seq = nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid())\n        self.made = make(dim)\n\n"
         "def make(dim):\n    return nn.Sequential(nn.Conv2d(dim, dim, 1), nn.ReLU())\n"
     )
-    program = _summaries(**{"p/blocks.py": blocks, "p/model.py": "from torch import nn\nfrom .blocks import Gate\n\ndef build():\n    return Gate(4), Gate(4, nn.SiLU), Gate(4, act=nn.ReLU)\n"})
+    program = _summaries(
+        **{
+            "p/blocks.py": blocks,
+            "p/model.py": "from torch import nn\nfrom .blocks import Gate\n\ndef build():\n    return Gate(4), Gate(4, nn.SiLU), Gate(4, act=nn.ReLU)\n",
+        }
+    )
     assert program.output_layers("p/blocks.py", "Gate", "act") == {
-        ("torch.nn.Tanh", False): ["the default, p/model.py:5"], ("torch.nn.SiLU", False): ["p/model.py:5"],
-        ("torch.nn.ReLU", False): ["p/model.py:5"]}
-    assert program.output_layers("p/blocks.py", "Gate", "seq") == {("torch.nn.Sigmoid", False): ["built by Gate.__init__"]}
-    assert program.output_layers("p/blocks.py", "Gate", "made") == {("torch.nn.ReLU", False): ["returned by p/blocks.py:11"]}
+        ("torch.nn.Tanh", False): ["the default, p/model.py:5"],
+        ("torch.nn.SiLU", False): ["p/model.py:5"],
+        ("torch.nn.ReLU", False): ["p/model.py:5"],
+    }
+    assert program.output_layers("p/blocks.py", "Gate", "seq") == {
+        ("torch.nn.Sigmoid", False): ["built by Gate.__init__"]
+    }
+    assert program.output_layers("p/blocks.py", "Gate", "made") == {
+        ("torch.nn.ReLU", False): ["returned by p/blocks.py:11"]
+    }
     # A construction whose activation is not a name of torch.nn; a class kept in a registry.
-    unknown = _summaries(**{"p/blocks.py": blocks, "p/model.py": "from .blocks import Gate\n\ndef build(a):\n    return Gate(4, a)\n"})
+    unknown = _summaries(
+        **{"p/blocks.py": blocks, "p/model.py": "from .blocks import Gate\n\ndef build(a):\n    return Gate(4, a)\n"}
+    )
     assert unknown.output_layers("p/blocks.py", "Gate", "act") is None
-    registry = _summaries(**{"p/blocks.py": blocks, "p/model.py": "from .blocks import Gate\nBLOCKS = {'gate': Gate}\n\ndef build():\n    return Gate(4)\n"})
+    registry = _summaries(
+        **{
+            "p/blocks.py": blocks,
+            "p/model.py": "from .blocks import Gate\nBLOCKS = {'gate': Gate}\n\ndef build():\n    return Gate(4)\n",
+        }
+    )
     assert registry.output_layers("p/blocks.py", "Gate", "act") is None
     assert registry.output_layers("p/blocks.py", "Gate", "seq") is not None  # not chosen by a constructor argument
 
@@ -418,7 +468,10 @@ def test_activation_chosen_by_callers_and_factory_layers_are_rewritten_and_run(t
     torch = pytest.importorskip("torch")
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     report = _fixed_as_meant(_copy("layers_resolved", tmp_path), x, capsys, monkeypatch)
-    assert "pkg/blocks.py:15:9: IP102" in report and "`nn.Sigmoid (pkg/model.py:13) or nn.Tanh (the default, pkg/model.py:12)`" in report
+    assert (
+        "pkg/blocks.py:15:9: IP102" in report
+        and "`nn.Sigmoid (pkg/model.py:13) or nn.Tanh (the default, pkg/model.py:12)`" in report
+    )
     assert "pkg/model.py:17:9: IP101" in report and "`nn.ReLU (returned by pkg/blocks.py:19)`" in report
     assert "pkg/model.py:19:9: IP103" in report
 
@@ -449,8 +502,12 @@ def test_module_list_elements_resolve_by_index_and_by_loop():
     assert program.output_layers("p/model.py", "Net", "same", "any") == same
     assert program.output_layers("p/model.py", "Net", "same", -1) == same  # a comprehension: every element alike
     assert program.output_layers("p/model.py", "Net", "same") is None  # the list itself is not called
-    assert program.output_layers("p/model.py", "Net", "mixed", 0) == {("torch.nn.Tanh", False): ["returned by Gated.forward, p/blocks.py:13"]}
-    assert program.output_layers("p/model.py", "Net", "mixed", 1) == {("torch.nn.ReLU", False): ["built by Net.__init__"]}
+    assert program.output_layers("p/model.py", "Net", "mixed", 0) == {
+        ("torch.nn.Tanh", False): ["returned by Gated.forward, p/blocks.py:13"]
+    }
+    assert program.output_layers("p/model.py", "Net", "mixed", 1) == {
+        ("torch.nn.ReLU", False): ["built by Net.__init__"]
+    }
     assert program.output_layers("p/model.py", "Net", "mixed", -1) is None  # Plain returns a product
     assert program.output_layers("p/model.py", "Net", "mixed", "any") is None  # the elements disagree
     assert program.output_layers("p/model.py", "Net", "mixed", 3) is None  # out of range
@@ -462,11 +519,18 @@ def test_module_list_outputs_are_rewritten_and_run(tmp_path, capsys, monkeypatch
     x = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
     report = _fixed_as_meant(_copy("modulelist_resolved", tmp_path), x, capsys, monkeypatch)
     assert report.count(": IP10") == 3
-    assert ("pkg/model.py:18:9: IP102 `h.mul_(2)` overwrites `h`, which `block(...)` = `torch.sigmoid (returned by "
-            "Block.forward, pkg/blocks.py:12)` saved for backward as its output (line 17)") in report
-    assert "pkg/model.py:20:9: IP101 `y += 1` overwrites `y`, which `self.heads[-1](...)` = `nn.Sigmoid (built by Net.__init__)`" in report
-    assert ("pkg/model.py:24:13: IP102 `z.sub_(0.5)` overwrites `z`, which `head(...)` = `nn.Sigmoid (built by Net.__init__) "
-            "or nn.Tanh (returned by Gated.forward, pkg/blocks.py:24)`") in report
+    assert (
+        "pkg/model.py:18:9: IP102 `h.mul_(2)` overwrites `h`, which `block(...)` = `torch.sigmoid (returned by "
+        "Block.forward, pkg/blocks.py:12)` saved for backward as its output (line 17)"
+    ) in report
+    assert (
+        "pkg/model.py:20:9: IP101 `y += 1` overwrites `y`, which `self.heads[-1](...)` = `nn.Sigmoid (built by Net.__init__)`"
+        in report
+    )
+    assert (
+        "pkg/model.py:24:13: IP102 `z.sub_(0.5)` overwrites `z`, which `head(...)` = `nn.Sigmoid (built by Net.__init__) "
+        "or nn.Tanh (returned by Gated.forward, pkg/blocks.py:24)`"
+    ) in report
 
 
 def test_module_lists_whose_elements_save_nothing_or_disagree_are_left_alone(tmp_path, capsys, monkeypatch):
@@ -493,8 +557,10 @@ def test_inplace_switched_on_after_construction_is_reported_at_the_switch(tmp_pa
         _train(root, "step", torch)
     report = _reported_untouched("switch_hazard", tmp_path / "again", capsys, monkeypatch)
     assert report.count("IP105") == 1  # Head's ReLU; Stem's follows a linear layer
-    assert ("pkg/model.py:34:21: IP105 `m.inplace = True` turns `act` (`nn.ReLU`, line 19) in place after construction: "
-            "`self.act(gate)` (line 23) then overwrites `gate`, which `torch.sigmoid(...)` saved for backward as its output (line 22)") in report
+    assert (
+        "pkg/model.py:34:21: IP105 `m.inplace = True` turns `act` (`nn.ReLU`, line 19) in place after construction: "
+        "`self.act(gate)` (line 23) then overwrites `gate`, which `torch.sigmoid(...)` saved for backward as its output (line 22)"
+    ) in report
 
 
 def test_inplace_switch_on_other_types_is_left_alone(tmp_path, capsys, monkeypatch):
@@ -511,10 +577,18 @@ def test_inplace_switched_by_a_helper_of_another_file_or_over_a_local_is_reporte
             _train(root, name, torch)
     report = _reported_untouched("switch_helper", tmp_path / "again", capsys, monkeypatch)
     assert report.count("IP105") == 2  # Head's ReLU, once per switch; Stem's follows a linear layer
-    tail = ("turns `Head.act` (`nn.ReLU`, pkg/model.py:19) in place after construction: `self.act(gate)` (pkg/model.py:23) "
-            "then overwrites `gate`, which `torch.sigmoid` saved for backward as its output (pkg/model.py:22)")
-    assert f"pkg/utils.py:8:13: IP105 `m.inplace = True` over the modules of `Net` (passed at pkg/train.py:9) {tail}" in report
-    assert f"pkg/train.py:19:13: IP105 `m.inplace = True` over the modules of `Net` (built in step_local()) {tail}" in report
+    tail = (
+        "turns `Head.act` (`nn.ReLU`, pkg/model.py:19) in place after construction: `self.act(gate)` (pkg/model.py:23) "
+        "then overwrites `gate`, which `torch.sigmoid` saved for backward as its output (pkg/model.py:22)"
+    )
+    assert (
+        f"pkg/utils.py:8:13: IP105 `m.inplace = True` over the modules of `Net` (passed at pkg/train.py:9) {tail}"
+        in report
+    )
+    assert (
+        f"pkg/train.py:19:13: IP105 `m.inplace = True` over the modules of `Net` (built in step_local()) {tail}"
+        in report
+    )
 
 
 def test_inplace_switched_by_a_helper_over_harmless_modules_is_left_alone(tmp_path, capsys, monkeypatch):

@@ -37,12 +37,17 @@ class Fixed(Policy):
 
 
 def test_scan_finds_foreign_and_subclass_stores_only():
-    facts = ProjectFacts.scan([
-        ("a.py", b"def f(m, n):\n    m.alpha = 1\n    m.beta += 2\n    if m.gamma == 3 or m.delta <= 4 or m.eps != 5:\n"
-                 b"        setattr(m, 'zeta', 6)\n    self.own = 7\n"),
-        ("b.py", b"class Sub(pkg.Base):\n    def __init__(self):\n        self.x = 1\n"),
-        ("c.py", b"class Base(nn.Module):\n    def __init__(self):\n        self.y = 1\n"),
-    ])
+    facts = ProjectFacts.scan(
+        [
+            (
+                "a.py",
+                b"def f(m, n):\n    m.alpha = 1\n    m.beta += 2\n    if m.gamma == 3 or m.delta <= 4 or m.eps != 5:\n"
+                b"        setattr(m, 'zeta', 6)\n    self.own = 7\n",
+            ),
+            ("b.py", b"class Sub(pkg.Base):\n    def __init__(self):\n        self.x = 1\n"),
+            ("c.py", b"class Base(nn.Module):\n    def __init__(self):\n        self.y = 1\n"),
+        ]
+    )
     assert set(facts.foreign_stores) == {"alpha", "beta", "zeta"}
     assert facts.foreign_stores["beta"] == "a.py:3"
     assert facts.subclass_files["Base"] == [{"x": "b.py:3"}]  # not c.py: it defines Base itself
@@ -82,7 +87,8 @@ def test_facts_reach_pool_workers(tmp_path, capsys, monkeypatch):
     files = {f"p{i}.py": POLICY.replace("class Policy", f"class Policy{i}") for i in range(9)}
     files["subs.py"] = "import torch\n" + "".join(
         f"\n\nclass Fixed{i}(Policy{i}):\n    def __init__(self):\n        super().__init__()\n        self.alpha = torch.ones(1)\n"
-        for i in range(9))
+        for i in range(9)
+    )
     root = _project(tmp_path, **files)
     monkeypatch.chdir(root)
     assert main(["apply", "--no-progress", "-j", "2", "."]) == 1

@@ -56,8 +56,7 @@ def mentions_torch(source: str) -> str:
 hypothesmith = pytest.importorskip("hypothesmith")
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(source=hypothesmith.from_grammar())
 @pytest.mark.parametrize("mode", ["hazards", "all"])
 def test_hypothesmith_programs(mode, source):
@@ -182,11 +181,15 @@ def execute(source: str, flag: bool):
 @given(source=torch_programs(), flag=st.booleans())
 # Found when the closure of a write depended on set order (a list holding the written tensor was
 # expanded to its other elements on some runs): the second run rewrote what the first reported.
-@example(source=(
-    "import torch\nimport torch.nn.functional as F\n\n\ndef f(p, q, flag):\n    keep = []\n    a = p * 1\n    b = q * 1\n"
-    "    c = torch.sigmoid(p)\n    d = torch.exp(q) * 0.1\n    a = torch.sigmoid(a)\n    a += a\n    for _ in range(2):\n"
-    "        a = torch.sigmoid(a)\n        a = torch.sigmoid(a)\n        a = torch.cat([a.mul_(2), b])[:4]\n"
-    "    return (a, b, c, d, *keep)\n"), flag=False)
+@example(
+    source=(
+        "import torch\nimport torch.nn.functional as F\n\n\ndef f(p, q, flag):\n    keep = []\n    a = p * 1\n    b = q * 1\n"
+        "    c = torch.sigmoid(p)\n    d = torch.exp(q) * 0.1\n    a = torch.sigmoid(a)\n    a += a\n    for _ in range(2):\n"
+        "        a = torch.sigmoid(a)\n        a = torch.sigmoid(a)\n        a = torch.cat([a.mul_(2), b])[:4]\n"
+        "    return (a, b, c, d, *keep)\n"
+    ),
+    flag=False,
+)
 @pytest.mark.parametrize("mode", ["hazards", "all"])
 def test_rewrites_never_change_what_programs_compute(mode, source, flag):
     torch = pytest.importorskip("torch")
@@ -200,7 +203,9 @@ def test_rewrites_never_change_what_programs_compute(mode, source, flag):
     # Every value the program returns (including tensors that aliases should have updated).
     assert len(values) == len(values2)
     for v1, v2 in zip(values, values2):
-        assert v1.dtype == v2.dtype and v1.shape == v2.shape and torch.equal(v1, v2), f"values differ:\n{source}\n---\n{rewritten}"
+        assert v1.dtype == v2.dtype and v1.shape == v2.shape and torch.equal(v1, v2), (
+            f"values differ:\n{source}\n---\n{rewritten}"
+        )
     if error is None:
         assert error2 is None, f"the rewrite broke backward: {error2}\n{rewritten}"
         if grads is None or grads2 is None:
@@ -247,7 +252,9 @@ def module_programs(draw):
         name = f"d{i}"
         sources = params + attrs
         template = draw(st.sampled_from(DERIVE))
-        lines.append("        " + template.format(x=name, p=draw(st.sampled_from(sources)), q=draw(st.sampled_from(sources))))
+        lines.append(
+            "        " + template.format(x=name, p=draw(st.sampled_from(sources)), q=draw(st.sampled_from(sources)))
+        )
         attrs.append(name)
     lines += ["", "    def forward(self, x):", "        out = self.lin(x)"]
     for name in attrs:

@@ -57,9 +57,19 @@ class FakeGitHub:
                     if data is None or refuse:
                         self._json(404, {"message": "Not Found"})
                     else:
-                        self._json(201, {"id": 4242, "slug": data["name"], "name": data["name"], "pem": PEM,
-                                         "webhook_secret": "whsec-from-github", "client_id": "Iv1.x",
-                                         "client_secret": "cs", "html_url": f"{fake.url}/apps/{data['name']}"})
+                        self._json(
+                            201,
+                            {
+                                "id": 4242,
+                                "slug": data["name"],
+                                "name": data["name"],
+                                "pem": PEM,
+                                "webhook_secret": "whsec-from-github",
+                                "client_id": "Iv1.x",
+                                "client_secret": "cs",
+                                "html_url": f"{fake.url}/apps/{data['name']}",
+                            },
+                        )
                     return
                 self._json(404, {"message": "Not Found"})
 
@@ -95,8 +105,14 @@ def _run(fake: FakeGitHub, browser, env: Path, **kw) -> tuple[dict | None, Excep
 
     def target():
         try:
-            outcome["app"] = register(github_url=fake.url, env_path=env, timeout=60, name="codemod-test-app",
-                                      ready=lambda url: (outcome.__setitem__("url", url), ready.set()), **kw)
+            outcome["app"] = register(
+                github_url=fake.url,
+                env_path=env,
+                timeout=60,
+                name="codemod-test-app",
+                ready=lambda url: (outcome.__setitem__("url", url), ready.set()),
+                **kw,
+            )
         except Exception as exc:  # noqa: BLE001 - handed to the test
             outcome["error"] = exc
             ready.set()
@@ -127,8 +143,13 @@ def test_register_in_a_browser_writes_env_0600(tmp_path, browser):
     # the manifest went to the organization's page, with exactly the App's permissions and events
     [(path, posted)] = fake.manifests
     assert path == "/organizations/acme/settings/apps/new"
-    assert posted["default_permissions"] == {"contents": "write", "pull_requests": "write", "checks": "write",
-                                             "issues": "write", "metadata": "read"}
+    assert posted["default_permissions"] == {
+        "contents": "write",
+        "pull_requests": "write",
+        "checks": "write",
+        "issues": "write",
+        "metadata": "read",
+    }
     assert posted["default_events"] == ["push", "issue_comment", "pull_request"]
     assert posted["hook_attributes"] == {"url": "https://codemod.example.com/webhook", "active": True}
     assert posted["redirect_url"].startswith("http://127.0.0.1:") and posted["redirect_url"].endswith("/callback")
@@ -177,8 +198,13 @@ def test_cli_refuses_an_existing_env_with_one_line(tmp_path):
 
     env = tmp_path / ".env"
     env.write_text("GITHUB_APP_ID=1\n")
-    proc = subprocess.run([sys.executable, "-m", "codemod", "register", "--env", str(env), "--no-browser"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "codemod", "register", "--env", str(env), "--no-browser"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"codemod: error: {env} exists; move it away first "
-                                                "(it may hold another App's key)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"codemod: error: {env} exists; move it away first (it may hold another App's key)"
+    ]

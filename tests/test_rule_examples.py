@@ -12,8 +12,12 @@ CASES = [(code, i, ex) for rule in RULES for code in rule.codes for i, ex in enu
 
 
 def test_every_rewritten_code_has_an_example():
-    missing = [code.code for rule in RULES for code in rule.codes
-               if code.fix == "rewritten" and not any(ex.after for ex in code.examples)]
+    missing = [
+        code.code
+        for rule in RULES
+        for code in rule.codes
+        if code.fix == "rewritten" and not any(ex.after for ex in code.examples)
+    ]
     assert not missing
 
 

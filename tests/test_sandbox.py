@@ -139,26 +139,43 @@ def marker() -> Iterator[str]:
 
 # -- 1. environment ----------------------------------------------------------------------------------
 
+
 def test_parent_secrets_are_invisible_and_home_is_fresh(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    secrets = {"GITHUB_TOKEN": "ghp_not-for-children-1", "AWS_SECRET_ACCESS_KEY": "aws-not-for-children-2",
-               "DEPLOY_PASSWORD": "pw-not-for-children-3", "SSH_AUTH_SOCK": "/run/ssh-not-for-children-4",
-               "SOME_UNRELATED_SETTING": "not-on-the-allow-list-5"}
+    secrets = {
+        "GITHUB_TOKEN": "ghp_not-for-children-1",
+        "AWS_SECRET_ACCESS_KEY": "aws-not-for-children-2",
+        "DEPLOY_PASSWORD": "pw-not-for-children-3",
+        "SSH_AUTH_SOCK": "/run/ssh-not-for-children-4",
+        "SOME_UNRELATED_SETTING": "not-on-the-allow-list-5",
+    }
     for key, value in secrets.items():
         monkeypatch.setenv(key, value)
-    result = run_sandboxed(_python("""
+    result = run_sandboxed(
+        _python("""
         import json, os, tempfile
         with open(os.path.join(os.environ["HOME"], "home.txt"), "w") as f:
             f.write("ok")
         with tempfile.NamedTemporaryFile(delete=False) as f:
             print(json.dumps({"env": dict(os.environ), "tmp": f.name, "home": os.listdir(os.environ["HOME"]),
                               "tmp_exists": os.path.isfile(f.name)}))
-    """), workdir, timeout=30, env={"CODEMOD_DEVICE": "cpu"})
+    """),
+        workdir,
+        timeout=30,
+        env={"CODEMOD_DEVICE": "cpu"},
+    )
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
     for value in secrets.values():
         assert value not in result.stdout + result.stderr
     assert set(seen["env"]) - {"LANG", "TZ"} - {k for k in seen["env"] if k.startswith("LC_")} == {
-        "PATH", "HOME", "TMPDIR", "PYTHONHASHSEED", "USER", "LOGNAME", "CODEMOD_DEVICE"}
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "PYTHONHASHSEED",
+        "USER",
+        "LOGNAME",
+        "CODEMOD_DEVICE",
+    }
     assert seen["env"]["CODEMOD_DEVICE"] == "cpu"
     sandbox = workdir / ".codemod-sandbox"
     assert seen["env"]["HOME"] == str(sandbox / "home") and seen["home"] == ["home.txt"]
@@ -171,11 +188,23 @@ def test_credential_names_are_refused_even_when_passed_explicitly(workdir: Path)
     with pytest.raises(SandboxError, match="GITHUB_TOKEN"):
         run_sandboxed(["true"], workdir, timeout=10, env={"GITHUB_TOKEN": "x"})
     assert all(map(looks_like_credential, ["HF_TOKEN", "aws_access_key_id", "MY_API_KEY", "NPM_CONFIG_AUTH"]))
-    assert not any(map(looks_like_credential, ["CODEMOD_DEVICE", "OMP_NUM_THREADS", "PYTHONPATH",
-                                               "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "GIT_AUTHOR_NAME"]))
+    assert not any(
+        map(
+            looks_like_credential,
+            [
+                "CODEMOD_DEVICE",
+                "OMP_NUM_THREADS",
+                "PYTHONPATH",
+                "CUDA_VISIBLE_DEVICES",
+                "HF_HUB_OFFLINE",
+                "GIT_AUTHOR_NAME",
+            ],
+        )
+    )
 
 
 # -- 2. network --------------------------------------------------------------------------------------
+
 
 def test_child_cannot_reach_a_server_on_loopback(workdir: Path, server: _Server) -> None:
     _need_network_namespace()
@@ -207,8 +236,14 @@ def test_without_root_a_user_namespace_still_cuts_the_network(workdir: Path, ser
         print(json.dumps({"code": r.returncode, "out": r.stdout, "network": r.isolation.network,
                           "user": r.isolation.user, "fs": r.isolation.filesystem}))
     """
-    result = run_sandboxed(_python(inner, textwrap.dedent(CONNECT), str(server.port)), workdir, timeout=60,
-                           network=True, env={"PYTHONPATH": str(REPO)}, visible=[REPO / "codemod"])
+    result = run_sandboxed(
+        _python(inner, textwrap.dedent(CONNECT), str(server.port)),
+        workdir,
+        timeout=60,
+        network=True,
+        env={"PYTHONPATH": str(REPO)},
+        visible=[REPO / "codemod"],
+    )
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
     if seen["network"].startswith("none"):
@@ -221,9 +256,11 @@ def test_without_root_a_user_namespace_still_cuts_the_network(workdir: Path, ser
 
 # -- 3. user -----------------------------------------------------------------------------------------
 
+
 def test_runs_as_a_dedicated_uid_without_privileges(workdir: Path) -> None:
     _need_dedicated_uid()
-    result = run_sandboxed(_python("""
+    result = run_sandboxed(
+        _python("""
         import getpass, json, os
         status = dict(line.split(":", 1) for line in open("/proc/self/status"))
         with open("written.txt", "w") as f:
@@ -232,7 +269,10 @@ def test_runs_as_a_dedicated_uid_without_privileges(workdir: Path) -> None:
                           "user": getpass.getuser(), "caps": status["CapEff"].strip(),
                           "nnp": status["NoNewPrivs"].strip(), "input": open("input.txt").read(),
                           "owner": os.stat("written.txt").st_uid}))
-    """), workdir, timeout=30)
+    """),
+        workdir,
+        timeout=30,
+    )
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
     assert seen["uid"] == seen["euid"] != 0 and seen["gid"] != 0
@@ -241,27 +281,38 @@ def test_runs_as_a_dedicated_uid_without_privileges(workdir: Path) -> None:
     assert seen["user"] == "codemod-sandbox" and seen["input"] == "from the repository\n"
     assert seen["owner"] == seen["uid"]
     if not _isolation().filesystem.startswith("none"):
-        assert not (workdir / "written.txt").exists()   # the child's writes stay in its overlay
+        assert not (workdir / "written.txt").exists()  # the child's writes stay in its overlay
     assert f"uid {seen['uid']}" in result.isolation.user
     import pwd
 
     with pytest.raises(KeyError):
-        pwd.getpwuid(seen["uid"])   # no such user on the host: the passwd entry exists only in the child
+        pwd.getpwuid(seen["uid"])  # no such user on the host: the passwd entry exists only in the child
 
 
 # -- 4. rlimits --------------------------------------------------------------------------------------
 
+
 def test_rlimits_are_set_in_the_child(workdir: Path) -> None:
     limits = Limits(cpu_seconds=7, memory_bytes=3 << 30, file_size_bytes=5 << 20, processes=99)
-    result = run_sandboxed(_python("""
+    result = run_sandboxed(
+        _python("""
         import json, resource
         print(json.dumps({n: resource.getrlimit(getattr(resource, n))
                           for n in ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NPROC", "RLIMIT_CORE")}))
-    """), workdir, timeout=30, limits=limits)
+    """),
+        workdir,
+        timeout=30,
+        limits=limits,
+    )
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
-    assert seen == {"RLIMIT_CPU": [7, 8], "RLIMIT_AS": [3 << 30] * 2, "RLIMIT_FSIZE": [5 << 20] * 2,
-                    "RLIMIT_NPROC": [99, 99], "RLIMIT_CORE": [0, 0]}
+    assert seen == {
+        "RLIMIT_CPU": [7, 8],
+        "RLIMIT_AS": [3 << 30] * 2,
+        "RLIMIT_FSIZE": [5 << 20] * 2,
+        "RLIMIT_NPROC": [99, 99],
+        "RLIMIT_CORE": [0, 0],
+    }
     assert result.isolation.limits.startswith("cpu 7 s, memory 3 GiB")
     assert "file 5 MiB, 99 processes" in result.isolation.limits
 
@@ -274,7 +325,8 @@ def test_cpu_limit_stops_a_busy_loop_before_the_timeout(workdir: Path) -> None:
 
 
 def test_file_size_limit_stops_a_large_write(workdir: Path) -> None:
-    result = run_sandboxed(_python("""
+    result = run_sandboxed(
+        _python("""
         import errno, sys
         import os
         try:
@@ -282,12 +334,17 @@ def test_file_size_limit_stops_a_large_write(workdir: Path) -> None:
                 f.write(b"x" * (2 << 20))
         except OSError as exc:
             print(errno.errorcode[exc.errno], os.path.getsize("big.bin")); sys.exit(3)
-    """), workdir, timeout=30, limits=Limits(file_size_bytes=1 << 20))
+    """),
+        workdir,
+        timeout=30,
+        limits=Limits(file_size_bytes=1 << 20),
+    )
     assert result.returncode == 3 and result.stdout.split()[0] == "EFBIG", (result.stdout, result.stderr)
     assert int(result.stdout.split()[1]) <= 1 << 20
 
 
 # -- 5. timeout and process cleanup ------------------------------------------------------------------
+
 
 def test_an_endless_loop_is_killed_at_the_timeout(workdir: Path) -> None:
     result = run_sandboxed(_python("while True: pass"), workdir, timeout=1.0)
@@ -346,8 +403,13 @@ def test_without_root_the_process_group_is_still_killed(workdir: Path, marker: s
         alive = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid()) and marked(p)]
         print(json.dumps({"code": r.returncode, "out": r.stdout, "user": r.isolation.user, "alive": len(alive)}))
     """
-    result = run_sandboxed(_python(inner, textwrap.dedent(FORK_BOMB), marker), workdir, timeout=60,
-                           env={"PYTHONPATH": str(REPO)}, visible=[REPO / "codemod"])
+    result = run_sandboxed(
+        _python(inner, textwrap.dedent(FORK_BOMB), marker),
+        workdir,
+        timeout=60,
+        env={"PYTHONPATH": str(REPO)},
+        visible=[REPO / "codemod"],
+    )
     assert result.ok, result.stderr
     seen = json.loads(result.stdout.splitlines()[-1])
     assert seen["user"].startswith("unchanged: not started as root")
@@ -357,9 +419,11 @@ def test_without_root_the_process_group_is_still_killed(workdir: Path, marker: s
 
 # -- 6. memory ---------------------------------------------------------------------------------------
 
+
 def test_a_memory_bomb_fails_in_the_child_only(workdir: Path) -> None:
     parent_limit = resource.getrlimit(resource.RLIMIT_AS)
-    result = run_sandboxed(_python("""
+    result = run_sandboxed(
+        _python("""
         import sys
         chunks = []
         try:
@@ -367,14 +431,19 @@ def test_a_memory_bomb_fails_in_the_child_only(workdir: Path) -> None:
                 chunks.append(bytearray(64 << 20))
         except MemoryError:
             print("MemoryError after", len(chunks)); sys.exit(3)
-    """), workdir, timeout=60, limits=Limits(memory_bytes=512 << 20))
+    """),
+        workdir,
+        timeout=60,
+        limits=Limits(memory_bytes=512 << 20),
+    )
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert result.stdout.startswith("MemoryError after") and int(result.stdout.split()[-1]) < 8
     assert resource.getrlimit(resource.RLIMIT_AS) == parent_limit
-    assert len(bytearray(600 << 20)) == 600 << 20      # the parent still allocates past the child's limit
+    assert len(bytearray(600 << 20)) == 600 << 20  # the parent still allocates past the child's limit
 
 
 # -- 7. files outside the workdir --------------------------------------------------------------------
+
 
 @pytest.fixture
 def outside() -> Iterator[Path]:
@@ -384,7 +453,7 @@ def outside() -> Iterator[Path]:
     if base is None:
         pytest.skip("no writable directory outside /tmp for this test")
     path = Path(tempfile.mkdtemp(prefix="codemod-sandbox-outside-", dir=base))
-    path.chmod(0o755)                                   # searchable: permissions alone must not be the guard
+    path.chmod(0o755)  # searchable: permissions alone must not be the guard
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -393,11 +462,13 @@ def test_files_outside_the_workdir_are_untouched(workdir: Path, outside: Path, m
     closed, open_ = outside / "closed", outside / "open"
     closed.mkdir(mode=0o755)
     open_.mkdir()
-    open_.chmod(0o777)                              # world-writable: only a read-only mount protects it
+    open_.chmod(0o777)  # world-writable: only a read-only mount protects it
     victim = outside / "victim.txt"
     victim.write_text("original\n")
-    os.link(victim, workdir / "link-to-victim.txt")   # a hard link into the workdir must not hand it over
-    result = run_sandboxed(_python("""
+    os.link(victim, workdir / "link-to-victim.txt")  # a hard link into the workdir must not hand it over
+    result = run_sandboxed(
+        _python(
+            """
         import sys
         for path in sys.argv[1:]:
             try:
@@ -406,8 +477,15 @@ def test_files_outside_the_workdir_are_untouched(workdir: Path, outside: Path, m
                 print("wrote", path)
             except OSError as exc:
                 print("refused", path, exc.strerror)
-    """, str(closed / "pwned.txt"), str(open_ / "pwned.txt"), str(workdir / "link-to-victim.txt"),
-        f"/tmp/{marker}.txt"), workdir, timeout=30)
+    """,
+            str(closed / "pwned.txt"),
+            str(open_ / "pwned.txt"),
+            str(workdir / "link-to-victim.txt"),
+            f"/tmp/{marker}.txt",
+        ),
+        workdir,
+        timeout=30,
+    )
     assert result.ok, result.stderr
     assert victim.read_text() == "original\n" and victim.stat().st_uid == os.geteuid()
     if os.geteuid() == 0 and _isolation().user.startswith("a dedicated uid"):
@@ -416,16 +494,17 @@ def test_files_outside_the_workdir_are_untouched(workdir: Path, outside: Path, m
     if not _isolation().filesystem.startswith("none"):
         # Outside the minimal root: the directories do not even exist for the child.
         assert f"refused {open_ / 'pwned.txt'} No such file or directory" in result.stdout
-        assert f"wrote /tmp/{marker}.txt" in result.stdout      # a private /tmp ...
-        assert not Path(f"/tmp/{marker}.txt").exists()          # ... that is not the host's
+        assert f"wrote /tmp/{marker}.txt" in result.stdout  # a private /tmp ...
+        assert not Path(f"/tmp/{marker}.txt").exists()  # ... that is not the host's
     assert not (open_ / "pwned.txt").exists()
 
 
 def test_the_child_mounts_do_not_leak_into_the_host(workdir: Path) -> None:
     _need_filesystem_isolation()
     before = Path("/proc/self/mountinfo").read_text()
-    result = run_sandboxed(["sh", "-c", "touch /etc/codemod-sandbox-probe; cat /proc/self/mountinfo | wc -l"],
-                           workdir, timeout=30)
+    result = run_sandboxed(
+        ["sh", "-c", "touch /etc/codemod-sandbox-probe; cat /proc/self/mountinfo | wc -l"], workdir, timeout=30
+    )
     assert "Read-only file system" in result.stderr
     assert not Path("/etc/codemod-sandbox-probe").exists()
     assert Path("/proc/self/mountinfo").read_text() == before
@@ -433,15 +512,20 @@ def test_the_child_mounts_do_not_leak_into_the_host(workdir: Path) -> None:
 
 # -- the harness's own needs -------------------------------------------------------------------------
 
+
 def test_torch_imports_and_runs_backward_as_the_sandbox_user(workdir: Path) -> None:
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed")
-    result = run_sandboxed(_python("""
+    result = run_sandboxed(
+        _python("""
         import json, os, tempfile, torch
         x = torch.ones(3, requires_grad=True)
         (x * x).sum().backward()
         print(json.dumps({"grad": x.grad.tolist(), "uid": os.getuid(), "tmp": tempfile.gettempdir()}))
-    """), workdir, timeout=120)
+    """),
+        workdir,
+        timeout=120,
+    )
     assert result.ok, result.stderr[-2000:]
     seen = json.loads(result.stdout)
     assert seen["grad"] == [2.0, 2.0, 2.0]
@@ -451,12 +535,16 @@ def test_torch_imports_and_runs_backward_as_the_sandbox_user(workdir: Path) -> N
 
 
 def test_large_output_does_not_deadlock_and_is_capped(workdir: Path) -> None:
-    result = run_sandboxed(_python("""
+    result = run_sandboxed(
+        _python("""
         import sys
         for i in range(48):                    # 3 MiB on each stream, interleaved
             sys.stdout.write("o" * 65535 + "\\n"); sys.stderr.write("e" * 65535 + "\\n")
         sys.stdout.write("END-OUT\\n"); sys.stderr.write("END-ERR\\n")
-    """), workdir, timeout=60)
+    """),
+        workdir,
+        timeout=60,
+    )
     assert result.ok, result.stderr[-500:]
     assert result.stdout.endswith("END-OUT\n") and result.stderr.endswith("END-ERR\n")
     for text in (result.stdout, result.stderr):
@@ -469,16 +557,19 @@ def test_capture_holds_at_most_the_cap_while_reading() -> None:
     reader, writer = os.fdopen(read_end, "rb"), os.fdopen(write_end, "wb")
     tail = _Tail(reader, cap=256 << 10)
     with writer:
-        for i in range(128):                           # 8 MiB through a 256 KiB window
+        for i in range(128):  # 8 MiB through a 256 KiB window
             writer.write(bytes([65 + i % 26]) * (64 << 10))
     text = tail.text(10.0)
-    assert tail.peak < (256 << 10) + (64 << 10)          # never more than the cap plus one read
-    assert text.endswith(chr(65 + 127 % 26) * (64 << 10)) and text.startswith(f"[codemod sandbox: {(8 << 20) - (256 << 10)} earlier")
+    assert tail.peak < (256 << 10) + (64 << 10)  # never more than the cap plus one read
+    assert text.endswith(chr(65 + 127 % 26) * (64 << 10)) and text.startswith(
+        f"[codemod sandbox: {(8 << 20) - (256 << 10)} earlier"
+    )
 
 
 def test_stdin_reaches_the_child(workdir: Path) -> None:
-    result = run_sandboxed(_python("import sys; print(sys.stdin.read().upper())"), workdir, timeout=30,
-                           stdin="hello sandbox")
+    result = run_sandboxed(
+        _python("import sys; print(sys.stdin.read().upper())"), workdir, timeout=30, stdin="hello sandbox"
+    )
     assert result.ok and result.stdout.strip() == "HELLO SANDBOX"
 
 
@@ -503,7 +594,8 @@ def test_isolation_is_described_in_one_line_and_probed_once() -> None:
     assert first.limits.startswith("cpu 900 s, memory 16 GiB")
     assert "file 1 GiB, 256 processes, disk 4 GiB" in first.limits
     assert detect_isolation(Limits(memory_bytes=None, processes=None, disk_bytes=None)).limits == (
-        "cpu 900 s, memory unlimited, file 1 GiB, processes unlimited, disk unlimited")
+        "cpu 900 s, memory unlimited, file 1 GiB, processes unlimited, disk unlimited"
+    )
 
 
 def test_a_program_under_tmp_stays_reachable_and_read_only(workdir: Path, tmp_path: Path) -> None:
@@ -517,10 +609,12 @@ def test_a_program_under_tmp_stays_reachable_and_read_only(workdir: Path, tmp_pa
     secret = tmp_path / "other.txt"
     secret.write_text("not for the child\n")
     script = tools / "bin" / "hello"
-    script.write_text(f"#!/bin/sh\ncat {tools}/share/data.txt\n"
-                      f"test -e {secret} && echo SEEN-OTHER\n"
-                      f"echo x > {tools}/share/new.txt 2>/dev/null && echo WROTE\n"
-                      "exit 0\n")
+    script.write_text(
+        f"#!/bin/sh\ncat {tools}/share/data.txt\n"
+        f"test -e {secret} && echo SEEN-OTHER\n"
+        f"echo x > {tools}/share/new.txt 2>/dev/null && echo WROTE\n"
+        "exit 0\n"
+    )
     script.chmod(0o755)
     result = run_sandboxed([str(script)], workdir, timeout=30, visible=[tools])
     assert result.ok, result.stderr
@@ -529,6 +623,7 @@ def test_a_program_under_tmp_stays_reachable_and_read_only(workdir: Path, tmp_pa
 
 
 # -- the layers added against hostile repositories (issue 9) ---------------------------------------
+
 
 def test_locale_variables_pass_by_exact_name_only(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
@@ -551,25 +646,38 @@ def test_the_child_sees_only_its_own_processes_ipc_and_keys(workdir: Path, marke
     if calls is None:
         pytest.skip(f"no keyctl syscall numbers for {platform.machine()}")
     libc = ctypes.CDLL(None, use_errno=True)
-    key = libc.syscall(calls[0], b"user", marker.encode(), b"key-not-for-children", 20, -3)   # @s
+    key = libc.syscall(calls[0], b"user", marker.encode(), b"key-not-for-children", 20, -3)  # @s
     assert key > 0
-    result = run_sandboxed(_python("""
+    result = run_sandboxed(
+        _python(
+            """
         import ctypes, json, os, sys
         libc = ctypes.CDLL(None, use_errno=True)
         found = libc.syscall(int(sys.argv[1]), 10, -3, b"user", sys.argv[2].encode(), 0)   # KEYCTL_SEARCH
         pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
         print(json.dumps({"pids": pids, "me": os.getpid(), "shm": open("/proc/sysvipc/shm").read().splitlines()[1:],
                           "root": sorted(os.listdir("/")), "keys": open("/proc/keys").read(), "found": found}))
-    """, str(calls[1]), marker), workdir, timeout=30)
+    """,
+            str(calls[1]),
+            marker,
+        ),
+        workdir,
+        timeout=30,
+    )
     assert result.ok, result.stderr
     seen = json.loads(result.stdout)
-    assert seen["pids"] == [1, seen["me"]]          # init and the command itself
+    assert seen["pids"] == [1, seen["me"]]  # init and the command itself
     assert seen["shm"] == []
     # the minimal root: system directories, plus the interpreter's own (a venv may live anywhere: CI's clone
     # is under /check), and nothing else of the host's
-    interpreter = {q.parts[1] for p in (sys.executable, sys.prefix, sys.base_prefix) for q in (Path(p), Path(p).resolve())}
-    assert set(seen["root"]) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp",
-                                 "usr", "var", "root", "work"} | interpreter
+    interpreter = {
+        q.parts[1] for p in (sys.executable, sys.prefix, sys.base_prefix) for q in (Path(p), Path(p).resolve())
+    }
+    assert (
+        set(seen["root"])
+        <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr", "var", "root", "work"}
+        | interpreter
+    )
     if not _isolation().keyring.startswith("none"):
         assert seen["found"] < 0 and marker not in seen["keys"]
 
@@ -582,12 +690,21 @@ def test_a_huge_timeout_does_not_overflow_the_wait(workdir: Path) -> None:
 def test_the_launcher_dies_with_its_parent(workdir: Path, marker: str) -> None:
     """The parent SIGKILLed mid-run (no cleanup of its own): PR_SET_PDEATHSIG takes the launcher,
     init and the command with it."""
-    parent = subprocess.Popen([PY, "-c", textwrap.dedent("""
+    parent = subprocess.Popen(
+        [
+            PY,
+            "-c",
+            textwrap.dedent("""
         import sys
         from pathlib import Path
         from codemod.verify.sandbox import run_sandboxed
         run_sandboxed([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]], Path(sys.argv[2]), timeout=600)
-    """), marker, str(workdir)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    """),
+            marker,
+            str(workdir),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     deadline = time.monotonic() + 60
     while not _marked_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -612,7 +729,7 @@ def test_the_result_channel_accepts_only_one_frame_with_its_nonce() -> None:
     assert send(lambda n: frame(n, b"payload")) == (b"payload", "")
     assert send()[0] is None and "did not report" in send()[1]
     assert send(frame("0" * 32, b"forged"))[0] is None
-    assert send(frame("0" * 32, b"forged"), lambda n: frame(n, b"payload"))[0] is None   # anything before it
+    assert send(frame("0" * 32, b"forged"), lambda n: frame(n, b"payload"))[0] is None  # anything before it
     assert send(lambda n: frame(n, b"payload") + b"trailing")[0] is None
     assert "larger than" in send(lambda n: frame(n, b"x" * (4 << 10)))[1]
 
@@ -621,13 +738,23 @@ def test_operator_settings_from_the_environment() -> None:
     from codemod.verify import VerifyError
     from codemod.verify.settings import OperatorSettings
 
-    settings = OperatorSettings.from_environment({"CODEMOD_ALLOW_REQUIREMENTS": "0", "CODEMOD_SANDBOX_MEMORY": "512M",
-                                                  "CODEMOD_SANDBOX_DISK": "2GiB", "CODEMOD_SANDBOX_MAX_TIMEOUT": "60"})
+    settings = OperatorSettings.from_environment(
+        {
+            "CODEMOD_ALLOW_REQUIREMENTS": "0",
+            "CODEMOD_SANDBOX_MEMORY": "512M",
+            "CODEMOD_SANDBOX_DISK": "2GiB",
+            "CODEMOD_SANDBOX_MAX_TIMEOUT": "60",
+        }
+    )
     assert not settings.allow_requirements and settings.memory_bytes == 512 << 20 and settings.disk_bytes == 2 << 30
     assert settings.clamp_timeout(1e9) == 60 and settings.clamp_timeout(5) == 5
     assert settings.limits().memory_bytes == 512 << 20
-    for key, value in (("CODEMOD_SANDBOX_MEMORY", "lots"), ("CODEMOD_ALLOW_REQUIREMENTS", "maybe"),
-                       ("CODEMOD_SANDBOX_MAX_TIMEOUT", "0"), ("CODEMOD_PIP_INDEX_URL", "--log=/x")):
+    for key, value in (
+        ("CODEMOD_SANDBOX_MEMORY", "lots"),
+        ("CODEMOD_ALLOW_REQUIREMENTS", "maybe"),
+        ("CODEMOD_SANDBOX_MAX_TIMEOUT", "0"),
+        ("CODEMOD_PIP_INDEX_URL", "--log=/x"),
+    ):
         with pytest.raises(VerifyError, match=key):
             OperatorSettings.from_environment({key: value})
 
@@ -641,10 +768,15 @@ def test_requirement_strings_are_checked_before_pip(tmp_path: Path) -> None:
     (tmp_path / "escape").symlink_to("/etc")
     ok = check_requirements(["einops>=0.7", "numpy[extra]; python_version >= '3'", "./vendor/x.whl"], tmp_path)
     assert [r.path for r in ok] == [None, None, "vendor/x.whl"]
-    for bad, why in (("-r/etc/shadow", "pip option"), ("--index-url=http://x", "pip option"),
-                     ("einops @ https://x/e.whl", "direct URL"), ("./escape/passwd", "leaves the repository"),
-                     ("../x", "leaves the repository"), ("einops --log=/tmp/x", "not a PEP 508"),
-                     ("./missing.whl", "no such file")):
+    for bad, why in (
+        ("-r/etc/shadow", "pip option"),
+        ("--index-url=http://x", "pip option"),
+        ("einops @ https://x/e.whl", "direct URL"),
+        ("./escape/passwd", "leaves the repository"),
+        ("../x", "leaves the repository"),
+        ("einops --log=/tmp/x", "not a PEP 508"),
+        ("./missing.whl", "no such file"),
+    ):
         with pytest.raises(VerifyError, match=why):
             check_requirements([bad], tmp_path)
 
@@ -658,9 +790,9 @@ def test_directories_of_a_killed_run_are_swept_and_live_ones_kept(tmp_path: Path
     live = owned_tempdir(prefix)
     stale = owned_tempdir(prefix)
     _, started, namespace = (stale / OWNER_FILE).read_text().split()
-    (stale / OWNER_FILE).write_text(f"{dead.pid} {started} {namespace}\n")      # a pid that is gone
+    (stale / OWNER_FILE).write_text(f"{dead.pid} {started} {namespace}\n")  # a pid that is gone
     elsewhere = owned_tempdir(prefix)
-    (elsewhere / OWNER_FILE).write_text(f"{dead.pid} {started} pid:[1]\n")      # another PID namespace
+    (elsewhere / OWNER_FILE).write_text(f"{dead.pid} {started} pid:[1]\n")  # another PID namespace
     try:
         assert sweep_stale(prefix) == [str(stale)]
         assert live.is_dir() and elsewhere.is_dir() and not stale.exists()

@@ -46,7 +46,7 @@ def test_unchanged_files_come_from_the_cache_keyed_by_blob_id(tmp_path):
     assert any(k.startswith(key + ":") for k in cache.puts)
     cache.puts.clear()
     fix_repository(repo, [], cache=cache)
-    assert cache.puts == []      # nothing pushed, nothing analysed
+    assert cache.puts == []  # nothing pushed, nothing analysed
     (repo / "pkg/model.py").write_text(MODEL)
     outcome = fix_repository(repo, ["pkg/model.py"], cache=cache, verify=False)
     assert [k.split(":")[0] for k in cache.puts] == [blob_id(MODEL.encode())]
@@ -55,13 +55,20 @@ def test_unchanged_files_come_from_the_cache_keyed_by_blob_id(tmp_path):
 
 def test_fingerprints_survive_line_moves_and_change_with_the_code(tmp_path):
     first = fix_repository(make(tmp_path / "a", BUGGY), verify=False, gate=False).rewrites[0]
-    moved = fix_repository(make(tmp_path / "b", {**BUGGY, "pkg/model.py": "# moved\n\n\n" + MODEL}),
-                           verify=False, gate=False).rewrites[0]
-    changed = fix_repository(make(tmp_path / "c", {**BUGGY, "pkg/model.py": MODEL.replace("x /= stdev", "x /= 2 * stdev")}),
-                             verify=False, gate=False).rewrites[0]
+    moved = fix_repository(
+        make(tmp_path / "b", {**BUGGY, "pkg/model.py": "# moved\n\n\n" + MODEL}), verify=False, gate=False
+    ).rewrites[0]
+    changed = fix_repository(
+        make(tmp_path / "c", {**BUGGY, "pkg/model.py": MODEL.replace("x /= stdev", "x /= 2 * stdev")}),
+        verify=False,
+        gate=False,
+    ).rewrites[0]
     assert (first.line, moved.line) == (13, 16)
     assert (first.write_text, first.saved_line, first.saved_text) == (
-        "x /= stdev", 12, "stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True) + 1e-5)")
+        "x /= stdev",
+        12,
+        "stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True) + 1e-5)",
+    )
     assert first.fingerprint == moved.fingerprint != changed.fingerprint
 
 
@@ -76,7 +83,9 @@ def test_declined_findings_are_not_proposed_again(tmp_path):
 
 
 def test_repository_requirements_turned_off_by_the_operator_are_not_installed(tmp_path):
-    pyproject = BUGGY["pyproject.toml"].replace("[tool.codemod.smoke]\n", "[tool.codemod.smoke]\nrequirements = [\"./evil\"]\n")
+    pyproject = BUGGY["pyproject.toml"].replace(
+        "[tool.codemod.smoke]\n", '[tool.codemod.smoke]\nrequirements = ["./evil"]\n'
+    )
     marker = tmp_path / "installed"
     evil = f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\nfrom setuptools import setup\nsetup(name='evil')\n"
     repo = make(tmp_path / "repo", {**BUGGY, "pyproject.toml": pyproject, "evil/setup.py": evil})

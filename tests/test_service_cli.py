@@ -34,11 +34,18 @@ def _port() -> int:
 def test_settings_errors_name_the_variable_and_no_traceback(tmp_path):
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     for command in ("serve", "worker"):
-        done = subprocess.run([sys.executable, "-m", "codemod", command], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "codemod", command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 2
         assert done.stderr.strip().splitlines() == [
-            "codemod: error: GITHUB_APP_ID: Field required; GITHUB_WEBHOOK_SECRET: Field required"]
+            "codemod: error: GITHUB_APP_ID: Field required; GITHUB_WEBHOOK_SECRET: Field required"
+        ]
 
 
 def test_serve_runs_the_app_and_its_workers_in_one_command(world, tmp_path):
@@ -48,7 +55,9 @@ def test_serve_runs_the_app_and_its_workers_in_one_command(world, tmp_path):
         clone, sha = world.make_repo("served", CLEAN)
         world.http, saved = client, world.http
         try:
-            assert world.deliver("push", world.push_payload("served", "0" * 40, sha, added=list(CLEAN))).status_code == 202
+            assert (
+                world.deliver("push", world.push_payload("served", "0" * 40, sha, added=list(CLEAN))).status_code == 202
+            )
             headers = {"Authorization": f"Bearer {ADMIN}"}
             while True:
                 [job] = client.get("/jobs", headers=headers).json()["jobs"]
@@ -69,8 +78,14 @@ def test_serve_runs_the_app_and_its_workers_in_one_command(world, tmp_path):
 def _serving(env: dict, cwd, workers: int):
     """``codemod serve`` on a free port, answering /healthz; stopped with SIGINT afterwards."""
     port = _port()
-    proc = subprocess.Popen([sys.executable, "-m", "codemod", "serve", "--port", str(port), "--workers", str(workers)],
-                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codemod", "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
         deadline = time.time() + 60
@@ -79,7 +94,9 @@ def _serving(env: dict, cwd, workers: int):
                 assert client.get("/healthz").json()["status"] == "ok"
                 break
             except httpx.TransportError:
-                assert time.time() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() is not None else ""
+                assert time.time() < deadline and proc.poll() is None, (
+                    proc.stdout.read() if proc.poll() is not None else ""
+                )
                 time.sleep(0.2)
         yield proc, client
     finally:
@@ -112,22 +129,38 @@ def test_jobs_is_not_found_without_an_admin_token(world, tmp_path):
 
 def test_the_webhook_role_starts_without_the_private_key_and_workers_still_need_it(world, tmp_path):
     """compose.yaml's webhook replicas: `serve --workers 0` told CODEMOD_APP_SLUG, no key given."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": world.worker_env()["PYTHONPATH"],
-           "GITHUB_APP_ID": world.env["GITHUB_APP_ID"], "GITHUB_WEBHOOK_SECRET": world.env["GITHUB_WEBHOOK_SECRET"],
-           "CODEMOD_DATA_DIR": str(tmp_path / "data"), "CODEMOD_APP_SLUG": "torch-codemod"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "PYTHONPATH": world.worker_env()["PYTHONPATH"],
+        "GITHUB_APP_ID": world.env["GITHUB_APP_ID"],
+        "GITHUB_WEBHOOK_SECRET": world.env["GITHUB_WEBHOOK_SECRET"],
+        "CODEMOD_DATA_DIR": str(tmp_path / "data"),
+        "CODEMOD_APP_SLUG": "torch-codemod",
+    }
     key = "codemod: error: GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH must be set"
-    for command, unset in ((["worker"], None), (["serve", "--workers", "1"], None),
-                           (["serve", "--workers", "0"], "CODEMOD_APP_SLUG")):  # no slug: it must ask GitHub
+    for command, unset in (
+        (["worker"], None),
+        (["serve", "--workers", "1"], None),
+        (["serve", "--workers", "0"], "CODEMOD_APP_SLUG"),
+    ):  # no slug: it must ask GitHub
         run_env = {k: v for k, v in env.items() if k != unset}
-        done = subprocess.run([sys.executable, "-m", "codemod", *command], cwd=tmp_path, env=run_env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "codemod", *command],
+            cwd=tmp_path,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert (done.returncode, done.stderr.strip().splitlines()) == (2, [key]), command
     with _serving(env, tmp_path, workers=0) as (proc, client):
         _, sha = world.make_repo("keyless", CLEAN)
         world.http, saved = client, world.http
         try:
-            reply = world.deliver("push", world.push_payload("keyless", "0" * 40, sha, added=list(CLEAN)),
-                                  delivery="keyless-1")
+            reply = world.deliver(
+                "push", world.push_payload("keyless", "0" * 40, sha, added=list(CLEAN)), delivery="keyless-1"
+            )
         finally:
             world.http = saved
         assert reply.status_code == 202 and len(reply.json()["jobs"]) == 1  # verified, decided, queued
@@ -147,8 +180,9 @@ def test_a_delivery_over_githubs_25_mb_is_refused_before_it_is_read_whole(world,
 
     async def post(body: bytes):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
-            return await client.post("/webhook", content=body, headers={"X-GitHub-Event": "ping",
-                                                                         "X-GitHub-Delivery": "big"})
+            return await client.post(
+                "/webhook", content=body, headers={"X-GitHub-Event": "ping", "X-GitHub-Delivery": "big"}
+            )
 
     too_big = asyncio.run(post(b" " * (25 * 1024 * 1024 + 1)))
     assert (too_big.status_code, too_big.json()) == (413, {"error": "payload larger than 25 MB"})
@@ -174,5 +208,8 @@ def test_the_webhook_answers_other_methods_405_with_allow_post(world, tmp_path):
     for method in ("GET", "PUT", "DELETE"):
         reply = asyncio.run(call(method))
         assert (reply.status_code, reply.headers.get("allow"), reply.json()) == (
-            405, "POST", {"error": "the webhook accepts POST only"}), method
+            405,
+            "POST",
+            {"error": "the webhook accepts POST only"},
+        ), method
     assert app.state.store.deliveries() == []

@@ -17,6 +17,7 @@ import pytest
 from e2e.fake_github import Fault, Hold
 from e2e.world import BACKENDS, BUGGY, CLEAN, MODEL, load_hook, world_on
 
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def world(request, tmp_path_factory):
     with world_on(request.param, tmp_path_factory.mktemp(f"app-{request.param.replace('+', '-')}")) as w:
@@ -28,6 +29,7 @@ def open_pulls(world, name):
 
 
 # -- the webhook door ----------------------------------------------------------------------------
+
 
 def test_bad_or_missing_signature_is_401_and_nothing_stored(world):
     before = len(world.store.deliveries())
@@ -52,10 +54,12 @@ def test_jobs_need_the_admin_token_and_metrics_and_health_answer(world):
 
 # -- the main story: push -> one PR, updated; nothing for what must be ignored -------------------
 
+
 def test_push_with_the_bug_opens_one_verified_pull_request(world):
     clone, first = world.make_repo("story", BUGGY)
-    reply = world.deliver("push", world.push_payload("story", "0" * 40, first, added=list(BUGGY)),
-                          delivery="story-push-1")
+    reply = world.deliver(
+        "push", world.push_payload("story", "0" * 40, first, added=list(BUGGY)), delivery="story-push-1"
+    )
     assert reply.status_code == 202
     world.drain()
     [pull] = open_pulls(world, "story")
@@ -66,7 +70,9 @@ def test_push_with_the_bug_opens_one_verified_pull_request(world):
     assert "**IP101**" in body and "pkg/model.py#L13" in body and "pkg/model.py#L12" in body
     assert "**Verification: proven**" in body and "| normalized |" in body and "2/2 parameters" in body
     author = world.gh.repos["acme/story"]
-    log = clone.git("--git-dir", str(world.gh.bare_path("acme/story")), "log", "-1", "--format=%an <%ae>", "codemod/autograd")
+    log = clone.git(
+        "--git-dir", str(world.gh.bare_path("acme/story")), "log", "-1", "--format=%an <%ae>", "codemod/autograd"
+    )
     assert log.startswith("torch-codemod[bot] <")
     [run] = author.check_runs
     assert run["head_sha"] == first and run["conclusion"] == "neutral"
@@ -75,8 +81,9 @@ def test_push_with_the_bug_opens_one_verified_pull_request(world):
     assert set(job["stages"]) >= {"fetch", "codemod", "verification", "github"}
 
     # A replayed delivery (same X-GitHub-Delivery) does nothing new.
-    again = world.deliver("push", world.push_payload("story", "0" * 40, first, added=list(BUGGY)),
-                          delivery="story-push-1")
+    again = world.deliver(
+        "push", world.push_payload("story", "0" * 40, first, added=list(BUGGY)), delivery="story-push-1"
+    )
     assert again.status_code == 200 and again.json() == {"duplicate": "story-push-1"}
     assert len(world.jobs("story")) == 1
 
@@ -84,10 +91,17 @@ def test_push_with_the_bug_opens_one_verified_pull_request(world):
 def test_a_second_push_updates_the_same_pull_request(world):
     clone = _clone(world, "story")
     before = clone.git("rev-parse", "HEAD")
-    second_model = MODEL.replace("class Normalized", "class Scaled(nn.Module):\n    def forward(self, x):\n"
-                                 "        y = torch.sigmoid(x)\n        y.mul_(2)\n        return y\n\n\nclass Normalized")
-    cases = BUGGY["tests/smoke_cases.py"].replace("from pkg.model import Normalized", "from pkg.model import Normalized, Scaled")
-    cases = cases.replace("]\n", ', {"name": "scaled", "module": Scaled, "inputs": lambda: torch.randn(2, 3, requires_grad=True)}]\n')
+    second_model = MODEL.replace(
+        "class Normalized",
+        "class Scaled(nn.Module):\n    def forward(self, x):\n"
+        "        y = torch.sigmoid(x)\n        y.mul_(2)\n        return y\n\n\nclass Normalized",
+    )
+    cases = BUGGY["tests/smoke_cases.py"].replace(
+        "from pkg.model import Normalized", "from pkg.model import Normalized, Scaled"
+    )
+    cases = cases.replace(
+        "]\n", ', {"name": "scaled", "module": Scaled, "inputs": lambda: torch.randn(2, 3, requires_grad=True)}]\n'
+    )
     after = clone.commit({"pkg/model.py": second_model, "tests/smoke_cases.py": cases}, "a second model")
     world.deliver("push", world.push_payload("story", before, after, modified=["pkg/model.py", "tests/smoke_cases.py"]))
     world.drain()
@@ -145,7 +159,9 @@ def test_recreate_rebuilds_the_branch_from_the_base_and_answers(world):
     assert [r["content"] for r in repo.reactions][-1] == "+1"
     assert "Recreated from `main`" in repo.comments[-1]["body"]
     main = _clone(world, "story").git("rev-parse", "HEAD")
-    parent = _clone(world, "story").git("--git-dir", str(world.gh.bare_path("acme/story")), "rev-parse", "codemod/autograd^")
+    parent = _clone(world, "story").git(
+        "--git-dir", str(world.gh.bare_path("acme/story")), "rev-parse", "codemod/autograd^"
+    )
     assert parent == main and len(open_pulls(world, "story")) == 1
 
 
@@ -153,8 +169,9 @@ def test_adding_a_repository_to_the_installation_scans_it_whole(world):
     clone, sha = world.make_repo("installed", BUGGY)
     event = load_hook("installation_repositories.added.json")
     event["installation"]["id"] = world.gh.installation_id
-    event["repositories_added"] = [{"id": world.gh.repos["acme/installed"].id, "name": "installed",
-                                    "full_name": "acme/installed", "private": True}]
+    event["repositories_added"] = [
+        {"id": world.gh.repos["acme/installed"].id, "name": "installed", "full_name": "acme/installed", "private": True}
+    ]
     assert world.deliver("installation_repositories", event).status_code == 202
     world.drain()
     [job] = world.jobs("installed")
@@ -165,15 +182,28 @@ def test_adding_a_repository_to_the_installation_scans_it_whole(world):
 
 # -- failures on GitHub's side and in the worker -------------------------------------------------
 
+
 def test_github_5xx_429_rate_limits_and_network_errors_are_retried_into_one_pull_request(world):
     clone, sha = world.make_repo("flaky", BUGGY)
-    world.gh.faults += [Fault("POST", r"/repos/acme/flaky/pulls$", 502, times=2),
-                        Fault("POST", r"/repos/acme/flaky/check-runs$", 429, headers={"Retry-After": "1"},
-                              body={"message": "API rate limit exceeded"}),
-                        Fault("GET", r"/repos/acme/flaky$", 500),
-                        Fault("POST", r"/app/installations/\d+/access_tokens$", 0),
-                        Fault("GET", r"/repos/acme/flaky/pulls$", 403, headers={"Retry-After": "1"},
-                              body={"message": "You have exceeded a secondary rate limit."})]
+    world.gh.faults += [
+        Fault("POST", r"/repos/acme/flaky/pulls$", 502, times=2),
+        Fault(
+            "POST",
+            r"/repos/acme/flaky/check-runs$",
+            429,
+            headers={"Retry-After": "1"},
+            body={"message": "API rate limit exceeded"},
+        ),
+        Fault("GET", r"/repos/acme/flaky$", 500),
+        Fault("POST", r"/app/installations/\d+/access_tokens$", 0),
+        Fault(
+            "GET",
+            r"/repos/acme/flaky/pulls$",
+            403,
+            headers={"Retry-After": "1"},
+            body={"message": "You have exceeded a secondary rate limit."},
+        ),
+    ]
     world.deliver("push", world.push_payload("flaky", "0" * 40, sha, added=list(BUGGY)))
     world.drain()
     assert len(world.gh.repos["acme/flaky"].pulls) == 1
@@ -191,8 +221,15 @@ def test_github_5xx_429_rate_limits_and_network_errors_are_retried_into_one_pull
 
 def test_a_permanent_github_error_is_recorded_with_a_clear_message(world):
     clone, sha = world.make_repo("gone", CLEAN)
-    world.gh.faults.append(Fault("POST", r"/repos/acme/gone/check-runs$", 422, times=10,
-                                 body={"message": "Validation Failed", "errors": [{"field": "head_sha"}]}))
+    world.gh.faults.append(
+        Fault(
+            "POST",
+            r"/repos/acme/gone/check-runs$",
+            422,
+            times=10,
+            body={"message": "Validation Failed", "errors": [{"field": "head_sha"}]},
+        )
+    )
     world.deliver("push", world.push_payload("gone", "0" * 40, sha, added=list(CLEAN)))
     world.drain()
     [job] = world.jobs("gone")
@@ -245,6 +282,7 @@ def test_a_clean_push_opens_nothing_and_leaves_a_neutral_check_run(world):
 
 
 # -- people in charge ----------------------------------------------------------------------------
+
 
 def test_ignore_stops_a_rule_for_the_repository(world):
     clone, sha = world.make_repo("quiet", BUGGY)
@@ -302,7 +340,7 @@ def test_a_closed_pull_request_means_not_these_until_the_code_changes(world):
 
 # -- secrets -------------------------------------------------------------------------------------
 
-LEAK = r'''
+LEAK = r"""
 import glob, os, sys
 found = []
 for name, value in os.environ.items():
@@ -322,12 +360,17 @@ for path in glob.glob("/proc/[0-9]*/environ"):
                 except OSError as exc:
                     found.append("key unreadable: " + type(exc).__name__)
 sys.exit("LEAKCHECK ran; found: " + " | ".join(found).replace("\n", " ")[:2000])
-'''
+"""
 
 
 def test_a_hostile_smoke_test_cannot_read_the_workers_secrets(world):
-    files = {**BUGGY, "tests/leak.py": LEAK,
-             "pyproject.toml": BUGGY["pyproject.toml"].replace("[tool.codemod.smoke]\n", "[tool.codemod.smoke]\ncommand = \"python tests/leak.py\"\n")}
+    files = {
+        **BUGGY,
+        "tests/leak.py": LEAK,
+        "pyproject.toml": BUGGY["pyproject.toml"].replace(
+            "[tool.codemod.smoke]\n", '[tool.codemod.smoke]\ncommand = "python tests/leak.py"\n'
+        ),
+    }
     clone, sha = world.make_repo("hostile", files)
     world.deliver("push", world.push_payload("hostile", "0" * 40, sha, added=list(files)))
     world.drain()

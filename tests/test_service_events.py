@@ -29,6 +29,7 @@ def decide_on(name: str, data: dict):
 
 # -- signatures ----------------------------------------------------------------------------------
 
+
 def test_signature_accepts_exactly_the_signed_body():
     raw = body(load("push.json"))
     sig = signature_of(b"s3cret", raw)
@@ -41,12 +42,14 @@ def test_signature_accepts_exactly_the_signed_body():
 
 # -- push ----------------------------------------------------------------------------------------
 
+
 def test_push_to_the_default_branch_is_a_job_with_its_python_files():
     data = load("push.json")
     data["commits"][0].update(added=["pkg/new.py", "README.md"], modified=["pkg/model.py"], removed=[])
     [job] = decide_on("push", data)
-    assert job == JobRequest("push", "Codertocat/Hello-World", 1, sha=data["after"], base="master",
-                             files=("pkg/new.py", "pkg/model.py"))
+    assert job == JobRequest(
+        "push", "Codertocat/Hello-World", 1, sha=data["after"], base="master", files=("pkg/new.py", "pkg/model.py")
+    )
 
 
 def test_a_file_removed_by_a_later_commit_is_not_analysed():
@@ -59,11 +62,14 @@ def test_a_file_removed_by_a_later_commit_is_not_analysed():
     assert decide_on("push", data)[0].files == ()
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"ref": "refs/heads/feature"}, "not the default branch (feature; default master)"),
-    ({"ref": "refs/heads/codemod/autograd"}, "push to the App's own branch"),
-    ({"sender": {"login": "torch-codemod[bot]", "type": "Bot"}}, "sender is a bot (torch-codemod[bot])"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"ref": "refs/heads/feature"}, "not the default branch (feature; default master)"),
+        ({"ref": "refs/heads/codemod/autograd"}, "push to the App's own branch"),
+        ({"sender": {"login": "torch-codemod[bot]", "type": "Bot"}}, "sender is a bot (torch-codemod[bot])"),
+    ],
+)
 def test_pushes_the_app_must_not_act_on(change, reason):
     data = load("push.json")
     data.update(change)
@@ -71,7 +77,9 @@ def test_pushes_the_app_must_not_act_on(change, reason):
 
 
 def test_tags_and_deleted_refs_from_githubs_examples_are_ignored():
-    assert decide_on("push", load("push.tag.json")) == Ignored("push without an installation (a repository webhook, not the App's)")
+    assert decide_on("push", load("push.tag.json")) == Ignored(
+        "push without an installation (a repository webhook, not the App's)"
+    )
     tag = load("push.tag.json")
     tag["installation"] = {"id": 1}
     assert decide_on("push", tag) == Ignored("tag")
@@ -94,13 +102,17 @@ def test_installation_scans_each_repository_whole():
 
 # -- comments and pull requests ------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("@torch-codemod recreate", ("recreate", [])),
-    ("Thanks!\n@torch-codemod ignore IP101, init-derived", ("ignore", ["IP101", "init-derived"])),
-    ("@Torch-Codemod[bot] RECREATE please", ("recreate", ["please"])),
-    ("email me at x@torch-codemodder recreate", None),
-    ("no command here", None),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("@torch-codemod recreate", ("recreate", [])),
+        ("Thanks!\n@torch-codemod ignore IP101, init-derived", ("ignore", ["IP101", "init-derived"])),
+        ("@Torch-Codemod[bot] RECREATE please", ("recreate", ["please"])),
+        ("email me at x@torch-codemodder recreate", None),
+        ("no command here", None),
+    ],
+)
 def test_parse_command(text, expected):
     assert parse_command(text, "torch-codemod") == expected
 
@@ -131,11 +143,15 @@ def test_malformed_payloads_are_a_clear_error():
     with pytest.raises(EventError, match="push: the body is not JSON"):
         parse_event("push", b"{nope")
     with pytest.raises(EventError, match="push: after: Field required"):
-        parse_event("push", b'{"ref": "refs/heads/x", "before": "0", "repository": {"id": 1, "full_name": "a/b"}, "sender": {"login": "x"}}')
+        parse_event(
+            "push",
+            b'{"ref": "refs/heads/x", "before": "0", "repository": {"id": 1, "full_name": "a/b"}, "sender": {"login": "x"}}',
+        )
     assert decide(parse_event("star", b"{}"), app_slug="x") == Ignored("event star is not handled")
 
 
 # -- settings ------------------------------------------------------------------------------------
+
 
 def test_settings_errors_name_the_variable(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
@@ -157,10 +173,14 @@ def test_settings_errors_name_the_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("GITHUB_PRIVATE_KEY", "not a key")
     with pytest.raises(SettingsError, match="GITHUB_PRIVATE_KEY: not a PEM private key"):
         load_settings()
-    (tmp_path / ".env").write_text("GITHUB_PRIVATE_KEY='-----BEGIN RSA PRIVATE KEY-----\\nabc\\n-----END RSA PRIVATE KEY-----'\n"
-                                   f"CODEMOD_DATA_DIR={tmp_path / 'data'}\n")
+    (tmp_path / ".env").write_text(
+        "GITHUB_PRIVATE_KEY='-----BEGIN RSA PRIVATE KEY-----\\nabc\\n-----END RSA PRIVATE KEY-----'\n"
+        f"CODEMOD_DATA_DIR={tmp_path / 'data'}\n"
+    )
     monkeypatch.delenv("GITHUB_PRIVATE_KEY")
-    with pytest.raises(SettingsError, match=r"\.env: .env is readable by other users, smoke tests included \(chmod 600"):
+    with pytest.raises(
+        SettingsError, match=r"\.env: .env is readable by other users, smoke tests included \(chmod 600"
+    ):
         load_settings()
     (tmp_path / ".env").chmod(0o600)
     settings = load_settings()

@@ -33,13 +33,26 @@ def test_a_secondary_rate_limit_waits_for_x_ratelimit_reset_then_one_pull_reques
 
     def limited() -> dict:  # GitHub's documented shape: remaining 0 and the reset, no Retry-After
         answered.append(int(time.time()) + 3)
-        return {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0", "x-ratelimit-used": "5000",
-                "x-ratelimit-reset": str(answered[-1]), "x-ratelimit-resource": "core"}
+        return {
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-used": "5000",
+            "x-ratelimit-reset": str(answered[-1]),
+            "x-ratelimit-resource": "core",
+        }
 
-    world.gh.faults.append(Fault("POST", r"/repos/acme/limited/pulls$", 403, headers=limited,
-                                 body={"message": "You have exceeded a secondary rate limit. Please wait a few "
-                                                  "minutes before you try again.",
-                                       "documentation_url": "https://docs.github.com/rest/overview/rate-limits"}))
+    world.gh.faults.append(
+        Fault(
+            "POST",
+            r"/repos/acme/limited/pulls$",
+            403,
+            headers=limited,
+            body={
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                "documentation_url": "https://docs.github.com/rest/overview/rate-limits",
+            },
+        )
+    )
     world.deliver("push", world.push_payload("limited", "0" * 40, sha, added=list(BUGGY)))
     world.drain()
     posts = [r for r in world.gh.requests if r["method"] == "POST" and r["path"] == "/repos/acme/limited/pulls"]
@@ -51,10 +64,14 @@ def test_a_secondary_rate_limit_waits_for_x_ratelimit_reset_then_one_pull_reques
     assert (job["state"], job["attempts"]) == ("done", 1)
 
 
-FAILING_SMOKE = {**BUGGY, "tests/fail.py": "raise SystemExit('the smoke test is broken here')\n",
-                 "pyproject.toml": BUGGY["pyproject.toml"].replace(
-                     "[tool.codemod.smoke]\n", "[tool.codemod.smoke]\ncommand = \"python tests/fail.py\"\n")
-                 + "\n[tool.codemod.github]\nunverified = \"skip\"\n"}
+FAILING_SMOKE = {
+    **BUGGY,
+    "tests/fail.py": "raise SystemExit('the smoke test is broken here')\n",
+    "pyproject.toml": BUGGY["pyproject.toml"].replace(
+        "[tool.codemod.smoke]\n", '[tool.codemod.smoke]\ncommand = "python tests/fail.py"\n'
+    )
+    + '\n[tool.codemod.github]\nunverified = "skip"\n',
+}
 
 
 def test_unverified_skip_opens_no_pull_request_when_verification_fails(world):
@@ -68,7 +85,10 @@ def test_unverified_skip_opens_no_pull_request_when_verification_fails(world):
     assert job["result"]["status"] != "proven"
     assert 'unverified = "skip"' in job["result"]["published"]
     [run] = repo.check_runs
-    assert run["head_sha"] == sha and 'no pull request ([tool.codemod.github] unverified = "skip")' in run["output"]["summary"]
+    assert (
+        run["head_sha"] == sha
+        and 'no pull request ([tool.codemod.github] unverified = "skip")' in run["output"]["summary"]
+    )
 
 
 CUDA = {**CLEAN, "pyproject.toml": CLEAN["pyproject.toml"].replace('device = "cpu"', 'device = "cuda"')}
@@ -121,22 +141,38 @@ HOSTILE_REPO = "acme/<img src=x onerror=alert(1)>"
 def test_the_status_page_in_a_browser(world, tmp_path):
     if headless.CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    hostile = world.store.add_job(kind="push", repo=HOSTILE_REPO, installation_id=1,
-                                  payload={"sha": "'\"><script>document.title='owned'</script>"})
+    hostile = world.store.add_job(
+        kind="push",
+        repo=HOSTILE_REPO,
+        installation_id=1,
+        payload={"sha": "'\"><script>document.title='owned'</script>"},
+    )
     world.store.claim(hostile, "w", 10, 3)
-    world.store.finish(hostile, "w", state="failed", stages={"fetch": 0.5},
-                       error="<i>italic</i> & <script>document.title='owned'</script>", pr_url="javascript:alert(1)")
+    world.store.finish(
+        hostile,
+        "w",
+        state="failed",
+        stages={"fetch": 0.5},
+        error="<i>italic</i> & <script>document.title='owned'</script>",
+        pr_url="javascript:alert(1)",
+    )
     browser = headless.Browser()
     try:
         browser.goto(world.url + "/")
         browser.wait_for("document.querySelector('#token') !== null")
-        browser.evaluate(f"document.querySelector('#token').value = {json.dumps(ADMIN)}; "
-                         "document.querySelector('#sign-in').click(); true")
+        browser.evaluate(
+            f"document.querySelector('#token').value = {json.dumps(ADMIN)}; "
+            "document.querySelector('#sign-in').click(); true"
+        )
         browser.wait_for("document.querySelector('#jobs') !== null")
-        rows = browser.evaluate("Array.from(document.querySelectorAll('#jobs tbody tr')).map("
-                                "tr => Array.from(tr.cells).map(td => td.innerText))")
-        links = browser.evaluate("Array.from(document.querySelectorAll('#jobs tbody tr')).map(tr => {"
-                                 "const a = tr.querySelector('a'); return a ? a.href : null})")
+        rows = browser.evaluate(
+            "Array.from(document.querySelectorAll('#jobs tbody tr')).map("
+            "tr => Array.from(tr.cells).map(td => td.innerText))"
+        )
+        links = browser.evaluate(
+            "Array.from(document.querySelectorAll('#jobs tbody tr')).map(tr => {"
+            "const a = tr.querySelector('a'); return a ? a.href : null})"
+        )
         injected = browser.evaluate("document.querySelectorAll('#jobs img, #jobs script, #jobs i').length")
         title = browser.evaluate("document.title")
         (tmp_path / "status.png").write_bytes(browser.screenshot())
@@ -147,7 +183,9 @@ def test_the_status_page_in_a_browser(world, tmp_path):
     assert injected == 0 and title == "torch-codemod: jobs"
     by_repo = {row[1]: (row, link) for row, link in zip(rows, links)}
     row, link = by_repo[HOSTILE_REPO]  # shown as text, not markup
-    assert row[4] == "failed (1)" and "<i>italic</i> & <script>document.title='owned'</script>" in row[6] and link is None
+    assert (
+        row[4] == "failed (1)" and "<i>italic</i> & <script>document.title='owned'</script>" in row[6] and link is None
+    )
     jobs = {j["repo"]: j for j in world.jobs()}
     row, link = by_repo["acme/limited"]
     limited = jobs["acme/limited"]
@@ -194,5 +232,8 @@ def test_the_logs_of_the_whole_run_are_json_lines_with_ids_and_no_secret(world):
             current[key] = None
     assert seen_jobs >= {j["id"] for j in jobs.values() if j["repo"].startswith("acme/") and j["delivery"]}
     # a library's own line (PyGithub's retry of the 403) is a job's line too
-    assert any(e["logger"].startswith("github") and e.get("job") == next(
-        j["id"] for j in jobs.values() if j["repo"] == "acme/limited") for e in entries)
+    assert any(
+        e["logger"].startswith("github")
+        and e.get("job") == next(j["id"] for j in jobs.values() if j["repo"] == "acme/limited")
+        for e in entries
+    )

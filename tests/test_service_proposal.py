@@ -6,30 +6,64 @@ from service import proposal
 
 
 def finding(i: int, fixed: bool, **extra) -> dict:
-    return {"path": "pkg/model.py", "line": 10 + i, "code": "IP101" if fixed else "IP201", "message": f"message {i}",
-            "fixed": fixed, "fix": "x = x / s" if fixed else None, "saved_line": 9 + i, "saved_message": "saved",
-            "write_text": "x /= s", "saved_text": "s = torch.var(x)", "fingerprint": f"fp{i}", "declined": False,
-            **extra}
+    return {
+        "path": "pkg/model.py",
+        "line": 10 + i,
+        "code": "IP101" if fixed else "IP201",
+        "message": f"message {i}",
+        "fixed": fixed,
+        "fix": "x = x / s" if fixed else None,
+        "saved_line": 9 + i,
+        "saved_message": "saved",
+        "write_text": "x /= s",
+        "saved_text": "s = torch.var(x)",
+        "fingerprint": f"fp{i}",
+        "declined": False,
+        **extra,
+    }
 
 
 def outcome(findings, proven=True, cases=None, notes=()):
-    return {"status": "proven" if proven else "not proven", "proven": proven, "device": "cpu", "isolation": "netns",
-            "findings": findings, "cases": cases or [], "notes": list(notes), "locator": [], "branch": "codemod/autograd",
-            "unverified": "draft", "seconds": {}}
+    return {
+        "status": "proven" if proven else "not proven",
+        "proven": proven,
+        "device": "cpu",
+        "isolation": "netns",
+        "findings": findings,
+        "cases": cases or [],
+        "notes": list(notes),
+        "locator": [],
+        "branch": "codemod/autograd",
+        "unverified": "draft",
+        "seconds": {},
+    }
 
 
-CASE = {"name": "tiny", "original": "fails at backward: RuntimeError: one of the variables was modified. Hint: ...",
-        "rewritten": "pass", "outputs": {"text": "bit-identical"}, "gradients": {"text": "bit-identical"},
-        "grads_received": "2/2", "second_iteration": "ok", "proven": True, "reason": ""}
+CASE = {
+    "name": "tiny",
+    "original": "fails at backward: RuntimeError: one of the variables was modified. Hint: ...",
+    "rewritten": "pass",
+    "outputs": {"text": "bit-identical"},
+    "gradients": {"text": "bit-identical"},
+    "grads_received": "2/2",
+    "second_iteration": "ok",
+    "proven": True,
+    "reason": "",
+}
 
 
 def test_body_names_each_rewrite_with_both_lines_links_and_the_verification_table():
     data = outcome([finding(1, True), finding(2, False)], cases=[CASE])
     links = proposal.Links("https://github.example/acme/app", "a" * 40)
     body = proposal.body(data, links, "torch-codemod", "main")
-    assert f"[`pkg/model.py:11`](https://github.example/acme/app/blob/{'a' * 40}/pkg/model.py#L11) `x /= s` → `x = x / s`" in body
+    assert (
+        f"[`pkg/model.py:11`](https://github.example/acme/app/blob/{'a' * 40}/pkg/model.py#L11) `x /= s` → `x = x / s`"
+        in body
+    )
     assert f"[line 10](https://github.example/acme/app/blob/{'a' * 40}/pkg/model.py#L10) `s = torch.var(x)`" in body
-    assert "| tiny | fails at backward: RuntimeError: one of the variables was modified. | pass | bit-identical |" in body
+    assert (
+        "| tiny | fails at backward: RuntimeError: one of the variables was modified. | pass | bit-identical |" in body
+    )
     assert "2/2 parameters | ok |" in body
     assert "## Reported, not rewritten" in body and "**IP201**" in body
     assert "@torch-codemod recreate" in body and "# codemod: ignore[IP101]" in body
@@ -82,12 +116,20 @@ def test_what_is_published_follows_the_verdict_and_the_repositorys_choice():
 def test_a_proven_pr_claims_only_what_its_smoke_runs_compared():
     links = proposal.Links("https://github.com/o/r", "a" * 40)
     harness = {**CASE, "kind": "harness"}
-    command = {**CASE, "kind": "command", "name": "default tests: python -m pytest -q tests/test_block.py",
-               "outputs": {"text": "-"}, "gradients": {"text": "-"}}
+    command = {
+        **CASE,
+        "kind": "command",
+        "name": "default tests: python -m pytest -q tests/test_block.py",
+        "outputs": {"text": "-"},
+        "gradients": {"text": "-"},
+    }
     only_command = proposal.body(outcome([finding(0, True)], cases=[command]), links, "codemod", "main")
     assert "outputs not compared" in only_command and "same outputs and gradients" not in only_command
     only_harness = proposal.body(outcome([finding(0, True)], cases=[harness]), links, "codemod", "main")
-    assert "1 smoke case ran on the original and the rewritten tree in a sandbox with the same outputs and gradients" \
-        in only_harness and "outputs not compared" not in only_harness
+    assert (
+        "1 smoke case ran on the original and the rewritten tree in a sandbox with the same outputs and gradients"
+        in only_harness
+        and "outputs not compared" not in only_harness
+    )
     both = proposal.body(outcome([finding(0, True)], cases=[harness, command]), links, "codemod", "main")
     assert "same outputs and gradients" in both and "outputs not compared" in both

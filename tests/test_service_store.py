@@ -38,13 +38,13 @@ def test_one_worker_holds_a_job_and_a_dead_workers_job_runs_again_once(store):
     [job_id] = store.record_delivery("d-1", "push", [JOB])
     assert store.claim(job_id, "w1", lease=0.3, max_attempts=2).attempts == 1
     assert store.claim(job_id, "w2", lease=0.3, max_attempts=2) is None  # held
-    assert store.requeue_expired(max_attempts=2) == []                     # lease still valid
-    time.sleep(0.4)                                                        # w1 died: no renewal
+    assert store.requeue_expired(max_attempts=2) == []  # lease still valid
+    time.sleep(0.4)  # w1 died: no renewal
     assert store.requeue_expired(max_attempts=2) == [job_id]
-    assert store.requeue_expired(max_attempts=2) == []                     # handed out once
+    assert store.requeue_expired(max_attempts=2) == []  # handed out once
     job = store.claim(job_id, "w2", lease=0.3, max_attempts=2)
     assert (job.attempts, job.state, job.error) == (2, "running", "the worker stopped during attempt 1")
-    assert not store.renew(job_id, "w1", 10)                               # the dead worker's lease is gone
+    assert not store.renew(job_id, "w1", 10)  # the dead worker's lease is gone
     time.sleep(0.4)
     assert store.requeue_expired(max_attempts=2) == []
     failed = store.job(job_id)
@@ -80,8 +80,10 @@ def test_a_data_dir_of_the_first_release_is_upgraded_and_its_jobs_kept(tmp_path)
     cfg.set_main_option("sqlalchemy.url", url)
     command.upgrade(cfg, "0001")  # the first release's schema: no queue column, no metrics table
     with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:
-        db.execute("insert into jobs (kind, repo, installation_id, payload, state, attempts, created_at, stages) "
-                   "values ('push', 'acme/old', 1, '{}', 'queued', 0, 1.0, '{}')")
+        db.execute(
+            "insert into jobs (kind, repo, installation_id, payload, state, attempts, created_at, stages) "
+            "values ('push', 'acme/old', 1, '{}', 'queued', 0, 1.0, '{}')"
+        )
     store = Store(url)
     [job] = store.jobs()
     assert (job.repo, job.state, job.queue) == ("acme/old", "queued", "codemod-jobs")
@@ -149,28 +151,36 @@ def test_two_workers_caching_and_rejecting_the_same_keys_at_once_both_succeed():
     proc, url, pg_dir = servers.start_postgres()
     try:
         store, other = Store(url), Store(url)
-        rows = [("result_cache", "INSERT INTO result_cache (key, value, used_at) VALUES ('k1', '{\"n\": 0}', 0)",
-                 lambda: store.cache_put_many({"k1": {"n": 1}, "k2": {"n": 2}})),
-                ("rejected", "INSERT INTO rejected (repo, fingerprint) VALUES ('acme/app', 'f1')",
-                 lambda: store.reject("acme/app", ["f1", "f2"]))]
+        rows = [
+            (
+                "result_cache",
+                "INSERT INTO result_cache (key, value, used_at) VALUES ('k1', '{\"n\": 0}', 0)",
+                lambda: store.cache_put_many({"k1": {"n": 1}, "k2": {"n": 2}}),
+            ),
+            (
+                "rejected",
+                "INSERT INTO rejected (repo, fingerprint) VALUES ('acme/app', 'f1')",
+                lambda: store.reject("acme/app", ["f1", "f2"]),
+            ),
+        ]
         for table, insert, call in rows:
             errors: list[BaseException] = []
 
             def run(call=call, errors=errors):
                 try:
                     call()
-                except BaseException as exc:   # noqa: BLE001 (reported below)
+                except BaseException as exc:  # noqa: BLE001 (reported below)
                     errors.append(exc)
 
             with other.engine.connect() as conn:
-                conn.execute(text(insert))            # uncommitted: the store cannot see it yet
+                conn.execute(text(insert))  # uncommitted: the store cannot see it yet
                 worker = threading.Thread(target=run)
                 worker.start()
-                worker.join(1.0)                      # the store's insert waits on the key's lock
+                worker.join(1.0)  # the store's insert waits on the key's lock
                 conn.commit()
             worker.join(30)
             assert not worker.is_alive() and errors == [], (table, errors)
-        assert store.cache_get_many(["k1", "k2"]) == {"k1": {"n": 0}, "k2": {"n": 2}}   # the first write stays
+        assert store.cache_get_many(["k1", "k2"]) == {"k1": {"n": 0}, "k2": {"n": 2}}  # the first write stays
         assert store.rejected("acme/app") == {"f1", "f2"}
     finally:
         servers.stop(proc)
@@ -197,10 +207,10 @@ def _writers_race(url: str) -> None:
     for t in threads:
         t.join(60)
     assert sorted(granted).count(0.0) == 12 and len(granted) == 20
-    assert set(granted) - {0.0} == {60.0}                           # the first write leaves at 1060
-    assert stores[0].take_write(8, per_minute=12, now=1000.0) == 0.0          # another installation's own budget
+    assert set(granted) - {0.0} == {60.0}  # the first write leaves at 1060
+    assert stores[0].take_write(8, per_minute=12, now=1000.0) == 0.0  # another installation's own budget
     assert stores[0].take_write(7, per_minute=12, now=1059.0) == 1.0
-    assert stores[0].take_write(7, per_minute=12, now=1060.5) == 0.0          # the window moved on
+    assert stores[0].take_write(7, per_minute=12, now=1060.5) == 0.0  # the window moved on
 
 
 def test_the_github_write_budget_is_shared_by_every_worker_on_sqlite(tmp_path):

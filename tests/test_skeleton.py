@@ -60,9 +60,11 @@ def _line(source: str, text: str) -> int:
 
 # ---------------------------------------------------------------- the text
 def test_skeleton_keeps_lines_and_leaves_out_bodies():
-    source = (HEAD + "def used(x):\n    y = torch.sigmoid(x)\n    y.mul_(2)\n    return y\n\n\n"
-              "def unused(x):\n    '''Docs.'''\n    z = x * 2\n\n    return z  # codemod: ignore\n\n\n"
-              "class M(nn.Module):\n    def extra(self, x):\n        return x\r\n\n    def tiny(self): return 1\n")
+    source = (
+        HEAD + "def used(x):\n    y = torch.sigmoid(x)\n    y.mul_(2)\n    return y\n\n\n"
+        "def unused(x):\n    '''Docs.'''\n    z = x * 2\n\n    return z  # codemod: ignore\n\n\n"
+        "class M(nn.Module):\n    def extra(self, x):\n        return x\r\n\n    def tiny(self): return 1\n"
+    )
     found = possible_findings(ast.parse(source))
     out = skeleton(source.encode(), found.blank).decode()
     before, after = source.splitlines(keepends=True), out.splitlines(keepends=True)
@@ -93,8 +95,11 @@ def test_nothing_left_out_no_skeleton():
 
 def test_no_skeleton_where_any_function_may_matter():
     # an in-place module makes a site of any call of a module attribute
-    source = (HEAD + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.ReLU(inplace=True)\n\n"
-              "    def forward(self, x):\n        return self.act(torch.sigmoid(x))\n\n    def other(self, x):\n        return x\n")
+    source = (
+        HEAD
+        + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = nn.ReLU(inplace=True)\n\n"
+        "    def forward(self, x):\n        return self.act(torch.sigmoid(x))\n\n    def other(self, x):\n        return x\n"
+    )
     assert possible_findings(ast.parse(source)).blank is None
     assert _same_with_and_without(source).results
 
@@ -102,9 +107,11 @@ def test_no_skeleton_where_any_function_may_matter():
 def test_init_derived_written_elsewhere_is_reported_as_in_the_whole_file():
     # In the skeleton ``tweak`` is left out and the derived attribute looks rewritable; the
     # whole file is analysed again and the report (ID202, written by ``m.x = ...``) is what counts.
-    source = (HEAD + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-              "        self.raw = nn.Parameter(torch.zeros(3))\n        self.x = torch.sigmoid(self.raw)\n\n"
-              "    def forward(self, y):\n        return y * self.x\n\n\ndef tweak(m):\n    m.x = torch.ones(3)\n")
+    source = (
+        HEAD + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.raw = nn.Parameter(torch.zeros(3))\n        self.x = torch.sigmoid(self.raw)\n\n"
+        "    def forward(self, y):\n        return y * self.x\n\n\ndef tweak(m):\n    m.x = torch.ones(3)\n"
+    )
     assert _blanked(source) == {_line(source, "m.x = torch.ones(3)"), _line(source, "return y * self.x")}
     result = _same_with_and_without(source)
     assert [(r.code, r.fixed) for r in result.results] == [("ID202", False)]
@@ -118,9 +125,11 @@ def test_init_derived_written_elsewhere_is_reported_as_in_the_whole_file():
 def test_callers_stay_they_decide_whether_code_is_differentiable():
     # ``_f`` is differentiable code only because ``loud`` calls it with grad on: without
     # ``loud`` its only caller runs under no_grad and the rewrite would not be made.
-    source = (HEAD + "def _f(p):\n    a = torch.sigmoid(p)\n    a.mul_(2)\n    return a\n\n\n"
-              "@torch.no_grad()\ndef quiet(x):\n    return _f(x)\n\n\ndef loud(x):\n    y = _f(x)\n    return y * 3\n\n\n"
-              "def unrelated(x):\n    y = x + 1\n    return y\n")
+    source = (
+        HEAD + "def _f(p):\n    a = torch.sigmoid(p)\n    a.mul_(2)\n    return a\n\n\n"
+        "@torch.no_grad()\ndef quiet(x):\n    return _f(x)\n\n\ndef loud(x):\n    y = _f(x)\n    return y * 3\n\n\n"
+        "def unrelated(x):\n    y = x + 1\n    return y\n"
+    )
     blanked = _blanked(source)
     assert blanked == {_line(source, "y = x + 1")}
     result = _same_with_and_without(source, "all")
@@ -130,21 +139,27 @@ def test_callers_stay_they_decide_whether_code_is_differentiable():
 
 
 def test_submodule_forward_stays_it_saves_the_input():
-    source = (HEAD + "class Act(nn.Module):\n    def forward(self, x):\n        return x * x\n\n\n"
-              "class Other(nn.Module):\n    def forward(self, x):\n        return x * x\n\n\n"
-              "class Block(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = Act()\n\n"
-              "    def forward(self, x):\n        h = x * 1\n        y = self.act(h)\n        h.mul_(2)\n        return y + h\n")
+    source = (
+        HEAD + "class Act(nn.Module):\n    def forward(self, x):\n        return x * x\n\n\n"
+        "class Other(nn.Module):\n    def forward(self, x):\n        return x * x\n\n\n"
+        "class Block(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = Act()\n\n"
+        "    def forward(self, x):\n        h = x * 1\n        y = self.act(h)\n        h.mul_(2)\n        return y + h\n"
+    )
     assert _blanked(source) == {_line(source, "return x * x") + 5}  # Other.forward only
     result = _same_with_and_without(source)
     assert [r.code for r in result.results] == ["IP102"]
-    cut = source.replace("    def forward(self, x):\n        return x * x\n", "    def forward(self, x):\n        ...\n", 1)
+    cut = source.replace(
+        "    def forward(self, x):\n        return x * x\n", "    def forward(self, x):\n        ...\n", 1
+    )
     assert _analyse(cut, "hazards", False).results == []  # what leaving ``Act.forward`` out would have done
 
 
 def test_callees_stay():
-    source = (HEAD + "def helper(x):\n    return x * x\n\n\ndef other(x):\n    return x * 2\n\n\n"
-              "class M(nn.Module):\n    def _inner(self, x):\n        return x.exp()\n\n    def _unused(self, x):\n        return x.exp()\n\n"
-              "    def forward(self, p):\n        a = p * 1\n        y = helper(a) + self._inner(a)\n        a.mul_(2)\n        return y + a\n")
+    source = (
+        HEAD + "def helper(x):\n    return x * x\n\n\ndef other(x):\n    return x * 2\n\n\n"
+        "class M(nn.Module):\n    def _inner(self, x):\n        return x.exp()\n\n    def _unused(self, x):\n        return x.exp()\n\n"
+        "    def forward(self, p):\n        a = p * 1\n        y = helper(a) + self._inner(a)\n        a.mul_(2)\n        return y + a\n"
+    )
     lines = source.splitlines()
     assert _blanked(source) == {_line(source, "return x * 2"), lines.index("    def _unused(self, x):") + 2}
     _same_with_and_without(source)
@@ -171,10 +186,18 @@ def skeleton_programs(draw):
     if draw(st.booleans()):
         extra += ["", "", "def unrelated(x):\n    y = x + 1\n    y[0] = 2\n    return y"]
     if draw(st.booleans()):
-        extra += ["", "", "class Act(nn.Module):\n    def forward(self, x):\n        return x * x",
-                  "", "", "class Block(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = Act()",
-                  "", "    def forward(self, x):\n        h = x * 1\n        y = self.act(h)\n        h.add_(1)\n        return y + h",
-                  "", "    def spare(self, x):\n        return x.exp()"]
+        extra += [
+            "",
+            "",
+            "class Act(nn.Module):\n    def forward(self, x):\n        return x * x",
+            "",
+            "",
+            "class Block(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.act = Act()",
+            "",
+            "    def forward(self, x):\n        h = x * 1\n        y = self.act(h)\n        h.add_(1)\n        return y + h",
+            "",
+            "    def spare(self, x):\n        return x.exp()",
+        ]
     if draw(st.booleans()):
         body = ["class Holder:"] + ["    " + line for line in body]
         body += ["", "", "holder = Holder()"]

@@ -30,11 +30,14 @@ def public_names_of(cls) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("names,cls", [
-    (torch_api.GRAD_DISABLING, None),
-    (torch_api.GRAD_ENABLING, "enable_grad"),
-    (torch_api.GRAD_SETTING, "set_grad_enabled"),
-])
+@pytest.mark.parametrize(
+    "names,cls",
+    [
+        (torch_api.GRAD_DISABLING, None),
+        (torch_api.GRAD_ENABLING, "enable_grad"),
+        (torch_api.GRAD_SETTING, "set_grad_enabled"),
+    ],
+)
 def test_grad_mode_names_are_every_name_of_their_classes(names, cls):
     classes = {resolve(name) for name in names}
     expected = {torch.no_grad, torch.inference_mode} if cls is None else {getattr(torch, cls)}
@@ -101,8 +104,16 @@ def test_random_functions_change_with_the_seed():
     assert not changes_with_the_seed(lambda: F.dropout(torch.ones(64), 0.5, False))  # the check can fail
 
 
-_RANDOM_FILLS = {"normal_": (), "uniform_": (), "bernoulli_": (0.5,), "random_": (0, 1000), "exponential_": (),
-                 "cauchy_": (), "log_normal_": (), "geometric_": (0.5,)}
+_RANDOM_FILLS = {
+    "normal_": (),
+    "uniform_": (),
+    "bernoulli_": (0.5,),
+    "random_": (0, 1000),
+    "exponential_": (),
+    "cauchy_": (),
+    "log_normal_": (),
+    "geometric_": (0.5,),
+}
 
 
 def test_random_fills_change_with_the_seed():
@@ -117,11 +128,28 @@ def _x():
 
 
 _VIEW_CALLS = {
-    "t": (), "transpose": (0, 1), "permute": (1, 0), "view": (-1,), "view_as": (torch.zeros(4, 3),),
-    "unsqueeze": (0,), "squeeze": (), "expand": (2, 3, 4), "expand_as": (torch.zeros(2, 3, 4),),
-    "narrow": (0, 0, 1), "select": (0, 0), "unflatten": (1, (2, 2)), "swapaxes": (0, 1), "swapdims": (0, 1),
-    "movedim": (0, 1), "diagonal": (), "unbind": (), "split": (1,), "chunk": (2,), "as_strided": ((2,), (1,)),
-    "unfold": (0, 2, 1), "tensor_split": (2,),
+    "t": (),
+    "transpose": (0, 1),
+    "permute": (1, 0),
+    "view": (-1,),
+    "view_as": (torch.zeros(4, 3),),
+    "unsqueeze": (0,),
+    "squeeze": (),
+    "expand": (2, 3, 4),
+    "expand_as": (torch.zeros(2, 3, 4),),
+    "narrow": (0, 0, 1),
+    "select": (0, 0),
+    "unflatten": (1, (2, 2)),
+    "swapaxes": (0, 1),
+    "swapdims": (0, 1),
+    "movedim": (0, 1),
+    "diagonal": (),
+    "unbind": (),
+    "split": (1,),
+    "chunk": (2,),
+    "as_strided": ((2,), (1,)),
+    "unfold": (0, 2, 1),
+    "tensor_split": (2,),
 }
 
 
@@ -152,10 +180,19 @@ def shares_storage(result, x) -> bool:
 
 # An input for which each may-alias method returns the receiver or a tensor on its storage.
 _MAY_ALIAS_CALLS = {
-    "reshape": (_x, (-1,)), "reshape_as": (_x, (torch.zeros(12),)), "flatten": (_x, ()),
-    "contiguous": (_x, ()), "detach": (_x, ()), "to": (_x, (torch.float32,)), "type_as": (_x, (torch.zeros(1),)),
-    "float": (_x, ()), "double": (lambda: _x().double(), ()), "half": (lambda: _x().half(), ()),
-    "bfloat16": (lambda: _x().bfloat16(), ()), "cpu": (_x, ()), "requires_grad_": (_x, ()),
+    "reshape": (_x, (-1,)),
+    "reshape_as": (_x, (torch.zeros(12),)),
+    "flatten": (_x, ()),
+    "contiguous": (_x, ()),
+    "detach": (_x, ()),
+    "to": (_x, (torch.float32,)),
+    "type_as": (_x, (torch.zeros(1),)),
+    "float": (_x, ()),
+    "double": (lambda: _x().double(), ()),
+    "half": (lambda: _x().half(), ()),
+    "bfloat16": (lambda: _x().bfloat16(), ()),
+    "cpu": (_x, ()),
+    "requires_grad_": (_x, ()),
 }
 # Named tensors, gone from torch 2.13 (kept for code written against older versions) ...
 _NAMED_TENSORS = {"align_to", "refine_names", "rename", "names"}
@@ -180,15 +217,37 @@ def test_may_alias_functions_share_storage_for_some_input():
     np = pytest.importorskip("numpy")
     array = np.zeros(4, dtype=np.float32)
     calls = {
-        "as_strided": (_x, ((2,), (1,))), "as_tensor": (_x, ()), "asarray": (_x, ()), "narrow": (_x, (0, 0, 1)),
-        "select": (_x, (0, 0)), "squeeze": (_x, ()), "unsqueeze": (_x, (0,)), "transpose": (_x, (0, 1)),
-        "permute": (_x, ((1, 0),)), "reshape": (_x, ((-1,),)), "flatten": (_x, ()), "unflatten": (_x, (1, (2, 2))),
-        "movedim": (_x, (0, 1)), "swapaxes": (_x, (0, 1)), "swapdims": (_x, (0, 1)), "diagonal": (_x, ()),
-        "split": (_x, (1,)), "chunk": (_x, (2,)), "unbind": (_x, ()), "tensor_split": (_x, (2,)), "t": (_x, ()),
+        "as_strided": (_x, ((2,), (1,))),
+        "as_tensor": (_x, ()),
+        "asarray": (_x, ()),
+        "narrow": (_x, (0, 0, 1)),
+        "select": (_x, (0, 0)),
+        "squeeze": (_x, ()),
+        "unsqueeze": (_x, (0,)),
+        "transpose": (_x, (0, 1)),
+        "permute": (_x, ((1, 0),)),
+        "reshape": (_x, ((-1,),)),
+        "flatten": (_x, ()),
+        "unflatten": (_x, (1, (2, 2))),
+        "movedim": (_x, (0, 1)),
+        "swapaxes": (_x, (0, 1)),
+        "swapdims": (_x, (0, 1)),
+        "diagonal": (_x, ()),
+        "split": (_x, (1,)),
+        "chunk": (_x, (2,)),
+        "unbind": (_x, ()),
+        "tensor_split": (_x, (2,)),
+        "t": (_x, ()),
         "view_as_real": (lambda: torch.zeros(3, dtype=torch.complex64), ()),
-        "view_as_complex": (lambda: torch.zeros(3, 2), ()), "detach": (_x, ()), "atleast_1d": (_x, ()),
-        "atleast_2d": (_x, ()), "atleast_3d": (_x, ()), "broadcast_to": (_x, ((2, 3, 4),)),
-        "hsplit": (_x, (2,)), "vsplit": (_x, (3,)), "dsplit": (lambda: torch.zeros(2, 2, 4), (2,)),
+        "view_as_complex": (lambda: torch.zeros(3, 2), ()),
+        "detach": (_x, ()),
+        "atleast_1d": (_x, ()),
+        "atleast_2d": (_x, ()),
+        "atleast_3d": (_x, ()),
+        "broadcast_to": (_x, ((2, 3, 4),)),
+        "hsplit": (_x, (2,)),
+        "vsplit": (_x, (3,)),
+        "dsplit": (lambda: torch.zeros(2, 2, 4), (2,)),
     }
     assert set(calls) | {"from_numpy"} == torch_api.MAY_ALIAS_FUNCTIONS
     for name, (make, args) in calls.items():

@@ -32,8 +32,12 @@ def _is_form(node: ast.AST) -> bool:
         return node.id == "form"
     if isinstance(node, ast.Attribute):
         return node.attr == "form"
-    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
-            and ast.unparse(node.func.value).endswith("decisions"))
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and ast.unparse(node.func.value).endswith("decisions")
+    )
 
 
 def form_strings(source: str) -> set[str]:
@@ -45,8 +49,9 @@ def form_strings(source: str) -> set[str]:
             for ret in ast.walk(node):
                 if isinstance(ret, ast.Return) and ret.value is not None:
                     found |= _strings(ret.value) - _strings_in_calls(ret.value)
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Subscript) and ast.unparse(t.value).endswith("decisions")
-                                                  for t in node.targets):
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Subscript) and ast.unparse(t.value).endswith("decisions") for t in node.targets
+        ):
             found |= _strings(node.value)
     return found
 
@@ -66,7 +71,9 @@ def test_every_in_place_form_the_rule_uses_is_declared():
 def assigned_statuses(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "status" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Attribute) and t.attr == "status" for t in node.targets
+        ):
             found |= _strings(node.value)
     return found
 
@@ -86,6 +93,9 @@ def test_rule_codes_use_the_declared_fixes_and_modes():
 
 
 def test_every_publication_decision_is_declared():
-    decisions = {publication(has_changes=c, proven=p, unverified=u, held=h)
-                 for c, p, h in itertools.product((False, True), repeat=3) for u in ("draft", "skip")}
+    decisions = {
+        publication(has_changes=c, proven=p, unverified=u, held=h)
+        for c, p, h in itertools.product((False, True), repeat=3)
+        for u in ("draft", "skip")
+    }
     assert decisions == set(get_args(Publication))

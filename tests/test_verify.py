@@ -26,7 +26,9 @@ def _copy(name: str, tmp_path: Path) -> Path:
 
 
 def _codemod(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "codemod", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "codemod", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def _verify_json(repo: Path) -> tuple[int, dict]:
@@ -53,7 +55,9 @@ def test_normalization_bug_is_proven_with_locator_lines(tmp_path):
     assert code == 0, verdict
     assert verdict["status"] == "proven" and verdict["device"] == "cpu"
     model = repo / "timesnet" / "model.py"
-    assert {(r["path"], r["line"]) for r in verdict["rewrites"]} >= {("timesnet/model.py", _line_of(model, "x_enc /= stdev"))}
+    assert {(r["path"], r["line"]) for r in verdict["rewrites"]} >= {
+        ("timesnet/model.py", _line_of(model, "x_enc /= stdev"))
+    }
     for rewrite in verdict["rewrites"]:  # both statically found rewrites ran in both cases
         assert rewrite["exercised_by"] == ["forecaster", "with_projection"]
     cases = {c["name"]: c for c in verdict["cases"]}
@@ -94,11 +98,9 @@ def test_locator_upgrades_a_candidate_to_a_rewrite(tmp_path):
 def test_a_rewrite_no_case_runs_is_not_proven(tmp_path):
     repo = _copy("locator_upgrade", tmp_path)
     model = repo / "squash" / "model.py"
-    model.write_text(model.read_text() + (
-        "\n\ndef unused(x):\n"
-        "    h = torch.sigmoid(x)\n"
-        "    h.mul_(2)\n"
-        "    return h\n"))
+    model.write_text(
+        model.read_text() + ("\n\ndef unused(x):\n    h = torch.sigmoid(x)\n    h.mul_(2)\n    return h\n")
+    )
     code, verdict = _verify_json(repo)
     assert code == 1 and verdict["status"] == "not proven"
     (case,) = verdict["cases"]
@@ -108,8 +110,10 @@ def test_a_rewrite_no_case_runs_is_not_proven(tmp_path):
     unused = max(i for i, line in enumerate(lines, 1) if line.strip() == "h.mul_(2)")
     # The used one was found by the locator (so it ran); the other was never run.
     assert {r["line"]: r["exercised_by"] for r in verdict["rewrites"]} == {used: ["locator"], unused: []}
-    assert any(n.startswith("not exercised by any smoke case") and f"squash/model.py:{unused} IP102" in n
-               for n in verdict["notes"])
+    assert any(
+        n.startswith("not exercised by any smoke case") and f"squash/model.py:{unused} IP102" in n
+        for n in verdict["notes"]
+    )
 
 
 def test_init_derived_second_iteration(tmp_path):
@@ -117,7 +121,9 @@ def test_init_derived_second_iteration(tmp_path):
     code, verdict = _verify_json(repo)
     assert code == 0, verdict
     case = next(c for c in verdict["cases"] if c["name"] == "scaled_mlp")
-    assert case["original"].startswith("fails 2nd iteration: RuntimeError: Trying to backward through the graph a second time")
+    assert case["original"].startswith(
+        "fails 2nd iteration: RuntimeError: Trying to backward through the graph a second time"
+    )
     assert case["rewritten"] == "pass" and case["second_iteration"].startswith("ok (original: RuntimeError")
     assert case["outputs"]["text"] == "bit-identical" and case["gradients"]["text"] == "bit-identical"
     assert [r["code"] for r in verdict["rewrites"]] == ["ID101"]
@@ -146,7 +152,9 @@ def test_unrelated_failure_is_not_proven_and_nothing_is_written(tmp_path):
 
 
 def test_rewrite_that_changes_outputs_is_refused(tmp_path):
-    repo = _copy("output_change_dynamic", tmp_path)  # output_change (an alias through keep) and a dynamic call are reported statically; this one escapes through a method call
+    repo = _copy(
+        "output_change_dynamic", tmp_path
+    )  # output_change (an alias through keep) and a dynamic call are reported statically; this one escapes through a method call
     before = _snapshot(repo)
     proc = _codemod("apply", "--verify", str(repo))
     assert proc.returncode == 1, proc.stderr
@@ -194,7 +202,8 @@ def test_discovery_without_config(tmp_path):
     assert code == 1 and verdict["status"] == "not proven"
     assert [(r["line"], r["exercised_by"]) for r in verdict["rewrites"]] == [
         (_line_of(nets, "return self.act"), ["pkg/nets.py:Gated"]),
-        (len(nets.read_text().splitlines()), [])]
+        (len(nets.read_text().splitlines()), []),
+    ]
 
     text = nets.read_text()
     nets.write_text(text[: text.index("class NeedsArgs")].rstrip() + "\n")
@@ -223,7 +232,9 @@ def test_bad_cases_spec_is_reported(tmp_path):
     pyproject.write_text(pyproject.read_text().replace("smoke_cases.py:cases", "smoke_cases.py:nope"))
     # Make a rewrite so the harness must run on both trees.
     model = repo / "clean" / "model.py"
-    model.write_text(model.read_text().replace("h = self.act(self.conv(x))", "h = self.act(torch.sigmoid(self.conv(x)))"))
+    model.write_text(
+        model.read_text().replace("h = self.act(self.conv(x))", "h = self.act(torch.sigmoid(self.conv(x)))")
+    )
     code, verdict = _verify_json(repo)
     assert code == 1
     harness = next(c for c in verdict["cases"] if c["name"] == "harness")
@@ -275,11 +286,18 @@ def _repo_with_requirement(tmp_path: Path) -> Path:
     (repo / "vendor").mkdir()
     _tiny_wheel(repo / "vendor")
     pyproject = repo / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace(
-        "timeout = 300", 'timeout = 300\nrequirements = ["./vendor/tinyhelper-0.1-py3-none-any.whl"]'))
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            "timeout = 300", 'timeout = 300\nrequirements = ["./vendor/tinyhelper-0.1-py3-none-any.whl"]'
+        )
+    )
     model = repo / "scaler" / "model.py"
-    model.write_text("import tinyhelper\n" + model.read_text().replace("return self.fc(x) * self.scale",
-                                                                        "return tinyhelper.double(self.fc(x)) * self.scale"))
+    model.write_text(
+        "import tinyhelper\n"
+        + model.read_text().replace(
+            "return self.fc(x) * self.scale", "return tinyhelper.double(self.fc(x)) * self.scale"
+        )
+    )
     return repo
 
 
@@ -288,8 +306,13 @@ def test_requirements_are_installed_inside_the_sandbox(tmp_path):
     assert subprocess.run([sys.executable, "-c", "import tinyhelper"], capture_output=True).returncode != 0
     cache = tmp_path / "cache"
     env = {**os.environ, "CODEMOD_CACHE": str(cache)}
-    proc = subprocess.run([sys.executable, "-m", "codemod", "verify", str(repo), "--format", "json"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "codemod", "verify", str(repo), "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     verdict = json.loads(proc.stdout)
     assert proc.returncode == 0 and verdict["status"] == "proven", proc.stdout + proc.stderr
     # Nothing installed into this environment, and no environment shared with later runs.
@@ -300,19 +323,35 @@ def test_requirements_are_installed_inside_the_sandbox(tmp_path):
 def test_requirements_turned_off_by_the_operator_say_why_nothing_ran(tmp_path):
     repo = _repo_with_requirement(tmp_path)
     env = {**os.environ, "CODEMOD_ALLOW_REQUIREMENTS": "0"}
-    proc = subprocess.run([sys.executable, "-m", "codemod", "verify", str(repo), "--format", "json"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "codemod", "verify", str(repo), "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     verdict = json.loads(proc.stdout)
     assert proc.returncode == 1 and verdict["status"] == "nothing could be verified"
     assert any("requirements is turned off by the operator" in n for n in verdict["notes"]), verdict["notes"]
 
 
-@pytest.mark.parametrize("requirement", ["-r/etc/shadow", "--index-url=http://127.0.0.1:9/", "--log=/tmp/x.log",
-                                         "einops @ http://127.0.0.1:9/einops.whl", "./../outside", "not a requirement!"])
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        "-r/etc/shadow",
+        "--index-url=http://127.0.0.1:9/",
+        "--log=/tmp/x.log",
+        "einops @ http://127.0.0.1:9/einops.whl",
+        "./../outside",
+        "not a requirement!",
+    ],
+)
 def test_requirement_strings_that_are_not_requirements_are_refused(tmp_path, requirement):
     repo = _copy("init_derived", tmp_path)
     pyproject = repo / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace("timeout = 300", f"timeout = 300\nrequirements = [{json.dumps(requirement)}]"))
+    pyproject.write_text(
+        pyproject.read_text().replace("timeout = 300", f"timeout = 300\nrequirements = [{json.dumps(requirement)}]")
+    )
     proc = _codemod("verify", str(repo))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()

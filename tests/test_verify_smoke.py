@@ -21,8 +21,12 @@ def _copy(name: str, tmp_path: Path) -> Path:
 
 
 def _verify(repo: Path, fmt: str = "json") -> tuple[int, dict | str]:
-    proc = subprocess.run([sys.executable, "-m", "codemod", "verify", str(repo), "--format", fmt],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "codemod", "verify", str(repo), "--format", fmt],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.stdout, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, json.loads(proc.stdout) if fmt == "json" else proc.stdout
@@ -40,22 +44,28 @@ def test_hazard_found_by_the_smoke_command_upgrades_and_is_proven(tmp_path):
     repo = _copy("smoke_locate", tmp_path)
     model = repo / "squash" / "model.py"
     before = _snapshot(repo)
-    static = subprocess.run([sys.executable, "-m", "codemod", "apply", "--check", str(repo)], capture_output=True,
-                            text=True, timeout=300)
-    assert static.returncode == 0, static.stdout  # the engine alone rewrites nothing: the activation is looked up by name
+    static = subprocess.run(
+        [sys.executable, "-m", "codemod", "apply", "--check", str(repo)], capture_output=True, text=True, timeout=300
+    )
+    assert static.returncode == 0, (
+        static.stdout
+    )  # the engine alone rewrites nothing: the activation is looked up by name
     code, verdict = _verify(repo)
     line = _line_of(model, "h.mul_(2)")
     assert code == 0 and verdict["status"] == "proven", verdict
     assert verdict["smoke_source"] == "configured"
     assert [(r["path"], r["line"], r["code"], r["exercised_by"]) for r in verdict["rewrites"]] == [
-        ("squash/model.py", line, "IP102", ["locator"])]
+        ("squash/model.py", line, "IP102", ["locator"])
+    ]
     (hazard,) = verdict["locator"]
     assert (hazard["write"]["path"], hazard["write"]["line"]) == ("squash/model.py", line)
     assert (hazard["saved_by"]["path"], hazard["saved_by"]["line"]) == ("squash/acts.py", 5)
     assert hazard["engine"] == "rewritten (IP102)"
     (case,) = verdict["cases"]
     assert case["name"].startswith("command: python -m pytest")
-    assert case["original"].startswith("fails: RuntimeError: one of the variables needed") and case["rewritten"] == "pass"
+    assert (
+        case["original"].startswith("fails: RuntimeError: one of the variables needed") and case["rewritten"] == "pass"
+    )
     assert _snapshot(repo) == before  # verify writes nothing
 
 
@@ -68,7 +78,9 @@ def test_default_smoke_source_runs_the_tests_that_import_the_rewritten_module(tm
     assert verdict["default_tests"] == ["tests/test_block.py"]  # not test_unrelated.py: it imports no rewritten module
     # One rewrite the engine made statically, one it made only because the located tests confirmed it.
     assert {(r["line"], r["code"]) for r in verdict["rewrites"]} == {
-        (_line_of(model, "gate.mul_(0.5)"), "IP102"), (_line_of(model, "h.mul_(2)"), "IP102")}
+        (_line_of(model, "gate.mul_(0.5)"), "IP102"),
+        (_line_of(model, "h.mul_(2)"), "IP102"),
+    }
     (case,) = verdict["cases"]
     assert case["name"] == "default tests: python -m pytest -q -p no:cacheprovider tests/test_block.py"
     assert case["original"].startswith("fails: RuntimeError") and case["rewritten"] == "pass"
@@ -83,7 +95,8 @@ def test_default_smoke_source_runs_the_tests_that_import_the_rewritten_module(tm
 def test_default_tests_failing_before_and_after_are_unrelated_and_prove_nothing(tmp_path):
     repo = _copy("default_smoke", tmp_path)
     (repo / "tests" / "test_broken.py").write_text(
-        "from squash.model import Block\n\n\ndef test_broken():\n    assert Block(4) is None, 'broken for its own reasons'\n")
+        "from squash.model import Block\n\n\ndef test_broken():\n    assert Block(4) is None, 'broken for its own reasons'\n"
+    )
     before = _snapshot(repo)
     code, verdict = _verify(repo)
     assert code == 1 and verdict["status"] == "not proven", verdict
@@ -97,7 +110,8 @@ def test_default_tests_failing_before_and_after_are_unrelated_and_prove_nothing(
 def test_default_tests_that_break_on_the_rewritten_tree_are_not_proven(tmp_path):
     repo = _copy("default_smoke", tmp_path)
     # A test that passes on the original only while its tensors are still written in place.
-    (repo / "tests" / "test_block.py").write_text(textwrap.dedent("""
+    (repo / "tests" / "test_block.py").write_text(
+        textwrap.dedent("""
         import torch
 
         from squash.model import Block
@@ -110,7 +124,8 @@ def test_default_tests_that_break_on_the_rewritten_tree_are_not_proven(tmp_path)
             with torch.no_grad():
                 Block(4)(torch.randn(3, 4))
             assert (2,) in calls and (0.5,) in calls
-        """))
+        """)
+    )
     code, verdict = _verify(repo)
     assert verdict["smoke_source"] == "default tests"
     assert code == 1 and verdict["status"] == "not proven", verdict
@@ -157,16 +172,29 @@ def _forging_repo(tmp_path: Path, mode: str) -> Path:
     (repo / "forge.py").write_text(_FORGE)
     (repo / "line.txt").write_text(str(line))
     (repo / "mode.txt").write_text(mode)
-    report = {"pid": 3, "hazards": [{"kind": "saved-overwrite", "op": "mul_", "write": {"path": "squash/model.py",
-                                     "line": line, "code": "x"}, "saved_by": None, "message": "planted"}]}
+    report = {
+        "pid": 3,
+        "hazards": [
+            {
+                "kind": "saved-overwrite",
+                "op": "mul_",
+                "write": {"path": "squash/model.py", "line": line, "code": "x"},
+                "saved_by": None,
+                "message": "planted",
+            }
+        ],
+    }
     (repo / "planted.json").write_text(json.dumps(report))
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "model.py").write_text("import torch\n")
     (repo / "squash" / "escape").symlink_to(outside)  # a directory link that leaves the repository
     text = (repo / "pyproject.toml").read_text()
-    (repo / "pyproject.toml").write_text(text.replace(
-        'command = "python -m pytest -q -p no:cacheprovider tests/test_block.py"', 'command = "python forge.py"'))
+    (repo / "pyproject.toml").write_text(
+        text.replace(
+            'command = "python -m pytest -q -p no:cacheprovider tests/test_block.py"', 'command = "python forge.py"'
+        )
+    )
     return repo
 
 
@@ -178,9 +206,14 @@ def test_forged_reports_are_refused_without_a_crash_and_prove_nothing(tmp_path):
     assert verdict["locator"] == [] and verdict["rewrites"] == [], verdict
     assert verdict["status"] == "nothing to do" and not verdict["proven"]
     notes = "\n".join(verdict["notes"])
-    for name, why in [("link.json", "a symlink"), ("big.json", "larger than 8 MiB"), ("garbage.json", "not JSON"),
-                      ("list.json", "not a locator report"), ("fifo.json", "not a regular file"),
-                      ("dir.json", "not a regular file")]:
+    for name, why in [
+        ("link.json", "a symlink"),
+        ("big.json", "larger than 8 MiB"),
+        ("garbage.json", "not JSON"),
+        ("list.json", "not a locator report"),
+        ("fifo.json", "not a regular file"),
+        ("dir.json", "not a regular file"),
+    ]:
         assert f"a locator report was refused ({why}): '{name}'" in notes, notes
     assert "10 hazard record(s) of the locator's reports were dropped" in notes
     assert _snapshot(repo) == before
@@ -208,9 +241,19 @@ def test_read_located_rebuilds_hazards_from_checked_fields_only(tmp_path):
     reports = tmp_path / "reports"
     reports.mkdir()
     write = {"path": "pkg/m.py", "line": 3, "code": "h.mul_(2)", "extra": "dropped"}
-    record = {"kind": "saved-overwrite", "op": "mul_", "write": write, "saved_by": {"path": "./pkg/m.py", "line": 2},
-              "saver": "SigmoidBackward0", "shape": [3, "4"], "dtype": "float32", "count": 2, "message": "m" * 5000,
-              "engine": {"action": "rewrite"}, "evil": True}
+    record = {
+        "kind": "saved-overwrite",
+        "op": "mul_",
+        "write": write,
+        "saved_by": {"path": "./pkg/m.py", "line": 2},
+        "saver": "SigmoidBackward0",
+        "shape": [3, "4"],
+        "dtype": "float32",
+        "count": 2,
+        "message": "m" * 5000,
+        "engine": {"action": "rewrite"},
+        "evil": True,
+    }
     (reports / "a.json").write_text(json.dumps({"pid": 7, "rank": 0, "hazards": [record, dict(record, count=True)]}))
     (reports / "notes.txt").write_text("not a report: ignored")
     (hazard,), notes = read_located(reports, copy)

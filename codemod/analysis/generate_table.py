@@ -73,13 +73,15 @@ def _saved_by_op() -> dict[str, list[dict]]:
                     needed.add("@out")
             for var in deriv.var_names:
                 needs.setdefault(var, set()).update(needed)
-        ops.setdefault(base, []).append({
-            "overload": str(schema.name.overload_name),
-            "args": [a.name for a in schema.arguments.flat_positional],
-            "kw": [a.name for a in schema.arguments.flat_kwarg_only],
-            "required": [a.name for a in schema.arguments.flat_positional if a.default is None],
-            "needs": {k: sorted(v) for k, v in sorted(needs.items()) if v},
-        })
+        ops.setdefault(base, []).append(
+            {
+                "overload": str(schema.name.overload_name),
+                "args": [a.name for a in schema.arguments.flat_positional],
+                "kw": [a.name for a in schema.arguments.flat_kwarg_only],
+                "required": [a.name for a in schema.arguments.flat_positional if a.default is None],
+                "needs": {k: sorted(v) for k, v in sorted(needs.items()) if v},
+            }
+        )
     return {name: sorted(entries, key=lambda e: e["overload"]) for name, entries in sorted(ops.items())}
 
 

@@ -77,7 +77,7 @@ _CANONICAL_PREFIXES = (
 def _canonical(name: str) -> str:
     for prefix, replacement in _CANONICAL_PREFIXES:
         if name.startswith(prefix):
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             if prefix == "torch.nn.modules." and "." in rest:
                 rest = rest.rsplit(".", 1)[1]
             return replacement + rest

@@ -107,9 +107,14 @@ class FunctionInfo:
 
 
 _NN_MODULE_BASES = {"torch.nn.Module", "torch.nn.modules.module.Module"}
-_LIGHTNING_MODULES = {"pytorch_lightning.LightningModule", "pytorch_lightning.core.LightningModule",
-                      "pytorch_lightning.core.module.LightningModule", "lightning.LightningModule",
-                      "lightning.pytorch.LightningModule", "lightning.pytorch.core.LightningModule"}
+_LIGHTNING_MODULES = {
+    "pytorch_lightning.LightningModule",
+    "pytorch_lightning.core.LightningModule",
+    "pytorch_lightning.core.module.LightningModule",
+    "lightning.LightningModule",
+    "lightning.pytorch.LightningModule",
+    "lightning.pytorch.core.LightningModule",
+}
 
 
 def is_module_base(qual: str | None) -> bool:
@@ -127,7 +132,12 @@ def is_layer_base(qual: str | None) -> bool:
 
 
 _NO_PARAMETER_BASES = {"Module", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict", "Identity"}
-_REGISTER = {"register_buffer": "buffer", "register_parameter": "parameter", "add_module": "module", "register_module": "module"}
+_REGISTER = {
+    "register_buffer": "buffer",
+    "register_parameter": "parameter",
+    "add_module": "module",
+    "register_module": "module",
+}
 _T = type
 
 
@@ -195,7 +205,12 @@ class ModuleIndex:
                 if fn is not None:
                     if t in _FUNCTION_NODE_TYPES:
                         in_function(node, t, fn)
-                elif t is cst.Assign and cls is None and len(node.targets) == 1 and _T(node.targets[0].target) is cst.Name:
+                elif (
+                    t is cst.Assign
+                    and cls is None
+                    and len(node.targets) == 1
+                    and _T(node.targets[0].target) is cst.Name
+                ):
                     value = dotted_name(node.value) if _T(node.value) in (cst.Name, cst.Attribute) else None
                     if value is not None:
                         self.aliases[node.targets[0].target.value] = value
@@ -259,7 +274,12 @@ class ModuleIndex:
             self._call(node, fn)
         elif t is cst.Attribute:
             value = node.value
-            if fn.cls is not None and _T(value) is cst.Name and value.value == fn.self_name and id(node) not in self._handled:
+            if (
+                fn.cls is not None
+                and _T(value) is cst.Name
+                and value.value == fn.self_name
+                and id(node) not in self._handled
+            ):
                 attr = fn.cls.attrs.setdefault(node.attr.value, AttrInfo(node.attr.value))
                 attr.other_uses += 1
 
@@ -346,7 +366,9 @@ class ModuleIndex:
                 return Constructor(expr, "parameter", qual, method=method)
             if qual is not None and qual.startswith("torch.nn.") and qual.count(".") == 2 and qual[9:10].isupper():
                 spec = torch_api.module_spec(qual)
-                inplace = spec is not None and spec.inplace_index is not None and _inplace_flag(expr, spec.inplace_index)
+                inplace = (
+                    spec is not None and spec.inplace_index is not None and _inplace_flag(expr, spec.inplace_index)
+                )
                 ctor = Constructor(expr, "module", qual, inplace=inplace, method=method)
                 if spec is not None and spec.container:
                     layers = [a.value for a in expr.args if a.keyword is None]
@@ -358,7 +380,11 @@ class ModuleIndex:
             name = dotted_name(expr.func)
             if name is not None and any(c.name == name and c.is_module for c in self.classes):
                 return Constructor(expr, "module", name, method=method)
-            if qual is not None and qual.startswith("torch.") and qual.rsplit(".", 1)[-1] in torch_api.FACTORY_FUNCTIONS:
+            if (
+                qual is not None
+                and qual.startswith("torch.")
+                and qual.rsplit(".", 1)[-1] in torch_api.FACTORY_FUNCTIONS
+            ):
                 return Constructor(expr, "tensor", qual, method=method)
         return Constructor(expr, "other", method=method)
 
@@ -409,10 +435,24 @@ def _inplace_flag(call: cst.Call, index: int) -> bool:
 
 
 # Node types ``_in_function`` looks at (everything else is only walked through).
-_FUNCTION_NODE_TYPES = frozenset({
-    cst.Assign, cst.AugAssign, cst.AnnAssign, cst.For, cst.WithItem, cst.ExceptHandler, cst.NamedExpr,
-    cst.Global, cst.Nonlocal, cst.MatchAs, cst.MatchStar, cst.MatchMapping, cst.Call, cst.Attribute,
-})
+_FUNCTION_NODE_TYPES = frozenset(
+    {
+        cst.Assign,
+        cst.AugAssign,
+        cst.AnnAssign,
+        cst.For,
+        cst.WithItem,
+        cst.ExceptHandler,
+        cst.NamedExpr,
+        cst.Global,
+        cst.Nonlocal,
+        cst.MatchAs,
+        cst.MatchStar,
+        cst.MatchMapping,
+        cst.Call,
+        cst.Attribute,
+    }
+)
 _SCALAR_ANNOTATIONS = {"int", "float", "bool", "str"}
 _SCALAR_BUILTINS = {"int", "float", "bool", "str", "len", "round", "abs", "min", "max", "pow"}
 
@@ -424,8 +464,10 @@ def _scalar_params(fn: cst.FunctionDef) -> set[str]:
         ann = param.annotation
         if ann is not None and dotted_name(ann.annotation) in _SCALAR_ANNOTATIONS:
             out.add(param.name.value)
-        elif param.default is not None and _python_value(param.default, set()) and not (
-            _T(param.default) is cst.Name and param.default.value == "None"
+        elif (
+            param.default is not None
+            and _python_value(param.default, set())
+            and not (_T(param.default) is cst.Name and param.default.value == "None")
         ):
             out.add(param.name.value)
     return out

@@ -15,10 +15,29 @@ import libcst as cst
 # Fields that hold only whitespace, punctuation or comments.
 _SKIP_FIELDS = frozenset(
     {
-        "lpar", "rpar", "leading_lines", "comma", "header", "footer", "semicolon",
-        "lines_after_decorators", "newline", "trailing_whitespace", "indent", "colon", "equal",
-        "dot", "star", "lbracket", "rbracket", "lbrace", "rbrace", "operator", "asynchronous",
-        "whitespace_before_colon", "whitespace_after_colon",
+        "lpar",
+        "rpar",
+        "leading_lines",
+        "comma",
+        "header",
+        "footer",
+        "semicolon",
+        "lines_after_decorators",
+        "newline",
+        "trailing_whitespace",
+        "indent",
+        "colon",
+        "equal",
+        "dot",
+        "star",
+        "lbracket",
+        "rbracket",
+        "lbrace",
+        "rbrace",
+        "operator",
+        "asynchronous",
+        "whitespace_before_colon",
+        "whitespace_after_colon",
     }
 )
 _fields_cache: dict[type, tuple[str, ...]] = {}
@@ -28,9 +47,7 @@ def _fields(tp: type) -> tuple[str, ...]:
     fields = _fields_cache.get(tp)
     if fields is None:
         fields = tuple(
-            f.name
-            for f in dataclasses.fields(tp)
-            if f.name not in _SKIP_FIELDS and not f.name.startswith("whitespace")
+            f.name for f in dataclasses.fields(tp) if f.name not in _SKIP_FIELDS and not f.name.startswith("whitespace")
         )
         _fields_cache[tp] = fields
     return fields
@@ -140,7 +157,6 @@ def keyword_arg(call: cst.Call, name: str) -> cst.Arg | None:
 def positional_args(call: cst.Call) -> list[cst.Arg]:
     return [a for a in call.args if a.keyword is None and not a.star]
 
-
     return any(a.star for a in call.args)
 
 
@@ -188,9 +204,15 @@ def module_list_loops(fn: cst.FunctionDef, self_name: str | None) -> dict[str, s
         if isinstance(node, cst.For):
             bind(node.target)
             it, target = node.iter, node.target
-            if (isinstance(it, cst.Call) and isinstance(it.func, cst.Name) and it.func.value == "enumerate"
-                    and len(it.args) == 1 and not it.args[0].star and isinstance(target, cst.Tuple)
-                    and len(target.elements) == 2):
+            if (
+                isinstance(it, cst.Call)
+                and isinstance(it.func, cst.Name)
+                and it.func.value == "enumerate"
+                and len(it.args) == 1
+                and not it.args[0].star
+                and isinstance(target, cst.Tuple)
+                and len(target.elements) == 2
+            ):
                 it, target = it.args[0].value, target.elements[1].value
             attr = self_attribute(it, self_name)
             if attr is not None and isinstance(target, cst.Name):

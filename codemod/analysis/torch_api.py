@@ -64,8 +64,13 @@ class OpSpec:
     def candidates(self, n_positional: int, keywords: set[str]) -> list[Overload]:
         """The overloads a call with these arguments may select (all of them if none fits)."""
         keywords = set(keywords) - _IGNORED_KEYWORDS
-        fits = [o for o in self.overloads
-                if o.accepts(n_positional, {k if k in o.args or k in o.kw else _KEYWORD_ALIASES.get(k, k) for k in keywords})]
+        fits = [
+            o
+            for o in self.overloads
+            if o.accepts(
+                n_positional, {k if k in o.args or k in o.kw else _KEYWORD_ALIASES.get(k, k) for k in keywords}
+            )
+        ]
         return fits or list(self.overloads)
 
     def saves(self, positional: list, keywords: dict, may_require_grad) -> tuple[list, bool]:
@@ -175,7 +180,9 @@ _FUNCTIONAL: dict[str, OpSpec | tuple[str, dict[str, str]]] = {
     "conv_transpose1d": _composite("conv_transpose1d", ("input", "weight", "bias"), ("input", "weight")),
     "conv_transpose2d": _composite("conv_transpose2d", ("input", "weight", "bias"), ("input", "weight")),
     "conv_transpose3d": _composite("conv_transpose3d", ("input", "weight", "bias"), ("input", "weight")),
-    "layer_norm": _composite("layer_norm", ("input", "normalized_shape", "weight", "bias"), ("input", "weight", "bias")),
+    "layer_norm": _composite(
+        "layer_norm", ("input", "normalized_shape", "weight", "bias"), ("input", "weight", "bias")
+    ),
     "rms_norm": _composite("rms_norm", ("input", "normalized_shape", "weight"), ("input", "weight")),
     "group_norm": _composite("group_norm", ("input", "num_groups", "weight", "bias"), ("input", "weight")),
     "batch_norm": _composite(
@@ -207,9 +214,14 @@ _FUNCTIONAL: dict[str, OpSpec | tuple[str, dict[str, str]]] = {
     "adaptive_max_pool1d": _composite("adaptive_max_pool1d", ("input",), ("input",)),
     "adaptive_max_pool2d": _composite("adaptive_max_pool2d", ("input",), ("input",)),
     "scaled_dot_product_attention": _composite(
-        "scaled_dot_product_attention", ("query", "key", "value", "attn_mask"), ("query", "key", "value", "attn_mask"), out=True
+        "scaled_dot_product_attention",
+        ("query", "key", "value", "attn_mask"),
+        ("query", "key", "value", "attn_mask"),
+        out=True,
     ),
-    "multi_head_attention_forward": _composite("multi_head_attention_forward", ("query", "key", "value"), ("query", "key", "value")),
+    "multi_head_attention_forward": _composite(
+        "multi_head_attention_forward", ("query", "key", "value"), ("query", "key", "value")
+    ),
     "cross_entropy": _composite("cross_entropy", ("input", "target", "weight"), ("target", "weight")),
     "nll_loss": ("nll_loss_forward", {"input": "self"}),
     "mse_loss": ("mse_loss", {"input": "self"}),
@@ -231,7 +243,9 @@ _TORCH_COMPOSITE: dict[str, OpSpec] = {
     "log_softmax": _composite("log_softmax", ("input", "dim"), (), out=True),
     "matmul": _composite("matmul", ("input", "other"), ("input", "other")),
     "einsum": _composite("einsum", ("equation", "operands"), ("operands",)),
-    "layer_norm": _composite("layer_norm", ("input", "normalized_shape", "weight", "bias"), ("input", "weight", "bias")),
+    "layer_norm": _composite(
+        "layer_norm", ("input", "normalized_shape", "weight", "bias"), ("input", "weight", "bias")
+    ),
     "group_norm": _composite("group_norm", ("input", "num_groups", "weight", "bias"), ("input", "weight")),
     "batch_norm": _composite("batch_norm", ("input", "weight", "bias"), ("input", "weight")),
     "dropout": _composite("dropout", ("input", "p", "train")),
@@ -264,10 +278,40 @@ _TORCH_COMPOSITE: dict[str, OpSpec] = {
 # ``aliasing`` list of aten views): dtype/device conversions return self when nothing changes.
 ALIAS_METHODS = frozenset(
     {
-        "float", "double", "half", "bfloat16", "int", "long", "short", "bool", "byte", "char",
-        "cpu", "cuda", "to", "type", "type_as", "contiguous", "requires_grad_", "view_as",
-        "reshape_as", "expand_as", "as_subclass", "numpy", "detach", "flatten", "squeeze",
-        "unsqueeze", "data", "T", "mT", "H", "mH", "real", "imag", "coalesce",
+        "float",
+        "double",
+        "half",
+        "bfloat16",
+        "int",
+        "long",
+        "short",
+        "bool",
+        "byte",
+        "char",
+        "cpu",
+        "cuda",
+        "to",
+        "type",
+        "type_as",
+        "contiguous",
+        "requires_grad_",
+        "view_as",
+        "reshape_as",
+        "expand_as",
+        "as_subclass",
+        "numpy",
+        "detach",
+        "flatten",
+        "squeeze",
+        "unsqueeze",
+        "data",
+        "T",
+        "mT",
+        "H",
+        "mH",
+        "real",
+        "imag",
+        "coalesce",
     }
 )
 ALIAS_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "real", "imag", "data"})
@@ -275,17 +319,57 @@ ALIAS_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "real", "imag", "data"})
 # Tensor methods whose result is not a tensor.
 NON_TENSOR_METHODS = frozenset(
     {
-        "item", "tolist", "size", "dim", "ndimension", "numel", "nelement", "element_size",
-        "is_contiguous", "is_floating_point", "is_complex", "is_signed", "data_ptr", "stride",
-        "storage_offset", "get_device", "equal", "untyped_storage", "storage", "is_set_to",
-        "is_pinned", "is_shared", "has_names", "is_nonzero", "__len__", "dim_order", "allclose",
-        "backward", "register_hook", "retain_grad", "record_stream", "tobytes",
+        "item",
+        "tolist",
+        "size",
+        "dim",
+        "ndimension",
+        "numel",
+        "nelement",
+        "element_size",
+        "is_contiguous",
+        "is_floating_point",
+        "is_complex",
+        "is_signed",
+        "data_ptr",
+        "stride",
+        "storage_offset",
+        "get_device",
+        "equal",
+        "untyped_storage",
+        "storage",
+        "is_set_to",
+        "is_pinned",
+        "is_shared",
+        "has_names",
+        "is_nonzero",
+        "__len__",
+        "dim_order",
+        "allclose",
+        "backward",
+        "register_hook",
+        "retain_grad",
+        "record_stream",
+        "tobytes",
     }
 )
 NON_TENSOR_ATTRIBUTES = frozenset(
     {
-        "shape", "dtype", "device", "ndim", "requires_grad", "is_leaf", "grad_fn", "is_cuda",
-        "layout", "names", "itemsize", "nbytes", "is_sparse", "is_quantized", "is_meta",
+        "shape",
+        "dtype",
+        "device",
+        "ndim",
+        "requires_grad",
+        "is_leaf",
+        "grad_fn",
+        "is_cuda",
+        "layout",
+        "names",
+        "itemsize",
+        "nbytes",
+        "is_sparse",
+        "is_quantized",
+        "is_meta",
     }
 )
 # Tensor methods returning a tuple of tensors: views of self ...
@@ -294,16 +378,50 @@ TUPLE_ALIAS_METHODS = frozenset(
 )
 # ... or fresh tensors.
 TUPLE_FRESH_METHODS = frozenset(
-    {"topk", "sort", "kthvalue", "mode", "cummax", "cummin", "aminmax", "frexp", "unique_consecutive", "slogdet", "qr", "svd", "lu"}
+    {
+        "topk",
+        "sort",
+        "kthvalue",
+        "mode",
+        "cummax",
+        "cummin",
+        "aminmax",
+        "frexp",
+        "unique_consecutive",
+        "slogdet",
+        "qr",
+        "svd",
+        "lu",
+    }
 )
 
 # In-place methods that change only metadata or bookkeeping, never the data autograd saved.
 METADATA_INPLACE = frozenset(
     {
-        "requires_grad_", "detach_", "resize_", "resize_as_", "as_strided_", "squeeze_", "unsqueeze_",
-        "t_", "transpose_", "swapaxes_", "swapdims_", "share_memory_", "set_", "retain_grad",
-        "rename_", "refine_names_", "align_to_", "pin_memory_", "apply_", "map_", "map2_",
-        "resize_as_sparse_", "sparse_resize_", "sparse_resize_and_clear_",
+        "requires_grad_",
+        "detach_",
+        "resize_",
+        "resize_as_",
+        "as_strided_",
+        "squeeze_",
+        "unsqueeze_",
+        "t_",
+        "transpose_",
+        "swapaxes_",
+        "swapdims_",
+        "share_memory_",
+        "set_",
+        "retain_grad",
+        "rename_",
+        "refine_names_",
+        "align_to_",
+        "pin_memory_",
+        "apply_",
+        "map_",
+        "map2_",
+        "resize_as_sparse_",
+        "sparse_resize_",
+        "sparse_resize_and_clear_",
     }
 )
 # In-place random fills: never rewritten (state, RNG stream), reported when hazardous.
@@ -314,8 +432,22 @@ RNG_INPLACE = frozenset(
 # would change the tensor's dtype, so they are reported, not rewritten.
 DTYPE_CHANGING_INPLACE = frozenset(
     {
-        "eq_", "ne_", "ge_", "gt_", "le_", "lt_", "greater_", "greater_equal_", "less_", "less_equal_",
-        "not_equal_", "logical_and_", "logical_or_", "logical_xor_", "logical_not_", "float_power_",
+        "eq_",
+        "ne_",
+        "ge_",
+        "gt_",
+        "le_",
+        "lt_",
+        "greater_",
+        "greater_equal_",
+        "less_",
+        "less_equal_",
+        "not_equal_",
+        "logical_and_",
+        "logical_or_",
+        "logical_xor_",
+        "logical_not_",
+        "float_power_",
     }
 )
 # Rewritten with a factory instead of a same-named method.
@@ -325,74 +457,195 @@ CLONE_ONLY_INPLACE = frozenset({"fill_diagonal_"})
 
 # Functions and methods that are never differentiable code, by the name torch.nn and its users
 # give them (initialisation, indexing of datasets, repr).
-NOT_DIFFERENTIABLE_FUNCTIONS = frozenset({
-    "__init__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
-    "__getitem__", "__len__", "extra_repr",
-})
+NOT_DIFFERENTIABLE_FUNCTIONS = frozenset(
+    {
+        "__init__",
+        "reset_parameters",
+        "_reset_parameters",
+        "init_weights",
+        "_init_weights",
+        "__getitem__",
+        "__len__",
+        "extra_repr",
+    }
+)
 
 # --- Torch knowledge the rule families and the whole-program summaries share ----------------
 # One home for these lists; tests/test_torch_knowledge.py checks each against torch itself.
 
 # Context managers (and decorators) that switch autograd off: one class each under several names.
-GRAD_DISABLING = frozenset({
-    "torch.no_grad", "torch.autograd.no_grad", "torch.autograd.grad_mode.no_grad",
-    "torch.inference_mode", "torch.autograd.inference_mode", "torch.autograd.grad_mode.inference_mode",
-})
+GRAD_DISABLING = frozenset(
+    {
+        "torch.no_grad",
+        "torch.autograd.no_grad",
+        "torch.autograd.grad_mode.no_grad",
+        "torch.inference_mode",
+        "torch.autograd.inference_mode",
+        "torch.autograd.grad_mode.inference_mode",
+    }
+)
 # ... that switch it back on ...
 GRAD_ENABLING = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "torch.autograd.grad_mode.enable_grad"})
 # ... that set it from their argument ...
-GRAD_SETTING = frozenset({
-    "torch.set_grad_enabled", "torch.autograd.set_grad_enabled", "torch.autograd.grad_mode.set_grad_enabled",
-})
+GRAD_SETTING = frozenset(
+    {
+        "torch.set_grad_enabled",
+        "torch.autograd.set_grad_enabled",
+        "torch.autograd.grad_mode.set_grad_enabled",
+    }
+)
 # ... and that run ops in lower precision (autocast).
 AUTOCAST = frozenset({"torch.autocast", "torch.amp.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast"})
 
 # torch functions (``torch.*``, ``torch.nn.functional.*``) whose result depends on the random
 # generator (dropout and rrelu in training mode).
-RANDOM_FUNCTIONS = frozenset({
-    "rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson",
-    "rand_like", "randn_like", "randint_like", "dropout", "dropout1d", "dropout2d", "dropout3d",
-    "alpha_dropout", "feature_alpha_dropout", "gumbel_softmax", "rrelu",
-})
+RANDOM_FUNCTIONS = frozenset(
+    {
+        "rand",
+        "randn",
+        "randint",
+        "randperm",
+        "normal",
+        "bernoulli",
+        "multinomial",
+        "poisson",
+        "rand_like",
+        "randn_like",
+        "randint_like",
+        "dropout",
+        "dropout1d",
+        "dropout2d",
+        "dropout3d",
+        "alpha_dropout",
+        "feature_alpha_dropout",
+        "gumbel_softmax",
+        "rrelu",
+    }
+)
 # Tensor methods that fill the tensor from the random generator: ``RNG_INPLACE``.
 
 # Tensor methods whose result is always a view of the receiver (``x.t()._base is x``; each
 # element for the ones returning a tuple) ...
-VIEW_METHODS = frozenset({
-    "t", "transpose", "permute", "view", "view_as", "unsqueeze", "squeeze", "expand", "expand_as", "narrow",
-    "select", "unflatten", "swapaxes", "swapdims", "movedim", "diagonal", "unbind", "split", "chunk",
-    "as_strided", "unfold", "tensor_split",
-})
+VIEW_METHODS = frozenset(
+    {
+        "t",
+        "transpose",
+        "permute",
+        "view",
+        "view_as",
+        "unsqueeze",
+        "squeeze",
+        "expand",
+        "expand_as",
+        "narrow",
+        "select",
+        "unflatten",
+        "swapaxes",
+        "swapdims",
+        "movedim",
+        "diagonal",
+        "unbind",
+        "split",
+        "chunk",
+        "as_strided",
+        "unfold",
+        "tensor_split",
+    }
+)
 # ... and attributes (``real``/``imag`` of a complex tensor).
 VIEW_ATTRIBUTES = frozenset({"T", "mT", "H", "mH", "real", "imag"})
 # Tensor methods and attributes whose result may share storage with the receiver: the views, the
 # ones that are views for some inputs (``reshape``, ``flatten``) and the ones that return the
 # receiver itself when nothing changes (``contiguous``, ``to``, ``float``).
-MAY_ALIAS_METHODS = VIEW_METHODS | VIEW_ATTRIBUTES | frozenset({
-    "reshape", "reshape_as", "flatten", "contiguous", "detach", "data",
-    "to", "type_as", "float", "double", "half", "bfloat16", "cpu", "cuda", "requires_grad_",
-    # named-tensor methods, gone from torch 2.13, kept for code written against older versions
-    "align_to", "refine_names", "rename",
-})
+MAY_ALIAS_METHODS = (
+    VIEW_METHODS
+    | VIEW_ATTRIBUTES
+    | frozenset(
+        {
+            "reshape",
+            "reshape_as",
+            "flatten",
+            "contiguous",
+            "detach",
+            "data",
+            "to",
+            "type_as",
+            "float",
+            "double",
+            "half",
+            "bfloat16",
+            "cpu",
+            "cuda",
+            "requires_grad_",
+            # named-tensor methods, gone from torch 2.13, kept for code written against older versions
+            "align_to",
+            "refine_names",
+            "rename",
+        }
+    )
+)
 # torch functions whose result may be (a view of) their first argument.
-MAY_ALIAS_FUNCTIONS = frozenset({
-    "as_strided", "as_tensor", "asarray", "from_numpy", "narrow", "select", "squeeze", "unsqueeze", "transpose",
-    "permute", "reshape", "flatten", "unflatten", "movedim", "swapaxes", "swapdims", "diagonal", "split", "chunk",
-    "unbind", "tensor_split", "t", "view_as_real", "view_as_complex", "detach", "atleast_1d", "atleast_2d",
-    "atleast_3d", "broadcast_to", "hsplit", "vsplit", "dsplit",
-})
+MAY_ALIAS_FUNCTIONS = frozenset(
+    {
+        "as_strided",
+        "as_tensor",
+        "asarray",
+        "from_numpy",
+        "narrow",
+        "select",
+        "squeeze",
+        "unsqueeze",
+        "transpose",
+        "permute",
+        "reshape",
+        "flatten",
+        "unflatten",
+        "movedim",
+        "swapaxes",
+        "swapdims",
+        "diagonal",
+        "split",
+        "chunk",
+        "unbind",
+        "tensor_split",
+        "t",
+        "view_as_real",
+        "view_as_complex",
+        "detach",
+        "atleast_1d",
+        "atleast_2d",
+        "atleast_3d",
+        "broadcast_to",
+        "hsplit",
+        "vsplit",
+        "dsplit",
+    }
+)
 # Tensor attributes that are metadata, not tensors (a subset of ``NON_TENSOR_ATTRIBUTES``) ...
 METADATA_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim", "requires_grad", "is_cuda", "layout", "names"})
 # ... methods that read only metadata ...
-METADATA_METHODS = frozenset({
-    "size", "dim", "numel", "nelement", "ndimension", "element_size", "stride", "is_contiguous",
-    "is_floating_point", "get_device", "type",
-})
+METADATA_METHODS = frozenset(
+    {
+        "size",
+        "dim",
+        "numel",
+        "nelement",
+        "ndimension",
+        "element_size",
+        "stride",
+        "is_contiguous",
+        "is_floating_point",
+        "get_device",
+        "type",
+    }
+)
 # The classes that make a Parameter and a buffer when assigned to a module's attribute.
 PARAMETER_CLASSES = frozenset({"torch.nn.Parameter", "torch.nn.parameter.Parameter"})
 BUFFER_CLASSES = frozenset({"torch.nn.Buffer", "torch.nn.parameter.Buffer"})
 # Factories that read only the shape, dtype and device of their tensor argument.
-LIKE_FACTORIES = frozenset({"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"})
+LIKE_FACTORIES = frozenset(
+    {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like"}
+)
 
 
 def inplace_methods() -> dict[str, str]:
@@ -400,9 +653,12 @@ def inplace_methods() -> dict[str, str]:
 
 
 def is_inplace_method(name: str) -> bool:
-    return name.endswith("_") and not name.startswith("_") and (
-        name in inplace_methods() or name in SPECIAL_INPLACE or name in RNG_INPLACE or name in CLONE_ONLY_INPLACE
-    ) and name not in METADATA_INPLACE
+    return (
+        name.endswith("_")
+        and not name.startswith("_")
+        and (name in inplace_methods() or name in SPECIAL_INPLACE or name in RNG_INPLACE or name in CLONE_ONLY_INPLACE)
+        and name not in METADATA_INPLACE
+    )
 
 
 @lru_cache(maxsize=None)
@@ -413,14 +669,83 @@ def tensor_methods() -> frozenset[str]:
 # Names that exist on numpy arrays or builtin containers too: calling them proves nothing.
 _SHARED_METHOD_NAMES = frozenset(
     {
-        "all", "any", "argmax", "argmin", "argsort", "astype", "clip", "conj", "copy", "cumprod",
-        "cumsum", "diagonal", "dot", "fill", "flatten", "item", "max", "mean", "min", "nonzero",
-        "prod", "put", "ravel", "repeat", "reshape", "resize", "round", "sort", "squeeze", "std",
-        "sum", "swapaxes", "take", "tolist", "trace", "transpose", "var", "view", "append",
-        "extend", "insert", "pop", "remove", "index", "count", "clear", "update", "get", "keys",
-        "values", "items", "add", "split", "format", "replace", "strip", "join", "real", "imag",
-        "T", "size", "shape", "dtype", "tobytes", "byteswap", "partition", "searchsorted",
-        "to", "type", "abs", "float", "int", "bool", "__len__", "numpy", "data", "device",
+        "all",
+        "any",
+        "argmax",
+        "argmin",
+        "argsort",
+        "astype",
+        "clip",
+        "conj",
+        "copy",
+        "cumprod",
+        "cumsum",
+        "diagonal",
+        "dot",
+        "fill",
+        "flatten",
+        "item",
+        "max",
+        "mean",
+        "min",
+        "nonzero",
+        "prod",
+        "put",
+        "ravel",
+        "repeat",
+        "reshape",
+        "resize",
+        "round",
+        "sort",
+        "squeeze",
+        "std",
+        "sum",
+        "swapaxes",
+        "take",
+        "tolist",
+        "trace",
+        "transpose",
+        "var",
+        "view",
+        "append",
+        "extend",
+        "insert",
+        "pop",
+        "remove",
+        "index",
+        "count",
+        "clear",
+        "update",
+        "get",
+        "keys",
+        "values",
+        "items",
+        "add",
+        "split",
+        "format",
+        "replace",
+        "strip",
+        "join",
+        "real",
+        "imag",
+        "T",
+        "size",
+        "shape",
+        "dtype",
+        "tobytes",
+        "byteswap",
+        "partition",
+        "searchsorted",
+        "to",
+        "type",
+        "abs",
+        "float",
+        "int",
+        "bool",
+        "__len__",
+        "numpy",
+        "data",
+        "device",
     }
 )
 
@@ -441,17 +766,52 @@ def method_returns_alias(name: str) -> bool:
 
 # Python-level alias names of aten ops (torch/_torch_docs.py documents them as aliases).
 OP_ALIASES = {
-    "absolute": "abs", "arccos": "acos", "arccosh": "acosh", "arcsin": "asin", "arcsinh": "asinh",
-    "arctan": "atan", "arctan2": "atan2", "arctanh": "atanh", "clip": "clamp", "divide": "div",
-    "true_divide": "div", "multiply": "mul", "subtract": "sub", "negative": "neg", "fix": "trunc",
-    "greater": "gt", "greater_equal": "ge", "less": "lt", "less_equal": "le", "not_equal": "ne",
+    "absolute": "abs",
+    "arccos": "acos",
+    "arccosh": "acosh",
+    "arcsin": "asin",
+    "arcsinh": "asinh",
+    "arctan": "atan",
+    "arctan2": "atan2",
+    "arctanh": "atanh",
+    "clip": "clamp",
+    "divide": "div",
+    "true_divide": "div",
+    "multiply": "mul",
+    "subtract": "sub",
+    "negative": "neg",
+    "fix": "trunc",
+    "greater": "gt",
+    "greater_equal": "ge",
+    "less": "lt",
+    "less_equal": "le",
+    "not_equal": "ne",
 }
 # Ops with no gradient at all: they save nothing.
-NON_DIFFERENTIABLE = frozenset({
-    "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "bitwise_left_shift", "bitwise_right_shift",
-    "logical_and", "logical_or", "logical_xor", "logical_not", "gcd", "lcm", "floor_divide", "heaviside",
-    "detach", "requires_grad", "resize", "resize_as", "swapaxes", "swapdims",
-})
+NON_DIFFERENTIABLE = frozenset(
+    {
+        "bitwise_and",
+        "bitwise_or",
+        "bitwise_xor",
+        "bitwise_not",
+        "bitwise_left_shift",
+        "bitwise_right_shift",
+        "logical_and",
+        "logical_or",
+        "logical_xor",
+        "logical_not",
+        "gcd",
+        "lcm",
+        "floor_divide",
+        "heaviside",
+        "detach",
+        "requires_grad",
+        "resize",
+        "resize_as",
+        "swapaxes",
+        "swapdims",
+    }
+)
 
 
 @lru_cache(maxsize=None)
@@ -470,8 +830,12 @@ def method_spec(name: str) -> OpSpec | None:
             return "self" if x == first else x
 
         overloads = tuple(
-            Overload(tuple(r(a) for a in o.args), o.kw, tuple(r(a) for a in o.required),
-                     {r(k): frozenset(r(x) for x in v) for k, v in o.needs.items()})
+            Overload(
+                tuple(r(a) for a in o.args),
+                o.kw,
+                tuple(r(a) for a in o.required),
+                {r(k): frozenset(r(x) for x in v) for k, v in o.needs.items()},
+            )
             for o in spec.overloads
         )
         return OpSpec(name, overloads)
@@ -519,28 +883,111 @@ def function_spec(qualname: str) -> OpSpec | None:
 # torch.* callables whose result is not a tensor (or is a tuple/namespace we do not track).
 NON_TENSOR_FUNCTIONS = frozenset(
     {
-        "is_tensor", "is_floating_point", "is_complex", "numel", "get_default_dtype",
-        "set_default_dtype", "device", "dtype", "Size", "Generator", "manual_seed", "seed",
-        "initial_seed", "is_grad_enabled", "is_inference_mode_enabled", "no_grad", "enable_grad",
-        "set_grad_enabled", "inference_mode", "autocast", "compile", "typename", "is_storage",
-        "finfo", "iinfo", "get_num_threads", "set_num_threads", "equal", "allclose", "is_nonzero",
-        "save", "load", "promote_types", "result_type", "can_cast", "use_deterministic_algorithms",
-        "broadcast_shapes", "is_same_size", "vmap", "cond",
+        "is_tensor",
+        "is_floating_point",
+        "is_complex",
+        "numel",
+        "get_default_dtype",
+        "set_default_dtype",
+        "device",
+        "dtype",
+        "Size",
+        "Generator",
+        "manual_seed",
+        "seed",
+        "initial_seed",
+        "is_grad_enabled",
+        "is_inference_mode_enabled",
+        "no_grad",
+        "enable_grad",
+        "set_grad_enabled",
+        "inference_mode",
+        "autocast",
+        "compile",
+        "typename",
+        "is_storage",
+        "finfo",
+        "iinfo",
+        "get_num_threads",
+        "set_num_threads",
+        "equal",
+        "allclose",
+        "is_nonzero",
+        "save",
+        "load",
+        "promote_types",
+        "result_type",
+        "can_cast",
+        "use_deterministic_algorithms",
+        "broadcast_shapes",
+        "is_same_size",
+        "vmap",
+        "cond",
     }
 )
 TUPLE_ALIAS_FUNCTIONS = frozenset(
-    {"split", "chunk", "unbind", "tensor_split", "hsplit", "vsplit", "dsplit", "meshgrid", "broadcast_tensors", "split_with_sizes"}
+    {
+        "split",
+        "chunk",
+        "unbind",
+        "tensor_split",
+        "hsplit",
+        "vsplit",
+        "dsplit",
+        "meshgrid",
+        "broadcast_tensors",
+        "split_with_sizes",
+    }
 )
 TUPLE_FRESH_FUNCTIONS = frozenset(
-    {"topk", "sort", "kthvalue", "mode", "cummax", "cummin", "aminmax", "frexp", "unique_consecutive", "lu", "qr", "svd", "slogdet", "var_mean", "std_mean"}
+    {
+        "topk",
+        "sort",
+        "kthvalue",
+        "mode",
+        "cummax",
+        "cummin",
+        "aminmax",
+        "frexp",
+        "unique_consecutive",
+        "lu",
+        "qr",
+        "svd",
+        "slogdet",
+        "var_mean",
+        "std_mean",
+    }
 )
 # torch.* factories: fresh tensors that do not require grad.
 FACTORY_FUNCTIONS = frozenset(
     {
-        "zeros", "ones", "empty", "full", "rand", "randn", "randint", "randperm", "arange",
-        "linspace", "logspace", "eye", "zeros_like", "ones_like", "empty_like", "full_like",
-        "rand_like", "randn_like", "randint_like", "tensor", "tril_indices", "triu_indices",
-        "empty_strided", "bernoulli", "multinomial", "normal", "poisson",
+        "zeros",
+        "ones",
+        "empty",
+        "full",
+        "rand",
+        "randn",
+        "randint",
+        "randperm",
+        "arange",
+        "linspace",
+        "logspace",
+        "eye",
+        "zeros_like",
+        "ones_like",
+        "empty_like",
+        "full_like",
+        "rand_like",
+        "randn_like",
+        "randint_like",
+        "tensor",
+        "tril_indices",
+        "triu_indices",
+        "empty_strided",
+        "bernoulli",
+        "multinomial",
+        "normal",
+        "poisson",
     }
 )
 # torch.* calls that may share memory with their argument.
@@ -548,10 +995,17 @@ ALIAS_FUNCTIONS = frozenset({"as_tensor", "from_numpy", "asarray", "as_strided",
 
 # Callables of torch outside the op table that hand back what a function they are given returns
 # (which may be one of their tensor arguments): their result may be an alias of those.
-PASS_THROUGH_FUNCTIONS = frozenset({
-    "torch.utils.checkpoint.checkpoint", "torch.utils.checkpoint.checkpoint_sequential", "torch.jit.annotate",
-    "torch.func.functional_call", "torch.nn.utils.stateless.functional_call", "torch.cond", "torch.compiler.disable",
-})
+PASS_THROUGH_FUNCTIONS = frozenset(
+    {
+        "torch.utils.checkpoint.checkpoint",
+        "torch.utils.checkpoint.checkpoint_sequential",
+        "torch.jit.annotate",
+        "torch.func.functional_call",
+        "torch.nn.utils.stateless.functional_call",
+        "torch.cond",
+        "torch.compiler.disable",
+    }
+)
 # Callables outside torch known never to return (a view of) an argument.
 _NEVER_ALIAS = frozenset({"copy.deepcopy"})
 
@@ -606,29 +1060,76 @@ _ACT = {
     "FeatureAlphaDropout": ("feature_alpha_dropout", 1),
 }
 _PLAIN = {
-    "GELU": "gelu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus", "Softmax": "softmax",
-    "LogSoftmax": "log_softmax", "Softmin": "softmin", "Softsign": "softsign", "Tanhshrink": "tanhshrink",
-    "LogSigmoid": "logsigmoid", "GLU": "glu", "Linear": "linear", "Bilinear": "bilinear",
-    "LazyLinear": "linear", "Conv1d": "conv1d", "Conv2d": "conv2d", "Conv3d": "conv3d",
-    "ConvTranspose1d": "conv_transpose1d", "ConvTranspose2d": "conv_transpose2d",
-    "ConvTranspose3d": "conv_transpose3d", "LazyConv1d": "conv1d", "LazyConv2d": "conv2d",
-    "LazyConv3d": "conv3d", "BatchNorm1d": "batch_norm", "BatchNorm2d": "batch_norm",
-    "BatchNorm3d": "batch_norm", "SyncBatchNorm": "batch_norm", "LazyBatchNorm1d": "batch_norm",
-    "LazyBatchNorm2d": "batch_norm", "InstanceNorm1d": "instance_norm",
-    "InstanceNorm2d": "instance_norm", "InstanceNorm3d": "instance_norm", "LayerNorm": "layer_norm",
-    "RMSNorm": "rms_norm", "GroupNorm": "group_norm", "LocalResponseNorm": "local_response_norm",
-    "Embedding": "embedding", "MaxPool1d": "max_pool1d", "MaxPool2d": "max_pool2d",
-    "MaxPool3d": "max_pool3d", "AvgPool1d": "avg_pool1d", "AvgPool2d": "avg_pool2d",
-    "AvgPool3d": "avg_pool3d", "AdaptiveAvgPool1d": "adaptive_avg_pool1d",
-    "AdaptiveAvgPool2d": "adaptive_avg_pool2d", "AdaptiveAvgPool3d": "adaptive_avg_pool3d",
-    "AdaptiveMaxPool1d": "adaptive_max_pool1d", "AdaptiveMaxPool2d": "adaptive_max_pool2d",
-    "Upsample": "interpolate", "UpsamplingNearest2d": "interpolate", "UpsamplingBilinear2d": "interpolate",
-    "PixelShuffle": "pixel_shuffle", "PixelUnshuffle": "pixel_unshuffle", "Unfold": "unfold", "Fold": "fold",
-    "ZeroPad2d": "pad", "ConstantPad1d": "pad", "ConstantPad2d": "pad", "ConstantPad3d": "pad",
-    "MultiheadAttention": "multi_head_attention_forward", "CrossEntropyLoss": "cross_entropy",
-    "MSELoss": "mse_loss", "L1Loss": "l1_loss", "NLLLoss": "nll_loss", "BCELoss": "binary_cross_entropy",
-    "BCEWithLogitsLoss": "binary_cross_entropy_with_logits", "SmoothL1Loss": "smooth_l1_loss",
-    "HuberLoss": "huber_loss", "KLDivLoss": "kl_div", "CosineSimilarity": "cosine_similarity",
+    "GELU": "gelu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Softplus": "softplus",
+    "Softmax": "softmax",
+    "LogSoftmax": "log_softmax",
+    "Softmin": "softmin",
+    "Softsign": "softsign",
+    "Tanhshrink": "tanhshrink",
+    "LogSigmoid": "logsigmoid",
+    "GLU": "glu",
+    "Linear": "linear",
+    "Bilinear": "bilinear",
+    "LazyLinear": "linear",
+    "Conv1d": "conv1d",
+    "Conv2d": "conv2d",
+    "Conv3d": "conv3d",
+    "ConvTranspose1d": "conv_transpose1d",
+    "ConvTranspose2d": "conv_transpose2d",
+    "ConvTranspose3d": "conv_transpose3d",
+    "LazyConv1d": "conv1d",
+    "LazyConv2d": "conv2d",
+    "LazyConv3d": "conv3d",
+    "BatchNorm1d": "batch_norm",
+    "BatchNorm2d": "batch_norm",
+    "BatchNorm3d": "batch_norm",
+    "SyncBatchNorm": "batch_norm",
+    "LazyBatchNorm1d": "batch_norm",
+    "LazyBatchNorm2d": "batch_norm",
+    "InstanceNorm1d": "instance_norm",
+    "InstanceNorm2d": "instance_norm",
+    "InstanceNorm3d": "instance_norm",
+    "LayerNorm": "layer_norm",
+    "RMSNorm": "rms_norm",
+    "GroupNorm": "group_norm",
+    "LocalResponseNorm": "local_response_norm",
+    "Embedding": "embedding",
+    "MaxPool1d": "max_pool1d",
+    "MaxPool2d": "max_pool2d",
+    "MaxPool3d": "max_pool3d",
+    "AvgPool1d": "avg_pool1d",
+    "AvgPool2d": "avg_pool2d",
+    "AvgPool3d": "avg_pool3d",
+    "AdaptiveAvgPool1d": "adaptive_avg_pool1d",
+    "AdaptiveAvgPool2d": "adaptive_avg_pool2d",
+    "AdaptiveAvgPool3d": "adaptive_avg_pool3d",
+    "AdaptiveMaxPool1d": "adaptive_max_pool1d",
+    "AdaptiveMaxPool2d": "adaptive_max_pool2d",
+    "Upsample": "interpolate",
+    "UpsamplingNearest2d": "interpolate",
+    "UpsamplingBilinear2d": "interpolate",
+    "PixelShuffle": "pixel_shuffle",
+    "PixelUnshuffle": "pixel_unshuffle",
+    "Unfold": "unfold",
+    "Fold": "fold",
+    "ZeroPad2d": "pad",
+    "ConstantPad1d": "pad",
+    "ConstantPad2d": "pad",
+    "ConstantPad3d": "pad",
+    "MultiheadAttention": "multi_head_attention_forward",
+    "CrossEntropyLoss": "cross_entropy",
+    "MSELoss": "mse_loss",
+    "L1Loss": "l1_loss",
+    "NLLLoss": "nll_loss",
+    "BCELoss": "binary_cross_entropy",
+    "BCEWithLogitsLoss": "binary_cross_entropy_with_logits",
+    "SmoothL1Loss": "smooth_l1_loss",
+    "HuberLoss": "huber_loss",
+    "KLDivLoss": "kl_div",
+    "CosineSimilarity": "cosine_similarity",
     "PairwiseDistance": "pairwise_distance",
 }
 
@@ -658,8 +1159,23 @@ def inplace_activation_modules() -> dict[str, int]:
 
 # F.<act>(x, inplace=...) functions: name -> position of ``inplace`` in the Python signature.
 FUNCTIONAL_INPLACE_ARG = {
-    "relu": 1, "relu6": 1, "elu": 2, "selu": 1, "celu": 2, "leaky_relu": 2, "hardtanh": 3,
-    "silu": 1, "mish": 1, "hardswish": 1, "hardsigmoid": 1, "rrelu": 4, "threshold": 3,
-    "dropout": 3, "dropout1d": 3, "dropout2d": 3, "dropout3d": 3, "alpha_dropout": 3,
+    "relu": 1,
+    "relu6": 1,
+    "elu": 2,
+    "selu": 1,
+    "celu": 2,
+    "leaky_relu": 2,
+    "hardtanh": 3,
+    "silu": 1,
+    "mish": 1,
+    "hardswish": 1,
+    "hardsigmoid": 1,
+    "rrelu": 4,
+    "threshold": 3,
+    "dropout": 3,
+    "dropout1d": 3,
+    "dropout2d": 3,
+    "dropout3d": 3,
+    "alpha_dropout": 3,
     "feature_alpha_dropout": 3,
 }

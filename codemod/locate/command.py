@@ -28,15 +28,26 @@ DESCRIPTION = (
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("locate", help="run a command under the in-place locator (codemod locate -- python train.py)",
-                       description=DESCRIPTION)
+    p = sub.add_parser(
+        "locate",
+        help="run a command under the in-place locator (codemod locate -- python train.py)",
+        description=DESCRIPTION,
+    )
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--diff", action="store_true", help="print the rewrites at the located lines as a unified diff "
-                      "(the report and the command's output go to stderr)")
+    what.add_argument(
+        "--diff",
+        action="store_true",
+        help="print the rewrites at the located lines as a unified diff "
+        "(the report and the command's output go to stderr)",
+    )
     what.add_argument("--apply", action="store_true", help="write the rewrites at the located lines")
-    p.add_argument("--until", choices=("backward", "exit"), default="backward",
-                   help="backward: stop the run once the first backward after a located write has finished, or at the "
-                        "first in-place error (default); exit: let it run to its end")
+    p.add_argument(
+        "--until",
+        choices=("backward", "exit"),
+        default="backward",
+        help="backward: stop the run once the first backward after a located write has finished, or at the "
+        "first in-place error (default); exit: let it run to its end",
+    )
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="end the run after SECONDS")
     p.add_argument("--format", choices=("text", "json", "sarif"), default="text", help="report format (default: text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE")
@@ -44,7 +55,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--ignore", metavar="LIST", help="rule families or codes to skip")
     p.add_argument("--mode", choices=MODES, help="as for apply")
     p.add_argument("-j", "--jobs", type=int, default=None, metavar="N", help="worker processes for the analysis")
-    p.add_argument("--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one")
+    p.add_argument(
+        "--config", metavar="FILE", help="use this pyproject.toml or codemod.toml instead of the nearest one"
+    )
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run, after --")
     return p
 
@@ -101,7 +114,10 @@ def _locate(args) -> int:
                 failed_writes = True
                 continue
             for hazard in hazards:
-                if hazard.engine.get("action") == "rewrite" and Path(root, hazard.write["path"]).resolve() == Path(task.path).resolve():
+                if (
+                    hazard.engine.get("action") == "rewrite"
+                    and Path(root, hazard.write["path"]).resolve() == Path(task.path).resolve()
+                ):
                     hazard.engine["action"] = "rewritten"
     changed = [task.display for task, _ in changes]
     if args.format == "json":
@@ -114,12 +130,17 @@ def _locate(args) -> int:
         sys.stdout.write(diff_report.render([result for _, result in changes]))
     if args.output:
         Path(args.output).write_text(report, encoding="utf-8")
-        sys.stderr.write(report.splitlines()[-1] + "\n" if args.format == "text" else
-                         f"codemod locate: {len(hazards)} hazard{'s' if len(hazards) != 1 else ''} located\n")
+        sys.stderr.write(
+            report.splitlines()[-1] + "\n"
+            if args.format == "text"
+            else f"codemod locate: {len(hazards)} hazard{'s' if len(hazards) != 1 else ''} located\n"
+        )
     elif args.diff:
         sys.stderr.write(report)
     else:
-        sys.stdout.write(("\n" if run.stopped and args.format == "text" else "") + report)  # the output may stop mid-line
+        sys.stdout.write(
+            ("\n" if run.stopped and args.format == "text" else "") + report
+        )  # the output may stop mid-line
     if hazards or failed_writes:
         return EXIT_LOCATED
     if run.interrupted:

@@ -43,9 +43,19 @@ class Hazard:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "op": self.op, "write": self.write, "saved_by": self.saved_by, "saver": self.saver,
-            "saver_op": self.saver_op, "shape": self.shape, "dtype": self.dtype, "count": self.count,
-            "processes": len(self.pids), "ranks": sorted(self.ranks), "message": self.message, "engine": self.engine,
+            "kind": self.kind,
+            "op": self.op,
+            "write": self.write,
+            "saved_by": self.saved_by,
+            "saver": self.saver,
+            "saver_op": self.saver_op,
+            "shape": self.shape,
+            "dtype": self.dtype,
+            "count": self.count,
+            "processes": len(self.pids),
+            "ranks": sorted(self.ranks),
+            "message": self.message,
+            "engine": self.engine,
         }
 
 
@@ -54,9 +64,17 @@ def merge_reports(reports: list[dict[str, Any]]) -> list[Hazard]:
     merged: dict[tuple, Hazard] = {}
     for report in reports:
         for record in report.get("hazards", []):
-            hazard = Hazard(record["kind"], record.get("op", ""), record["write"], record.get("saved_by"),
-                            record.get("saver"), record.get("saver_op"), record.get("shape"), record.get("dtype"),
-                            record.get("message", ""))
+            hazard = Hazard(
+                record["kind"],
+                record.get("op", ""),
+                record["write"],
+                record.get("saved_by"),
+                record.get("saver"),
+                record.get("saver_op"),
+                record.get("shape"),
+                record.get("dtype"),
+                record.get("message", ""),
+            )
             hazard = merged.setdefault(hazard.key, hazard)
             hazard.count += int(record.get("count", 1))
             hazard.pids.add(report.get("pid"))

@@ -213,8 +213,9 @@ class ProcessRecorder:
         self.backwards += 1
         located = bool(self.write_errors) or bool(self.locator.findings)
         if located and self.until == "backward":
-            self.stop("after the first backward that followed a located write" if failed is None
-                      else "at the backward error")
+            self.stop(
+                "after the first backward that followed a located write" if failed is None else "at the backward error"
+            )
         elif self.backwards == 1:
             self.flush()
 

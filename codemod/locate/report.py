@@ -75,10 +75,11 @@ def render_text(run: LocatedRun, hazards: list[Hazard], root: Path) -> str:
     problems = sorted({p for r in run.processes for p in r.get("problems", [])})
     out += [f"codemod locate: problem: {p}" for p in problems]
     rewrites = sum(1 for h in hazards if h.engine.get("action") in ("rewrite", "rewritten"))
-    found = (f"{_plural(len(hazards), 'hazard')} located, {rewrites} rewritable" if hazards
-             else "nothing located")
-    out.append(f"codemod locate: {found}; {seen}; {outcome_line(run)}."
-               + (f" Paths are relative to {root}." if hazards and root != Path.cwd().resolve() else ""))
+    found = f"{_plural(len(hazards), 'hazard')} located, {rewrites} rewritable" if hazards else "nothing located"
+    out.append(
+        f"codemod locate: {found}; {seen}; {outcome_line(run)}."
+        + (f" Paths are relative to {root}." if hazards and root != Path.cwd().resolve() else "")
+    )
     return "\n".join(out) + "\n"
 
 
@@ -91,8 +92,10 @@ def render_json(run: LocatedRun, hazards: list[Hazard], root: Path, changed: lis
         "stopped": run.stopped,
         "timed_out": run.timed_out,
         "seconds": round(run.seconds, 3),
-        "processes": [{k: p.get(k) for k in ("pid", "rank", "argv", "status", "stop_reason", "backwards", "device",
-                                             "problems")} for p in run.processes],
+        "processes": [
+            {k: p.get(k) for k in ("pid", "rank", "argv", "status", "stop_reason", "backwards", "device", "problems")}
+            for p in run.processes
+        ],
         "hazards": [h.to_json() for h in hazards],
         "changed_files": changed,
     }
@@ -107,15 +110,20 @@ def _artifact(path: str) -> dict[str, str]:
 
 def render_sarif(run: LocatedRun, hazards: list[Hazard], root: Path) -> str:
     kinds = list(KIND_TITLES)
-    rules = [{
-        "id": f"locate/{kind}",
-        "name": kind,
-        "shortDescription": {"text": title},
-        "fullDescription": {"text": f"Found at run time by `codemod locate`: {title}."},
-        "help": {"text": "Run `codemod rules` for the rewrite the engine makes, and `codemod locate --diff` to see it."},
-        "defaultConfiguration": {"level": "warning" if kind == "silent" else "error"},
-        "properties": {"tags": ["pytorch", "autograd", "runtime"]},
-    } for kind, title in KIND_TITLES.items()]
+    rules = [
+        {
+            "id": f"locate/{kind}",
+            "name": kind,
+            "shortDescription": {"text": title},
+            "fullDescription": {"text": f"Found at run time by `codemod locate`: {title}."},
+            "help": {
+                "text": "Run `codemod rules` for the rewrite the engine makes, and `codemod locate --diff` to see it."
+            },
+            "defaultConfiguration": {"level": "warning" if kind == "silent" else "error"},
+            "properties": {"tags": ["pytorch", "autograd", "runtime"]},
+        }
+        for kind, title in KIND_TITLES.items()
+    ]
     results = []
     for h in hazards:
         artifact = _artifact(h.write["path"])
@@ -124,32 +132,60 @@ def render_sarif(run: LocatedRun, hazards: list[Hazard], root: Path) -> str:
             "ruleIndex": kinds.index(h.kind),
             "level": "warning" if h.kind == "silent" else "error",
             "message": {"text": f"{h.message} Engine: {engine_text(h.engine)}."},
-            "locations": [{"physicalLocation": {"artifactLocation": artifact,
-                                                "region": {"startLine": max(int(h.write["line"]), 1)}}}],
-            "partialFingerprints": {"torchCodemodLocated/v1": hashlib.sha256(
-                "\0".join(map(str, h.key)).encode()).hexdigest()[:32]},
-            "properties": {"count": h.count, "shape": h.shape, "dtype": h.dtype,
-                           "rewritable": h.engine.get("action") in ("rewrite", "rewritten")},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": artifact,
+                        "region": {"startLine": max(int(h.write["line"]), 1)},
+                    }
+                }
+            ],
+            "partialFingerprints": {
+                "torchCodemodLocated/v1": hashlib.sha256("\0".join(map(str, h.key)).encode()).hexdigest()[:32]
+            },
+            "properties": {
+                "count": h.count,
+                "shape": h.shape,
+                "dtype": h.dtype,
+                "rewritable": h.engine.get("action") in ("rewrite", "rewritten"),
+            },
         }
         if h.saved_by is not None:
-            item["relatedLocations"] = [{
-                "id": 1,
-                "message": {"text": f"saved for backward by {h.saver or h.saver_op or 'this op'}"},
-                "physicalLocation": {"artifactLocation": _artifact(h.saved_by["path"]),
-                                     "region": {"startLine": max(int(h.saved_by["line"]), 1)}},
-            }]
+            item["relatedLocations"] = [
+                {
+                    "id": 1,
+                    "message": {"text": f"saved for backward by {h.saver or h.saver_op or 'this op'}"},
+                    "physicalLocation": {
+                        "artifactLocation": _artifact(h.saved_by["path"]),
+                        "region": {"startLine": max(int(h.saved_by["line"]), 1)},
+                    },
+                }
+            ]
         results.append(item)
     log = {
         "$schema": SCHEMA,
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "torch-codemod", "version": __version__, "semanticVersion": __version__,
-                                "informationUri": INFO_URI, "rules": rules}},
-            "originalUriBaseIds": {"%SRCROOT%": {"uri": root.resolve().as_uri().rstrip("/") + "/"}},
-            "invocations": [{"executionSuccessful": True, "commandLine": " ".join(run.argv),
-                             "toolExecutionNotifications": [
-                                 {"level": "note", "message": {"text": outcome_line(run)}}]}],
-            "results": results,
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "torch-codemod",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "informationUri": INFO_URI,
+                        "rules": rules,
+                    }
+                },
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": root.resolve().as_uri().rstrip("/") + "/"}},
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "commandLine": " ".join(run.argv),
+                        "toolExecutionNotifications": [{"level": "note", "message": {"text": outcome_line(run)}}],
+                    }
+                ],
+                "results": results,
+            }
+        ],
     }
     return json.dumps(log, indent=2) + "\n"

@@ -47,7 +47,9 @@ class LocatedRun:
     processes: list[dict[str, Any]] = field(default_factory=list)  # one report per located process
 
 
-def located_environment(report_dir: str, roots: list[Path], until: str, base: dict[str, str] | None = None) -> dict[str, str]:
+def located_environment(
+    report_dir: str, roots: list[Path], until: str, base: dict[str, str] | None = None
+) -> dict[str, str]:
     """The command's environment: the caller's, plus what the bootstrap needs."""
     env = dict(os.environ if base is None else base)
     previous = env.get("PYTHONPATH")
@@ -83,9 +85,17 @@ def read_reports(report_dir: str) -> list[dict[str, Any]]:
     return out
 
 
-def run_located(argv: list[str], *, roots: list[Path], until: str = "backward", timeout: float | None = None,
-                cwd: str | None = None, grace: float = GRACE_S, output_to_stderr: bool = False,
-                keep_reports: str | None = None) -> LocatedRun:
+def run_located(
+    argv: list[str],
+    *,
+    roots: list[Path],
+    until: str = "backward",
+    timeout: float | None = None,
+    cwd: str | None = None,
+    grace: float = GRACE_S,
+    output_to_stderr: bool = False,
+    keep_reports: str | None = None,
+) -> LocatedRun:
     """``output_to_stderr``: the command's standard output goes to this process's standard error
     (when standard output carries a diff or a machine-readable report). ``keep_reports``: an
     existing directory for the per-process reports, left in place (default: a temporary one)."""
@@ -116,8 +126,9 @@ def run_located(argv: list[str], *, roots: list[Path], until: str = "backward", 
     return run
 
 
-def _watch(proc: subprocess.Popen, report_dir: str, start: float, timeout: float | None,
-           grace: float) -> tuple[int | None, str | None, bool]:
+def _watch(
+    proc: subprocess.Popen, report_dir: str, start: float, timeout: float | None, grace: float
+) -> tuple[int | None, str | None, bool]:
     """Wait for the command; returns (its exit status, why it was stopped, whether it timed out)."""
     while True:
         try:
@@ -140,8 +151,11 @@ def _let_others_finish(report_dir: str, grace: float) -> None:
     backward (the other ranks): give them ``grace`` seconds to get there."""
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        pending = [r for r in read_reports(report_dir)
-                   if r.get("status") == "running" and r.get("hazards") and _alive(r.get("pid"))]
+        pending = [
+            r
+            for r in read_reports(report_dir)
+            if r.get("status") == "running" and r.get("hazards") and _alive(r.get("pid"))
+        ]
         if not pending:
             return
         time.sleep(POLL_S)

@@ -37,15 +37,24 @@ def confirmed_lines(hazards: list[Hazard], root: Path) -> dict[Path, set[int]]:
     return out
 
 
-def analyse_located(hazards: list[Hazard], root: Path, finder: ConfigFinder, *, select: list[str] | None = None,
-                    ignore: list[str] | None = None, mode: Mode | None = None,
-                    jobs: int | None = None) -> list[tuple[FileTask, FileResult]]:
+def analyse_located(
+    hazards: list[Hazard],
+    root: Path,
+    finder: ConfigFinder,
+    *,
+    select: list[str] | None = None,
+    ignore: list[str] | None = None,
+    mode: Mode | None = None,
+    jobs: int | None = None,
+) -> list[tuple[FileTask, FileResult]]:
     """Run the rules on the files with located lines (those lines confirmed), and say in each
     hazard's ``engine`` what they do there. Returns every analysed file with its result."""
     lines = confirmed_lines(hazards, root)
     files = discover([str(p) for p in sorted(lines)], finder) if lines else []
-    tasks = [replace(t, confirmed_lines=frozenset(lines[Path(t.path).resolve()]))
-             for t in build_tasks(files, select, ignore, mode)]
+    tasks = [
+        replace(t, confirmed_lines=frozenset(lines[Path(t.path).resolve()]))
+        for t in build_tasks(files, select, ignore, mode)
+    ]
     results = run(tasks, jobs) if tasks else []
     by_file = {Path(t.path).resolve(): r for t, r in zip(tasks, results)}
     for hazard in hazards:
@@ -75,9 +84,11 @@ def engine_decision(hazard: Hazard, root: Path, by_file: dict[Path, FileResult])
         return _decision("rewrite", fixed[0])
     if live:
         return _decision("report", live[0])
-    return {"action": "none", "reason": "no rule can rewrite this write (it is not one of the in-place forms the "
-                                        "rules know, or not in differentiable code they analyse)"
-                                        + _HINTS.get(hazard.kind, "")}
+    return {
+        "action": "none",
+        "reason": "no rule can rewrite this write (it is not one of the in-place forms the "
+        "rules know, or not in differentiable code they analyse)" + _HINTS.get(hazard.kind, ""),
+    }
 
 
 _HINTS = {
@@ -90,5 +101,10 @@ _HINTS = {
 
 def _decision(action: str, result: Result) -> dict[str, Any]:
     found = _PROPERTY.search(result.message)
-    return {"action": action, "code": result.code, "fix": result.fix, "property": found.group(1) if found else None,
-            "reason": result.message}
+    return {
+        "action": action,
+        "code": result.code,
+        "fix": result.fix,
+        "property": found.group(1) if found else None,
+        "reason": result.message,
+    }

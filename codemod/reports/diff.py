@@ -43,7 +43,7 @@ def _gallop(same, limit: int, known: int, step: int) -> int:
 
 def _common_prefix(a: str, i: int, b: str, j: int) -> int:
     """Length of the common prefix of ``a[i:]`` and ``b[j:]``."""
-    return _gallop(lambda lo, hi: a[i + lo:i + hi] == b[j + lo:j + hi], min(len(a) - i, len(b) - j), 0, 256)
+    return _gallop(lambda lo, hi: a[i + lo : i + hi] == b[j + lo : j + hi], min(len(a) - i, len(b) - j), 0, 256)
 
 
 def split_lines(text: str) -> list[str]:
@@ -111,7 +111,9 @@ def changes(old: str, new: str) -> list[Change]:
         i = j = 0
         for bi, bj, size in [*blocks, (len(wa), len(wb), 0)]:
             if bi > i or bj > j:
-                out.append(Change(la + i, la + bi, lb + j, lb + bj, starts_a[i], starts_a[bi], starts_b[j], starts_b[bj]))
+                out.append(
+                    Change(la + i, la + bi, lb + j, lb + bj, starts_a[i], starts_a[bi], starts_b[j], starts_b[bj])
+                )
             i, j = bi + size, bj + size
         if not (tail_equal and last[2]):
             return out  # the window reached both ends
@@ -124,7 +126,7 @@ def _equal_run(a: list[str], b: list[str], i: int, j: int) -> int:
     limit = min(len(a) - i, len(b) - j)
     if limit <= 0 or a[i] != b[j]:
         return 0
-    return _gallop(lambda lo, hi: a[i + lo:i + hi] == b[j + lo:j + hi], limit, 1, 8)
+    return _gallop(lambda lo, hi: a[i + lo : i + hi] == b[j + lo : j + hi], limit, 1, 8)
 
 
 def _myers(a: list[str], b: list[str]) -> list[tuple[int, int, int]]:
@@ -135,7 +137,7 @@ def _myers(a: list[str], b: list[str]) -> list[tuple[int, int, int]]:
     v = [0] * (2 * offset + 1)
     trace: list[list[int]] = []
     for d in range(min(n + m, _MAX_EDIT_DISTANCE) + 1):
-        trace.append(v[offset - d - 1:offset + d + 2])
+        trace.append(v[offset - d - 1 : offset + d + 2])
         for k in range(-d, d + 1, 2):
             if k == -d or (k != d and v[offset + k - 1] < v[offset + k + 1]):
                 x = v[offset + k + 1]  # down: insert b[y]
@@ -209,15 +211,15 @@ def _hunk(old: str, new: str, hunk: list[Change], context: int) -> str:
         lead_start = old.rfind("\n", 0, lead_start - 1) + 1
         lead += 1
     trail_end = _take_lines(old, last.a2, context)
-    trail = len(split_lines(old[last.a2:trail_end]))
+    trail = len(split_lines(old[last.a2 : trail_end]))
     a_start, b_start = first.i1 - lead, first.j1 - lead
     a_stop, b_stop = last.i2 + trail, last.j2 + trail
     body = [f"@@ -{_range(a_start, a_stop)} +{_range(b_start, b_stop)} @@\n"]
     pos = lead_start
     for c in hunk:
-        body += [_line(" ", line) for line in split_lines(old[pos:c.a1])]
-        body += [_line("-", line) for line in split_lines(old[c.a1:c.a2])]
-        body += [_line("+", line) for line in split_lines(new[c.b1:c.b2])]
+        body += [_line(" ", line) for line in split_lines(old[pos : c.a1])]
+        body += [_line("-", line) for line in split_lines(old[c.a1 : c.a2])]
+        body += [_line("+", line) for line in split_lines(new[c.b1 : c.b2])]
         pos = c.a2
     body += [_line(" ", line) for line in split_lines(old[pos:trail_end])]
     return "".join(body)

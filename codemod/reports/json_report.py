@@ -14,13 +14,15 @@ def render(results: list[FileResult], summary: Summary) -> str:
     for r in results:
         if not (r.results or r.changed or r.skipped):
             continue
-        files.append({
-            "path": r.path,
-            "changed": r.changed,
-            "skipped": r.skipped,
-            "not_written": r.write_error,
-            "findings": [_finding(res, r, summary) for res in r.results if not res.suppressed],
-        })
+        files.append(
+            {
+                "path": r.path,
+                "changed": r.changed,
+                "skipped": r.skipped,
+                "not_written": r.write_error,
+                "findings": [_finding(res, r, summary) for res in r.results if not res.suppressed],
+            }
+        )
     payload = {
         "tool": {"name": "torch-codemod", "version": __version__},
         "summary": summary.to_dict(),

@@ -54,8 +54,9 @@ def artifact_location(path: Path, root: Path) -> dict:
     return {"uri": Path(os.path.abspath(path)).as_uri()}
 
 
-def render(results: list[FileResult], summary: Summary, root: Path | None = None,
-           paths: Mapping[str, Path] | None = None) -> str:
+def render(
+    results: list[FileResult], summary: Summary, root: Path | None = None, paths: Mapping[str, Path] | None = None
+) -> str:
     """``paths``: each report path (as in ``results``) to the file it names, for URIs relative to
     ``root`` (default: the working directory; the report paths are then taken as they are)."""
     root = root or Path.cwd()
@@ -85,49 +86,63 @@ def render(results: list[FileResult], summary: Summary, root: Path | None = None
                 "message": {"text": res.message},
                 "locations": [{"physicalLocation": {"artifactLocation": artifact, "region": region}}],
                 "partialFingerprints": {
-                    "torchCodemodFinding/v1": hashlib.sha256(f"{artifact['uri']}\0{res.code}\0{res.message}".encode()).hexdigest()[:32]
+                    "torchCodemodFinding/v1": hashlib.sha256(
+                        f"{artifact['uri']}\0{res.code}\0{res.message}".encode()
+                    ).hexdigest()[:32]
                 },
                 "properties": {"fixable": res.fixed},
             }
             related = []
             for i, rel in enumerate(res.related, start=1):
-                related.append({
-                    "id": i,
-                    "message": {"text": rel.message},
-                    "physicalLocation": {
-                        "artifactLocation": artifact,
-                        "region": {"startLine": max(rel.line, 1), "startColumn": max(rel.column, 1)},
-                    },
-                })
+                related.append(
+                    {
+                        "id": i,
+                        "message": {"text": rel.message},
+                        "physicalLocation": {
+                            "artifactLocation": artifact,
+                            "region": {"startLine": max(rel.line, 1), "startColumn": max(rel.column, 1)},
+                        },
+                    }
+                )
             if related:
                 item["relatedLocations"] = related
             sarif_results.append(item)
     notifications = [
-        {"level": "warning", "message": {"text": f"skipped: {reason}"},
-         "locations": [{"physicalLocation": {"artifactLocation": where(path)}}]}
+        {
+            "level": "warning",
+            "message": {"text": f"skipped: {reason}"},
+            "locations": [{"physicalLocation": {"artifactLocation": where(path)}}],
+        }
         for path, reason in summary.skipped
     ]
     notifications += [
-        {"level": "error", "message": {"text": f"not written: {reason}"},
-         "locations": [{"physicalLocation": {"artifactLocation": where(path)}}]}
+        {
+            "level": "error",
+            "message": {"text": f"not written: {reason}"},
+            "locations": [{"physicalLocation": {"artifactLocation": where(path)}}],
+        }
         for path, reason in summary.unwritten
     ]
     base = Path(os.path.realpath(root)).as_uri().rstrip("/") + "/"
     log = {
         "$schema": SCHEMA,
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "torch-codemod",
-                "version": __version__,
-                "semanticVersion": __version__,
-                "informationUri": INFO_URI,
-                "rules": [_rule_descriptor(c) for c in codes],
-            }},
-            "originalUriBaseIds": {"%SRCROOT%": {"uri": base}},
-            "columnKind": "unicodeCodePoints",
-            "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
-            "results": sarif_results,
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "torch-codemod",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "informationUri": INFO_URI,
+                        "rules": [_rule_descriptor(c) for c in codes],
+                    }
+                },
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": base}},
+                "columnKind": "unicodeCodePoints",
+                "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
+                "results": sarif_results,
+            }
+        ],
     }
     return json.dumps(log, indent=2) + "\n"

@@ -29,15 +29,28 @@ def render_text(report) -> str:
         rows = []
         for v in report.verdicts:
             second = v.second_iteration.split(" (original")[0]
-            rows.append((v.name, v.original, v.rewritten, v.outputs.text, v.gradients.text, v.grads_received,
-                         second, str(len(v.locator)) if v.kind == "harness" else "-"))
+            rows.append(
+                (
+                    v.name,
+                    v.original,
+                    v.rewritten,
+                    v.outputs.text,
+                    v.gradients.text,
+                    v.grads_received,
+                    second,
+                    str(len(v.locator)) if v.kind == "harness" else "-",
+                )
+            )
         cells = [[_cut(c, _WIDTH.get(h)) for h, c in zip(_HEADERS, row)] for row in rows]
         widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(_HEADERS)]
         out.append("")
         out.append("  ".join(h.ljust(w) for h, w in zip(_HEADERS, widths)).rstrip())
         out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-        details = [v for v in report.verdicts
-                   if not v.proven or v.original != "pass" or "(original" in v.second_iteration or "(" in v.grads_received]
+        details = [
+            v
+            for v in report.verdicts
+            if not v.proven or v.original != "pass" or "(original" in v.second_iteration or "(" in v.grads_received
+        ]
         if details:
             out.append("")
         for v in details:
@@ -76,11 +89,14 @@ def _explain(report) -> str:
     if report.status == "proven" and getattr(report, "smoke_source", "") == "default tests":
         n = len(report.default_tests)
         seen = [f"{r['path']}:{r['line']}" for r in report.rewrites if r.get("exercised_by")]
-        return (f": the repository's tests that import the rewritten modules ({n} file{'s' if n != 1 else ''}, "
-                "found by their import lines; no [tool.codemod.smoke] is configured) pass on the rewritten tree. "
-                "That is all it proves: their outputs and gradients were not compared with the original's, and "
-                "the tests are known to have run a rewritten line only where the locator saw it run ("
-                + (", ".join(seen) or "none") + ")")
+        return (
+            f": the repository's tests that import the rewritten modules ({n} file{'s' if n != 1 else ''}, "
+            "found by their import lines; no [tool.codemod.smoke] is configured) pass on the rewritten tree. "
+            "That is all it proves: their outputs and gradients were not compared with the original's, and "
+            "the tests are known to have run a rewritten line only where the locator saw it run ("
+            + (", ".join(seen) or "none")
+            + ")"
+        )
     if report.status == "proven":
         n = len(report.verdicts)
         if all(v.kind == "command" for v in report.verdicts):
@@ -99,10 +115,12 @@ def _explain(report) -> str:
         if report.notes:
             return ": no smoke case ran (see the notes above); nothing may be written"
         files = sorted({r["path"] for r in report.rewrites})
-        return (": no smoke case ran: [tool.codemod.smoke] configures no command or cases, and no nn.Module class "
-                f"in the rewritten files ({', '.join(files) or 'none'}) constructs without arguments with an input "
-                "shape to read off its first Linear, Conv or Embedding layer; configure [tool.codemod.smoke] "
-                "cases or a command; nothing may be written")
+        return (
+            ": no smoke case ran: [tool.codemod.smoke] configures no command or cases, and no nn.Module class "
+            f"in the rewritten files ({', '.join(files) or 'none'}) constructs without arguments with an input "
+            "shape to read off its first Linear, Conv or Embedding layer; configure [tool.codemod.smoke] "
+            "cases or a command; nothing may be written"
+        )
     return ""
 
 

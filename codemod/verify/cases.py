@@ -58,7 +58,9 @@ def load_cases(spec: str, root: Path) -> list[SmokeCase]:
     cases = [_as_case(item, i) for i, item in enumerate(_iterable(raw, spec))]
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
-        raise CaseError(f"smoke.cases: {spec} returned duplicate case names: {sorted({n for n in names if names.count(n) > 1})}")
+        raise CaseError(
+            f"smoke.cases: {spec} returned duplicate case names: {sorted({n for n in names if names.count(n) > 1})}"
+        )
     if not cases:
         raise CaseError(f"smoke.cases: {spec} returned no cases")
     return cases
@@ -133,7 +135,9 @@ def _as_case(item: Any, index: int) -> SmokeCase:
     elif isinstance(item, (tuple, list)) and 3 <= len(item) <= 4:
         fields = dict(zip(("name", "module", "inputs", "loss"), item))
     else:
-        raise CaseError(f"smoke case {index}: expected a dict (name, module, inputs, loss) or a tuple, not {type(item).__name__}")
+        raise CaseError(
+            f"smoke case {index}: expected a dict (name, module, inputs, loss) or a tuple, not {type(item).__name__}"
+        )
     name = fields.get("name") or f"case{index}"
     for key in ("module", "inputs"):
         if not callable(fields.get(key)):
@@ -144,6 +148,7 @@ def _as_case(item: Any, index: int) -> SmokeCase:
 
 
 # -- discovery (no config) -----------------------------------------------------------------------
+
 
 def discover_cases(files: list[Path], root: Path) -> tuple[list[SmokeCase], list[str]]:
     """Modules defined in ``files`` that construct without arguments and whose input can be read
@@ -173,7 +178,9 @@ def discover_cases(files: list[Path], root: Path) -> tuple[list[SmokeCase], list
                 continue
             make_inputs = _infer_inputs(instance)
             if make_inputs is None:
-                notes.append(f"{label}: cannot infer its input (no Linear, Conv or Embedding layer to read a shape from)")
+                notes.append(
+                    f"{label}: cannot infer its input (no Linear, Conv or Embedding layer to read a shape from)"
+                )
                 continue
             try:
                 instance(*make_inputs())

@@ -47,7 +47,7 @@ class ResultChannel:
             while chunk := os.read(self._read_fd, 1 << 16):
                 if len(self._data) + len(chunk) > limit:
                     self._overflow = True
-                    continue   # keep draining, store nothing more
+                    continue  # keep draining, store nothing more
                 self._data += chunk
         finally:
             os.close(self._read_fd)

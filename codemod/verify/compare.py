@@ -20,25 +20,38 @@ class Comparison:
 @dataclass
 class CaseVerdict:
     name: str
-    kind: str                       # "harness" or "command"
-    original: str                   # "pass" or "fails: <first line>"
+    kind: str  # "harness" or "command"
+    original: str  # "pass" or "fails: <first line>"
     rewritten: str
     outputs: Comparison = field(default_factory=lambda: Comparison(None, "-"))
     gradients: Comparison = field(default_factory=lambda: Comparison(None, "-"))
-    grads_received: str = "-"       # "N/N" or "3/4 (missing: a.b)"
-    second_iteration: str = "-"     # of the rewritten copy; the original's in parentheses
+    grads_received: str = "-"  # "N/N" or "3/4 (missing: a.b)"
+    second_iteration: str = "-"  # of the rewritten copy; the original's in parentheses
     locator: list[dict[str, Any]] = field(default_factory=list)
     proven: bool = False
-    reason: str = ""                # why not proven
+    reason: str = ""  # why not proven
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "name": self.name, "kind": self.kind, "original": self.original, "rewritten": self.rewritten,
-            "outputs": {"equal": self.outputs.equal, "text": self.outputs.text, "max_abs_diff": self.outputs.max_abs_diff},
-            "gradients": {"equal": self.gradients.equal, "text": self.gradients.text,
-                          "max_abs_diff": self.gradients.max_abs_diff},
-            "grads_received": self.grads_received, "second_iteration": self.second_iteration,
-            "locator": self.locator, "proven": self.proven, "reason": self.reason,
+            "name": self.name,
+            "kind": self.kind,
+            "original": self.original,
+            "rewritten": self.rewritten,
+            "outputs": {
+                "equal": self.outputs.equal,
+                "text": self.outputs.text,
+                "max_abs_diff": self.outputs.max_abs_diff,
+            },
+            "gradients": {
+                "equal": self.gradients.equal,
+                "text": self.gradients.text,
+                "max_abs_diff": self.gradients.max_abs_diff,
+            },
+            "grads_received": self.grads_received,
+            "second_iteration": self.second_iteration,
+            "locator": self.locator,
+            "proven": self.proven,
+            "reason": self.reason,
         }
 
 
@@ -70,8 +83,12 @@ def compare_tensors(a: list, b: list, exact: bool) -> Comparison:
         if not bool((finite | both_nan).all()):
             return Comparison(False, f"tensor {i}: non-finite values differ", float("inf"))
         if exact or not torch.allclose(x, y, rtol=RTOL, atol=ATOL, equal_nan=True):
-            return Comparison(False, f"differ: max abs diff {worst:.3g}"
-                              + (" (bit-identical expected)" if exact else f" (rtol {RTOL:g}, atol {ATOL:g})"), worst)
+            return Comparison(
+                False,
+                f"differ: max abs diff {worst:.3g}"
+                + (" (bit-identical expected)" if exact else f" (rtol {RTOL:g}, atol {ATOL:g})"),
+                worst,
+            )
     if identical:
         return Comparison(True, "bit-identical", 0.0)
     return Comparison(True, f"allclose: max abs diff {worst:.3g} (rtol {RTOL:g}, atol {ATOL:g})", worst)
@@ -79,8 +96,14 @@ def compare_tensors(a: list, b: list, exact: bool) -> Comparison:
 
 def compare_case(name: str, orig: dict[str, Any] | None, new: dict[str, Any] | None, exact: bool) -> CaseVerdict:
     if new is None:
-        return CaseVerdict(name, "harness", _status(orig) if orig else "-", "missing", proven=False,
-                           reason="the case did not run on the rewritten copy")
+        return CaseVerdict(
+            name,
+            "harness",
+            _status(orig) if orig else "-",
+            "missing",
+            proven=False,
+            reason="the case did not run on the rewritten copy",
+        )
     verdict = CaseVerdict(name, "harness", _status(orig) if orig else "did not run", _status(new))
     verdict.locator = list(orig.get("locator", [])) if orig else []
     verdict.second_iteration = new.get("second") or "-"
@@ -97,7 +120,9 @@ def compare_case(name: str, orig: dict[str, Any] | None, new: dict[str, Any] | N
     if orig is not None and orig["outputs"] and new["outputs"]:
         verdict.outputs = compare_tensors(orig["outputs"], new["outputs"], exact)
     elif orig is not None:
-        verdict.outputs = Comparison(None, "original produced no output" if not orig["outputs"] else "rewritten produced no output")
+        verdict.outputs = Comparison(
+            None, "original produced no output" if not orig["outputs"] else "rewritten produced no output"
+        )
     if orig is not None and orig["grads"] and new["grads"]:
         names = sorted(set(orig["grads"]) | set(new["grads"]))
         a = [orig["grads"].get(n) for n in names]
@@ -110,7 +135,9 @@ def compare_case(name: str, orig: dict[str, Any] | None, new: dict[str, Any] | N
             if orig.get("grad_source") == "snapshot":
                 verdict.gradients.text += " vs the original's forward with saved tensors snapshotted"
     elif orig is not None:
-        verdict.gradients = Comparison(None, f"no reference gradient ({orig.get('grad_source') or 'the original failed first'})")
+        verdict.gradients = Comparison(
+            None, f"no reference gradient ({orig.get('grad_source') or 'the original failed first'})"
+        )
     verdict.proven, verdict.reason = _proven(verdict, orig, new)
     return verdict
 
@@ -132,14 +159,22 @@ def _missing_in_original(orig: dict[str, Any] | None, names: list[str]) -> set[s
 
 def _proven(v: CaseVerdict, orig: dict[str, Any] | None, new: dict[str, Any]) -> tuple[bool, str]:
     if new["status"] != "ok":
-        if orig is not None and orig["status"] != "ok" and orig["stage"] == new["stage"] and orig["error"] == new["error"]:
+        if (
+            orig is not None
+            and orig["status"] != "ok"
+            and orig["stage"] == new["stage"]
+            and orig["error"] == new["error"]
+        ):
             return False, f"fails before and after the rewrite, for a reason unrelated to it: {new['error']}"
         return False, f"the rewritten copy fails at {new['stage']}: {new['error']}"
     if new.get("second") not in ("ok",):
         return False, f"the rewritten copy fails its 2nd iteration: {new['second']}"
     missing = new["missing_grads"] + new["nonfinite_grads"]
     if set(missing) - _missing_in_original(orig, missing):
-        return False, f"parameters without a finite gradient: {', '.join(sorted(set(missing) - _missing_in_original(orig, missing)))}"
+        return (
+            False,
+            f"parameters without a finite gradient: {', '.join(sorted(set(missing) - _missing_in_original(orig, missing)))}",
+        )
     if v.outputs.equal is False:
         return False, f"outputs changed: {v.outputs.text}"
     if v.gradients.equal is False:

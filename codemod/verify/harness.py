@@ -129,9 +129,20 @@ def _build(case, device: str, seed: int):
 def run_case(case, device: str, seed: int, root: Path, locate: bool) -> dict[str, Any]:
     import torch
 
-    record: dict[str, Any] = {"status": "ok", "stage": "", "error": "", "outputs": [], "grads": {},
-                              "grad_source": "", "missing_grads": [], "nonfinite_grads": [], "params": 0,
-                              "second": "", "locator": [], "locator_error": ""}
+    record: dict[str, Any] = {
+        "status": "ok",
+        "stage": "",
+        "error": "",
+        "outputs": [],
+        "grads": {},
+        "grad_source": "",
+        "missing_grads": [],
+        "nonfinite_grads": [],
+        "params": 0,
+        "second": "",
+        "locator": [],
+        "locator_error": "",
+    }
     stage = "build"
     try:
         if locate:
@@ -280,7 +291,7 @@ def _open_channel(fd: int) -> tuple[int, str]:
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)   # PR_SET_DUMPABLE, 0
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
     except (OSError, AttributeError):
         pass
     return fd, nonce
@@ -291,7 +302,7 @@ def _send(fd: int, nonce: str, payload: bytes) -> None:
 
     data = memoryview(frame(nonce, payload))
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
     os.close(fd)
 
 
@@ -319,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import channel as _channel, compare as _compare, locator as _locator  # noqa: F401 - imported before any site
     from .cases import CaseError, discover_cases, load_cases
 
-    for directory in args.site:   # the requirements' environment: cannot shadow what is imported already
+    for directory in args.site:  # the requirements' environment: cannot shadow what is imported already
         site.addsitedir(directory)
 
     root = Path(args.root).resolve()

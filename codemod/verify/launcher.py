@@ -44,8 +44,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-NAMESPACES = {"mount": CLONE_NEWNS, "pid": CLONE_NEWPID, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS,
-              "net": CLONE_NEWNET}
+NAMESPACES = {"mount": CLONE_NEWNS, "pid": CLONE_NEWPID, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET}
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -56,8 +55,7 @@ PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
 # Syscalls without a glibc wrapper. mount_setattr has one number everywhere (new syscall table).
-_SYSCALLS = {"x86_64": {"pivot_root": 155, "keyctl": 250},
-             "aarch64": {"pivot_root": 41, "keyctl": 219}}
+_SYSCALLS = {"x86_64": {"pivot_root": 155, "keyctl": 250}, "aarch64": {"pivot_root": 41, "keyctl": 219}}
 SYS_MOUNT_SETATTR = 442
 # Landlock's syscalls, also from the new table (same number on every architecture).
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
@@ -67,26 +65,33 @@ LANDLOCK_RULE_PATH_BENEATH, LANDLOCK_RULE_NET_PORT = 1, 2
 LL_EXECUTE, LL_WRITE_FILE, LL_READ_FILE, LL_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 LL_REMOVE_DIR, LL_REMOVE_FILE, LL_MAKE_CHAR, LL_MAKE_DIR = 1 << 4, 1 << 5, 1 << 6, 1 << 7
 LL_MAKE_REG, LL_MAKE_SOCK, LL_MAKE_FIFO, LL_MAKE_BLOCK, LL_MAKE_SYM = 1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12
-LL_REFER, LL_TRUNCATE, LL_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15          # ABI 2, 3, 5
-LL_NET_BIND_TCP, LL_NET_CONNECT_TCP = 1 << 0, 1 << 1                     # ABI 4
-LL_SCOPE_ABSTRACT_UNIX_SOCKET, LL_SCOPE_SIGNAL = 1 << 0, 1 << 1         # ABI 6
+LL_REFER, LL_TRUNCATE, LL_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3, 5
+LL_NET_BIND_TCP, LL_NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
+LL_SCOPE_ABSTRACT_UNIX_SOCKET, LL_SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 _LL_FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1, 5: (1 << 16) - 1}
 _LL_FILE_RIGHTS = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV
 _LL_READ = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
 
 
 class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 class _LandlockRulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _LandlockPathBeneath(ctypes.Structure):
-    _pack_ = 1   # the kernel's struct is packed: 12 bytes
+    _pack_ = 1  # the kernel's struct is packed: 12 bytes
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
@@ -128,15 +133,19 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     def enc(s: str | None) -> bytes | None:
         return None if s is None else os.fsencode(s)
 
-    _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
-           f"mount {source or ''} on {target}")
+    _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {source or ''} on {target}")
 
 
 def _mount_setattr(path: str, set_: int = 0, clear: int = 0, recursive: bool = True) -> None:
     attr = _MountAttr(set_, clear, 0, 0)
-    ret = _libc().syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), ctypes.c_char_p(os.fsencode(path)),
-                          ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
-                          ctypes.c_size_t(ctypes.sizeof(attr)))
+    ret = _libc().syscall(
+        ctypes.c_long(SYS_MOUNT_SETATTR),
+        ctypes.c_int(AT_FDCWD),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.c_uint(AT_RECURSIVE if recursive else 0),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
     _check(ret, f"mount_setattr({path}{', recursive' if recursive else ''})")
 
 
@@ -162,6 +171,7 @@ def enter_user_namespace() -> None:
 
 
 # -- the minimal root ---------------------------------------------------------------------------------
+
 
 def _make_mountpoint(path: str, directory: bool) -> None:
     if os.path.lexists(path):
@@ -211,19 +221,28 @@ def build_root(plan: dict) -> None:
             os.symlink(target, new + path)
     for device in plan["devices"]:
         _bind(device, new + device, True)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         if not os.path.lexists(f"{new}/dev/{name}"):
             os.symlink(target, f"{new}/dev/{name}")
     work = plan.get("workdir")
     if work:
-        st = os.stat(work["source"])   # the overlay's root takes the upper directory's owner and mode
+        st = os.stat(work["source"])  # the overlay's root takes the upper directory's owner and mode
         os.chown(os.path.join(scratch, "upper"), st.st_uid, st.st_gid)
         os.chmod(os.path.join(scratch, "upper"), stat.S_IMODE(st.st_mode))
         _make_mountpoint(new + work["path"], True)
         if work["overlay"]:
-            _mount("overlay", new + work["path"], "overlay", MS_NOSUID | MS_NODEV,
-                   f"lowerdir={work['source']},upperdir={scratch}/upper,workdir={scratch}/work")
+            _mount(
+                "overlay",
+                new + work["path"],
+                "overlay",
+                MS_NOSUID | MS_NODEV,
+                f"lowerdir={work['source']},upperdir={scratch}/upper,workdir={scratch}/work",
+            )
         else:
             _bind(work["source"], new + work["path"], True)
     _make_mountpoint(new + "/proc", True)
@@ -237,10 +256,15 @@ def build_root(plan: dict) -> None:
 
 # -- Landlock -------------------------------------------------------------------------------------------
 
+
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; OSError if it has none (or a seccomp filter refuses it)."""
-    ret = _libc().syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.c_void_p(None), ctypes.c_size_t(0),
-                          ctypes.c_uint(LANDLOCK_CREATE_RULESET_VERSION))
+    ret = _libc().syscall(
+        ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET),
+        ctypes.c_void_p(None),
+        ctypes.c_size_t(0),
+        ctypes.c_uint(LANDLOCK_CREATE_RULESET_VERSION),
+    )
     _check(ret, "landlock_create_ruleset(version)")
     return ret
 
@@ -249,14 +273,21 @@ def _landlock_rule(ruleset: int, path: str, access: int) -> None:
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except (FileNotFoundError, PermissionError):
-        return   # not in this root, or not reachable by this uid anyway: nothing to allow
+        return  # not in this root, or not reachable by this uid anyway: nothing to allow
     try:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
-            access &= _LL_FILE_RIGHTS     # the kernel refuses directory rights on a file
+            access &= _LL_FILE_RIGHTS  # the kernel refuses directory rights on a file
         rule = _LandlockPathBeneath(access, fd)
-        _check(_libc().syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_int(ruleset),
-                               ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint(0)),
-               f"landlock_add_rule({path})")
+        _check(
+            _libc().syscall(
+                ctypes.c_long(SYS_LANDLOCK_ADD_RULE),
+                ctypes.c_int(ruleset),
+                ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
+                ctypes.byref(rule),
+                ctypes.c_uint(0),
+            ),
+            f"landlock_add_rule({path})",
+        )
     finally:
         os.close(fd)
 
@@ -273,11 +304,12 @@ def apply_landlock(plan: dict) -> None:
     net = (LL_NET_BIND_TCP | LL_NET_CONNECT_TCP) if abi >= 4 and plan.get("deny_tcp") else 0
     scoped = (LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL) if abi >= 6 else 0
     if not fs | net | scoped:
-        return   # nothing this kernel could add (the kernel refuses an empty ruleset)
+        return  # nothing this kernel could add (the kernel refuses an empty ruleset)
     attr = _LandlockRulesetAttr(fs, net, scoped)
-    size = 8 if abi < 4 else 16 if abi < 6 else 24   # the struct as this ABI knows it
-    ruleset = _libc().syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size),
-                              ctypes.c_uint(0))
+    size = 8 if abi < 4 else 16 if abi < 6 else 24  # the struct as this ABI knows it
+    ruleset = _libc().syscall(
+        ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint(0)
+    )
     _check(ruleset, "landlock_create_ruleset")
     try:
         for path in plan["read"]:
@@ -286,13 +318,16 @@ def apply_landlock(plan: dict) -> None:
             _landlock_rule(ruleset, path, fs)
         for path in plan["devices"]:
             _landlock_rule(ruleset, path, (LL_READ_FILE | LL_WRITE_FILE | LL_TRUNCATE | LL_IOCTL_DEV) & fs)
-        _check(_libc().syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint(0)),
-               "landlock_restrict_self")
+        _check(
+            _libc().syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint(0)),
+            "landlock_restrict_self",
+        )
     finally:
         os.close(ruleset)
 
 
 # -- the command ----------------------------------------------------------------------------------------
+
 
 def _apply_limits(rlimits: dict[str, list[int]]) -> None:
     for name, (soft, hard) in rlimits.items():
@@ -328,7 +363,7 @@ def _exec_command(cfg: dict, argv: list[str], status_fd: int) -> None:
         for fd in cfg["keep_fds"]:
             os.set_inheritable(fd, True)
         if cfg.get("landlock"):
-            apply_landlock(cfg["landlock"])   # last: after it, only what the plan allows
+            apply_landlock(cfg["landlock"])  # last: after it, only what the plan allows
     except Exception as exc:  # noqa: BLE001 - any setup failure is reported, not half-run
         _report(status_fd, f"sandbox setup failed: {exc}")
         os._exit(126)
@@ -374,7 +409,7 @@ def _init(cfg: dict, argv: list[str], status_fd: int, relay_fd: int, launcher: i
         os.close(relay_fd)
         _exec_command(cfg, argv, status_fd)
     os.close(status_fd)
-    while True:   # reap every orphan until the command itself has ended
+    while True:  # reap every orphan until the command itself has ended
         try:
             pid, status = os.wait()
         except ChildProcessError:
@@ -386,7 +421,7 @@ def _init(cfg: dict, argv: list[str], status_fd: int, relay_fd: int, launcher: i
             break
     word = f"S{os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"E{os.waitstatus_to_exitcode(status)}"
     os.write(relay_fd, word.encode())
-    os._exit(0)   # PID 1 exits: the kernel kills whatever is left in the namespace
+    os._exit(0)  # PID 1 exits: the kernel kills whatever is left in the namespace
 
 
 def _relay(init: int, relay_r: int) -> int:
@@ -439,6 +474,7 @@ def run(cfg: dict, argv: list[str], status_fd: int) -> int:
 
 
 # -- probing ------------------------------------------------------------------------------------------
+
 
 def _in_fork(step) -> str | None:  # type: ignore[no-untyped-def]
     """Run ``step`` in a forked child; None if it worked, else why not (one line)."""
@@ -510,8 +546,11 @@ def probe(cfg: dict) -> dict[str, str | None]:
         if os.waitstatus_to_exitcode(status) != 0:
             raise OSError(errno.EPERM, f"building the minimal root failed (exit {os.waitstatus_to_exitcode(status)})")
 
-    report["root"] = _in_fork(whole_root) if not report["mount"] and cfg.get("root") else (
-        f"no mount namespace: {report['mount']}" if report["mount"] else "not asked for")
+    report["root"] = (
+        _in_fork(whole_root)
+        if not report["mount"] and cfg.get("root")
+        else (f"no mount namespace: {report['mount']}" if report["mount"] else "not asked for")
+    )
 
     def keyring() -> None:
         userns()

@@ -31,9 +31,9 @@ from typing import Any
 
 from ..locate.merge import KIND_TITLES, merge_reports
 
-REPORT_CAP = 8 << 20   # bytes per report file
-MAX_REPORTS = 256      # files read per run
-MAX_HAZARDS = 1000     # hazards kept per report
+REPORT_CAP = 8 << 20  # bytes per report file
+MAX_REPORTS = 256  # files read per run
+MAX_HAZARDS = 1000  # hazards kept per report
 _TEXT_CAP = 500
 _MAX_LINE = 10_000_000
 
@@ -66,8 +66,10 @@ def read_located(report_dir: Path, copy: Path) -> tuple[list[dict[str, Any]], li
         os.close(dir_fd)
     dropped = sum(r.pop("dropped") for r in reports)
     if dropped:
-        notes.append(f"{dropped} hazard record(s) of the locator's reports were dropped: not of the recorder's shape, "
-                     "or naming a file that is not in the repository")
+        notes.append(
+            f"{dropped} hazard record(s) of the locator's reports were dropped: not of the recorder's shape, "
+            "or naming a file that is not in the repository"
+        )
     return [hazard.to_json() for hazard in merge_reports(reports)], notes
 
 
@@ -111,8 +113,12 @@ def _checked_report(data: bytes, copy: Path) -> tuple[dict[str, Any] | None, str
     if not isinstance(raw, dict) or not isinstance(raw.get("hazards", []), list):
         return None, "not a locator report"
     pid, rank = raw.get("pid"), raw.get("rank")
-    report: dict[str, Any] = {"pid": pid if _is_int(pid) else None, "rank": rank if _is_int(rank) else None,
-                              "hazards": [], "dropped": 0}
+    report: dict[str, Any] = {
+        "pid": pid if _is_int(pid) else None,
+        "rank": rank if _is_int(rank) else None,
+        "hazards": [],
+        "dropped": 0,
+    }
     for record in raw.get("hazards", [])[:MAX_HAZARDS]:
         hazard = _checked_hazard(record, copy)
         if hazard is None:
@@ -161,7 +167,15 @@ def _checked_hazard(record: Any, copy: Path) -> dict[str, Any] | None:
     if not (isinstance(shape, list) and len(shape) <= 32 and all(_is_int(n) for n in shape)):
         shape = None
     count = record.get("count", 1)
-    return {"kind": record["kind"], "op": _text(record.get("op")) or "", "write": write, "saved_by": saved_by,
-            "saver": _text(record.get("saver")), "saver_op": _text(record.get("saver_op")), "shape": shape,
-            "dtype": _text(record.get("dtype")), "message": _text(record.get("message")) or "",
-            "count": count if _is_int(count) and 0 < count < 1 << 40 else 1}
+    return {
+        "kind": record["kind"],
+        "op": _text(record.get("op")) or "",
+        "write": write,
+        "saved_by": saved_by,
+        "saver": _text(record.get("saver")),
+        "saver_op": _text(record.get("saver_op")),
+        "shape": shape,
+        "dtype": _text(record.get("dtype")),
+        "message": _text(record.get("message")) or "",
+        "count": count if _is_int(count) and 0 < count < 1 << 40 else 1,
+    }

@@ -239,9 +239,7 @@ def _write_targets(func: Any) -> _WriteTargets:
     targets: _WriteTargets = ()
     if schema is not None:
         targets = tuple(
-            (i, a.name)
-            for i, a in enumerate(schema.arguments)
-            if a.alias_info is not None and a.alias_info.is_write
+            (i, a.name) for i, a in enumerate(schema.arguments) if a.alias_info is not None and a.alias_info.is_write
         )
     _WRITE_TARGETS[func] = targets
     return targets
@@ -606,8 +604,16 @@ class InplaceLocator:
         write = _source_line(hit.where) if hit.where is not None else SourceLine("<unknown>", 0, "")
         saved_by = _source_line(saved.where) if saved.where is not None else None
         t = saved.tensor
-        finding = LocatorFinding(hit.op, write, saved_by, saved.saver, saved.saver_op, silent,
-                                 tuple(t.shape), str(t.dtype).removeprefix("torch."))
+        finding = LocatorFinding(
+            hit.op,
+            write,
+            saved_by,
+            saved.saver,
+            saved.saver_op,
+            silent,
+            tuple(t.shape),
+            str(t.dtype).removeprefix("torch."),
+        )
         self._found[key] = finding
         if self.on_new_finding is not None:
             self.on_new_finding(finding)

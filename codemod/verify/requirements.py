@@ -35,8 +35,8 @@ from .sandbox import Limits, SandboxResult, hand_over, run_sandboxed
 
 @dataclass(frozen=True)
 class Requirement:
-    text: str           # as written in the config
-    path: str | None    # for a local path: relative to the repository root (posix)
+    text: str  # as written in the config
+    path: str | None  # for a local path: relative to the repository root (posix)
 
 
 def check_requirements(requirements: tuple[str, ...] | list[str], root: Path) -> list[Requirement]:
@@ -50,8 +50,10 @@ def check_requirements(requirements: tuple[str, ...] | list[str], root: Path) ->
         text = raw.strip()
         where = f"smoke.requirements: {raw!r}"
         if not text or text.startswith("-"):
-            raise VerifyError(f"{where} is a pip option, not a requirement (only PEP 508 requirements and "
-                              "./paths inside the repository are accepted)")
+            raise VerifyError(
+                f"{where} is a pip option, not a requirement (only PEP 508 requirements and "
+                "./paths inside the repository are accepted)"
+            )
         if text.startswith(("./", "../")) or text in (".", ".."):
             real = Path(os.path.realpath(root / text))
             if not real.is_relative_to(root):
@@ -65,8 +67,10 @@ def check_requirements(requirements: tuple[str, ...] | list[str], root: Path) ->
         except InvalidRequirement as exc:
             raise VerifyError(f"{where} is not a PEP 508 requirement ({str(exc).splitlines()[0]})") from None
         if parsed.url:
-            raise VerifyError(f"{where}: direct URL references are not accepted (name a distribution of the "
-                              "index, or vendor the file in the repository and give its ./path)")
+            raise VerifyError(
+                f"{where}: direct URL references are not accepted (name a distribution of the "
+                "index, or vendor the file in the repository and give its ./path)"
+            )
         out.append(Requirement(raw, None))
     return out
 
@@ -76,11 +80,14 @@ def _make_environment(env_dir: Path) -> str:
     try:
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, capture_output=True)
     except subprocess.CalledProcessError as exc:
-        raise VerifyError(f"cannot create the environment for smoke.requirements: "
-                          f"{(exc.stderr or b'').decode(errors='replace').strip() or exc}") from exc
+        raise VerifyError(
+            f"cannot create the environment for smoke.requirements: "
+            f"{(exc.stderr or b'').decode(errors='replace').strip() or exc}"
+        ) from exc
     parents = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     Path(site_packages(env_dir), "_codemod_parent.pth").write_text(
-        "".join(f"import site; site.addsitedir({p!r})\n" for p in parents))
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in parents)
+    )
     return str(env_dir / "bin" / "python")
 
 
@@ -97,8 +104,15 @@ def _last_line(result: SandboxResult) -> str:
     return (errors or lines or [f"exit {result.returncode}"])[-1][:300]
 
 
-def install_requirements(requirements: list[Requirement], copy: Path, work: Path, *, timeout: float,
-                         limits: Limits, index_url: str | None = None) -> tuple[str, str]:
+def install_requirements(
+    requirements: list[Requirement],
+    copy: Path,
+    work: Path,
+    *,
+    timeout: float,
+    limits: Limits,
+    index_url: str | None = None,
+) -> tuple[str, str]:
     """Install into a fresh environment under ``work``; ``copy`` is a throwaway copy of the
     repository (local paths are built from it). Returns the environment's python and its
     site-packages. A VerifyError says which step failed, in one line."""
@@ -114,16 +128,39 @@ def install_requirements(requirements: list[Requirement], copy: Path, work: Path
         empty = work / "download"
         empty.mkdir()
         index = ["--index-url", index_url] if index_url else []
-        result = run_sandboxed([*pip, "download", "--only-binary=:all:", "--dest", str(wheelhouse), *index, "--", *names],
-                               empty, timeout=timeout, limits=limits, network=True, writable=[wheelhouse])
+        result = run_sandboxed(
+            [*pip, "download", "--only-binary=:all:", "--dest", str(wheelhouse), *index, "--", *names],
+            empty,
+            timeout=timeout,
+            limits=limits,
+            network=True,
+            writable=[wheelhouse],
+        )
         hand_over(wheelhouse, os.getuid(), os.getgid())
         if not result.ok:
             raise VerifyError(f"cannot download smoke.requirements {names}: {_last_line(result)}")
-    result = run_sandboxed([*pip, "--python", python, "install", "--no-index", "--find-links", str(wheelhouse),
-                            "--no-build-isolation", "--", *names, *paths],
-                           copy, timeout=timeout, limits=limits, network=False, writable=[env_dir],
-                           visible=[wheelhouse])
-    hand_over(env_dir, os.getuid(), os.getgid())   # back from the run's uid: read-only for every later run
+    result = run_sandboxed(
+        [
+            *pip,
+            "--python",
+            python,
+            "install",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            "--no-build-isolation",
+            "--",
+            *names,
+            *paths,
+        ],
+        copy,
+        timeout=timeout,
+        limits=limits,
+        network=False,
+        writable=[env_dir],
+        visible=[wheelhouse],
+    )
+    hand_over(env_dir, os.getuid(), os.getgid())  # back from the run's uid: read-only for every later run
     if not result.ok:
         raise VerifyError(f"cannot install smoke.requirements {[r.text for r in requirements]}: {_last_line(result)}")
     if not os.path.islink(python) or os.readlink(python) != link:

@@ -41,8 +41,15 @@ from .channel import ResultChannel
 from .compare import CaseVerdict, compare_case
 from .located import read_located
 from .requirements import check_requirements, install_requirements
-from .sandbox import (Limits, SandboxResult, detect_isolation, owned_tempdir, run_sandboxed, sweep_stale,
-                      terminate_as_exit)
+from .sandbox import (
+    Limits,
+    SandboxResult,
+    detect_isolation,
+    owned_tempdir,
+    run_sandboxed,
+    sweep_stale,
+    terminate_as_exit,
+)
 from .settings import OperatorSettings
 
 
@@ -53,16 +60,16 @@ VerifyStatus = Literal["", "proven", "not proven", "nothing to do", "nothing cou
 @dataclass
 class VerifyReport:
     root: Path
-    status: VerifyStatus = ""         # "": not decided yet
+    status: VerifyStatus = ""  # "": not decided yet
     device: str = ""
     isolation: str = ""
     rewrites: list[dict[str, Any]] = field(default_factory=list)
     verdicts: list[CaseVerdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    hazards: list[dict[str, Any]] = field(default_factory=list)   # locator findings on the original
+    hazards: list[dict[str, Any]] = field(default_factory=list)  # locator findings on the original
     changes: list[tuple[FileTask, FileResult]] = field(default_factory=list)
     results: list[FileResult] = field(default_factory=list)
-    smoke_source: str = ""            # configured | discovered | default tests (no config, no discovered case)
+    smoke_source: str = ""  # configured | discovered | default tests (no config, no discovered case)
     default_tests: list[str] = field(default_factory=list)
 
     @property
@@ -77,10 +84,17 @@ class VerifyReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "root": str(self.root), "status": self.status, "proven": self.proven, "device": self.device,
-            "isolation": self.isolation, "rewrites": self.rewrites,
-            "cases": [v.to_json() for v in self.verdicts], "locator": self.hazards, "notes": self.notes,
-            "smoke_source": self.smoke_source, "default_tests": self.default_tests,
+            "root": str(self.root),
+            "status": self.status,
+            "proven": self.proven,
+            "device": self.device,
+            "isolation": self.isolation,
+            "rewrites": self.rewrites,
+            "cases": [v.to_json() for v in self.verdicts],
+            "locator": self.hazards,
+            "notes": self.notes,
+            "smoke_source": self.smoke_source,
+            "default_tests": self.default_tests,
         }
 
 
@@ -92,10 +106,19 @@ def repository_root(path: Path, finder: ConfigFinder) -> Path:
     return (path if path.is_dir() else path.parent).resolve()
 
 
-def verify(path: str, *, config: str | None = None, device: str | None = None, timeout: float | None = None,
-           select: list[str] | None = None, ignore: list[str] | None = None, mode: Mode | None = None,
-           jobs: int | None = None, limits: Limits | None = None,
-           settings: OperatorSettings | None = None) -> VerifyReport:
+def verify(
+    path: str,
+    *,
+    config: str | None = None,
+    device: str | None = None,
+    timeout: float | None = None,
+    select: list[str] | None = None,
+    ignore: list[str] | None = None,
+    mode: Mode | None = None,
+    jobs: int | None = None,
+    limits: Limits | None = None,
+    settings: OperatorSettings | None = None,
+) -> VerifyReport:
     """Prove the rewrites of the repository at ``path``. ``settings`` are the operator's bounds
     (default: from the environment, :meth:`OperatorSettings.from_environment`); ``limits``, when
     given, replaces the settings' limits. A SIGTERM while it runs (main thread) still kills every
@@ -105,9 +128,18 @@ def verify(path: str, *, config: str | None = None, device: str | None = None, t
         return _verify(path, config, device, timeout, select, ignore, mode, jobs, limits or settings.limits(), settings)
 
 
-def _verify(path: str, config: str | None, device: str | None, timeout: float | None, select: list[str] | None,
-            ignore: list[str] | None, mode: Mode | None, jobs: int | None, limits: Limits,
-            settings: OperatorSettings) -> VerifyReport:
+def _verify(
+    path: str,
+    config: str | None,
+    device: str | None,
+    timeout: float | None,
+    select: list[str] | None,
+    ignore: list[str] | None,
+    mode: Mode | None,
+    jobs: int | None,
+    limits: Limits,
+    settings: OperatorSettings,
+) -> VerifyReport:
     try:
         import torch  # the smoke cases and the comparison need it
     except ImportError as exc:
@@ -136,7 +168,7 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
     tasks = build_tasks(sources, select, ignore, mode)
     results = run(tasks, jobs)
 
-    for prefix in ("codemod-verify-", "codemod-sandbox-"):   # left behind by a verification killed with SIGKILL
+    for prefix in ("codemod-verify-", "codemod-sandbox-"):  # left behind by a verification killed with SIGKILL
         sweep_stale(prefix)
     tmp = owned_tempdir("codemod-verify-")
     try:
@@ -153,26 +185,43 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
         if plan.has_cases(changed) and requirements:
             if not settings.allow_requirements:
                 report.status = "nothing could be verified"
-                report.notes.append("the smoke tests could not run: they need smoke.requirements, and installing "
-                                    "requirements is turned off by the operator (CODEMOD_ALLOW_REQUIREMENTS=0)")
+                report.notes.append(
+                    "the smoke tests could not run: they need smoke.requirements, and installing "
+                    "requirements is turned off by the operator (CODEMOD_ALLOW_REQUIREMENTS=0)"
+                )
                 _finish(report, tasks, results, root)
                 return report
-            python, site = install_requirements(requirements, _copy(root, Path(tmp) / "install", []), Path(tmp),
-                                                timeout=timeout, limits=limits, index_url=settings.pip_index_url)
+            python, site = install_requirements(
+                requirements,
+                _copy(root, Path(tmp) / "install", []),
+                Path(tmp),
+                timeout=timeout,
+                limits=limits,
+                index_url=settings.pip_index_url,
+            )
             plan = _Plan(smoke, python, device, timeout, limits, settings.result_bytes, site, gpu, plan.default)
         if not plan.has_cases(changed):
             report.status = "nothing to do" if not changed else "nothing could be verified"
             report.notes.append(_nothing_configured(changed))
             _finish(report, tasks, results, root)
             return report
-        track = [f"{_relative(t, root)}:{res.location.line}"
-                 for t, r in zip(tasks, results) for res in r.results if res.fixed]
+        track = [
+            f"{_relative(t, root)}:{res.location.line}"
+            for t, r in zip(tasks, results)
+            for res in r.results
+            if res.fixed
+        ]
         if plan.default and not changed:
-            plan.use_default()   # nothing to discover cases in
+            plan.use_default()  # nothing to discover cases in
         before = plan.run_side(original, changed, locate=True, track=track)
-        if plan.default and not plan.defaulted and before.harness is not None and not before.harness.get("cases") \
-                and not before.harness_error:
-            plan.use_default()   # discovery found no case to run: the repository's own tests instead
+        if (
+            plan.default
+            and not plan.defaulted
+            and before.harness is not None
+            and not before.harness.get("cases")
+            and not before.harness_error
+        ):
+            plan.use_default()  # discovery found no case to run: the repository's own tests instead
             discovery_notes = before.notes
             before = plan.run_side(original, changed, locate=True, track=track)
             before.notes[:0] = discovery_notes
@@ -187,7 +236,9 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
         if not report.changes:
             report.status = "nothing to do"
             if report.hazards:
-                report.notes.append("the locator found in-place writes into saved tensors that no rule can rewrite safely")
+                report.notes.append(
+                    "the locator found in-place writes into saved tensors that no rule can rewrite safely"
+                )
             return report
         rewritten = _copy(root, Path(tmp) / "rewritten", [])
         for task, res in report.changes:
@@ -195,8 +246,9 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
         after = plan.run_side(rewritten, [_relative(t, root) for t, _ in report.changes], locate=False)
         exact = (before.device or device) == "cpu" and all(r["code"].startswith("IP") for r in report.rewrites)
         report.verdicts = plan.verdicts(before, after, exact)
-        unexercised = _mark_exercised(report.rewrites, before, tracked=before.harness is not None,
-                                      command=bool(plan.command))
+        unexercised = _mark_exercised(
+            report.rewrites, before, tracked=before.harness is not None, command=bool(plan.command)
+        )
         if not report.verdicts:
             report.status = "nothing could be verified"
         elif all(v.proven for v in report.verdicts) and not unexercised:
@@ -204,28 +256,35 @@ def _verify(path: str, config: str | None, device: str | None, timeout: float | 
         else:
             report.status = "not proven"
             if unexercised:
-                report.notes.append("not exercised by any smoke case (add a case that runs it, or a smoke command): "
-                                    + ", ".join(f"{r['path']}:{r['line']} {r['code']}" for r in unexercised))
+                report.notes.append(
+                    "not exercised by any smoke case (add a case that runs it, or a smoke command): "
+                    + ", ".join(f"{r['path']}:{r['line']} {r['code']}" for r in unexercised)
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     return report
 
 
-def _upgrade(tasks: list[FileTask], results: list[FileResult], confirmed: dict[str, set[int]], root: Path,
-             jobs: int | None) -> None:
+def _upgrade(
+    tasks: list[FileTask], results: list[FileResult], confirmed: dict[str, set[int]], root: Path, jobs: int | None
+) -> None:
     """Analyse again, in place, the files where the locator confirmed hazards: the engine may now
     rewrite a candidate on those lines (still only under P1-P5)."""
     again = [i for i, t in enumerate(tasks) if confirmed.get(_relative(t, root))]
     if not again:
         return
-    upgraded = [FileTask(t.path, t.display, t.codes, t.mode, frozenset(confirmed[_relative(t, root)]))
-                for t in (tasks[i] for i in again)]
+    upgraded = [
+        FileTask(t.path, t.display, t.codes, t.mode, frozenset(confirmed[_relative(t, root)]))
+        for t in (tasks[i] for i in again)
+    ]
     for i, res in zip(again, run(upgraded, jobs)):
         results[i] = res
 
 
-def _mark_exercised(rewrites: list[dict[str, Any]], before: _Side, tracked: bool, command: bool) -> list[dict[str, Any]]:
+def _mark_exercised(
+    rewrites: list[dict[str, Any]], before: _Side, tracked: bool, command: bool
+) -> list[dict[str, Any]]:
     """Which smoke cases ran each rewritten line on the original tree (a line the locator
     confirmed ran by definition). Returns the rewrites nothing is known to exercise; with a smoke
     command, whose coverage cannot be seen, none."""
@@ -233,8 +292,9 @@ def _mark_exercised(rewrites: list[dict[str, Any]], before: _Side, tracked: bool
     confirmed = {(f["write"]["path"], f["write"]["line"]) for f in before.locator_findings()}
     for rewrite in rewrites:
         key = (rewrite["path"], rewrite["line"])
-        rewrite["exercised_by"] = sorted(name for name, record in cases.items()
-                                         if key in {tuple(e) for e in record.get("executed", [])})
+        rewrite["exercised_by"] = sorted(
+            name for name, record in cases.items() if key in {tuple(e) for e in record.get("executed", [])}
+        )
         if not rewrite["exercised_by"] and key in confirmed:
             rewrite["exercised_by"] = ["locator"]
     if command or not tracked:
@@ -247,18 +307,23 @@ def _finish(report: VerifyReport, tasks: list[FileTask], results: list[FileResul
     report.changes = [(t, r) for t, r in zip(tasks, results) if r.changed]
     report.rewrites = [
         {"path": _relative(t, root), "line": res.location.line, "code": res.code, "message": res.message}
-        for t, r in report.changes for res in r.results if res.fixed
+        for t, r in report.changes
+        for res in r.results
+        if res.fixed
     ]
 
 
-def _annotate_hazards(hazards: list[dict[str, Any]], tasks: list[FileTask], results: list[FileResult],
-                      root: Path) -> None:
+def _annotate_hazards(
+    hazards: list[dict[str, Any]], tasks: list[FileTask], results: list[FileResult], root: Path
+) -> None:
     """Say, for each locator finding, what the engine did at that line."""
     by_path = {_relative(t, root): r for t, r in zip(tasks, results)}
     for hazard in hazards:
         write = hazard["write"]
         result = by_path.get(write["path"])
-        at_line = [r for r in (result.results if result else []) if r.location.line <= write["line"] <= r.location.end_line]
+        at_line = [
+            r for r in (result.results if result else []) if r.location.line <= write["line"] <= r.location.end_line
+        ]
         fixed = [r for r in at_line if r.fixed]
         if fixed:
             hazard["engine"] = f"rewritten ({fixed[0].code})"
@@ -273,8 +338,10 @@ def _annotate_hazards(hazards: list[dict[str, Any]], tasks: list[FileTask], resu
 def _nothing_configured(changed: list[str]) -> str:
     if not changed:
         return "no rewrite to verify, and no smoke test configured to run the locator with"
-    return ("nothing could be verified: no [tool.codemod.smoke] command or cases, and no module in the rewritten "
-            "files constructs without arguments with an input that can be inferred")
+    return (
+        "nothing could be verified: no [tool.codemod.smoke] command or cases, and no module in the rewritten "
+        "files constructs without arguments with an input that can be inferred"
+    )
 
 
 def _relative(task: FileTask, root: Path) -> str:
@@ -309,14 +376,16 @@ def _copy(root: Path, dest: Path, notes: list[str]) -> Path:
             if stat.S_ISLNK(st.st_mode):
                 real = Path(os.path.realpath(source))
                 if not real.is_relative_to(root):
-                    notes.append(f"left out of the copies: {(rel_top / name).as_posix()} (a symlink whose target "
-                                 "leaves the repository)")
+                    notes.append(
+                        f"left out of the copies: {(rel_top / name).as_posix()} (a symlink whose target "
+                        "leaves the repository)"
+                    )
                     if name in dirs:
                         dirs.remove(name)
                     continue
                 os.symlink(os.path.relpath(dest / real.relative_to(root), target.parent), target)
                 if name in dirs:
-                    dirs.remove(name)   # walked through its target already (or later)
+                    dirs.remove(name)  # walked through its target already (or later)
             elif stat.S_ISDIR(st.st_mode):
                 target.mkdir()
             elif stat.S_ISREG(st.st_mode):
@@ -361,7 +430,7 @@ class _Side:
     device: str = ""
     notes: list[str] = field(default_factory=list)
 
-    located: list[dict[str, Any]] = field(default_factory=list)   # the smoke command's, checked (.located)
+    located: list[dict[str, Any]] = field(default_factory=list)  # the smoke command's, checked (.located)
 
     def locator_findings(self) -> list[dict[str, Any]]:
         """The harness cases' locator findings, then the smoke command's, each line pair once."""
@@ -385,8 +454,8 @@ class _Plan:
     result_bytes: int = 512 << 20
     site: str | None = None
     gpu: bool = False
-    default: str | None = None        # the default smoke command (no [tool.codemod.smoke]), if any test fits
-    defaulted: bool = False           # whether it replaced the discovered cases
+    default: str | None = None  # the default smoke command (no [tool.codemod.smoke]), if any test fits
+    defaulted: bool = False  # whether it replaced the discovered cases
 
     def __post_init__(self) -> None:
         self.command = self.smoke.command
@@ -408,8 +477,20 @@ class _Plan:
             # site (-s), so nothing of the repository can stand in for it; the environment is ours
             # (no PYTHONPATH; PYTHONHASHSEED kept). The requirements' environment is added once the
             # channel is open and the harness's own modules are imported.
-            argv = [sys.executable, "-P", "-s", "-B", "-m", "codemod.verify.harness", "--root", str(copy),
-                    "--report-fd", str(channel.write_fd), "--device", self.device]
+            argv = [
+                sys.executable,
+                "-P",
+                "-s",
+                "-B",
+                "-m",
+                "codemod.verify.harness",
+                "--root",
+                str(copy),
+                "--report-fd",
+                str(channel.write_fd),
+                "--device",
+                self.device,
+            ]
             argv += ["--site", self.site] if self.site else []
             argv += ["--cases", self.smoke.cases] if self.smoke.cases else ["--discover", *changed]
             if locate:
@@ -417,9 +498,17 @@ class _Plan:
             if track:
                 argv += ["--track", *track]
             try:
-                result = run_sandboxed(argv, copy, timeout=self.timeout, limits=self.limits,
-                                       env=_child_env(self.python), visible=visible, stdin=channel.nonce + "\n",
-                                       pass_fds=[channel.write_fd], gpu=gpu)
+                result = run_sandboxed(
+                    argv,
+                    copy,
+                    timeout=self.timeout,
+                    limits=self.limits,
+                    env=_child_env(self.python),
+                    visible=visible,
+                    stdin=channel.nonce + "\n",
+                    pass_fds=[channel.write_fd],
+                    gpu=gpu,
+                )
             finally:
                 channel.close_writer()
             payload, why = channel.payload()
@@ -438,9 +527,11 @@ class _Plan:
             if side.harness is not None:
                 side.device = side.harness.get("device", "")
                 side.notes += side.harness.get("notes", [])
-                side.notes += [f"the locator could not run on case {name}: {record['locator_error']}"
-                               for name, record in side.harness.get("cases", {}).items()
-                               if record.get("locator_error") and record.get("status") == "ok"]
+                side.notes += [
+                    f"the locator could not run on case {name}: {record['locator_error']}"
+                    for name, record in side.harness.get("cases", {}).items()
+                    if record.get("locator_error") and record.get("status") == "ok"
+                ]
                 if side.harness.get("error"):
                     side.harness_error = side.harness["error"]
         if self.command:
@@ -452,9 +543,16 @@ class _Plan:
                 # writable for this run; the copy itself is an overlay whose writes never come back.
                 reports.mkdir(mode=0o755)
                 env = located_environment(str(reports), [copy], "exit", base=env)
-            side.command = run_sandboxed(["/bin/sh", "-c", self.command], copy, timeout=self.timeout,
-                                         limits=self.limits, env=env, visible=visible, gpu=gpu,
-                                         writable=[reports] if locate else [])
+            side.command = run_sandboxed(
+                ["/bin/sh", "-c", self.command],
+                copy,
+                timeout=self.timeout,
+                limits=self.limits,
+                env=env,
+                visible=visible,
+                gpu=gpu,
+                writable=[reports] if locate else [],
+            )
             side.device = side.device or self.device
             if locate:
                 side.located, notes = read_located(reports, copy)
@@ -466,29 +564,42 @@ class _Plan:
         out: list[CaseVerdict] = []
         if after.harness is not None or before.harness is not None or before.harness_error or after.harness_error:
             if before.harness_error or after.harness_error:
-                out.append(CaseVerdict("harness", "harness",
-                                       f"fails: {before.harness_error}" if before.harness_error else "pass",
-                                       f"fails: {after.harness_error}" if after.harness_error else "pass",
-                                       proven=False, reason=after.harness_error or before.harness_error))
+                out.append(
+                    CaseVerdict(
+                        "harness",
+                        "harness",
+                        f"fails: {before.harness_error}" if before.harness_error else "pass",
+                        f"fails: {after.harness_error}" if after.harness_error else "pass",
+                        proven=False,
+                        reason=after.harness_error or before.harness_error,
+                    )
+                )
             else:
                 orig_cases = before.harness["cases"]
                 for name, record in after.harness["cases"].items():
                     out.append(compare_case(name, orig_cases.get(name), record, exact))
         if self.command:
-            out.append(_command_verdict(self.command, before.command, after.command,
-                                        "default tests" if self.defaulted else "command"))
+            out.append(
+                _command_verdict(
+                    self.command, before.command, after.command, "default tests" if self.defaulted else "command"
+                )
+            )
         return out
 
 
-def _command_verdict(command: str, before: SandboxResult | None, after: SandboxResult | None,
-                     label: str = "command") -> CaseVerdict:
+def _command_verdict(
+    command: str, before: SandboxResult | None, after: SandboxResult | None, label: str = "command"
+) -> CaseVerdict:
     orig = "pass" if before and before.ok else f"fails: {_failure(before, 'the command')}"
     new = "pass" if after and after.ok else f"fails: {_failure(after, 'the command')}"
     verdict = CaseVerdict(f"{label}: {command}", "command", orig, new)
     verdict.proven = new == "pass"
     if not verdict.proven:
-        verdict.reason = ("fails before and after the rewrite, for a reason unrelated to it: " + new[7:]
-                          if orig == new else f"the rewritten copy fails: {new[7:]}")
+        verdict.reason = (
+            "fails before and after the rewrite, for a reason unrelated to it: " + new[7:]
+            if orig == new
+            else f"the rewritten copy fails: {new[7:]}"
+        )
     return verdict
 
 

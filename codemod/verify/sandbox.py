@@ -89,28 +89,30 @@ LONGEST_WAIT = 30 * 24 * 3600.0
 class Limits:
     """Resource limits of the child (``None`` = leave as inherited / no cap)."""
 
-    cpu_seconds: int | None = 900          # RLIMIT_CPU
-    memory_bytes: int | None = 16 << 30    # cgroup memory limit; RLIMIT_AS too unless gpu=True
+    cpu_seconds: int | None = 900  # RLIMIT_CPU
+    memory_bytes: int | None = 16 << 30  # cgroup memory limit; RLIMIT_AS too unless gpu=True
     file_size_bytes: int | None = 1 << 30  # RLIMIT_FSIZE
-    processes: int | None = 256            # cgroup pids.max and RLIMIT_NPROC
-    disk_bytes: int | None = 4 << 30       # the tmpfs under the copy's overlay and /tmp (all writes)
+    processes: int | None = 256  # cgroup pids.max and RLIMIT_NPROC
+    disk_bytes: int | None = 4 << 30  # the tmpfs under the copy's overlay and /tmp (all writes)
 
 
 @dataclass(frozen=True)
 class Isolation:
     """What isolation a run had (or a default run will have), in words for the verdict."""
 
-    network: str   # e.g. "network namespace (...)" or "none: <why>"
-    user: str      # e.g. "uid 1500123456 (dedicated ...)" or "unchanged: not started as root"
-    limits: str    # e.g. "cpu 900 s, memory 16 GiB (cgroup v1), file 1 GiB, 256 processes, disk 4 GiB"
+    network: str  # e.g. "network namespace (...)" or "none: <why>"
+    user: str  # e.g. "uid 1500123456 (dedicated ...)" or "unchanged: not started as root"
+    limits: str  # e.g. "cpu 900 s, memory 16 GiB (cgroup v1), file 1 GiB, 256 processes, disk 4 GiB"
     filesystem: str = "unchanged"
     processes: str = "none"
     ipc: str = "none"
     keyring: str = "none"
 
     def describe(self) -> str:
-        return (f"network: {self.network}; user: {self.user}; filesystem: {self.filesystem}; "
-                f"processes: {self.processes}; ipc: {self.ipc}; keyring: {self.keyring}; limits: {self.limits}")
+        return (
+            f"network: {self.network}; user: {self.user}; filesystem: {self.filesystem}; "
+            f"processes: {self.processes}; ipc: {self.ipc}; keyring: {self.keyring}; limits: {self.limits}"
+        )
 
 
 @dataclass
@@ -138,11 +140,41 @@ class SandboxError(RuntimeError):
 # -- the environment ---------------------------------------------------------------------------------
 
 _CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY|AUTH(?!OR)|COOKIE")
-_CREDENTIAL_PREFIXES = ("GITHUB_", "GH_", "AWS_", "AZURE_", "GOOGLE_", "GCP_", "GCLOUD_", "SSH_", "GPG_", "NPM_",
-                        "PYPI_", "TWINE_", "OPENAI_", "ANTHROPIC_")
-_LOCALE_NAMES = frozenset({"LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE",
-                           "LC_MONETARY", "LC_MESSAGES", "LC_PAPER", "LC_NAME", "LC_ADDRESS", "LC_TELEPHONE",
-                           "LC_MEASUREMENT", "LC_IDENTIFICATION"})
+_CREDENTIAL_PREFIXES = (
+    "GITHUB_",
+    "GH_",
+    "AWS_",
+    "AZURE_",
+    "GOOGLE_",
+    "GCP_",
+    "GCLOUD_",
+    "SSH_",
+    "GPG_",
+    "NPM_",
+    "PYPI_",
+    "TWINE_",
+    "OPENAI_",
+    "ANTHROPIC_",
+)
+_LOCALE_NAMES = frozenset(
+    {
+        "LANG",
+        "LANGUAGE",
+        "LC_ALL",
+        "LC_CTYPE",
+        "LC_NUMERIC",
+        "LC_TIME",
+        "LC_COLLATE",
+        "LC_MONETARY",
+        "LC_MESSAGES",
+        "LC_PAPER",
+        "LC_NAME",
+        "LC_ADDRESS",
+        "LC_TELEPHONE",
+        "LC_MEASUREMENT",
+        "LC_IDENTIFICATION",
+    }
+)
 _LOCALE_VALUE = re.compile(r"[A-Za-z0-9_.@:-]{0,64}")
 _TZ_VALUE = re.compile(r":?[A-Za-z0-9_/+,.:-]{0,64}")
 
@@ -164,9 +196,14 @@ def _child_environment(workdir: Path, env: Mapping[str, str] | None) -> dict[str
     if interpreter_bin not in path.split(os.pathsep):
         path = interpreter_bin + os.pathsep + path
     seed = parent.get("PYTHONHASHSEED", "0")
-    out.update(PATH=path, HOME=str(workdir / SANDBOX_DIR / "home"), TMPDIR=str(workdir / SANDBOX_DIR / "tmp"),
-               PYTHONHASHSEED=seed if seed.isdigit() or seed == "random" else "0",
-               USER=SANDBOX_USER, LOGNAME=SANDBOX_USER)
+    out.update(
+        PATH=path,
+        HOME=str(workdir / SANDBOX_DIR / "home"),
+        TMPDIR=str(workdir / SANDBOX_DIR / "tmp"),
+        PYTHONHASHSEED=seed if seed.isdigit() or seed == "random" else "0",
+        USER=SANDBOX_USER,
+        LOGNAME=SANDBOX_USER,
+    )
     for key, value in (env or {}).items():
         if looks_like_credential(key):
             raise SandboxError(f"refusing to pass {key} into the sandbox: the name looks like a credential")
@@ -175,6 +212,7 @@ def _child_environment(workdir: Path, env: Mapping[str, str] | None) -> dict[str
 
 
 # -- limits ------------------------------------------------------------------------------------------
+
 
 def _size(n: int) -> str:
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
@@ -212,9 +250,12 @@ def _describe_limits(limits: Limits, cgroup: str | None, disk: str | None, gpu: 
 def _rlimits(limits: Limits, gpu: bool) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {"RLIMIT_CORE": [0, 0]}
     if limits.cpu_seconds is not None:
-        out["RLIMIT_CPU"] = [limits.cpu_seconds, limits.cpu_seconds + 1]   # SIGXCPU, then SIGKILL
-    for name, value in (("RLIMIT_AS", None if gpu else limits.memory_bytes),
-                        ("RLIMIT_FSIZE", limits.file_size_bytes), ("RLIMIT_NPROC", limits.processes)):
+        out["RLIMIT_CPU"] = [limits.cpu_seconds, limits.cpu_seconds + 1]  # SIGXCPU, then SIGKILL
+    for name, value in (
+        ("RLIMIT_AS", None if gpu else limits.memory_bytes),
+        ("RLIMIT_FSIZE", limits.file_size_bytes),
+        ("RLIMIT_NPROC", limits.processes),
+    ):
         if value is not None:
             out[name] = [value, value]
     return out
@@ -249,12 +290,18 @@ class _Cgroup:
                 enabled = f.read().split()
             if not {"memory", "pids"} <= set(enabled):
                 raise OSError(f"cgroup v2 {base} does not delegate memory and pids to its children")
-            self._dir(os.path.join(base, name), {"memory.max": limits.memory_bytes, "memory.swap.max": 0,
-                                                 "pids.max": limits.processes})
+            self._dir(
+                os.path.join(base, name),
+                {"memory.max": limits.memory_bytes, "memory.swap.max": 0, "pids.max": limits.processes},
+            )
             return
-        for controller, files in (("memory", {"memory.limit_in_bytes": limits.memory_bytes,
-                                              "memory.memsw.limit_in_bytes": limits.memory_bytes}),
-                                  ("pids", {"pids.max": limits.processes})):
+        for controller, files in (
+            (
+                "memory",
+                {"memory.limit_in_bytes": limits.memory_bytes, "memory.memsw.limit_in_bytes": limits.memory_bytes},
+            ),
+            ("pids", {"pids.max": limits.processes}),
+        ):
             root = f"/sys/fs/cgroup/{controller}"
             if controller not in own or not os.path.isdir(root):
                 raise OSError(f"no cgroup {controller} controller is mounted")
@@ -271,7 +318,7 @@ class _Cgroup:
                     f.write(str(value))
             except OSError:
                 if name in ("memory.memsw.limit_in_bytes", "memory.swap.max"):
-                    continue   # no swap accounting: the memory limit alone holds
+                    continue  # no swap accounting: the memory limit alone holds
                 raise
 
     @property
@@ -303,7 +350,7 @@ class _Cgroup:
                 except FileNotFoundError:
                     break
                 except OSError:
-                    time.sleep(0.02)   # the last process is still being torn down
+                    time.sleep(0.02)  # the last process is still being torn down
         self.dirs = []
 
 
@@ -345,8 +392,12 @@ def _allocate_uid() -> int:
     import pwd
 
     for base, span in _UID_RANGES:
-        if not (_mapped(base, "/proc/self/uid_map") and _mapped(base + span - 1, "/proc/self/uid_map")
-                and _mapped(base, "/proc/self/gid_map") and _mapped(base + span - 1, "/proc/self/gid_map")):
+        if not (
+            _mapped(base, "/proc/self/uid_map")
+            and _mapped(base + span - 1, "/proc/self/uid_map")
+            and _mapped(base, "/proc/self/gid_map")
+            and _mapped(base + span - 1, "/proc/self/gid_map")
+        ):
             continue
         for _ in range(64):
             uid = base + random.randrange(span)
@@ -381,7 +432,7 @@ def _kill_every_process_of(uid: int, gid: int) -> None:
     deadline = time.monotonic() + 5.0
     while True:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)   # fork with threads (3.12+)
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
             pid = os.fork()
         if pid == 0:
             try:
@@ -413,9 +464,28 @@ def hand_over(tree: Path, uid: int, gid: int) -> None:
 # -- the minimal root ---------------------------------------------------------------------------------
 
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "localtime", "timezone", "host.conf",
-              "hosts", "gai.conf", "ssl", "ca-certificates", "ca-certificates.conf", "pki", "alternatives",
-              "mime.types", "os-release", "lsb-release", "debian_version", "protocols", "services")
+_ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "nsswitch.conf",
+    "localtime",
+    "timezone",
+    "host.conf",
+    "hosts",
+    "gai.conf",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki",
+    "alternatives",
+    "mime.types",
+    "os-release",
+    "lsb-release",
+    "debian_version",
+    "protocols",
+    "services",
+)
 _NETWORK_ETC = ("resolv.conf",)
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 _GPU_DEVICES = re.compile(r"nvidia.*|dri")
@@ -443,8 +513,9 @@ def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-def _root_plan(needed: Iterable[str], writable: Iterable[str], network: bool, gpu: bool,
-               identity: list[list[str]]) -> tuple[list[list], list[list[str]], list[str]]:
+def _root_plan(
+    needed: Iterable[str], writable: Iterable[str], network: bool, gpu: bool, identity: list[list[str]]
+) -> tuple[list[list], list[list[str]], list[str]]:
     """Binds (source, target, writable), symlinks (location, target) and devices of the child's
     root, from the system directories and the paths the command needs."""
     links: dict[str, str] = {}
@@ -463,8 +534,11 @@ def _root_plan(needed: Iterable[str], writable: Iterable[str], network: bool, gp
         if not _under(real, [b[1] for b in binds]):
             binds.append([real, real, wanted[real]])
     bound = [b[1] for b in binds] + [t for _, t in identity]
-    plan_links = [[loc, target] for loc, target in sorted(links.items())
-                  if not _under(os.path.dirname(loc), bound) and loc not in bound]
+    plan_links = [
+        [loc, target]
+        for loc, target in sorted(links.items())
+        if not _under(os.path.dirname(loc), bound) and loc not in bound
+    ]
     binds += [[source, target, False] for source, target in identity]
     devices = [d for d in _DEVICES if os.path.exists(d)]
     if gpu and os.path.isdir("/dev"):
@@ -475,9 +549,14 @@ def _root_plan(needed: Iterable[str], writable: Iterable[str], network: bool, gp
 def _identity_files(staging: Path, uid: int, gid: int, home: Path) -> list[list[str]]:
     """passwd/group with just root and a ``codemod-sandbox`` entry, bound over /etc's in the child."""
     out = []
-    for name, text in (("passwd", f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
-                                  f"{SANDBOX_USER}:x:{uid}:{gid}:codemod sandbox:{home}:/usr/sbin/nologin\n"),
-                       ("group", f"root:x:0:\n{SANDBOX_USER}:x:{gid}:\n")):
+    for name, text in (
+        (
+            "passwd",
+            f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+            f"{SANDBOX_USER}:x:{uid}:{gid}:codemod sandbox:{home}:/usr/sbin/nologin\n",
+        ),
+        ("group", f"root:x:0:\n{SANDBOX_USER}:x:{gid}:\n"),
+    ):
         copy = staging / name
         copy.write_text(text)
         copy.chmod(0o644)
@@ -502,8 +581,15 @@ def _paths_the_child_needs(program: str | None, extra: Iterable[str | Path] = ()
 _PSEUDO_FS = ("/proc", "/sys")
 
 
-def _landlock_plan(caps: _Capabilities, workdir: Path, program: str | None, visible: Iterable[str | Path],
-                   writable: list[Path], network: bool, gpu: bool) -> dict | None:
+def _landlock_plan(
+    caps: _Capabilities,
+    workdir: Path,
+    program: str | None,
+    visible: Iterable[str | Path],
+    writable: list[Path],
+    network: bool,
+    gpu: bool,
+) -> dict | None:
     """What the command may do once its Landlock domain is in force (None: no Landlock here).
     Without the minimal root: read and execute only the trees the minimal root would bind
     read-only (system directories, a few files of ``/etc``, the interpreter and its environment,
@@ -515,11 +601,20 @@ def _landlock_plan(caps: _Capabilities, workdir: Path, program: str | None, visi
         return None
     if caps.layers.get("root") is None:
         return {"fs": False, "read": [], "write": [], "devices": [], "deny_tcp": not network}
-    binds, _links, devices = _root_plan(_paths_the_child_needs(program, visible), [str(w) for w in writable],
-                                        network, gpu, [["", "/etc/passwd"], ["", "/etc/group"]])
-    return {"fs": True, "read": [target for _source, target, rw in binds if not rw] + list(_PSEUDO_FS),
-            "write": [str(workdir), *(target for _source, target, rw in binds if rw), "/dev/shm"],
-            "devices": devices, "deny_tcp": not network}
+    binds, _links, devices = _root_plan(
+        _paths_the_child_needs(program, visible),
+        [str(w) for w in writable],
+        network,
+        gpu,
+        [["", "/etc/passwd"], ["", "/etc/group"]],
+    )
+    return {
+        "fs": True,
+        "read": [target for _source, target, rw in binds if not rw] + list(_PSEUDO_FS),
+        "write": [str(workdir), *(target for _source, target, rw in binds if rw), "/dev/shm"],
+        "devices": devices,
+        "deny_tcp": not network,
+    }
 
 
 def _landlock_words(caps: _Capabilities) -> str:
@@ -528,18 +623,28 @@ def _landlock_words(caps: _Capabilities) -> str:
 
 # -- probing ---------------------------------------------------------------------------------------
 
+
 def _launcher_argv(config_fd: int, status_fd: int, argv: list[str]) -> list[str]:
     return [sys.executable, "-I", "-S", LAUNCHER, "--stage1", str(config_fd), str(status_fd), "--", *argv]
 
 
-def _start_launcher(argv: list[str], cfg: dict, stdin: int, pass_fds: Iterable[int] = ()) -> tuple[subprocess.Popen, int]:
+def _start_launcher(
+    argv: list[str], cfg: dict, stdin: int, pass_fds: Iterable[int] = ()
+) -> tuple[subprocess.Popen, int]:
     """Start the launcher, hand it ``cfg``; returns the process and the read end of its status pipe."""
     config_r, config_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
-        proc = subprocess.Popen(_launcher_argv(config_r, status_w, argv), stdin=stdin, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env={}, cwd="/", pass_fds=(config_r, status_w, *pass_fds),
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            _launcher_argv(config_r, status_w, argv),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+            cwd="/",
+            pass_fds=(config_r, status_w, *pass_fds),
+            start_new_session=True,
+        )
     except BaseException:
         os.close(config_w)
         os.close(status_r)
@@ -555,8 +660,8 @@ def _start_launcher(argv: list[str], cfg: dict, stdin: int, pass_fds: Iterable[i
 @dataclass(frozen=True)
 class _Capabilities:
     root: bool
-    layers: dict            # layer -> None (works) or why not
-    cgroup: str | None      # None: a cgroup can be made
+    layers: dict  # layer -> None (works) or why not
+    cgroup: str | None  # None: a cgroup can be made
 
 
 _LAYERS = ("landlock", "userns", "mount", "pid", "ipc", "uts", "net", "root", "keyring", "uid")
@@ -579,11 +684,23 @@ def _capabilities() -> _Capabilities:
         uid = _allocate_uid() if root else None
         try:
             binds, links, devices = _root_plan(_paths_the_child_needs(None), [], False, False, [])
-            plan = {"dir": str(base / "root"), "scratch": str(base / "scratch"), "scratch_size": 1 << 20,
-                    "binds": binds, "links": links, "devices": devices,
-                    "workdir": {"path": str(base / "work"), "source": str(base / "work"), "overlay": True}}
-            cfg = {"probe": True, "userns": not root, "root": plan, "uid": uid, "gid": uid,
-                   "landlock": _setting_on("CODEMOD_SANDBOX_LANDLOCK")}
+            plan = {
+                "dir": str(base / "root"),
+                "scratch": str(base / "scratch"),
+                "scratch_size": 1 << 20,
+                "binds": binds,
+                "links": links,
+                "devices": devices,
+                "workdir": {"path": str(base / "work"), "source": str(base / "work"), "overlay": True},
+            }
+            cfg = {
+                "probe": True,
+                "userns": not root,
+                "root": plan,
+                "uid": uid,
+                "gid": uid,
+                "landlock": _setting_on("CODEMOD_SANDBOX_LANDLOCK"),
+            }
             proc, status_r = _start_launcher(["true"], cfg, subprocess.DEVNULL)
             try:
                 out, err = proc.communicate(timeout=60)
@@ -600,8 +717,11 @@ def _capabilities() -> _Capabilities:
     if not root:
         layers["uid"] = f"not started as root (uid {os.geteuid()})"
     if not _setting_on("CODEMOD_SANDBOX_NAMESPACES"):
-        layers.update(dict.fromkeys(("userns", "mount", "pid", "ipc", "uts", "net", "root"),
-                                    "turned off (CODEMOD_SANDBOX_NAMESPACES=0)"))
+        layers.update(
+            dict.fromkeys(
+                ("userns", "mount", "pid", "ipc", "uts", "net", "root"), "turned off (CODEMOD_SANDBOX_NAMESPACES=0)"
+            )
+        )
     cgroup: str | None = "not started as root" if not root else None
     if root:
         try:
@@ -626,16 +746,22 @@ def _words(caps: _Capabilities, network: bool, uid_words: str, limits: Limits, g
         if landlock and int(layers.get("landlock_abi") or 0) >= 4:
             net += f"; {_landlock_words(caps)}: TCP connect and bind denied as well"
     elif landlock and int(layers.get("landlock_abi") or 0) >= 4:
-        net = (f"{_landlock_words(caps)}: TCP connect and bind denied (UDP and unix sockets on the file system "
-               f"are not covered; no network namespace: {layers['net']})")
+        net = (
+            f"{_landlock_words(caps)}: TCP connect and bind denied (UDP and unix sockets on the file system "
+            f"are not covered; no network namespace: {layers['net']})"
+        )
     else:
         why = layers["landlock"] if not landlock else "its ABI has no network rules (needs 4)"
         net = f"none: {layers['net']}; no landlock: {why}"
-    landlock_fs = (f"{_landlock_words(caps)}: writes only to the copy (and /dev/shm), reads only of the system "
-                   f"directories, the interpreter and its environment, the copy, /proc and /sys")
+    landlock_fs = (
+        f"{_landlock_words(caps)}: writes only to the copy (and /dev/shm), reads only of the system "
+        f"directories, the interpreter and its environment, the copy, /proc and /sys"
+    )
     if layers.get("root") is None:
-        fs = ("minimal root (system directories, the interpreter and its environment read-only; the copy "
-              "through an overlay; private /tmp; fresh /proc)")
+        fs = (
+            "minimal root (system directories, the interpreter and its environment read-only; the copy "
+            "through an overlay; private /tmp; fresh /proc)"
+        )
     elif landlock:
         fs = f"{landlock_fs} (no minimal root: {layers['root']})"
     else:
@@ -647,21 +773,31 @@ def _words(caps: _Capabilities, network: bool, uid_words: str, limits: Limits, g
     if scoped:
         ipc += f"; {_landlock_words(caps)}: abstract unix sockets only within the run"
     disk = None if layers.get("root") is None else "no overlay without the minimal root"
-    return Isolation(network=net, user=uid_words, filesystem=fs, processes=processes, ipc=ipc,
-                     keyring=layer("keyring", "a fresh session keyring"),
-                     limits=_describe_limits(limits, caps.cgroup, disk, gpu))
+    return Isolation(
+        network=net,
+        user=uid_words,
+        filesystem=fs,
+        processes=processes,
+        ipc=ipc,
+        keyring=layer("keyring", "a fresh session keyring"),
+        limits=_describe_limits(limits, caps.cgroup, disk, gpu),
+    )
 
 
 @functools.cache
 def detect_isolation(limits: Limits = Limits(), gpu: bool = False) -> Isolation:
     """The isolation a run with ``network=False`` gets on this machine; probes once."""
     caps = _capabilities()
-    user = ("a dedicated uid per run (no capabilities, no_new_privs)" if caps.layers.get("uid") is None
-            else f"unchanged: {caps.layers['uid']}")
+    user = (
+        "a dedicated uid per run (no capabilities, no_new_privs)"
+        if caps.layers.get("uid") is None
+        else f"unchanged: {caps.layers['uid']}"
+    )
     return _words(caps, False, user, limits, gpu)
 
 
 # -- running -----------------------------------------------------------------------------------------
+
 
 class _Tail:
     """Reads a pipe to its end in a thread, keeping only the last ``cap`` bytes."""
@@ -687,9 +823,13 @@ class _Tail:
         self.thread.join(wait)
         data = b"".join(list(self.chunks))
         dropped = self.dropped + max(0, len(data) - self.cap)
-        data = data[-self.cap:]
+        data = data[-self.cap :]
         head = f"[codemod sandbox: {dropped} earlier bytes dropped]\n" if dropped else ""
-        tail = "" if not self.thread.is_alive() else "\n[codemod sandbox: the pipe is still held open by an escaped process]"
+        tail = (
+            ""
+            if not self.thread.is_alive()
+            else "\n[codemod sandbox: the pipe is still held open by an escaped process]"
+        )
         return head + data.decode(errors="replace") + tail
 
 
@@ -787,8 +927,11 @@ def sweep_stale(prefix: str, base: str | None = None) -> list[str]:
         return removed
     for entry in entries:
         try:
-            if not (entry.name.startswith(prefix) and entry.is_dir(follow_symlinks=False)
-                    and entry.stat(follow_symlinks=False).st_uid == os.geteuid()):
+            if not (
+                entry.name.startswith(prefix)
+                and entry.is_dir(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_uid == os.geteuid()
+            ):
                 continue
             fd = os.open(os.path.join(entry.path, OWNER_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             with os.fdopen(fd) as f:
@@ -822,11 +965,20 @@ def terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Limits = Limits(),
-                  env: Mapping[str, str] | None = None, network: bool = False,
-                  stdin: str | None = None, visible: Iterable[str | Path] = (),
-                  writable: Iterable[str | Path] = (), pass_fds: Iterable[int] = (),
-                  gpu: bool = False) -> SandboxResult:
+def run_sandboxed(
+    argv: list[str],
+    workdir: Path,
+    *,
+    timeout: float,
+    limits: Limits = Limits(),
+    env: Mapping[str, str] | None = None,
+    network: bool = False,
+    stdin: str | None = None,
+    visible: Iterable[str | Path] = (),
+    writable: Iterable[str | Path] = (),
+    pass_fds: Iterable[int] = (),
+    gpu: bool = False,
+) -> SandboxResult:
     """Run ``argv`` in ``workdir`` (a throwaway copy: it becomes the sandbox uid's and gets a
     ``.codemod-sandbox/`` directory; with the minimal root the child's writes to it stay in the
     sandbox) with the isolation described in the module docstring. Returns when the command has
@@ -868,19 +1020,39 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
         if caps.layers.get("root") is None:
             for name in ("root", "scratch"):
                 (staging / name).mkdir()
-            identity = _identity_files(staging, uid if uid is not None else os.getuid(),
-                                       gid if gid is not None else os.getgid(), Path(child_env["HOME"]))
+            identity = _identity_files(
+                staging,
+                uid if uid is not None else os.getuid(),
+                gid if gid is not None else os.getgid(),
+                Path(child_env["HOME"]),
+            )
             needed = _paths_the_child_needs(program, visible)
             binds, links, devices = _root_plan(needed, [str(w) for w in writable], network, gpu, identity)
-            root = {"dir": str(staging / "root"), "scratch": str(staging / "scratch"),
-                    "scratch_size": limits.disk_bytes, "binds": binds, "links": links, "devices": devices,
-                    "workdir": {"path": str(workdir), "source": str(workdir), "overlay": True}}
+            root = {
+                "dir": str(staging / "root"),
+                "scratch": str(staging / "scratch"),
+                "scratch_size": limits.disk_bytes,
+                "binds": binds,
+                "links": links,
+                "devices": devices,
+                "workdir": {"path": str(workdir), "source": str(workdir), "overlay": True},
+            }
         landlock = _landlock_plan(caps, workdir, program, visible, writable, network, gpu)
         if caps.cgroup is None and (limits.memory_bytes is not None or limits.processes is not None):
             cgroup = _Cgroup(f"codemod-sandbox-{os.getpid()}-{random.randrange(1 << 40):x}", limits)
-        cfg = {"userns": not caps.root and caps.layers.get("userns") is None, "layers": layers, "root": root,
-               "cgroups": cgroup.procs if cgroup else [], "uid": uid, "gid": gid, "rlimits": _rlimits(limits, gpu),
-               "env": child_env, "workdir": str(workdir), "keep_fds": list(pass_fds), "landlock": landlock}
+        cfg = {
+            "userns": not caps.root and caps.layers.get("userns") is None,
+            "layers": layers,
+            "root": root,
+            "cgroups": cgroup.procs if cgroup else [],
+            "uid": uid,
+            "gid": gid,
+            "rlimits": _rlimits(limits, gpu),
+            "env": child_env,
+            "workdir": str(workdir),
+            "keep_fds": list(pass_fds),
+            "landlock": landlock,
+        }
         return _launch(argv, cfg, timeout, stdin, isolation, cgroup, tuple(pass_fds))
     finally:
         if cgroup is not None:
@@ -892,11 +1064,17 @@ def run_sandboxed(argv: list[str], workdir: Path, *, timeout: float, limits: Lim
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _launch(argv: list[str], cfg: dict, timeout: float, stdin: str | None, isolation: Isolation,
-            cgroup: _Cgroup | None, pass_fds: tuple[int, ...]) -> SandboxResult:
+def _launch(
+    argv: list[str],
+    cfg: dict,
+    timeout: float,
+    stdin: str | None,
+    isolation: Isolation,
+    cgroup: _Cgroup | None,
+    pass_fds: tuple[int, ...],
+) -> SandboxResult:
     started = time.monotonic()
-    proc, status_r = _start_launcher(argv, cfg, subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                     pass_fds)
+    proc, status_r = _start_launcher(argv, cfg, subprocess.PIPE if stdin is not None else subprocess.DEVNULL, pass_fds)
     try:
         out, err = _Tail(proc.stdout), _Tail(proc.stderr)
         failure, in_time = _read_status(status_r, timeout)
@@ -916,8 +1094,14 @@ def _launch(argv: list[str], cfg: dict, timeout: float, stdin: str | None, isola
     stdout, stderr = out.text(5.0), err.text(5.0)
     if failure:
         stderr += ("" if not stderr or stderr.endswith("\n") else "\n") + f"codemod sandbox: {failure}\n"
-    return SandboxResult(returncode=code if exited else None, stdout=stdout, stderr=stderr,
-                         timed_out=not exited, seconds=seconds, isolation=isolation)
+    return SandboxResult(
+        returncode=code if exited else None,
+        stdout=stdout,
+        stderr=stderr,
+        timed_out=not exited,
+        seconds=seconds,
+        isolation=isolation,
+    )
 
 
 def _kill_group(pgid: int) -> None:
@@ -927,5 +1111,17 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-__all__ = ["OUTPUT_CAP", "Isolation", "Limits", "SandboxError", "SandboxResult", "detect_isolation", "hand_over",
-           "looks_like_credential", "owned_tempdir", "run_sandboxed", "sweep_stale", "terminate_as_exit"]
+__all__ = [
+    "OUTPUT_CAP",
+    "Isolation",
+    "Limits",
+    "SandboxError",
+    "SandboxResult",
+    "detect_isolation",
+    "hand_over",
+    "looks_like_credential",
+    "owned_tempdir",
+    "run_sandboxed",
+    "sweep_stale",
+    "terminate_as_exit",
+]

@@ -45,11 +45,16 @@ class OperatorSettings:
     cpu_seconds: int | None = 900
     file_size_bytes: int | None = 1 << 30
     pip_index_url: str | None = None
-    result_bytes: int = 512 << 20     # the largest result the harness may report
+    result_bytes: int = 512 << 20  # the largest result the harness may report
 
     def limits(self) -> Limits:
-        return Limits(cpu_seconds=self.cpu_seconds, memory_bytes=self.memory_bytes,
-                      file_size_bytes=self.file_size_bytes, processes=self.processes, disk_bytes=self.disk_bytes)
+        return Limits(
+            cpu_seconds=self.cpu_seconds,
+            memory_bytes=self.memory_bytes,
+            file_size_bytes=self.file_size_bytes,
+            processes=self.processes,
+            disk_bytes=self.disk_bytes,
+        )
 
     def clamp_timeout(self, asked: float) -> float:
         return min(float(asked), float(self.max_timeout))
@@ -62,8 +67,11 @@ class OperatorSettings:
             kwargs["allow_requirements"] = _flag("CODEMOD_ALLOW_REQUIREMENTS", env["CODEMOD_ALLOW_REQUIREMENTS"])
         if "CODEMOD_SANDBOX_MAX_TIMEOUT" in env:
             kwargs["max_timeout"] = float(_count("CODEMOD_SANDBOX_MAX_TIMEOUT", env["CODEMOD_SANDBOX_MAX_TIMEOUT"], 1))
-        for key, name in (("memory_bytes", "CODEMOD_SANDBOX_MEMORY"), ("disk_bytes", "CODEMOD_SANDBOX_DISK"),
-                          ("file_size_bytes", "CODEMOD_SANDBOX_FILE_SIZE")):
+        for key, name in (
+            ("memory_bytes", "CODEMOD_SANDBOX_MEMORY"),
+            ("disk_bytes", "CODEMOD_SANDBOX_DISK"),
+            ("file_size_bytes", "CODEMOD_SANDBOX_FILE_SIZE"),
+        ):
             if name in env:
                 kwargs[key] = _count(name, env[name], 1 << 20, sizes=True)
         for key, name in (("processes", "CODEMOD_SANDBOX_PROCESSES"), ("cpu_seconds", "CODEMOD_SANDBOX_CPU_SECONDS")):
@@ -90,11 +98,15 @@ def _flag(name: str, value: str) -> bool:
 
 
 def _count(name: str, value: str, least: int, sizes: bool = False) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", value, re.IGNORECASE) if sizes else \
-        re.fullmatch(r"\s*(\d+)\s*()", value)
+    match = (
+        re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", value, re.IGNORECASE)
+        if sizes
+        else re.fullmatch(r"\s*(\d+)\s*()", value)
+    )
     if not match:
-        raise VerifyError(f"{name} must be a whole number{' with an optional K/M/G/T suffix' if sizes else ''}, "
-                          f"not {value!r}")
+        raise VerifyError(
+            f"{name} must be a whole number{' with an optional K/M/G/T suffix' if sizes else ''}, not {value!r}"
+        )
     number = int(match.group(1)) * _UNITS[match.group(2).upper()]
     if number < least:
         raise VerifyError(f"{name} must be at least {least}, not {value!r}")

@@ -112,7 +112,9 @@ def main() -> int:
     corpus = (args.corpus or default_corpus()).resolve()
     files = sorted(glob.glob(str(corpus / "**" / "*.py"), recursive=True))
     lines = sum(Path(f).read_bytes().count(b"\n") for f in files)
-    print(f"corpus: {corpus} ({len(files)} files, {lines:,} lines); jobs={args.jobs}; python {sys.version.split()[0]}\n")
+    print(
+        f"corpus: {corpus} ({len(files)} files, {lines:,} lines); jobs={args.jobs}; python {sys.version.split()[0]}\n"
+    )
 
     rows = []
     wall1 = cpu1 = None
@@ -129,7 +131,17 @@ def main() -> int:
     base = None
     if args.baseline:
         env = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
-        bcmd = [sys.executable, "-m", "codemod.cli", "apply", "--diff", "--no-progress", "-j", str(args.jobs), str(corpus)]
+        bcmd = [
+            sys.executable,
+            "-m",
+            "codemod.cli",
+            "apply",
+            "--diff",
+            "--no-progress",
+            "-j",
+            str(args.jobs),
+            str(corpus),
+        ]
         bwall, bcpu, brss, berr = run_command(bcmd, corpus, env)
         base = (bwall, bcpu, [line for line in berr.splitlines() if line.startswith("Scanned")])
         rows.append((f"baseline ({args.baseline}) apply --diff -j {args.jobs}", len(files), bwall, bcpu, brss))
@@ -138,7 +150,9 @@ def main() -> int:
     if not args.no_scaling:
         for fraction in (0.25, 0.5):
             subset = files[:: int(1 / fraction)]
-            w, c, r, _ = run_command([codemod_exe(), "apply", "--diff", "--no-progress", "-j", str(args.jobs), *subset], corpus)
+            w, c, r, _ = run_command(
+                [codemod_exe(), "apply", "--diff", "--no-progress", "-j", str(args.jobs), *subset], corpus
+            )
             scaling.append((fraction, len(subset), w, c))
         scaling.append((1.0, len(files), wall, cpu))
 
@@ -154,8 +168,10 @@ def main() -> int:
     if summary:
         print(f"codemod said: {summary[0]}")
     if base is not None:
-        print(f"baseline wall ratio / bare parse ({args.jobs} processes): {base[0] / wallj:.2f}; "
-              f"CPU ratio: {base[1] / (cpu1 if cpu1 is not None else cpuj):.2f}")
+        print(
+            f"baseline wall ratio / bare parse ({args.jobs} processes): {base[0] / wallj:.2f}; "
+            f"CPU ratio: {base[1] / (cpu1 if cpu1 is not None else cpuj):.2f}"
+        )
         if base[2]:
             print(f"baseline said: {base[2][0]}")
     if scaling:
@@ -169,7 +185,9 @@ def main() -> int:
         tw, tc, _, terr = run_command([args.torchfix, "-j", "1", *sample], corpus)
         cw, cc, _, _ = run_command([codemod_exe(), "apply", "--diff", "--no-progress", "-j", "1", *sample], corpus)
         checked = [line for line in terr.splitlines() if "Finished checking" in line]
-        print(f"\nTorchFix comparison on {len(sample)} files, one process each ({checked[-1].strip() if checked else ''}):")
+        print(
+            f"\nTorchFix comparison on {len(sample)} files, one process each ({checked[-1].strip() if checked else ''}):"
+        )
         print("| tool | wall s | CPU s | CPU ms/file |")
         print("|---|---:|---:|---:|")
         print(f"| torchfix 0.7 | {tw:.1f} | {tc:.1f} | {1000 * tc / len(sample):.0f} |")

@@ -34,11 +34,15 @@ from codemod.writer import write_atomic  # noqa: E402
 # Lines that repeat in every block are what difflib calls popular (more than 1% of the lines of a
 # file of over 200): it will not anchor a match on them, so the two rewrites of a hazard block,
 # separated only by such lines, came out as one replaced region.
-BLOCK = ("def layer_{i}(x, w):\n    h = torch.matmul(x, w)\n    h = h + 1\n"
-         "    t = torch.var(h, dim=0, keepdim=True)\n    return h * t\n\n\n")
-HAZARD = ("def norm_{i}(a, w):\n    x = a * 2\n    s = torch.var(x, dim=0, keepdim=True)\n    x /= s\n"
-          "    h = torch.matmul(x, w)\n    h = h + 1\n    t = torch.var(h, dim=0, keepdim=True)\n    h /= t\n"
-          "    return h\n\n\n")
+BLOCK = (
+    "def layer_{i}(x, w):\n    h = torch.matmul(x, w)\n    h = h + 1\n"
+    "    t = torch.var(h, dim=0, keepdim=True)\n    return h * t\n\n\n"
+)
+HAZARD = (
+    "def norm_{i}(a, w):\n    x = a * 2\n    s = torch.var(x, dim=0, keepdim=True)\n    x /= s\n"
+    "    h = torch.matmul(x, w)\n    h = h + 1\n    t = torch.var(h, dim=0, keepdim=True)\n    h /= t\n"
+    "    return h\n\n\n"
+)
 
 
 def generate(lines: int) -> str:
@@ -84,14 +88,19 @@ def main() -> None:
             diff_s.append(timed(lambda: unified_diff(result)))
             difflib_s.append(timed(lambda: difflib_diff(result.old_source, result.new_source)))
         ours, theirs = unified_diff(result), difflib_diff(result.old_source, result.new_source)
-        print(f"file: {source.count(chr(10)):,} lines, {len(source):,} bytes; "
-              f"{sum(r.fixed for r in result.results)} rewrites ({changed_lines(ours)} lines changed in the diff)")
+        print(
+            f"file: {source.count(chr(10)):,} lines, {len(source):,} bytes; "
+            f"{sum(r.fixed for r in result.results)} rewrites ({changed_lines(ours)} lines changed in the diff)"
+        )
         print()
         print("| output step (median of %d) | ms | vs write |" % args.repeats)
         print("|---|---:|---:|")
         w = statistics.median(write_s)
-        for name, values in (("write (write_atomic)", write_s), ("diff (reports/diff.py)", diff_s),
-                             ("diff (difflib, before)", difflib_s)):
+        for name, values in (
+            ("write (write_atomic)", write_s),
+            ("diff (reports/diff.py)", diff_s),
+            ("diff (difflib, before)", difflib_s),
+        ):
             print(f"| {name} | {statistics.median(values) * 1000:.1f} | {statistics.median(values) / w:.2f}x |")
         print()
         print(f"lines marked changed: reports/diff.py {changed_lines(ours)}, difflib {changed_lines(theirs)}")

@@ -33,8 +33,13 @@ HERE = Path(__file__).resolve().parents[2]
 def command(source: Path, corpus: Path, jobs: int) -> tuple[float, str]:
     env = dict(os.environ, PYTHONPATH=str(source))
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "codemod.cli", "apply", "--diff", "--no-progress", "-j", str(jobs), "."],
-                          cwd=corpus, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "codemod.cli", "apply", "--diff", "--no-progress", "-j", str(jobs), "."],
+        cwd=corpus,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     said = next((line for line in proc.stderr.splitlines() if line.startswith("Scanned")), proc.stderr.strip()[-200:])
     return wall, said
@@ -49,16 +54,20 @@ def main() -> int:
     args = parser.parse_args()
     corpus = args.corpus.resolve()
     files = [str(f.path) for f in discover([str(corpus)], ConfigFinder(known_selectors()), base=corpus)]
-    runs = {"bare parse": lambda: (bare_parse(files, args.jobs)[0], ""),
-            "codemod": lambda: command(HERE, corpus, args.jobs)}
+    runs = {
+        "bare parse": lambda: (bare_parse(files, args.jobs)[0], ""),
+        "codemod": lambda: command(HERE, corpus, args.jobs),
+    }
     if args.baseline:
         runs["baseline"] = lambda: command(args.baseline.resolve(), corpus, args.jobs)
     names = list(runs)
-    print(f"{corpus}: {len(files)} files, -j {args.jobs}, {args.rounds} rounds, load {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"{corpus}: {len(files)} files, -j {args.jobs}, {args.rounds} rounds, load {os.getloadavg()[0]:.1f}", flush=True
+    )
     walls: dict[str, list[float]] = {name: [] for name in names}
     ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
     for i in range(args.rounds):
-        order = names[i % len(names):] + names[: i % len(names)]
+        order = names[i % len(names) :] + names[: i % len(names)]
         this: dict[str, float] = {}
         for name in order:
             this[name], said = runs[name]()
@@ -67,14 +76,20 @@ def main() -> int:
                 print(f"  {name} said: {said}", flush=True)
         for name in names[1:]:
             ratios[name].append(this[name] / this["bare parse"])
-        print(f"round {i + 1} ({' -> '.join(order)}, load {os.getloadavg()[0]:.1f}): "
-              + ", ".join(f"{n} {this[n]:.1f} s" for n in names) + "; "
-              + ", ".join(f"{n}/bare {ratios[n][-1]:.2f}" for n in names[1:]), flush=True)
+        print(
+            f"round {i + 1} ({' -> '.join(order)}, load {os.getloadavg()[0]:.1f}): "
+            + ", ".join(f"{n} {this[n]:.1f} s" for n in names)
+            + "; "
+            + ", ".join(f"{n}/bare {ratios[n][-1]:.2f}" for n in names[1:]),
+            flush=True,
+        )
     print("\n| what | wall s per round | median wall s | median ratio to the bare parse |")
     print("|---|---|---:|---:|")
     for name in names:
         ratio = f"{statistics.median(ratios[name]):.2f}" if name in ratios else "1.00"
-        print(f"| {name} | {', '.join(f'{w:.1f}' for w in walls[name])} | {statistics.median(walls[name]):.1f} | {ratio} |")
+        print(
+            f"| {name} | {', '.join(f'{w:.1f}' for w in walls[name])} | {statistics.median(walls[name]):.1f} | {ratio} |"
+        )
     print("\ncommand: " + " ".join([sys.executable, *sys.argv]))
     return 0
 

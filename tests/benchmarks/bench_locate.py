@@ -53,15 +53,33 @@ def child(args: argparse.Namespace) -> int:
 
 
 def run_child(args: argparse.Namespace, located: bool, out: Path) -> list[float]:
-    argv = [sys.executable, __file__, "--child", "--out", str(out), "--d-model", str(args.d_model), "--seq", str(args.seq),
-            "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-            "--threads", str(args.threads)]
+    argv = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--out",
+        str(out),
+        "--d-model",
+        str(args.d_model),
+        "--seq",
+        str(args.seq),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+    ]
     if located:
         argv = [sys.executable, "-m", "codemod", "locate", "--until", "exit", "--", *argv]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{'located' if located else 'plain'} run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise SystemExit(
+            f"{'located' if located else 'plain'} run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     if located and "nothing located; watched 1 process" not in proc.stdout:
         raise SystemExit(f"the located run did not run under the locator:\n{proc.stdout}")
     return json.loads(out.read_text())
@@ -88,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             plain += run_child(args, False, Path(tmp, f"plain{i}.json"))
             located += run_child(args, True, Path(tmp, f"located{i}.json"))
     p, q = statistics.median(plain), statistics.median(located)
-    print(f"Training step (forward, loss, backward, AdamW step) of 2 encoder blocks + head, "
-          f"d_model {args.d_model}, seq {args.seq}, batch {args.batch}; threads {args.threads or 'default'}; "
-          f"median of {len(plain)} steps over {args.rounds} alternating rounds\n")
+    print(
+        f"Training step (forward, loss, backward, AdamW step) of 2 encoder blocks + head, "
+        f"d_model {args.d_model}, seq {args.seq}, batch {args.batch}; threads {args.threads or 'default'}; "
+        f"median of {len(plain)} steps over {args.rounds} alternating rounds\n"
+    )
     print("| run | median step ms | ratio |")
     print("|---|---:|---:|")
     print(f"| plain `python train.py` | {p:.2f} | 1.00x |")

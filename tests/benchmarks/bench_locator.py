@@ -147,13 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         f"In-place locator overhead on a transformer encoder block: {device.type}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved runs\n"
     )
-    print("| block (d_model, seq, batch) | aten ops / saved tensors per forward | run | plain ms | under locator ms | ratio |")
+    print(
+        "| block (d_model, seq, batch) | aten ops / saved tensors per forward | run | plain ms | under locator ms | ratio |"
+    )
     print("|---|---:|---|---:|---:|---:|")
     for d_model, seq, batch, note in configs:
         m = measure(d_model, seq, batch, device, args.repeats, args.warmup)
         label = f"{d_model}, {seq}, {batch} ({note})"
         counts = f"{m['ops']} / {m['saved']}"
-        for run, plain, located in (("forward", "forward", "located"), ("forward + backward", "forward+backward", "located+backward")):
+        for run, plain, located in (
+            ("forward", "forward", "located"),
+            ("forward + backward", "forward+backward", "located+backward"),
+        ):
             ratio = m[located] / m[plain]
             print(f"| {label} | {counts} | {run} | {m[plain]:.2f} | {m[located]:.2f} | {ratio:.2f}x |")
             label, counts = "", ""

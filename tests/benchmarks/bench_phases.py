@@ -61,10 +61,14 @@ def main() -> int:
         "LibCST parse of the kept files": timed(engine.parse_unvalidated, data),
         "LibCST parse of their skeletons": timed(engine.parse_unvalidated, skeletons),
         "analysis of the kept files, without skeletons": timed(
-            lambda i: engine.analyse_bytes(data[i], replace(kept[i], may_find=frozenset(kept[i].may_find)), None, program),
-            range(len(kept))),
+            lambda i: engine.analyse_bytes(
+                data[i], replace(kept[i], may_find=frozenset(kept[i].may_find)), None, program
+            ),
+            range(len(kept)),
+        ),
         "analysis of the kept files, with skeletons": timed(
-            lambda i: engine.analyse_bytes(data[i], kept[i], None, program), range(len(kept))),
+            lambda i: engine.analyse_bytes(data[i], kept[i], None, program), range(len(kept))
+        ),
     }
     bare = rows["bare LibCST parse, every file"]
     print(f"{root}: {len(tasks)} files (every {args.every}), {len(kept)} kept by the filter, one process")

@@ -54,8 +54,12 @@ def main() -> int:
     tasks = build_tasks(files)
     paths = [t.path for t in tasks]
     print(f"{root}: {len(tasks)} files (every {args.every}), one process, {args.rounds} rounds alternated", flush=True)
-    totals = {"bare LibCST parse": [], "engine without the filter": [], "engine with the filter": [],
-              "engine with the filter and skeletons": []}
+    totals = {
+        "bare LibCST parse": [],
+        "engine without the filter": [],
+        "engine with the filter": [],
+        "engine with the filter and skeletons": [],
+    }
     engine(tasks[:40], False)  # warm-up: lazy imports, the torch table, first-use caches
     for i in range(args.rounds):
         totals["bare LibCST parse"].append((bare_parse(paths), len(paths), 0))

@@ -40,9 +40,11 @@ def main() -> None:
         except Exception:
             pass
     parsed = (time.process_time() - start) * len(data) / max(1, len(sample))
-    print(f"{len(data)} files: summaries {summarized:.1f} CPU s, resolution {resolved:.1f} CPU s, "
-          f"bare LibCST parse {parsed:.1f} CPU s{' (extrapolated from %d files)' % len(sample) if args.limit else ''}; "
-          f"whole-program phase = {(summarized + resolved) / parsed:.2f}x a bare parse")
+    print(
+        f"{len(data)} files: summaries {summarized:.1f} CPU s, resolution {resolved:.1f} CPU s, "
+        f"bare LibCST parse {parsed:.1f} CPU s{' (extrapolated from %d files)' % len(sample) if args.limit else ''}; "
+        f"whole-program phase = {(summarized + resolved) / parsed:.2f}x a bare parse"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ def main() -> None:
         for label, argv in (("true", ["true"]), ("python -c pass", [sys.executable, "-c", "pass"])):
             plain = _time(lambda: subprocess.run(argv, check=True), args.runs)
             boxed = _time(lambda: run_sandboxed(argv, work, timeout=60), args.runs)
-            print(f"{label:16} plain median {plain[0] * 1000:7.1f} ms (max {plain[1] * 1000:7.1f}); "
-                  f"sandboxed median {boxed[0] * 1000:7.1f} ms (max {boxed[1] * 1000:7.1f})")
+            print(
+                f"{label:16} plain median {plain[0] * 1000:7.1f} ms (max {plain[1] * 1000:7.1f}); "
+                f"sandboxed median {boxed[0] * 1000:7.1f} ms (max {boxed[1] * 1000:7.1f})"
+            )
 
 
 if __name__ == "__main__":

@@ -71,9 +71,11 @@ async def _deliveries(url: str, bodies: list[bytes]) -> list[float]:
 
     async def one(conn, body: bytes) -> float:
         reader, writer = conn
-        headers = (f"POST /webhook HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(body)}\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: {uuid.uuid4()}\r\n"
-                   f"X-Hub-Signature-256: {signature_of(SECRET.encode(), body)}\r\n\r\n")
+        headers = (
+            f"POST /webhook HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: {uuid.uuid4()}\r\n"
+            f"X-Hub-Signature-256: {signature_of(SECRET.encode(), body)}\r\n\r\n"
+        )
         start = time.perf_counter()
         writer.write(headers.encode() + body)
         status = await reader.readline()
@@ -107,8 +109,10 @@ def bench_webhook(world: World, deliveries: int, rounds: int) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "codemod", "serve", "--port", str(port), "--workers", "0"],
-                              env={**world.worker_env(), "CODEMOD_DATA_DIR": str(world.root / "bench-data")})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "codemod", "serve", "--port", str(port), "--workers", "0"],
+        env={**world.worker_env(), "CODEMOD_DATA_DIR": str(world.root / "bench-data")},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -129,25 +133,49 @@ def bench_webhook(world: World, deliveries: int, rounds: int) -> dict:
             times += got
         cpu = _cpu_seconds(server.pid) - cpu
         metrics = httpx.get(url + "/metrics").text
-        total = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("codemod_webhook_seconds_sum")))
-        count = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("codemod_webhook_seconds_count")))
+        total = float(
+            next(line.split()[-1] for line in metrics.splitlines() if line.startswith("codemod_webhook_seconds_sum"))
+        )
+        count = float(
+            next(line.split()[-1] for line in metrics.splitlines() if line.startswith("codemod_webhook_seconds_count"))
+        )
     finally:
         server.terminate()
         server.wait(30)
-    return {"rounds_p99_ms": [round(r, 1) for r in rounds_p99], "handler_mean_ms": total / count * 1000,
-            "server_cpu_ms_per_delivery": cpu / len(times) * 1000,
-            "deliveries": len(times), "concurrency": deliveries, "p50_ms": percentile(times, 50) * 1000,
-            "p99_ms": percentile(times, 99) * 1000, "max_ms": max(times) * 1000}
+    return {
+        "rounds_p99_ms": [round(r, 1) for r in rounds_p99],
+        "handler_mean_ms": total / count * 1000,
+        "server_cpu_ms_per_delivery": cpu / len(times) * 1000,
+        "deliveries": len(times),
+        "concurrency": deliveries,
+        "p50_ms": percentile(times, 50) * 1000,
+        "p99_ms": percentile(times, 99) * 1000,
+        "max_ms": max(times) * 1000,
+    }
 
 
 def bench_push(world: World, files: int) -> dict:
-    repo = {**BUGGY, **{f"pkg/gen/mod_{i:04d}.py": MODULE.format(i=i, scale=i % 7 + 1) for i in range(files)},
-            "pkg/gen/__init__.py": ""}
+    repo = {
+        **BUGGY,
+        **{f"pkg/gen/mod_{i:04d}.py": MODULE.format(i=i, scale=i % 7 + 1) for i in range(files)},
+        "pkg/gen/__init__.py": "",
+    }
     clone, first = world.make_repo("bench-push", repo)
-    event = {"action": "added", "installation": {"id": world.gh.installation_id},
-             "sender": {"login": "octocat", "type": "User"}, "repository_selection": "selected",
-             "repositories_added": [{"id": world.gh.repos["acme/bench-push"].id, "name": "bench-push",
-                                     "full_name": "acme/bench-push", "private": True}], "repositories_removed": []}
+    event = {
+        "action": "added",
+        "installation": {"id": world.gh.installation_id},
+        "sender": {"login": "octocat", "type": "User"},
+        "repository_selection": "selected",
+        "repositories_added": [
+            {
+                "id": world.gh.repos["acme/bench-push"].id,
+                "name": "bench-push",
+                "full_name": "acme/bench-push",
+                "private": True,
+            }
+        ],
+        "repositories_removed": [],
+    }
     world.deliver("installation_repositories", event)
     start = time.perf_counter()
     world.drain(1800)
@@ -161,9 +189,16 @@ def bench_push(world: World, files: int) -> dict:
     push = world.jobs("bench-push")[0]
     assert push["state"] == "done" and push["pr_url"], push
     smoke = _smoke_alone(world)
-    return {"files": files + 4, "scan_stages": scan["stages"], "scan_wall_s": scan_wall, "push_stages": push["stages"],
-            "push_job_s": push["finished_at"] - push["started_at"], "push_wall_s": wall, "pr": push["pr_url"],
-            "smoke_alone_s": smoke}
+    return {
+        "files": files + 4,
+        "scan_stages": scan["stages"],
+        "scan_wall_s": scan_wall,
+        "push_stages": push["stages"],
+        "push_job_s": push["finished_at"] - push["started_at"],
+        "push_wall_s": wall,
+        "pr": push["pr_url"],
+        "smoke_alone_s": smoke,
+    }
 
 
 def _smoke_alone(world: World) -> float:
@@ -175,8 +210,11 @@ def _smoke_alone(world: World) -> float:
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_text(text)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "codemod", "verify", str(tmp)], capture_output=True,
-                   env={**world.worker_env(), "CODEMOD_CACHE": str(tmp / "cache")})
+    subprocess.run(
+        [sys.executable, "-m", "codemod", "verify", str(tmp)],
+        capture_output=True,
+        env={**world.worker_env(), "CODEMOD_CACHE": str(tmp / "cache")},
+    )
     return time.perf_counter() - start
 
 
@@ -184,18 +222,40 @@ def bench_app(world: World, deliveries: int, rounds: int) -> dict:
     """The app's own CPU time per delivery: ASGI calls in this process, no HTTP server."""
     from service.app import create_app
 
-    app = create_app(world.settings.model_copy(update={"codemod_data_dir": world.root / "app-data",
-                                                       "codemod_database_url": None, "codemod_queue_url": None}))
+    app = create_app(
+        world.settings.model_copy(
+            update={
+                "codemod_data_dir": world.root / "app-data",
+                "codemod_database_url": None,
+                "codemod_queue_url": None,
+            }
+        )
+    )
     _, sha = world.make_repo("bench-app", {"README.md": "x\n"})
     body = json.dumps(world.push_payload("bench-app", "0" * 40, sha, added=["a.py"])).encode()
     signature = signature_of(SECRET.encode(), body).encode()
 
     async def one() -> None:
-        headers = [(b"content-type", b"application/json"), (b"x-github-event", b"push"),
-                   (b"x-github-delivery", str(uuid.uuid4()).encode()), (b"x-hub-signature-256", signature)]
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-                 "path": "/webhook", "raw_path": b"/webhook", "query_string": b"", "root_path": "", "headers": headers,
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-github-event", b"push"),
+            (b"x-github-delivery", str(uuid.uuid4()).encode()),
+            (b"x-hub-signature-256", signature),
+        ]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/webhook",
+            "raw_path": b"/webhook",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
         messages = iter([{"type": "http.request", "body": body, "more_body": False}])
         sent = []
 
@@ -229,14 +289,18 @@ def main() -> None:
     try:
         if args.part in ("webhook", "all"):
             r = bench_webhook(world, args.deliveries, args.rounds)
-            print(f"webhook ack, {r['deliveries']} signed deliveries, {r['concurrency']} at a time: "
-                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; p99 per round "
-                  f"{r['rounds_p99_ms']}; server-side handler mean {r['handler_mean_ms']:.2f} ms (signature to answer, "
-                  f"group commit included); server CPU {r['server_cpu_ms_per_delivery']:.2f} ms per delivery")
+            print(
+                f"webhook ack, {r['deliveries']} signed deliveries, {r['concurrency']} at a time: "
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; p99 per round "
+                f"{r['rounds_p99_ms']}; server-side handler mean {r['handler_mean_ms']:.2f} ms (signature to answer, "
+                f"group commit included); server CPU {r['server_cpu_ms_per_delivery']:.2f} ms per delivery"
+            )
         if args.part in ("app", "all"):
             r = bench_app(world, args.deliveries, args.rounds)
-            print(f"app CPU per delivery (in process, {r['deliveries']} deliveries, no HTTP server): "
-                  f"{r['cpu_ms_per_delivery']:.3f} ms (store thread included)")
+            print(
+                f"app CPU per delivery (in process, {r['deliveries']} deliveries, no HTTP server): "
+                f"{r['cpu_ms_per_delivery']:.3f} ms (store thread included)"
+            )
         if args.part in ("push", "all"):
             world.store.engine.dispose()
             from service.queue import JobQueue
@@ -249,10 +313,14 @@ def main() -> None:
 
                 s.execute(update(Job).where(Job.state == "queued").values(state="done"))
             r = bench_push(world, args.files)
-            print(f"installation scan of {r['files']} files: {json.dumps(r['scan_stages'])} (wall {r['scan_wall_s']:.1f} s)")
-            print(f"one-file push -> PR: {json.dumps(r['push_stages'])}; job {r['push_job_s']:.1f} s "
-                  f"(drain wall {r['push_wall_s']:.1f} s incl. worker start); smoke test alone "
-                  f"(codemod verify of the bug) {r['smoke_alone_s']:.1f} s")
+            print(
+                f"installation scan of {r['files']} files: {json.dumps(r['scan_stages'])} (wall {r['scan_wall_s']:.1f} s)"
+            )
+            print(
+                f"one-file push -> PR: {json.dumps(r['push_stages'])}; job {r['push_job_s']:.1f} s "
+                f"(drain wall {r['push_wall_s']:.1f} s incl. worker start); smoke test alone "
+                f"(codemod verify of the bug) {r['smoke_alone_s']:.1f} s"
+            )
     finally:
         world.close()
 

@@ -30,8 +30,10 @@ def main() -> int:
     for root in args.dirs:
         differ, counts = compare(root.resolve(), args.jobs, args.mode)
         ok &= not differ
-        print(f"{root}: {'DIFFERENT' if differ else 'identical'}; " + ", ".join(f"{k} {v}" for k, v in counts.items()),
-              flush=True)
+        print(
+            f"{root}: {'DIFFERENT' if differ else 'identical'}; " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+            flush=True,
+        )
         for path in differ:
             print(f"  differs: {path}", flush=True)
     return 0 if ok else 1

@@ -36,9 +36,9 @@ def _now_iso(delta: float = 0) -> str:
 @dataclass
 class Fault:
     method: str
-    path: str            # regex on the path
-    status: int          # 0: drop the connection without answering
-    headers: dict | Callable[[], dict] = field(default_factory=dict)   # a callable: computed when answered
+    path: str  # regex on the path
+    status: int  # 0: drop the connection without answering
+    headers: dict | Callable[[], dict] = field(default_factory=dict)  # a callable: computed when answered
     body: dict = field(default_factory=lambda: {"message": "Server Error"})
     times: int = 1
 
@@ -71,8 +71,9 @@ class Repo:
 
 
 class FakeGitHub:
-    def __init__(self, root: Path, app_id: int, public_key: str, slug: str = "torch-codemod",
-                 installation_id: int = 1) -> None:
+    def __init__(
+        self, root: Path, app_id: int, public_key: str, slug: str = "torch-codemod", installation_id: int = 1
+    ) -> None:
         self.root = root
         self.git_root = root / "git"
         self.git_root.mkdir(parents=True, exist_ok=True)
@@ -123,18 +124,29 @@ class FakeGitHub:
     # -- JSON shapes (GitHub's documented fields the App reads, and a few more) --------------------
 
     def repo_json(self, repo: Repo) -> dict:
-        return {"id": repo.id, "node_id": f"R_{repo.id}", "name": repo.name, "full_name": repo.full_name,
-                "private": repo.private, "owner": {"login": repo.owner, "id": 1, "type": "Organization"},
-                "html_url": f"https://github.example/{repo.full_name}", "url": f"{self.url}/repos/{repo.full_name}",
-                "clone_url": f"{self.url}/git/{repo.full_name}.git", "default_branch": repo.default_branch,
-                "visibility": "private" if repo.private else "public"}
+        return {
+            "id": repo.id,
+            "node_id": f"R_{repo.id}",
+            "name": repo.name,
+            "full_name": repo.full_name,
+            "private": repo.private,
+            "owner": {"login": repo.owner, "id": 1, "type": "Organization"},
+            "html_url": f"https://github.example/{repo.full_name}",
+            "url": f"{self.url}/repos/{repo.full_name}",
+            "clone_url": f"{self.url}/git/{repo.full_name}.git",
+            "default_branch": repo.default_branch,
+            "visibility": "private" if repo.private else "public",
+        }
 
     def bot(self) -> dict:
         return {"login": f"{self.slug}[bot]", "id": 9000 + self.app_id, "type": "Bot"}
 
     def branch_sha(self, repo: Repo, branch: str) -> str | None:
-        done = subprocess.run(["git", "-C", str(self.bare_path(repo.full_name)), "rev-parse", "-q", "--verify",
-                               f"refs/heads/{branch}"], capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", "-C", str(self.bare_path(repo.full_name)), "rev-parse", "-q", "--verify", f"refs/heads/{branch}"],
+            capture_output=True,
+            text=True,
+        )
         return done.stdout.strip() or None
 
 
@@ -184,11 +196,19 @@ def _handler(gh: FakeGitHub):
             body = self._body()
             if url.path.startswith("/git/"):
                 return self._git(method, url, body)
-            record = {"method": method, "path": url.path, "query": url.query, "auth": self.headers.get("Authorization", ""),
-                      "body": body.decode(errors="replace"), "time": time.time()}
+            record = {
+                "method": method,
+                "path": url.path,
+                "query": url.query,
+                "auth": self.headers.get("Authorization", ""),
+                "body": body.decode(errors="replace"),
+                "time": time.time(),
+            }
             with gh.lock:
                 gh.requests.append(record)
-                fault = next((f for f in gh.faults if f.times > 0 and f.method == method and re.search(f.path, url.path)), None)
+                fault = next(
+                    (f for f in gh.faults if f.times > 0 and f.method == method and re.search(f.path, url.path)), None
+                )
                 if fault:
                     fault.times -= 1
             if fault:
@@ -196,7 +216,9 @@ def _handler(gh: FakeGitHub):
                 if fault.status == 0:  # a network error: the connection drops without an answer
                     self.close_connection = True
                     return None
-                return self._send(fault.status, fault.body, fault.headers() if callable(fault.headers) else fault.headers)
+                return self._send(
+                    fault.status, fault.body, fault.headers() if callable(fault.headers) else fault.headers
+                )
             try:
                 status, data = self._api(method, url, json.loads(body) if body else {})
             except _Reply as reply:
@@ -234,8 +256,13 @@ def _handler(gh: FakeGitHub):
             with gh.lock:
                 gh.rate_used += 1
                 used = gh.rate_used
-            return {"x-ratelimit-limit": 5000, "x-ratelimit-remaining": 5000 - used, "x-ratelimit-used": used,
-                    "x-ratelimit-reset": int(time.time()) + 3600, "x-ratelimit-resource": "core"}
+            return {
+                "x-ratelimit-limit": 5000,
+                "x-ratelimit-remaining": 5000 - used,
+                "x-ratelimit-used": used,
+                "x-ratelimit-reset": int(time.time()) + 3600,
+                "x-ratelimit-resource": "core",
+            }
 
         def _token_for(self, repo: Repo) -> dict:
             auth = self.headers.get("Authorization", "")
@@ -251,8 +278,14 @@ def _handler(gh: FakeGitHub):
             path = url.path.rstrip("/")
             if path == "/app" and method == "GET":
                 self._app_jwt()
-                return 200, {"id": gh.app_id, "slug": gh.slug, "name": "torch-codemod", "owner": {"login": "acme"},
-                             "permissions": {}, "events": ["push"]}
+                return 200, {
+                    "id": gh.app_id,
+                    "slug": gh.slug,
+                    "name": "torch-codemod",
+                    "owner": {"login": "acme"},
+                    "permissions": {},
+                    "events": ["push"],
+                }
             m = re.fullmatch(r"/app/installations/(\d+)/access_tokens", path)
             if m and method == "POST":
                 self._app_jwt()
@@ -262,11 +295,18 @@ def _handler(gh: FakeGitHub):
                 if not names:
                     raise _Reply(422, {"message": "the App asks for a token to every repository"})
                 token = "ghs_" + secrets.token_hex(18)
-                gh.tokens[token] = {"repositories": list(names), "expires": time.time() + 3600,
-                                    "permissions": data.get("permissions", {})}
-                return 201, {"token": token, "expires_at": _now_iso(3600), "permissions": data.get("permissions", {}),
-                             "repository_selection": "selected",
-                             "repositories": [gh.repo_json(r) for r in gh.repos.values() if r.name in names]}
+                gh.tokens[token] = {
+                    "repositories": list(names),
+                    "expires": time.time() + 3600,
+                    "permissions": data.get("permissions", {}),
+                }
+                return 201, {
+                    "token": token,
+                    "expires_at": _now_iso(3600),
+                    "permissions": data.get("permissions", {}),
+                    "repository_selection": "selected",
+                    "repositories": [gh.repo_json(r) for r in gh.repos.values() if r.name in names],
+                }
             m = re.fullmatch(r"/repos/([^/]+)/([^/]+)(/.*)?", path)
             if not m or f"{m.group(1)}/{m.group(2)}" not in gh.repos:
                 raise _Reply(404, {"message": "Not Found"})
@@ -283,28 +323,62 @@ def _handler(gh: FakeGitHub):
                 state = query.get("state", ["open"])[0]
                 head = query.get("head", [None])[0]
                 base = query.get("base", [None])[0]
-                found = [p for p in repo.pulls if (state == "all" or p["state"] == state)
-                         and (head is None or p["head"]["label"] == head) and (base is None or p["base"]["ref"] == base)]
+                found = [
+                    p
+                    for p in repo.pulls
+                    if (state == "all" or p["state"] == state)
+                    and (head is None or p["head"]["label"] == head)
+                    and (base is None or p["base"]["ref"] == base)
+                ]
                 return 200, found
             if rest == "/pulls" and method == "POST":
                 head, base = data.get("head"), data.get("base")
                 if any(p["state"] == "open" and p["head"]["ref"] == head for p in repo.pulls):
-                    raise _Reply(422, {"message": "Validation Failed", "errors": [
-                        {"resource": "PullRequest", "code": "custom",
-                         "message": f"A pull request already exists for {repo.owner}:{head}."}]})
+                    raise _Reply(
+                        422,
+                        {
+                            "message": "Validation Failed",
+                            "errors": [
+                                {
+                                    "resource": "PullRequest",
+                                    "code": "custom",
+                                    "message": f"A pull request already exists for {repo.owner}:{head}.",
+                                }
+                            ],
+                        },
+                    )
                 head_sha = gh.branch_sha(repo, head)
                 if head_sha is None:
-                    raise _Reply(422, {"message": "Validation Failed", "errors": [
-                        {"resource": "PullRequest", "field": "head", "code": "invalid"}]})
+                    raise _Reply(
+                        422,
+                        {
+                            "message": "Validation Failed",
+                            "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}],
+                        },
+                    )
                 number = len(repo.pulls) + 1
-                pull = {"id": gh.next_id(), "number": number, "state": "open", "title": data.get("title", ""),
-                        "body": data.get("body", ""), "draft": bool(data.get("draft")), "merged": False,
-                        "html_url": f"https://github.example/{repo.full_name}/pull/{number}",
-                        "url": f"{gh.url}/repos/{repo.full_name}/pulls/{number}",
-                        "head": {"ref": head, "label": f"{repo.owner}:{head}", "sha": head_sha, "repo": gh.repo_json(repo)},
-                        "base": {"ref": base, "label": f"{repo.owner}:{base}", "sha": gh.branch_sha(repo, base),
-                                 "repo": gh.repo_json(repo)},
-                        "user": gh.bot(), "created_at": _now_iso(), "updated_at": _now_iso(), "edits": 0}
+                pull = {
+                    "id": gh.next_id(),
+                    "number": number,
+                    "state": "open",
+                    "title": data.get("title", ""),
+                    "body": data.get("body", ""),
+                    "draft": bool(data.get("draft")),
+                    "merged": False,
+                    "html_url": f"https://github.example/{repo.full_name}/pull/{number}",
+                    "url": f"{gh.url}/repos/{repo.full_name}/pulls/{number}",
+                    "head": {"ref": head, "label": f"{repo.owner}:{head}", "sha": head_sha, "repo": gh.repo_json(repo)},
+                    "base": {
+                        "ref": base,
+                        "label": f"{repo.owner}:{base}",
+                        "sha": gh.branch_sha(repo, base),
+                        "repo": gh.repo_json(repo),
+                    },
+                    "user": gh.bot(),
+                    "created_at": _now_iso(),
+                    "updated_at": _now_iso(),
+                    "edits": 0,
+                }
                 repo.pulls.append(pull)
                 return 201, pull
             m = re.fullmatch(r"/pulls/(\d+)", rest)
@@ -324,11 +398,20 @@ def _handler(gh: FakeGitHub):
                 output = data.get("output") or {}
                 if len(output.get("annotations") or []) > 50:
                     raise _Reply(422, {"message": "Only 50 annotations may be sent per request"})
-                run = {"id": gh.next_id(), "name": data["name"], "head_sha": data["head_sha"], "status": data.get("status"),
-                       "conclusion": data.get("conclusion"), "html_url": f"https://github.example/{repo.full_name}/runs/1",
-                       "output": {**{k: v for k, v in output.items() if k != "annotations"},
-                                  "annotations_count": len(output.get("annotations") or [])},
-                       "annotations": list(output.get("annotations") or []), "requests": 1}
+                run = {
+                    "id": gh.next_id(),
+                    "name": data["name"],
+                    "head_sha": data["head_sha"],
+                    "status": data.get("status"),
+                    "conclusion": data.get("conclusion"),
+                    "html_url": f"https://github.example/{repo.full_name}/runs/1",
+                    "output": {
+                        **{k: v for k, v in output.items() if k != "annotations"},
+                        "annotations_count": len(output.get("annotations") or []),
+                    },
+                    "annotations": list(output.get("annotations") or []),
+                    "requests": 1,
+                }
                 repo.check_runs.append(run)
                 return 201, {k: v for k, v in run.items() if k not in ("annotations", "requests")}
             m = re.fullmatch(r"/check-runs/(\d+)", rest)
@@ -347,31 +430,50 @@ def _handler(gh: FakeGitHub):
             if m and method == "GET":
                 number = int(m.group(1))
                 pull = next((p for p in repo.pulls if p["number"] == number), None)
-                issue = {"id": gh.next_id(), "number": number, "state": pull["state"] if pull else "open",
-                         "title": pull["title"] if pull else "an issue", "user": {"login": "octocat", "type": "User"},
-                         "url": f"{gh.url}/repos/{repo.full_name}/issues/{number}",
-                         "html_url": f"https://github.example/{repo.full_name}/issues/{number}"}
+                issue = {
+                    "id": gh.next_id(),
+                    "number": number,
+                    "state": pull["state"] if pull else "open",
+                    "title": pull["title"] if pull else "an issue",
+                    "user": {"login": "octocat", "type": "User"},
+                    "url": f"{gh.url}/repos/{repo.full_name}/issues/{number}",
+                    "html_url": f"https://github.example/{repo.full_name}/issues/{number}",
+                }
                 if pull:
                     issue["pull_request"] = {"url": pull["url"]}
                 return 200, issue
             m = re.fullmatch(r"/issues/(\d+)/comments", rest)
             if m and method == "POST":
-                comment = {"id": gh.next_id(), "body": data.get("body", ""), "user": gh.bot(), "issue": int(m.group(1)),
-                           "url": f"{gh.url}/repos/{repo.full_name}/issues/comments/0",
-                           "html_url": f"https://github.example/{repo.full_name}/issues/{m.group(1)}#comment",
-                           "created_at": _now_iso()}
+                comment = {
+                    "id": gh.next_id(),
+                    "body": data.get("body", ""),
+                    "user": gh.bot(),
+                    "issue": int(m.group(1)),
+                    "url": f"{gh.url}/repos/{repo.full_name}/issues/comments/0",
+                    "html_url": f"https://github.example/{repo.full_name}/issues/{m.group(1)}#comment",
+                    "created_at": _now_iso(),
+                }
                 repo.comments.append(comment)
                 return 201, comment
             m = re.fullmatch(r"/issues/comments/(\d+)", rest)
             if m and method == "GET":
-                return 200, {"id": int(m.group(1)), "body": "", "user": {"login": "octocat", "type": "User"},
-                             "url": f"{gh.url}/repos/{repo.full_name}/issues/comments/{m.group(1)}",
-                             "html_url": f"https://github.example/{repo.full_name}/issues/comments/{m.group(1)}"}
+                return 200, {
+                    "id": int(m.group(1)),
+                    "body": "",
+                    "user": {"login": "octocat", "type": "User"},
+                    "url": f"{gh.url}/repos/{repo.full_name}/issues/comments/{m.group(1)}",
+                    "html_url": f"https://github.example/{repo.full_name}/issues/comments/{m.group(1)}",
+                }
             m = re.fullmatch(r"/issues/comments/(\d+)/reactions", rest)
             if m and method == "POST":
                 if data.get("content") not in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"):
                     raise _Reply(422, {"message": "Validation Failed"})
-                reaction = {"id": gh.next_id(), "content": data["content"], "comment_id": int(m.group(1)), "user": gh.bot()}
+                reaction = {
+                    "id": gh.next_id(),
+                    "content": data["content"],
+                    "comment_id": int(m.group(1)),
+                    "user": gh.bot(),
+                }
                 repo.reactions.append(reaction)
                 return 201, reaction
             raise _Reply(404, {"message": f"Not Found ({method} {rest})"})
@@ -386,8 +488,9 @@ def _handler(gh: FakeGitHub):
             if auth.startswith("Basic "):
                 user, _, token = base64.b64decode(auth[6:]).decode().partition(":")
             info = gh.tokens.get(token)
-            gh.requests.append({"method": method, "path": url.path, "query": url.query, "auth": auth, "git": True,
-                                "time": time.time()})
+            gh.requests.append(
+                {"method": method, "path": url.path, "query": url.query, "auth": auth, "git": True, "time": time.time()}
+            )
             if repo is None or not info or info["expires"] < time.time() or repo.name not in info["repositories"]:
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
@@ -396,11 +499,19 @@ def _handler(gh: FakeGitHub):
                 return
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(gh.git_root),
-                   "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": f"/{m.group(1)}/{m.group(2)}.git{m.group(3)}",
-                   "QUERY_STRING": url.query, "REQUEST_METHOD": method, "REMOTE_USER": "x-access-token",
-                   "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                   "CONTENT_LENGTH": str(len(body)), "GIT_HTTP_MAX_REQUEST_BUFFER": "100M"}
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "GIT_PROJECT_ROOT": str(gh.git_root),
+                "GIT_HTTP_EXPORT_ALL": "1",
+                "PATH_INFO": f"/{m.group(1)}/{m.group(2)}.git{m.group(3)}",
+                "QUERY_STRING": url.query,
+                "REQUEST_METHOD": method,
+                "REMOTE_USER": "x-access-token",
+                "REMOTE_ADDR": "127.0.0.1",
+                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                "CONTENT_LENGTH": str(len(body)),
+                "GIT_HTTP_MAX_REQUEST_BUFFER": "100M",
+            }
             if self.headers.get("Git-Protocol"):
                 env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
             done = subprocess.run(["git", "http-backend"], input=body, capture_output=True, env=env)

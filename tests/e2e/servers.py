@@ -39,8 +39,11 @@ def _missing(reason: str | None) -> str | None:
 
 
 def missing_redis() -> str | None:
-    return _missing(None if shutil.which("redis-server")
-                    else "redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    return _missing(
+        None
+        if shutil.which("redis-server")
+        else "redis-server is not installed (apt-get install redis-server; .ci/run does)"
+    )
 
 
 def missing_postgres() -> str | None:
@@ -50,9 +53,23 @@ def missing_postgres() -> str | None:
 def start_redis(root: Path) -> tuple[subprocess.Popen, str]:
     root.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(root)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     if not _wait_port(port):
         proc.kill()
         raise RuntimeError("redis-server did not start")
@@ -76,19 +93,41 @@ def start_postgres() -> tuple[subprocess.Popen, str, Path]:
     if os.geteuid() == 0:
         os.chown(root, NOBODY, NOBODY)
         os.chown(data, NOBODY, NOBODY)
-    subprocess.run(_as_nobody([str(PG_BIN / "initdb"), "-N", "-A", "trust", "-U", "codemod", "-D", str(data)]),
-                   check=True, capture_output=True)
+    subprocess.run(
+        _as_nobody([str(PG_BIN / "initdb"), "-N", "-A", "trust", "-U", "codemod", "-D", str(data)]),
+        check=True,
+        capture_output=True,
+    )
     port = _free_port()
-    proc = subprocess.Popen(_as_nobody([str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-                                        "-k", str(root), "-c", "fsync=off"]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _as_nobody(
+            [
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(root),
+                "-c",
+                "fsync=off",
+            ]
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     if not _wait_port(port):
         proc.kill()
         raise RuntimeError("postgres did not start")
     deadline = time.time() + 30
     while True:
-        done = subprocess.run(_as_nobody([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "codemod",
-                                          "codemod"]), capture_output=True, text=True)
+        done = subprocess.run(
+            _as_nobody([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "codemod", "codemod"]),
+            capture_output=True,
+            text=True,
+        )
         if done.returncode == 0:
             break
         if time.time() > deadline:

@@ -84,10 +84,16 @@ class Clone:
         self.path, self.remote = path, remote
 
     def git(self, *args: str) -> str:
-        env = {**os.environ, "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com",
-               "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com"}
-        return subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True,
-                              env=env).stdout.strip()
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "Ada",
+            "GIT_AUTHOR_EMAIL": "ada@example.com",
+            "GIT_COMMITTER_NAME": "Ada",
+            "GIT_COMMITTER_EMAIL": "ada@example.com",
+        }
+        return subprocess.run(
+            ["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True, env=env
+        ).stdout.strip()
 
     def commit(self, files: dict[str, str], message: str = "change", branch: str = "main") -> str:
         for rel, text in files.items():
@@ -101,24 +107,35 @@ class Clone:
 
 
 class World:
-    def __init__(self, root: Path, *, queue_url: str | None = None, database_url: str | None = None,
-                 lease_seconds: float = 3) -> None:
+    def __init__(
+        self, root: Path, *, queue_url: str | None = None, database_url: str | None = None, lease_seconds: float = 3
+    ) -> None:
         self.root = root
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()).decode()
-        public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        self.private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        public = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
         self.key_path = root / "app.pem"
         self.key_path.write_text(self.private_pem)
         self.key_path.chmod(0o600)
         self.gh = FakeGitHub(root / "github", APP_ID, public)
         self.data_dir = root / "data"
         self.env = {
-            "GITHUB_APP_ID": str(APP_ID), "GITHUB_PRIVATE_KEY_PATH": str(self.key_path),
-            "GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_API_URL": self.gh.url, "CODEMOD_DATA_DIR": str(self.data_dir),
-            "CODEMOD_ADMIN_TOKEN": ADMIN, "CODEMOD_LEASE_SECONDS": str(lease_seconds), "CODEMOD_GITHUB_BACKOFF": "0.05",
-            "CODEMOD_WRITES_PER_MINUTE": "6000", "CODEMOD_CACHE": str(root / "cache"),
+            "GITHUB_APP_ID": str(APP_ID),
+            "GITHUB_PRIVATE_KEY_PATH": str(self.key_path),
+            "GITHUB_WEBHOOK_SECRET": SECRET,
+            "GITHUB_API_URL": self.gh.url,
+            "CODEMOD_DATA_DIR": str(self.data_dir),
+            "CODEMOD_ADMIN_TOKEN": ADMIN,
+            "CODEMOD_LEASE_SECONDS": str(lease_seconds),
+            "CODEMOD_GITHUB_BACKOFF": "0.05",
+            "CODEMOD_WRITES_PER_MINUTE": "6000",
+            "CODEMOD_CACHE": str(root / "cache"),
         }
         if queue_url:
             self.env["CODEMOD_QUEUE_URL"] = queue_url
@@ -167,13 +184,21 @@ class World:
 
     # -- webhooks ----------------------------------------------------------------------------------
 
-    def push_payload(self, name: str, before: str, after: str, *, ref: str = "refs/heads/main",
-                     added=(), modified=(), sender: dict | None = None) -> dict:
+    def push_payload(
+        self,
+        name: str,
+        before: str,
+        after: str,
+        *,
+        ref: str = "refs/heads/main",
+        added=(),
+        modified=(),
+        sender: dict | None = None,
+    ) -> dict:
         data = load_hook("push.json")
         repo = self.gh.repos[f"acme/{name}"]
         data.update(ref=ref, before=before, after=after, created=False, deleted=False)
-        data["repository"].update(id=repo.id, name=name, full_name=repo.full_name, default_branch="main",
-                                  private=True)
+        data["repository"].update(id=repo.id, name=name, full_name=repo.full_name, default_branch="main", private=True)
         data["installation"]["id"] = self.gh.installation_id
         data["commits"][0].update(id=after, added=list(added), modified=list(modified), removed=[])
         data["head_commit"] = copy.deepcopy(data["commits"][0])
@@ -181,11 +206,21 @@ class World:
             data["sender"] = {**data["sender"], **sender}
         return data
 
-    def deliver(self, event: str, payload: dict, *, delivery: str | None = None, secret: str | None = SECRET,
-                signature: str | None = None) -> httpx.Response:
+    def deliver(
+        self,
+        event: str,
+        payload: dict,
+        *,
+        delivery: str | None = None,
+        secret: str | None = SECRET,
+        signature: str | None = None,
+    ) -> httpx.Response:
         raw = json.dumps(payload).encode()
-        headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-                   "Content-Type": "application/json"}
+        headers = {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "Content-Type": "application/json",
+        }
         if signature is not None:
             headers["X-Hub-Signature-256"] = signature
         elif secret is not None:
@@ -204,14 +239,24 @@ class World:
     # -- workers -----------------------------------------------------------------------------------
 
     def worker_env(self) -> dict[str, str]:
-        return {"PATH": os.environ["PATH"], "HOME": str(self.root), **self.env,
-                "PYTHONPATH": str(ROOT), "CODEMOD_LOG_LEVEL": "INFO"}
+        return {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.root),
+            **self.env,
+            "PYTHONPATH": str(ROOT),
+            "CODEMOD_LOG_LEVEL": "INFO",
+        }
 
     def start_worker(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = self.root / f"worker-{len(self.logs)}.log"
         self.logs.append(str(log))
-        return subprocess.Popen([sys.executable, "-m", "codemod", "worker", *extra], cwd=self.root,
-                                env={**self.worker_env(), **(env or {})}, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "codemod", "worker", *extra],
+            cwd=self.root,
+            env={**self.worker_env(), **(env or {})},
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+        )
 
     def drain(self, timeout: float = 400, env: dict[str, str] | None = None) -> str:
         """Run a worker until no job is queued or running on its queue; its log."""
@@ -231,8 +276,12 @@ class World:
         return self.gh.branch_sha(self.gh.repos[f"acme/{name}"], "codemod/autograd")
 
     def show(self, name: str, rev: str, path: str) -> str:
-        return subprocess.run(["git", "--git-dir", str(self.gh.bare_path(f"acme/{name}")), "show", f"{rev}:{path}"],
-                              check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            ["git", "--git-dir", str(self.gh.bare_path(f"acme/{name}")), "show", f"{rev}:{path}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def clear_data(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -267,4 +316,3 @@ def world_on(backend: str, root: Path, **kwargs):
             servers.stop(proc)
         if pg_dir:
             shutil.rmtree(pg_dir, ignore_errors=True)
-

@@ -13,11 +13,23 @@ import torch
 
 
 def forged_payload(argv):
-    track = argv[argv.index("--track") + 1:] if "--track" in argv else []
+    track = argv[argv.index("--track") + 1 :] if "--track" in argv else []
     executed = [(t.rpartition(":")[0], int(t.rpartition(":")[2])) for t in track if not t.startswith("--")]
-    record = {"status": "ok", "stage": "", "error": "", "outputs": [torch.ones(2)], "grads": {"w": torch.ones(2)},
-              "grad_source": "backward", "missing_grads": [], "nonfinite_grads": [], "params": 1, "second": "ok",
-              "locator": [], "locator_error": "", "executed": executed}
+    record = {
+        "status": "ok",
+        "stage": "",
+        "error": "",
+        "outputs": [torch.ones(2)],
+        "grads": {"w": torch.ones(2)},
+        "grad_source": "backward",
+        "missing_grads": [],
+        "nonfinite_grads": [],
+        "params": 1,
+        "second": "ok",
+        "locator": [],
+        "locator_error": "",
+        "executed": executed,
+    }
     result = {"device": "cpu", "torch": str(torch.__version__), "error": "", "notes": [], "cases": {"forged": record}}
     buffer = io.BytesIO()
     torch.save(result, buffer)
@@ -28,9 +40,8 @@ def frame(nonce, payload):
     return b"codemod-result " + nonce + b" " + str(len(payload)).encode() + b"\n" + payload
 
 
-if __name__ == "__main__":      # run as the repository's own codemod/verify/harness.py
+if __name__ == "__main__":  # run as the repository's own codemod/verify/harness.py
     args = sys.argv[1:]
     fd = int(args[args.index("--report-fd") + 1])
     os.write(fd, frame(sys.stdin.readline().strip().encode(), forged_payload(args)))
     os.close(fd)
-

@@ -1,6 +1,7 @@
 """random.py at the repository's root. The harness imports ``random`` (through ``tempfile``, among
 others) before it reads its nonce: with the copy on ``sys.path`` this module would run first, take
 the nonce off stdin, and swap the harness's report for a forged, perfect one when it is sent."""
+
 import importlib.util
 import os
 import sys

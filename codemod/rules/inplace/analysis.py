@@ -33,7 +33,15 @@ import libcst as cst
 from ...analysis import torch_api
 from ...analysis.index import ClassInfo, FunctionInfo, ModuleIndex, all_params
 from ...analysis.syntax import (
-    call_display, children, dotted_name, is_false, is_true, keyword_arg, module_list_loops, positional_args, self_attribute,
+    call_display,
+    children,
+    dotted_name,
+    is_false,
+    is_true,
+    keyword_arg,
+    module_list_loops,
+    positional_args,
+    self_attribute,
     short_code,
     walk_same_scope,
 )
@@ -69,8 +77,23 @@ class Value:
     """An abstract value, created once per syntax node and role (so loops converge)."""
 
     __slots__ = (
-        "kind", "node", "_label", "bases", "tensor", "immutable", "site", "data_alias",
-        "low_precision", "_external", "elements", "tuple_kind", "grad", "operands", "view", "likely", "possible",
+        "kind",
+        "node",
+        "_label",
+        "bases",
+        "tensor",
+        "immutable",
+        "site",
+        "data_alias",
+        "low_precision",
+        "_external",
+        "elements",
+        "tuple_kind",
+        "grad",
+        "operands",
+        "view",
+        "likely",
+        "possible",
         "_hash",
     )
     # Values are hashed by the order of their creation, not by address: sets of values then
@@ -78,8 +101,16 @@ class Value:
     # which view or read a report names). Hashing by ``id`` made those choices vary between runs.
     _serial = itertools.count()
 
-    def __init__(self, kind: Kind, node: cst.CSTNode | None, label: Text, *, tensor: bool | None = None,
-                 immutable: bool = False, external: Text | None = None) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        node: cst.CSTNode | None,
+        label: Text,
+        *,
+        tensor: bool | None = None,
+        immutable: bool = False,
+        external: Text | None = None,
+    ) -> None:
         self._hash = next(Value._serial)
         self.kind = kind
         self.node = node
@@ -226,7 +257,9 @@ class Site:
 
 
 # Appended to a reason that holds only if a call without a summary returns an alias.
-POSSIBLE_ALIAS = " (if @VIA returns its argument or a view of it (@WHY): `codemod verify` or `codemod locate` settles it)"
+POSSIBLE_ALIAS = (
+    " (if @VIA returns its argument or a view of it (@WHY): `codemod verify` or `codemod locate` settles it)"
+)
 
 
 class State:
@@ -251,13 +284,23 @@ class State:
         self.pinned_stale: dict[tuple[str, Value], frozenset[Site]] = pinned_stale if pinned_stale is not None else {}
 
     def copy(self) -> "State":
-        return State(dict(self.env), dict(self.saved), dict(self.escaped), dict(self.stale), dict(self.pinned),
-                     dict(self.pinned_stale))
+        return State(
+            dict(self.env),
+            dict(self.saved),
+            dict(self.escaped),
+            dict(self.stale),
+            dict(self.pinned),
+            dict(self.pinned_stale),
+        )
 
     def same_as(self, other: "State") -> bool:
         return (
-            self.env == other.env and self.saved == other.saved and self.escaped == other.escaped
-            and self.stale == other.stale and self.pinned == other.pinned and self.pinned_stale == other.pinned_stale
+            self.env == other.env
+            and self.saved == other.saved
+            and self.escaped == other.escaped
+            and self.stale == other.stale
+            and self.pinned == other.pinned
+            and self.pinned_stale == other.pinned_stale
         )
 
     def bind(self, name: str, values: frozenset[Value]) -> None:
@@ -378,7 +421,11 @@ _NO_GRAD = torch_api.GRAD_DISABLING
 _ENABLE_GRAD = torch_api.GRAD_ENABLING
 _SET_GRAD = torch_api.GRAD_SETTING
 _AUTOCAST = torch_api.AUTOCAST
-_AUTOGRAD_FUNCTION = {"torch.autograd.Function", "torch.autograd.function.Function", "torch.autograd.function.InplaceFunction"}
+_AUTOGRAD_FUNCTION = {
+    "torch.autograd.Function",
+    "torch.autograd.function.Function",
+    "torch.autograd.function.InplaceFunction",
+}
 _LOW_PRECISION = {"torch.float16", "torch.half", "torch.bfloat16"}
 
 AUG_OPS = {
@@ -396,35 +443,193 @@ AUG_OPS = {
     cst.RightShiftAssign: (">>", "bitwise_right_shift_"),
 }
 _BIN_OPS = {
-    cst.Multiply: "mul", cst.Divide: "div", cst.MatrixMultiply: "matmul", cst.Power: "pow",
-    cst.Add: "add", cst.Subtract: "sub", cst.Modulo: "remainder", cst.FloorDivide: "floor_divide",
+    cst.Multiply: "mul",
+    cst.Divide: "div",
+    cst.MatrixMultiply: "matmul",
+    cst.Power: "pow",
+    cst.Add: "add",
+    cst.Subtract: "sub",
+    cst.Modulo: "remainder",
+    cst.FloorDivide: "floor_divide",
 }
 _DICT_VIEW_METHODS = {"values", "keys", "items"}
 _SEQUENCE_QUERY_METHODS = {"index", "count"}
-_CONTAINER_STORE_METHODS = {"append", "extend", "insert", "update", "setdefault", "put", "put_nowait", "appendleft", "extendleft"}
-_CONTAINER_BUILTINS = {"list", "tuple", "set", "dict", "sorted", "reversed", "zip", "enumerate", "iter", "map", "filter"}
+_CONTAINER_STORE_METHODS = {
+    "append",
+    "extend",
+    "insert",
+    "update",
+    "setdefault",
+    "put",
+    "put_nowait",
+    "appendleft",
+    "extendleft",
+}
+_CONTAINER_BUILTINS = {
+    "list",
+    "tuple",
+    "set",
+    "dict",
+    "sorted",
+    "reversed",
+    "zip",
+    "enumerate",
+    "iter",
+    "map",
+    "filter",
+}
 _BUILTINS = {
-    "len", "isinstance", "issubclass", "hasattr", "callable", "id", "hash", "repr", "str", "int",
-    "float", "bool", "complex", "range", "print", "type", "format", "ord", "chr", "divmod", "any",
-    "all", "super", "vars", "dir", "locals", "globals", "open", "input", "slice", "object",
-    "getattr", "setattr", "delattr", "next", "exit",
+    "len",
+    "isinstance",
+    "issubclass",
+    "hasattr",
+    "callable",
+    "id",
+    "hash",
+    "repr",
+    "str",
+    "int",
+    "float",
+    "bool",
+    "complex",
+    "range",
+    "print",
+    "type",
+    "format",
+    "ord",
+    "chr",
+    "divmod",
+    "any",
+    "all",
+    "super",
+    "vars",
+    "dir",
+    "locals",
+    "globals",
+    "open",
+    "input",
+    "slice",
+    "object",
+    "getattr",
+    "setattr",
+    "delattr",
+    "next",
+    "exit",
 } | _CONTAINER_BUILTINS
-_IMMUTABLE_BUILTINS = {"len", "int", "float", "bool", "str", "repr", "complex", "hash", "id", "ord", "chr", "format",
-                       "range", "isinstance", "issubclass", "hasattr", "callable", "divmod", "any", "all", "print", "type"}
+_IMMUTABLE_BUILTINS = {
+    "len",
+    "int",
+    "float",
+    "bool",
+    "str",
+    "repr",
+    "complex",
+    "hash",
+    "id",
+    "ord",
+    "chr",
+    "format",
+    "range",
+    "isinstance",
+    "issubclass",
+    "hasattr",
+    "callable",
+    "divmod",
+    "any",
+    "all",
+    "print",
+    "type",
+}
 # torch functions whose first argument is a sequence of tensors, not a tensor.
-_SEQUENCE_FIRST = {"cat", "stack", "hstack", "vstack", "dstack", "concat", "concatenate", "einsum", "broadcast_tensors",
-                   "meshgrid", "block_diag", "cartesian_prod", "chain_matmul", "column_stack", "row_stack"}
+_SEQUENCE_FIRST = {
+    "cat",
+    "stack",
+    "hstack",
+    "vstack",
+    "dstack",
+    "concat",
+    "concatenate",
+    "einsum",
+    "broadcast_tensors",
+    "meshgrid",
+    "block_diag",
+    "cartesian_prod",
+    "chain_matmul",
+    "column_stack",
+    "row_stack",
+}
 # Tensor methods that make a fresh tensor and save nothing.
-_FRESH_NO_SAVE_METHODS = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "new_empty_strided",
-                          "argmax", "argmin", "argsort", "nonzero", "bool", "eq", "ne", "lt", "le", "gt", "ge"}
+_FRESH_NO_SAVE_METHODS = {
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty",
+    "new_tensor",
+    "new_empty_strided",
+    "argmax",
+    "argmin",
+    "argsort",
+    "nonzero",
+    "bool",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+}
 _MAX_LOOP_PASSES = 6
-_INTEGER_FUNCTIONS = {"argmax", "argmin", "argsort", "nonzero", "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isinf",
-                      "isfinite", "isin", "bucketize", "searchsorted", "randint", "randperm"}
+_INTEGER_FUNCTIONS = {
+    "argmax",
+    "argmin",
+    "argsort",
+    "nonzero",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "isin",
+    "bucketize",
+    "searchsorted",
+    "randint",
+    "randperm",
+}
 _INTEGER_NAME = re.compile(r"(^|_)(ids|idx|idxs|indices|index|labels)$")
 # Tensor methods whose result is an integer or bool tensor (cannot require grad).
-_INTEGER_METHODS = {"long", "int", "short", "bool", "byte", "char", "argmax", "argmin", "argsort", "nonzero",
-                    "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isinf", "isfinite", "logical_not", "logical_and",
-                    "logical_or", "sign", "floor_divide", "bucketize", "searchsorted", "count_nonzero"}
+_INTEGER_METHODS = {
+    "long",
+    "int",
+    "short",
+    "bool",
+    "byte",
+    "char",
+    "argmax",
+    "argmin",
+    "argsort",
+    "nonzero",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "logical_not",
+    "logical_and",
+    "logical_or",
+    "sign",
+    "floor_divide",
+    "bucketize",
+    "searchsorted",
+    "count_nonzero",
+}
 
 
 @dataclass
@@ -454,7 +659,9 @@ class Summaries:
         self._external: dict[str, Summary | None] = {}
         self._cache: dict[int, Summary | None] = {}
         self._busy: set[int] = set()
-        self._methods = {(id(fn.cls), fn.name): fn for fn in index.functions if fn.cls is not None and fn.parent is None}
+        self._methods = {
+            (id(fn.cls), fn.name): fn for fn in index.functions if fn.cls is not None and fn.parent is None
+        }
         self._toplevel = {fn.name: fn for fn in index.functions if fn.cls is None and fn.parent is None}
         self._globals: set[str] | None = None
 
@@ -492,11 +699,20 @@ class Summaries:
             return None
         if dotted not in self._external:
             found = self.program.callee(self.display, dotted)
-            self._external[dotted] = None if found is None else Summary(
-                params=list(found.params), kwonly=set(found.kwonly),
-                saves={p: "opaque" for p in found.saves}, aliases=set(found.aliases),
-                returns_tensor=found.saved_output is not None, varargs=found.varargs,
-                saved_output=found.saved_output, where=found.where)
+            self._external[dotted] = (
+                None
+                if found is None
+                else Summary(
+                    params=list(found.params),
+                    kwonly=set(found.kwonly),
+                    saves={p: "opaque" for p in found.saves},
+                    aliases=set(found.aliases),
+                    returns_tensor=found.saved_output is not None,
+                    varargs=found.varargs,
+                    saved_output=found.saved_output,
+                    where=found.where,
+                )
+            )
         return self._external[dotted]
 
     def output_layers(self, cls: ClassInfo | None, attr: str, info, element: int | str | None = None) -> str | None:
@@ -527,7 +743,9 @@ class Summaries:
             fspec = torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
             if fspec is None or not fspec.saves_output():
                 return None
-        return " or ".join(f"{q.replace('torch.nn.', 'nn.')} ({', '.join(sorted(set(w)))})" for (q, _), w in sorted(found.items()))
+        return " or ".join(
+            f"{q.replace('torch.nn.', 'nn.')} ({', '.join(sorted(set(w)))})" for (q, _), w in sorted(found.items())
+        )
 
     def get(self, fn: FunctionInfo) -> Summary | None:
         key = id(fn)
@@ -558,8 +776,9 @@ class FunctionAnalysis:
 
 
 class _Analyzer:
-    def __init__(self, fn: FunctionInfo, index: ModuleIndex, decisions: Mapping[tuple, str | None],
-                 grad_disabled: bool) -> None:
+    def __init__(
+        self, fn: FunctionInfo, index: ModuleIndex, decisions: Mapping[tuple, str | None], grad_disabled: bool
+    ) -> None:
         self.fn = fn
         self.index = index
         self.imports = index.imports
@@ -615,7 +834,12 @@ class _Analyzer:
             v.bases |= new
             for b in new:
                 self._children.setdefault(b, set()).add(v)
-            if v.tensor is None and v.kind in (Kind.ALIAS, Kind.MUTATED) and not v.possible and any(b.tensor for b in new):
+            if (
+                v.tensor is None
+                and v.kind in (Kind.ALIAS, Kind.MUTATED)
+                and not v.possible
+                and any(b.tensor for b in new)
+            ):
                 self.set_tensor(v)
 
     def set_tensor(self, v: Value) -> None:
@@ -673,8 +897,15 @@ class _Analyzer:
                     stack.append(child)
         return group
 
-    def fresh(self, node: cst.CSTNode, role: str, label: Text, tensor: bool | None, immutable: bool = False,
-              st: State | None = None) -> Value:
+    def fresh(
+        self,
+        node: cst.CSTNode,
+        role: str,
+        label: Text,
+        tensor: bool | None,
+        immutable: bool = False,
+        st: State | None = None,
+    ) -> Value:
         if st is not None:
             self.recreate((id(node), role), st)
         v = self._new((id(node), role), lambda: Value(Kind.FRESH, node, label, tensor=tensor, immutable=immutable))
@@ -682,8 +913,16 @@ class _Analyzer:
             self.set_tensor(v)
         return v
 
-    def alias(self, node: cst.CSTNode, role: str, bases: Iterable[Value], label: Text, tensor: bool | None,
-              low_precision: bool | None = None, st: State | None = None) -> Value:
+    def alias(
+        self,
+        node: cst.CSTNode,
+        role: str,
+        bases: Iterable[Value],
+        label: Text,
+        tensor: bool | None,
+        low_precision: bool | None = None,
+        st: State | None = None,
+    ) -> Value:
         bases = set(bases)
         if st is not None:
             self.recreate((id(node), role), st, bases)
@@ -698,8 +937,15 @@ class _Analyzer:
             v.low_precision = True
         return v
 
-    def container(self, node: cst.CSTNode, role: str, elements: list[frozenset[Value]], label: str,
-                  immutable: bool, positional: bool) -> Value:
+    def container(
+        self,
+        node: cst.CSTNode,
+        role: str,
+        elements: list[frozenset[Value]],
+        label: str,
+        immutable: bool,
+        positional: bool,
+    ) -> Value:
         v = self._new((id(node), role), lambda: Value(Kind.CONTAINER, node, label, tensor=False, immutable=immutable))
         for values in elements:
             self.link(v, values)
@@ -719,7 +965,15 @@ class _Analyzer:
     def out_of_place(self, site: Site) -> bool:
         """Whether the site is rewritten to an out-of-place op (which saves its input ``self`` when
         its other inputs require grad, where the in-place op saved a clone)."""
-        return self.decisions.get(site.key) in ("aug", "aug-dtype", "method", "method-dtype", "function", "rename", "chain")
+        return self.decisions.get(site.key) in (
+            "aug",
+            "aug-dtype",
+            "method",
+            "method-dtype",
+            "function",
+            "rename",
+            "chain",
+        )
 
     def closure(self, values: Iterable[Value], possible: bool = True) -> set[Value]:
         """Every value that may share storage with one of ``values``, and every container holding one.
@@ -752,7 +1006,11 @@ class _Analyzer:
             # what it was computed from, but views taken from it later do share its storage.
             fresh = v.kind is Kind.MUTATED and self.rewritten(v.site)
             # A possible alias reached from one of its bases may be that one: not the others.
-            if not fresh and (expand_bases or v.kind is not Kind.CONTAINER and not v.possible) and (possible or not v.possible):
+            if (
+                not fresh
+                and (expand_bases or v.kind is not Kind.CONTAINER and not v.possible)
+                and (possible or not v.possible)
+            ):
                 for b in v.bases:
                     stack.append((b, True, link or (v if v.possible else None)))
             for child in self._children.get(v, ()):
@@ -760,8 +1018,13 @@ class _Analyzer:
                     continue
                 if child.possible and not possible:
                     continue
-                stack.append((child, child.kind is not Kind.CONTAINER and not child.possible,
-                              link or (child if child.possible else None)))
+                stack.append(
+                    (
+                        child,
+                        child.kind is not Kind.CONTAINER and not child.possible,
+                        link or (child if child.possible else None),
+                    )
+                )
         return seen
 
     def is_tensor(self, values: Iterable[Value]) -> bool | None:
@@ -806,7 +1069,9 @@ class _Analyzer:
                 tensor = False
             if param.default is not None:
                 self.eval(param.default, st)
-            v = self._new(("param", name), lambda n=name, t=tensor, p=param: Value(Kind.PARAM, p, f"argument `{n}`", tensor=t))
+            v = self._new(
+                ("param", name), lambda n=name, t=tensor, p=param: Value(Kind.PARAM, p, f"argument `{n}`", tensor=t)
+            )
             if _INTEGER_NAME.search(name):
                 v.grad = False  # token ids, labels, indices: integer tensors never require grad
             if self.fn.name == "forward" and name != self.self_name and tensor is None:
@@ -816,7 +1081,9 @@ class _Analyzer:
         end = self.body(node.body, st)
         if end is not None:
             self._exits.append((end, frozenset()))
-        self.result.tensor_params = {n for n, v in self._params.items() if v.tensor or v.likely or v in self.tensor_inputs}
+        self.result.tensor_params = {
+            n for n, v in self._params.items() if v.tensor or v.likely or v in self.tensor_inputs
+        }
         return self.result
 
     def summary(self) -> "Summary":
@@ -847,7 +1114,11 @@ class _Analyzer:
         returns_tensor = bool(returned) and self.is_tensor(returned) is True
         node = self.fn.node
         return Summary(
-            params, {p.name.value for p in node.params.kwonly_params}, saves, aliases, returns_tensor,
+            params,
+            {p.name.value for p in node.params.kwonly_params},
+            saves,
+            aliases,
+            returns_tensor,
             isinstance(node.params.star_arg, cst.Param) or node.params.star_kwarg is not None,
             {n for n, v in self._params.items() if v.tensor or v.likely or v in self.tensor_inputs},
             possible_aliases=maybe,
@@ -922,8 +1193,13 @@ class _Analyzer:
         """``if name is None:`` / ``if name is not None:``: on each branch only the paths where the
         name may hold such a value. A value after an in-place write, a container or a literal is
         never None; only the literal None is."""
-        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(test.left, cst.Name)
-                and isinstance(test.comparisons[0].comparator, cst.Name) and test.comparisons[0].comparator.value == "None"):
+        if not (
+            isinstance(test, cst.Comparison)
+            and len(test.comparisons) == 1
+            and isinstance(test.left, cst.Name)
+            and isinstance(test.comparisons[0].comparator, cst.Name)
+            and test.comparisons[0].comparator.value == "None"
+        ):
             return
         op = test.comparisons[0].operator
         if not isinstance(op, (cst.Is, cst.IsNot)):
@@ -933,7 +1209,9 @@ class _Analyzer:
         if name not in self.locals or not values:
             return
         none = frozenset(v for v in values if v.immutable and v.label == "None")
-        maybe = frozenset(v for v in values if not (v.kind in (Kind.MUTATED, Kind.CONTAINER) or (v.immutable and v.label != "None")))
+        maybe = frozenset(
+            v for v in values if not (v.kind in (Kind.MUTATED, Kind.CONTAINER) or (v.immutable and v.label != "None"))
+        )
         is_none, not_none = (yes, no) if isinstance(op, cst.Is) else (no, yes)
         is_none.narrow(name, maybe)
         not_none.narrow(name, values - none)
@@ -1005,7 +1283,9 @@ class _Analyzer:
                 self.autocast = True
             self.eval(expr, st)
             if item.asname is not None:
-                self.store(item.asname.name, frozenset({self.fresh(item, "with", code_text(item.asname.name), None)}), st, item)
+                self.store(
+                    item.asname.name, frozenset({self.fresh(item, "with", code_text(item.asname.name), None)}), st, item
+                )
         out = self.body(stmt.body, st)
         self.grad_disabled, self.autocast = saved_grad, saved_autocast
         return out
@@ -1037,7 +1317,9 @@ class _Analyzer:
             if handler.type is not None:
                 self.eval(handler.type, h)
             if handler.name is not None:
-                self.store(handler.name.name, frozenset({self.fresh(handler, "exc", "an exception", False)}), h, handler)
+                self.store(
+                    handler.name.name, frozenset({self.fresh(handler, "exc", "an exception", False)}), h, handler
+                )
             outs.append(self.body(handler.body, h))
         out = join(outs)
         if stmt.finalbody is not None:
@@ -1106,7 +1388,12 @@ class _Analyzer:
         elif isinstance(target, cst.Subscript):
             self.subscript_store(target, values, st, stmt)
         elif isinstance(target, cst.StarredElement):
-            self.store(target.value, frozenset({self.container(target, "star", [values], "a starred list", False, False)}), st, stmt)
+            self.store(
+                target.value,
+                frozenset({self.container(target, "star", [values], "a starred list", False, False)}),
+                st,
+                stmt,
+            )
 
     def unpack(self, target: cst.Tuple | cst.List, values: frozenset[Value], st: State, stmt: cst.CSTNode) -> None:
         starred = any(isinstance(e, cst.StarredElement) for e in target.elements)
@@ -1116,18 +1403,30 @@ class _Analyzer:
                 if not starred and v.elements is not None and len(v.elements) == len(target.elements):
                     parts |= v.elements[i]
                 elif v.tuple_kind in ("fresh", "call") and v.kind is Kind.FRESH:
-                    parts.add(self.fresh(element, "unpack-fresh", code_text(element.value),
-                                         True if v.tuple_kind == "fresh" else None))
+                    parts.add(
+                        self.fresh(
+                            element, "unpack-fresh", code_text(element.value), True if v.tuple_kind == "fresh" else None
+                        )
+                    )
                 else:
                     part = self.element_of(element, "unpack", frozenset({v}), code_text(element.value))
                     parts.add(part)
-                    if v.tuple_kind == "views" and v.node is not None and not self.grad_disabled and v.bases \
-                            and not self.grad_free(frozenset(v.bases)):
+                    if (
+                        v.tuple_kind == "views"
+                        and v.node is not None
+                        and not self.grad_disabled
+                        and v.bases
+                        and not self.grad_free(frozenset(v.bases))
+                    ):
                         # One of several views (``a, b = x.chunk(2)``): PyTorch refuses to write it
                         # in place when it requires grad.
                         call = v.node
-                        st.add_saved((part,), self.save_event(call, lambda call=call: short_code(call, 40), "multiview"))
-            self.store(element.value if not isinstance(element, cst.StarredElement) else element, frozenset(parts), st, stmt)
+                        st.add_saved(
+                            (part,), self.save_event(call, lambda call=call: short_code(call, 40), "multiview")
+                        )
+            self.store(
+                element.value if not isinstance(element, cst.StarredElement) else element, frozenset(parts), st, stmt
+            )
 
     def escape(self, values: Iterable[Value], node: cst.CSTNode, where: str, st: State) -> None:
         st.add_escaped(values, self.escape_event(node, where))
@@ -1141,9 +1440,18 @@ class _Analyzer:
             self.result.sites[key] = site
         return site
 
-    def write(self, site: Site, st: State, targets: frozenset[Value], root: str | None, *, rebinds: bool,
-              saves_output: SaveEvent | None = None, tensor_proof: bool = False,
-              inputs: Iterable[frozenset[Value]] = ()) -> Value:
+    def write(
+        self,
+        site: Site,
+        st: State,
+        targets: frozenset[Value],
+        root: str | None,
+        *,
+        rebinds: bool,
+        saves_output: SaveEvent | None = None,
+        tensor_proof: bool = False,
+        inputs: Iterable[frozenset[Value]] = (),
+    ) -> Value:
         """Record an in-place write of ``targets`` at ``site``; return the value after it."""
         site.root = root
         site.targets |= set(targets)
@@ -1178,19 +1486,33 @@ class _Analyzer:
                         if note is not None:
                             site.storage.setdefault(event, note)
                 if event.what == "leaf":
-                    site.add_reason("P5", "rebinding the name would leave the leaf itself (which an optimizer may hold) "
-                                          "unchanged: write it under `torch.no_grad()`, or compute a new tensor from it", event.node)
+                    site.add_reason(
+                        "P5",
+                        "rebinding the name would leave the leaf itself (which an optimizer may hold) "
+                        "unchanged: write it under `torch.no_grad()`, or compute a new tensor from it",
+                        event.node,
+                    )
         # A stable order, the written name's own argument first: the report names the argument
         # that the written name holds, not another one a summary may alias with it.
         own = f"`{root}`" if root else None
-        for v in sorted(group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label)):
+        for v in sorted(
+            group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label)
+        ):
             if v.kind is Kind.PARAM and v.tensor is not False:
-                site.add_reason("P3", f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing",
-                                v.node, shared[v])
+                site.add_reason(
+                    "P3",
+                    f"{v.label} (line @LINE) is not rebound before this write: the caller's tensor would stop changing",
+                    v.node,
+                    shared[v],
+                )
             elif v.kind is Kind.EXTERNAL:
                 site.add_reason("P5", f"it writes {v.external}: rewriting would stop updating it", None, shared[v])
             elif v.data_alias:
-                site.add_reason("P5", "it writes through `.data` (line @LINE), which autograd does not track: rewriting would stop updating the original tensor", v.node)
+                site.add_reason(
+                    "P5",
+                    "it writes through `.data` (line @LINE), which autograd does not track: rewriting would stop updating the original tensor",
+                    v.node,
+                )
                 if not self.grad_disabled and v.node is not None and v in targets and self._computed(v):
                     # In differentiable code the gradient silently ignores such a write into a
                     # computed tensor, whatever was saved: a finding of its own. (Writing a
@@ -1199,10 +1521,17 @@ class _Analyzer:
                     site.evidence.setdefault(self.save_event(v.node, "`.data`", "data"), v)
         for v in group:
             for event in st.escaped.get(v, ()):
-                site.add_reason("P2", f"{v.label} was {event.where} (line @LINE): rewriting would stop updating that copy",
-                                event.node, shared[v])
+                site.add_reason(
+                    "P2",
+                    f"{v.label} was {event.where} (line @LINE): rewriting would stop updating that copy",
+                    event.node,
+                    shared[v],
+                )
         if self.grad_disabled:
-            site.add_reason("P4", "autograd is disabled here (no_grad, inference_mode or set_grad_enabled(False)), so the update looks intentional")
+            site.add_reason(
+                "P4",
+                "autograd is disabled here (no_grad, inference_mode or set_grad_enabled(False)), so the update looks intentional",
+            )
         # Later reads of anything sharing this memory would see another value after a rewrite.
         st.add_stale(group, site)
         label = f"`{root}`" if root else (code_text(site.receiver) if site.receiver is not None else "the tensor")
@@ -1229,7 +1558,9 @@ class _Analyzer:
             if v in seen:
                 continue
             seen.add(v)
-            if (v.kind is Kind.ALIAS and v.view and not v.possible) or (v.kind is Kind.MUTATED and not self.rewritten(v.site)):
+            if (v.kind is Kind.ALIAS and v.view and not v.possible) or (
+                v.kind is Kind.MUTATED and not self.rewritten(v.site)
+            ):
                 stack.extend(b for b in v.bases if b.kind is not Kind.CONTAINER)
         return seen
 
@@ -1246,7 +1577,9 @@ class _Analyzer:
         common = [c for c in mine & up if c is not saved]
         if not common:
             return None
-        named = sorted(((self._names_of(c, st), c) for c in common), key=lambda nc: (not nc[0], nc[1].kind.value, nc[1].label))
+        named = sorted(
+            ((self._names_of(c, st), c) for c in common), key=lambda nc: (not nc[0], nc[1].kind.value, nc[1].label)
+        )
         names, base = named[0]
         return (saved, self._names_of(saved, st), base, names)
 
@@ -1280,7 +1613,12 @@ class _Analyzer:
         symbol, inplace_name = AUG_OPS.get(type(node.operator), (None, None))
         if symbol is None:  # @=: torch.Tensor has no __imatmul__, so Python already rebinds
             values = self.eval(target, st)
-            self.store(target, frozenset({self.fresh(node, "matmul", code_text(target), self.is_tensor(values) or None)}), st, node)
+            self.store(
+                target,
+                frozenset({self.fresh(node, "matmul", code_text(target), self.is_tensor(values) or None)}),
+                st,
+                node,
+            )
             return
         display = code_text(node)
         if isinstance(target, cst.Name):
@@ -1307,10 +1645,24 @@ class _Analyzer:
                     st.bind(name, frozenset({result}))
                 return
             site = self.site(SiteKind.AUG, node, target, f"{symbol}=", method=inplace_name)
-            self.op_saves(node, display, st, torch_api.method_spec(inplace_name), [values, rhs], inplace=not self.out_of_place(site))
+            self.op_saves(
+                node,
+                display,
+                st,
+                torch_api.method_spec(inplace_name),
+                [values, rhs],
+                inplace=not self.out_of_place(site),
+            )
             site.nonlocal_target = not local
-            self.write(site, st, values, name if local else None, rebinds=local,
-                       saves_output=self.inplace_output(node, display, inplace_name), inputs=(rhs,))
+            self.write(
+                site,
+                st,
+                values,
+                name if local else None,
+                rebinds=local,
+                saves_output=self.inplace_output(node, display, inplace_name),
+                inputs=(rhs,),
+            )
         elif isinstance(target, cst.Subscript):
             self.index_write(node, target, st, f"[...] {symbol}=", inputs=(rhs,))
         elif isinstance(target, cst.Attribute):
@@ -1333,8 +1685,15 @@ class _Analyzer:
             return
         self.index_write(stmt, target, st, "[...] =", base_values=base_values, inputs=(values,))
 
-    def index_write(self, node: cst.CSTNode, target: cst.Subscript, st: State, op: str,
-                    base_values: frozenset[Value] | None = None, inputs: Iterable[frozenset[Value]] = ()) -> None:
+    def index_write(
+        self,
+        node: cst.CSTNode,
+        target: cst.Subscript,
+        st: State,
+        op: str,
+        base_values: frozenset[Value] | None = None,
+        inputs: Iterable[frozenset[Value]] = (),
+    ) -> None:
         if base_values is None:
             base_values = self.eval(target.value, st)
         for element in target.slice:
@@ -1348,8 +1707,15 @@ class _Analyzer:
                     site = self.site(SiteKind.AUG, node, target, f"{symbol}=", method=inplace_name)
                     site.nonlocal_target = True
                     site.container_entry = True
-                    self.write(site, st, element, None, rebinds=False, inputs=inputs,
-                               saves_output=self.inplace_output(node, code_text(node), inplace_name))
+                    self.write(
+                        site,
+                        st,
+                        element,
+                        None,
+                        rebinds=False,
+                        inputs=inputs,
+                        saves_output=self.inplace_output(node, code_text(node), inplace_name),
+                    )
             return
         root, root_values = self.root_of(target.value, st)
         site = self.site(SiteKind.INDEX, node, target, op)
@@ -1370,16 +1736,26 @@ class _Analyzer:
             elif (
                 isinstance(expr, cst.Call)
                 and isinstance(expr.func, cst.Attribute)
-                and (torch_api.method_returns_alias(expr.func.attr.value) or torch_api.is_inplace_method(expr.func.attr.value))
+                and (
+                    torch_api.method_returns_alias(expr.func.attr.value)
+                    or torch_api.is_inplace_method(expr.func.attr.value)
+                )
             ):
                 expr = expr.func.value  # views and in-place calls (which return self)
             else:
                 return None, frozenset()
 
     # ================================================================ saving
-    def op_saves(self, node: cst.CSTNode, display: Text, st: State, spec: torch_api.OpSpec | None,
-                 positional: list[frozenset[Value]], keywords: dict[str, frozenset[Value]] | None = None,
-                 inplace: bool = False) -> bool:
+    def op_saves(
+        self,
+        node: cst.CSTNode,
+        display: Text,
+        st: State,
+        spec: torch_api.OpSpec | None,
+        positional: list[frozenset[Value]],
+        keywords: dict[str, frozenset[Value]] | None = None,
+        inplace: bool = False,
+    ) -> bool:
         """Record which argument values the op saves for backward; return whether it saves its output.
 
         For a method, ``positional[0]`` is ``self``. An in-place op saves a clone of the original
@@ -1471,7 +1847,9 @@ class _Analyzer:
         if attr in torch_api.NON_TENSOR_ATTRIBUTES:
             return frozenset({self.fresh(expr, "attr", label, False, True)})
         if attr == "grad":
-            return frozenset({self.external(f"grad:{id(expr)}", code_text(expr, "the gradient `{}`"), expr, tensor=True)})
+            return frozenset(
+                {self.external(f"grad:{id(expr)}", code_text(expr, "the gradient `{}`"), expr, tensor=True)}
+            )
         if attr in torch_api.ALIAS_ATTRIBUTES and self.is_tensor(base) is not False:
             v = self.alias(expr, "attr", base, label, tensor=True)
             if attr == "data":
@@ -1487,7 +1865,11 @@ class _Analyzer:
             advanced |= self._eval_slice(element, st)
         label = code_text(expr)
         idx = _int_index(expr)
-        if idx is not None and base and all(v.elements is not None and -len(v.elements) <= idx < len(v.elements) for v in base):
+        if (
+            idx is not None
+            and base
+            and all(v.elements is not None and -len(v.elements) <= idx < len(v.elements) for v in base)
+        ):
             return frozenset().union(*(v.elements[idx] for v in base))  # type: ignore[index]
         if self.is_tensor(base):
             if advanced:
@@ -1527,8 +1909,12 @@ class _Analyzer:
             if isinstance(element, cst.DictElement):
                 self.eval(element.key, st)
             elements.append(self.eval(element.value, st))
-        positional = isinstance(expr, (cst.Tuple, cst.List)) and not any(isinstance(e, cst.StarredElement) for e in expr.elements)
-        return frozenset({self.container(expr, "display", elements, code_text(expr), isinstance(expr, cst.Tuple), positional)})
+        positional = isinstance(expr, (cst.Tuple, cst.List)) and not any(
+            isinstance(e, cst.StarredElement) for e in expr.elements
+        )
+        return frozenset(
+            {self.container(expr, "display", elements, code_text(expr), isinstance(expr, cst.Tuple), positional)}
+        )
 
     def _eval_comprehension(self, expr, st, role) -> frozenset[Value]:
         inner = st.copy()
@@ -1546,7 +1932,12 @@ class _Analyzer:
             values = self.eval(expr.value, inner)
         else:
             values = self.eval(expr.elt, inner)
-        st.saved, st.escaped, st.stale, st.pinned = inner.saved, inner.escaped, inner.stale, inner.pinned  # effects flow back
+        st.saved, st.escaped, st.stale, st.pinned = (
+            inner.saved,
+            inner.escaped,
+            inner.stale,
+            inner.pinned,
+        )  # effects flow back
         st.pinned_stale = inner.pinned_stale
         return frozenset({self.container(expr, "comp", [values], code_text(expr), False, False)})
 
@@ -1566,7 +1957,9 @@ class _Analyzer:
         if op is not None:
             out = self.op_saves(expr, label, st, torch_api.method_spec(op), [left, right])
         result = self.fresh(expr, "bin", label, tensor, st=st)
-        result.operands = (left, right) if result.operands is None else (result.operands[0] | left, result.operands[1] | right)
+        result.operands = (
+            (left, right) if result.operands is None else (result.operands[0] | left, result.operands[1] | right)
+        )
         self.set_grad(result, self.grad_free(left, right))
         if any(v.low_precision for v in left | right):
             result.low_precision = True
@@ -1671,8 +2064,16 @@ class _Analyzer:
                 return self.opaque_call(call, args, st, may_alias=False)
         return self.opaque_call(call, args, st)
 
-    def user_call(self, call: cst.Call, target: FunctionInfo | None, args, st: State, name: str,
-                  summary: Summary | None = None, possible: bool = False) -> frozenset[Value]:
+    def user_call(
+        self,
+        call: cst.Call,
+        target: FunctionInfo | None,
+        args,
+        st: State,
+        name: str,
+        summary: Summary | None = None,
+        possible: bool = False,
+    ) -> frozenset[Value]:
         """A call of a function of this module (``target``), or of another file of the run
         (``summary`` from the whole-program phase): use its summary instead of assuming the worst.
         With ``possible``, the summary's aliases are only possible ones (a module's ``forward`` of
@@ -1728,9 +2129,16 @@ class _Analyzer:
                 pos += 1
         return out
 
-    def opaque_call(self, call: cst.Call, args, st: State, tensor: bool | None = None,
-                    display: Text | None = None, receiver: frozenset[Value] = frozenset(),
-                    may_alias: bool = True) -> frozenset[Value]:
+    def opaque_call(
+        self,
+        call: cst.Call,
+        args,
+        st: State,
+        tensor: bool | None = None,
+        display: Text | None = None,
+        receiver: frozenset[Value] = frozenset(),
+        may_alias: bool = True,
+    ) -> frozenset[Value]:
         """A call we know nothing about: it may save any tensor it is given, and (``may_alias``:
         no summary and nothing in the table says otherwise) return one of them or a view of it."""
         display = display or (lambda: call_display(call))
@@ -1749,8 +2157,9 @@ class _Analyzer:
         result.tuple_kind = "call"
         return frozenset({result})
 
-    def possible_alias(self, call: cst.Call, bases: set[Value], label: Text, tensor: bool | None, st: State,
-                       where: str | None = None) -> Value:
+    def possible_alias(
+        self, call: cst.Call, bases: set[Value], label: Text, tensor: bool | None, st: State, where: str | None = None
+    ) -> Value:
         """The result of ``call``, which may be one of ``bases`` or a view of one (``where``: the
         summary that cannot rule it out; None: there is no summary)."""
         key = (id(call), "call-alias")
@@ -1790,8 +2199,18 @@ class _Analyzer:
             return frozenset({self.fresh(call, "np", code_text(call), False, module.startswith("math"))})
         if module == "torch.nn.init":
             if name.endswith("_") and args and args[0][0] == 0:
-                self.inplace_call(call, SiteKind.FUNCTION, args[0][2].value, args[0][1], f"torch.nn.init.{name}", name, st,
-                                  role, out_saved=False, category="init")
+                self.inplace_call(
+                    call,
+                    SiteKind.FUNCTION,
+                    args[0][2].value,
+                    args[0][1],
+                    f"torch.nn.init.{name}",
+                    name,
+                    st,
+                    role,
+                    out_saved=False,
+                    category="init",
+                )
             return frozenset({self.fresh(call, "init", qual, True)})
         if module == "torch.nn" and name[:1].isupper():
             return frozenset({self.fresh(call, "module", code_text(call), False)})
@@ -1845,8 +2264,12 @@ class _Analyzer:
         spec = torch_api.function_spec(qual)
         positional, keywords = self.split_args(args)
         if name.endswith("_") and name in torch_api.table()["inplace_functions"] and first_expr is not None:
-            out_saved = self.op_saves(call, display, st, torch_api.method_spec(name), positional, keywords, inplace=True)
-            return self.inplace_call(call, SiteKind.FUNCTION, first_expr, first, f"torch.{name}", name, st, role, out_saved)
+            out_saved = self.op_saves(
+                call, display, st, torch_api.method_spec(name), positional, keywords, inplace=True
+            )
+            return self.inplace_call(
+                call, SiteKind.FUNCTION, first_expr, first, f"torch.{name}", name, st, role, out_saved
+            )
         out_saved = self.op_saves(call, display, st, spec, positional, keywords)
         if name in torch_api.TUPLE_FRESH_FUNCTIONS:
             result = self.fresh(call, "torch", label, False, st=st)
@@ -1867,24 +2290,47 @@ class _Analyzer:
             self.write(site, st, values if root is None else root_values, root, rebinds=True)
         return frozenset({result})
 
-    def inplace_call(self, call: cst.Call, kind: SiteKind, arg_expr: cst.BaseExpression, arg_values: frozenset[Value],
-                     op: str, method: str, st: State, role, out_saved: bool, category: str = "inplace",
-                     module_attr: str | None = None) -> Value:
+    def inplace_call(
+        self,
+        call: cst.Call,
+        kind: SiteKind,
+        arg_expr: cst.BaseExpression,
+        arg_values: frozenset[Value],
+        op: str,
+        method: str,
+        st: State,
+        role,
+        out_saved: bool,
+        category: str = "inplace",
+        module_attr: str | None = None,
+    ) -> Value:
         """A call that writes its (first) argument: torch.relu_(x), F.relu(x, inplace=True),
         nn.init.zeros_(w), self.act(x) with an in-place activation module."""
         root, root_values = self.root_of(arg_expr, st)
         is_name = isinstance(arg_expr, cst.Name) and root is not None
-        site = self.site(kind, call, arg_expr, op, method=method, statement_role=role, module_attr=module_attr, category=category)
+        site = self.site(
+            kind, call, arg_expr, op, method=method, statement_role=role, module_attr=module_attr, category=category
+        )
         if method in torch_api.RNG_INPLACE:
             site.category = "rng"
         # A plain temporary (F.relu(self.bn(x), inplace=True)) is fine to name "none"; a write
         # into self.x[...] or a global is not ours to change.
-        site.nonlocal_target = root is None and isinstance(arg_expr, (cst.Name, cst.Attribute, cst.Subscript)) and not self._is_temporary(arg_values)
+        site.nonlocal_target = (
+            root is None
+            and isinstance(arg_expr, (cst.Name, cst.Attribute, cst.Subscript))
+            and not self._is_temporary(arg_values)
+        )
         targets = root_values if is_name else arg_values
         display = lambda: call_display(call)  # noqa: E731
-        return self.write(site, st, targets, root if is_name else None, rebinds=is_name and kind is not SiteKind.MODULE,
-                          saves_output=self.save_event(call, display, "output") if out_saved else None,
-                          tensor_proof=category == "inplace")
+        return self.write(
+            site,
+            st,
+            targets,
+            root if is_name else None,
+            rebinds=is_name and kind is not SiteKind.MODULE,
+            saves_output=self.save_event(call, display, "output") if out_saved else None,
+            tensor_proof=category == "inplace",
+        )
 
     def _is_temporary(self, values: frozenset[Value]) -> bool:
         return bool(values) and all(v.kind is Kind.FRESH for v in values)
@@ -1909,7 +2355,9 @@ class _Analyzer:
             aten = {"relu6": "hardtanh"}.get(name, name)
             ispec = torch_api.method_spec(f"{aten}_")
             out_saved = self.op_saves(call, display, st, ispec or spec, positional, keywords, inplace=True)
-            after = self.inplace_call(call, SiteKind.ACTIVATION, first_expr, first, f"F.{name}(..., inplace=True)", name, st, role, out_saved)
+            after = self.inplace_call(
+                call, SiteKind.ACTIVATION, first_expr, first, f"F.{name}(..., inplace=True)", name, st, role, out_saved
+            )
             return frozenset({after})
         out_saved = self.op_saves(call, display, st, spec, positional, keywords)
         label = fmt_text("the result of `{}`", display)
@@ -1986,11 +2434,23 @@ class _Analyzer:
             for spec, ctor in zip(specs, info.values):
                 if ctor.writes_input and spec.functional is not None:
                     aten = {"relu6": "hardtanh"}.get(spec.functional, spec.functional)
-                    ispec = torch_api.method_spec(f"{aten}_") or torch_api.function_spec(f"torch.nn.functional.{spec.functional}")
+                    ispec = torch_api.method_spec(f"{aten}_") or torch_api.function_spec(
+                        f"torch.nn.functional.{spec.functional}"
+                    )
                     out_saved |= self.op_saves(call, display, st, ispec, [first], inplace=True)
             cls_name = (inplace[0].qualname or "").rsplit(".", 1)[-1]
-            after = self.inplace_call(call, SiteKind.MODULE, first_expr, first, f"`{display}` ({cls_name} with inplace=True)",
-                                      cls_name, st, role, out_saved, module_attr=attr)
+            after = self.inplace_call(
+                call,
+                SiteKind.MODULE,
+                first_expr,
+                first,
+                f"`{display}` ({cls_name} with inplace=True)",
+                cls_name,
+                st,
+                role,
+                out_saved,
+                module_attr=attr,
+            )
         # The constructors built without inplace=True (``nn.ReLU(inplace=True) if a else nn.Softplus()``)
         out_saved = False
         for spec, ctor in zip(specs, info.values):
@@ -2018,8 +2478,12 @@ class _Analyzer:
         saves its indices because its weight requires grad)."""
         if spec is None:
             return {}
-        weight = self._new(("module-weight",), lambda: Value(Kind.EXTERNAL, None, "the module's parameters", tensor=True,
-                                                            external="the module's parameters"))
+        weight = self._new(
+            ("module-weight",),
+            lambda: Value(
+                Kind.EXTERNAL, None, "the module's parameters", tensor=True, external="the module's parameters"
+            ),
+        )
         names = {n for o in spec.overloads for n in (*o.args, *o.kw)}
         return {n: frozenset({weight}) for n in ("weight", "bias") if n in names}
 
@@ -2085,7 +2549,9 @@ class _Analyzer:
                 for v in receiver:
                     v.likely = True
             return self.tensor_method(call, func, name, receiver, args, st, role, display)
-        tensor = False if receiver and all(v.tensor is False and v.kind is not Kind.CONTAINER for v in receiver) else None
+        tensor = (
+            False if receiver and all(v.tensor is False and v.kind is not Kind.CONTAINER for v in receiver) else None
+        )
         return self.opaque_call(call, args, st, tensor=tensor, display=display, receiver=receiver)
 
     def tensor_method(self, call, func, name, receiver, args, st, role, display) -> frozenset[Value]:
@@ -2121,7 +2587,9 @@ class _Analyzer:
             low = None
             if name in ("half", "bfloat16") or (name == "to" and _casts_to(call, self.imports, _LOW_PRECISION)):
                 low = True
-            elif name in ("float", "double", "int", "long", "short", "bool", "byte", "char") or (name == "to" and _casts_to(call, self.imports, None)):
+            elif name in ("float", "double", "int", "long", "short", "bool", "byte", "char") or (
+                name == "to" and _casts_to(call, self.imports, None)
+            ):
                 low = False
             result = self.alias(call, "view", receiver, label, tensor, low_precision=low, st=st)
             result.view = True
@@ -2140,7 +2608,9 @@ class _Analyzer:
         spec = torch_api.method_spec(name)
         positional, keywords = self.split_args(args)
         site = self.site(SiteKind.METHOD, call, func.value, name, method=name, statement_role=role)
-        out_saved = self.op_saves(call, display, st, spec, [receiver, *positional], keywords, inplace=not self.out_of_place(site))
+        out_saved = self.op_saves(
+            call, display, st, spec, [receiver, *positional], keywords, inplace=not self.out_of_place(site)
+        )
         root, root_values = self.root_of(func.value, st)
         is_name = isinstance(func.value, cst.Name) and root is not None
         if name in torch_api.RNG_INPLACE:
@@ -2148,9 +2618,16 @@ class _Analyzer:
         elif name in torch_api.DTYPE_CHANGING_INPLACE:
             site.category = "dtype"
         site.nonlocal_target = root is None and not self._is_temporary(receiver)
-        after = self.write(site, st, root_values if is_name else receiver, root, rebinds=root is not None,
-                           saves_output=self.save_event(call, display, "output") if out_saved else None, tensor_proof=True,
-                           inputs=[*positional, *keywords.values()])
+        after = self.write(
+            site,
+            st,
+            root_values if is_name else receiver,
+            root,
+            rebinds=root is not None,
+            saves_output=self.save_event(call, display, "output") if out_saved else None,
+            tensor_proof=True,
+            inputs=[*positional, *keywords.values()],
+        )
         return frozenset({after})
 
 
@@ -2161,7 +2638,17 @@ def _casts_to(call: cst.Call, imports, dtypes: set[str] | None) -> bool:
         if qual is None or not qual.startswith("torch."):
             continue
         if dtypes is None:
-            if qual.rsplit(".", 1)[-1] in ("float32", "float", "float64", "double", "int64", "long", "int32", "int", "bool"):
+            if qual.rsplit(".", 1)[-1] in (
+                "float32",
+                "float",
+                "float64",
+                "double",
+                "int64",
+                "long",
+                "int32",
+                "int",
+                "bool",
+            ):
                 return True
         elif qual in dtypes:
             return True
@@ -2276,8 +2763,9 @@ _EVAL = {
 }
 
 
-def analyze_function(fn: FunctionInfo, index: ModuleIndex, decisions: Mapping[tuple, str | None],
-                     summaries: Summaries | None = None) -> FunctionAnalysis:
+def analyze_function(
+    fn: FunctionInfo, index: ModuleIndex, decisions: Mapping[tuple, str | None], summaries: Summaries | None = None
+) -> FunctionAnalysis:
     """Analyse ``fn``; ``decisions`` maps site keys to the chosen rewrite form (None: not rewritten)."""
     outer, Value._serial = Value._serial, itertools.count()  # each analysis numbers its values from 0
     try:

@@ -13,20 +13,50 @@ from ...analysis.syntax import children
 # ``x = x op y`` (aug), the out-of-place method or function (method, function; ``-dtype``: cast
 # back to the low-precision dtype), a clone first (clone, clone-into), a new name (rename, rebind),
 # the write removed (drop), ``out=`` removed (out), or rewritten with the head of its chain (chain).
-Form = Literal["aug", "aug-dtype", "method", "method-dtype", "function", "clone", "clone-into", "rename", "rebind",
-               "drop", "out", "chain"]
+Form = Literal[
+    "aug",
+    "aug-dtype",
+    "method",
+    "method-dtype",
+    "function",
+    "clone",
+    "clone-into",
+    "rename",
+    "rebind",
+    "drop",
+    "out",
+    "chain",
+]
 
 # Operator precedence, lowest to highest (Python reference, "Operator precedence").
 _BINARY_PRECEDENCE = {
-    cst.BitOr: 6, cst.BitXor: 7, cst.BitAnd: 8, cst.LeftShift: 9, cst.RightShift: 9,
-    cst.Add: 10, cst.Subtract: 10, cst.Multiply: 11, cst.Divide: 11, cst.FloorDivide: 11,
-    cst.Modulo: 11, cst.MatrixMultiply: 11, cst.Power: 13,
+    cst.BitOr: 6,
+    cst.BitXor: 7,
+    cst.BitAnd: 8,
+    cst.LeftShift: 9,
+    cst.RightShift: 9,
+    cst.Add: 10,
+    cst.Subtract: 10,
+    cst.Multiply: 11,
+    cst.Divide: 11,
+    cst.FloorDivide: 11,
+    cst.Modulo: 11,
+    cst.MatrixMultiply: 11,
+    cst.Power: 13,
 }
 AUG_TO_BINARY = {
-    cst.AddAssign: cst.Add, cst.SubtractAssign: cst.Subtract, cst.MultiplyAssign: cst.Multiply,
-    cst.DivideAssign: cst.Divide, cst.FloorDivideAssign: cst.FloorDivide, cst.ModuloAssign: cst.Modulo,
-    cst.PowerAssign: cst.Power, cst.BitAndAssign: cst.BitAnd, cst.BitOrAssign: cst.BitOr,
-    cst.BitXorAssign: cst.BitXor, cst.LeftShiftAssign: cst.LeftShift, cst.RightShiftAssign: cst.RightShift,
+    cst.AddAssign: cst.Add,
+    cst.SubtractAssign: cst.Subtract,
+    cst.MultiplyAssign: cst.Multiply,
+    cst.DivideAssign: cst.Divide,
+    cst.FloorDivideAssign: cst.FloorDivide,
+    cst.ModuloAssign: cst.Modulo,
+    cst.PowerAssign: cst.Power,
+    cst.BitAndAssign: cst.BitAnd,
+    cst.BitOrAssign: cst.BitOr,
+    cst.BitXorAssign: cst.BitXor,
+    cst.LeftShiftAssign: cst.LeftShift,
+    cst.RightShiftAssign: cst.RightShift,
 }
 
 
@@ -128,7 +158,9 @@ def out_of_place_chain(call: cst.Call) -> cst.Call:
         if isinstance(node, cst.Call) and any(node is c for c in chain):
             func = node.func
             return node.with_changes(
-                func=func.with_changes(value=rebuild(func.value), attr=func.attr.with_changes(value=twins[func.attr.value]))
+                func=func.with_changes(
+                    value=rebuild(func.value), attr=func.attr.with_changes(value=twins[func.attr.value])
+                )
             )
         return node
 
@@ -163,7 +195,9 @@ def without_arg(call: cst.Call, keyword: str | None, position: int | None) -> cs
         return call
     removed = args.pop(index)
     if index == len(args) and args:
-        args[-1] = args[-1].with_changes(comma=removed.comma if _is_trailing_comma(removed) else cst.MaybeSentinel.DEFAULT)
+        args[-1] = args[-1].with_changes(
+            comma=removed.comma if _is_trailing_comma(removed) else cst.MaybeSentinel.DEFAULT
+        )
     return call.with_changes(args=args)
 
 

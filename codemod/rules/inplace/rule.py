@@ -23,13 +23,25 @@ from ...findings import Finding, NodeEdit, Related, StatementEdit
 from ..base import Rule, RuleOptions
 from . import edits as rw
 from .analysis import (
-    POSSIBLE_ALIAS, FunctionAnalysis, Kind, Site, SiteKind, Summaries, analyze_function, grad_disabled_for,
+    POSSIBLE_ALIAS,
+    FunctionAnalysis,
+    Kind,
+    Site,
+    SiteKind,
+    Summaries,
+    analyze_function,
+    grad_disabled_for,
 )
 from .codes import CODES, FAMILY
 
 _CODE_BY_KIND = {
-    SiteKind.AUG: "IP101", SiteKind.INDEX: "IP103", SiteKind.METHOD: "IP102", SiteKind.FUNCTION: "IP104",
-    SiteKind.ACTIVATION: "IP104", SiteKind.MODULE: "IP105", SiteKind.OUT: "IP106",
+    SiteKind.AUG: "IP101",
+    SiteKind.INDEX: "IP103",
+    SiteKind.METHOD: "IP102",
+    SiteKind.FUNCTION: "IP104",
+    SiteKind.ACTIVATION: "IP104",
+    SiteKind.MODULE: "IP105",
+    SiteKind.OUT: "IP106",
 }
 _CODE_BY_PROPERTY = {"P1": "IP206", "P2": "IP201", "P3": "IP202", "P4": "IP203", "P5": "IP204", "form": "IP206"}
 _MAX_SOLVE_ROUNDS = 60
@@ -55,7 +67,6 @@ class InplaceRule(Rule):
         return _Solver(ctx, options).run()
 
 
-
 class _Solver:
     def __init__(self, ctx: FileContext, options: RuleOptions) -> None:
         self.ctx = ctx
@@ -74,7 +85,9 @@ class _Solver:
 
     # ------------------------------------------------------------------ solving
     def run(self) -> list[Finding]:
-        functions = [fn for fn in self.index.functions if fn.writes_in_place or fn.self_calls & self._inplace_attrs(fn.cls)]
+        functions = [
+            fn for fn in self.index.functions if fn.writes_in_place or fn.self_calls & self._inplace_attrs(fn.cls)
+        ]
         for _ in range(3):
             for fn in functions:
                 self.solve(fn)
@@ -99,8 +112,12 @@ class _Solver:
         lines = {switch.line for switch, _, _, _ in hazards}
         nodes = {}
         for node in walk(self.ctx.module):
-            if isinstance(node, cst.Assign) and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Attribute) \
-                    and node.targets[0].target.attr.value == "inplace":
+            if (
+                isinstance(node, cst.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0].target, cst.Attribute)
+                and node.targets[0].target.attr.value == "inplace"
+            ):
                 line = self.ctx.line(node)
                 if line in lines:
                     nodes.setdefault(line, node)
@@ -111,11 +128,13 @@ class _Solver:
                 continue
             where, cls = holder.rsplit(":", 1)
             module = t.module.replace("torch.nn.", "nn.")
-            message = (f"`{short_code(node)}` over the modules of `{walked.split(' ', 1)[0]}` {walked.split(' ', 1)[1]} "
-                       f"turns `{cls}.{t.attr}` (`{module}`, {where}:{t.built_line}) in place after "
-                       f"construction: `{t.call}` ({where}:{t.line}) then overwrites `{t.written}`, which `{t.op}` saved for "
-                       f"backward as its output ({where}:{t.op_line}); not rewritten: keep this module out of the switch, "
-                       f"or pass it a copy")
+            message = (
+                f"`{short_code(node)}` over the modules of `{walked.split(' ', 1)[0]}` {walked.split(' ', 1)[1]} "
+                f"turns `{cls}.{t.attr}` (`{module}`, {where}:{t.built_line}) in place after "
+                f"construction: `{t.call}` ({where}:{t.line}) then overwrites `{t.written}`, which `{t.op}` saved for "
+                f"backward as its output ({where}:{t.op_line}); not rewritten: keep this module out of the switch, "
+                f"or pass it a copy"
+            )
             out.append(Finding("IP105", message, node))
         return out
 
@@ -188,7 +207,9 @@ class _Solver:
                     decisions[key] = "chain"
                 elif form is not None and form not in ("clone",):
                     decisions[head_key] = None
-                    self.plans[head_key] = _Plan(None, [("form", lambda: "an earlier in-place call of the same chain cannot be rewritten")])
+                    self.plans[head_key] = _Plan(
+                        None, [("form", lambda: "an earlier in-place call of the same chain cannot be rewritten")]
+                    )
         for key, form in self.forced.items():
             if key in decisions:
                 decisions[key] = form
@@ -251,24 +272,43 @@ class _Solver:
             if context is None:
                 into.append((r.prop, lambda r=r: self._reason_text(r.text, r.node, r.via)))
             elif context[0] != "fresh":  # every caller passes a value it never reads again: no obstacle
-                into.append(("P3", lambda text=context[1], r=r: text + (self._reason_text(POSSIBLE_ALIAS, None, r.via)
-                                                                       if r.via is not None else "")))
+                into.append(
+                    (
+                        "P3",
+                        lambda text=context[1], r=r: (
+                            text + (self._reason_text(POSSIBLE_ALIAS, None, r.via) if r.via is not None else "")
+                        ),
+                    )
+                )
         if site.tensor_unknown:
             # P1: whatever saved it, a value not proven to be a tensor may be a number, a numpy
             # array or a dict, where the rewrite would change behaviour or crash.
             name = site.root or (short_code(site.receiver) if site.receiver is not None else "the target")
             reasons.append(("P1", lambda: f"could not tell that `{name}` is a tensor"))
         if site.category == "rng":
-            reasons.append(("form", lambda: f"`{site.method}` is a random fill: rewriting it would change the random stream"))
+            reasons.append(
+                ("form", lambda: f"`{site.method}` is a random fill: rewriting it would change the random stream")
+            )
         elif site.category == "init":
             reasons.append(("form", lambda: "initialisation functions write on purpose and are never rewritten"))
         elif site.category == "dtype":
-            reasons.append(("form", lambda: f"`{site.method}` keeps the tensor's dtype while its out-of-place form returns bool"))
+            reasons.append(
+                ("form", lambda: f"`{site.method}` keeps the tensor's dtype while its out-of-place form returns bool")
+            )
         if site.container_entry:
-            reasons.append(("form", lambda: f"it changes an entry of `{short_code(site.receiver.value)}` in place; "
-                                            f"`{short_code(site.receiver)} = {short_code(site.receiver)} {site.op[:-1]} ...` would fix it"))
+            reasons.append(
+                (
+                    "form",
+                    lambda: (
+                        f"it changes an entry of `{short_code(site.receiver.value)}` in place; "
+                        f"`{short_code(site.receiver)} = {short_code(site.receiver)} {site.op[:-1]} ...` would fix it"
+                    ),
+                )
+            )
         elif site.nonlocal_target and not any(p in ("P5", "P3", "P2") for p, _ in reasons):
-            reasons.append(("P5", lambda: f"it writes `{short_code(site.receiver)}`, which is not a local tensor of this function"))
+            reasons.append(
+                ("P5", lambda: f"it writes `{short_code(site.receiver)}`, which is not a local tensor of this function")
+            )
         form = self.form_for(site, current)
         if form is None:
             reasons.append(("form", lambda: self._form_problem(site)))
@@ -381,8 +421,10 @@ class _Solver:
         if site.statement is None:
             return "it is part of a compound statement's header, where no statement can be inserted"
         if site.kind is SiteKind.METHOD and site.root is not None and self._root_read_elsewhere(site):
-            return (f"`{site.root}` is also read elsewhere in this statement, so a copy made before it would be "
-                    "overwritten as well; split the statement first")
+            return (
+                f"`{site.root}` is also read elsewhere in this statement, so a copy made before it would be "
+                "overwritten as well; split the statement first"
+            )
         if site.kind is SiteKind.OUT:
             return "`out=` into something other than a local name, or inside a larger expression"
         return "the written tensor is not a local name of this function"
@@ -390,7 +432,17 @@ class _Solver:
     def conflict_reason(self, site: Site, form: rw.Form | None) -> tuple[str, Callable[[], str], bool] | None:
         """A later read that would see a different value after the rewrite (P2), if any, and
         whether every such read only may share the storage (through a call without a summary)."""
-        rebinding = form in ("aug", "aug-dtype", "method", "method-dtype", "function", "rebind", "clone", "clone-into", "out")
+        rebinding = form in (
+            "aug",
+            "aug-dtype",
+            "method",
+            "method-dtype",
+            "function",
+            "rebind",
+            "clone",
+            "clone-into",
+            "out",
+        )
         relevant = [(node, name) for node, name in site.conflicts.items() if not (rebinding and name == site.root)]
         if not relevant:
             return None
@@ -398,8 +450,14 @@ class _Solver:
         def text() -> str:
             # A read that surely shares the storage first; one that does only if a call without a
             # summary returns an alias, when there is no other.
-            node, name = min(relevant, key=lambda item: (item[0] not in site.strict_reads, self._later_iteration(site, item[0]),
-                                                         self._position(item[0])))
+            node, name = min(
+                relevant,
+                key=lambda item: (
+                    item[0] not in site.strict_reads,
+                    self._later_iteration(site, item[0]),
+                    self._position(item[0]),
+                ),
+            )
             read_line = self.ctx.line(node)
             if self._later_iteration(site, node):
                 read_line = f"{read_line} (in the loop's next iteration)"
@@ -408,10 +466,12 @@ class _Solver:
             via = site.possible_reads.get(node) if node not in site.strict_reads else None
             if via is not None:
                 written = site.root or (short_code(site.receiver) if site.receiver is not None else "the tensor")
-                return (f"`{written}` may share memory with `{name}`, which is read again at line {read_line}: "
-                        f"{self._via_text(via)} may return its argument or a view of it ({self._unknown_call(via)}), "
-                        f"and then rewriting would stop updating `{name}`; `codemod verify` or `codemod locate` "
-                        f"settles it")
+                return (
+                    f"`{written}` may share memory with `{name}`, which is read again at line {read_line}: "
+                    f"{self._via_text(via)} may return its argument or a view of it ({self._unknown_call(via)}), "
+                    f"and then rewriting would stop updating `{name}`; `codemod verify` or `codemod locate` "
+                    f"settles it"
+                )
             return self._alias_text(site, name, read_line)
 
         return ("P2", text, all(node not in site.strict_reads for node, _ in relevant))
@@ -431,8 +491,10 @@ class _Solver:
         written = site.root or (short_code(site.receiver) if site.receiver is not None else "the tensor")
         link = self._alias_link(site)
         if link is not None:
-            return (f"`{written}` shares memory with `{name}` (`{short_code(link)}`, line {self.ctx.line(link)}), "
-                    f"which is read again at line {read_line}: rewriting would stop updating `{name}`")
+            return (
+                f"`{written}` shares memory with `{name}` (`{short_code(link)}`, line {self.ctx.line(link)}), "
+                f"which is read again at line {read_line}: rewriting would stop updating `{name}`"
+            )
         return f"`{written}` shares memory with `{name}`, which is read again at line {read_line}: rewriting would stop updating `{name}`"
 
     def _alias_link(self, site: Site) -> cst.BaseExpression | None:
@@ -477,9 +539,11 @@ class _Solver:
         ctor = next(c for c in self._module_constructors(site) if c.switched is switch)
         name = (ctor.qualname or "").replace("torch.nn.", "nn.")
         call = short_code(site.node)
-        message = (f"`{short_code(switch)}` turns `{site.module_attr}` (`{name}`, line {self.ctx.line(ctor.node)}) in place "
-                   f"after construction: `{call}` (line {self.ctx.line(site.node)}) then overwrites "
-                   f"{self._overwritten(site, evidence)}; not rewritten: keep this module out of the switch, or pass it a copy")
+        message = (
+            f"`{short_code(switch)}` turns `{site.module_attr}` (`{name}`, line {self.ctx.line(ctor.node)}) in place "
+            f"after construction: `{call}` (line {self.ctx.line(site.node)}) then overwrites "
+            f"{self._overwritten(site, evidence)}; not rewritten: keep this module out of the switch, or pass it a copy"
+        )
         return Finding("IP105", message, switch, [Related(site.node, f"`{call}` writes its input in place"), *related])
 
     def caller_context(self, fn: FunctionInfo, reason) -> tuple[str, str] | None:
@@ -509,12 +573,18 @@ class _Solver:
                 at = f"{display}:{call.line}"
                 if status == "saved":
                     what = f"`{use.name}`" if use.name else "the output"
-                    return ("saved", f"argument `{name}` is written in place, and the call at {at} passes {what}, which "
-                                     f"`{use.op}` saved for backward as its output ({display}:{use.line}): the hazard is in "
-                                     f"that caller")
+                    return (
+                        "saved",
+                        f"argument `{name}` is written in place, and the call at {at} passes {what}, which "
+                        f"`{use.op}` saved for backward as its output ({display}:{use.line}): the hazard is in "
+                        f"that caller",
+                    )
                 if status == "read":
-                    return ("read", f"argument `{name}` is not rebound before this write, and the caller at {at} reads "
-                                    f"`{use.name}` again at line {use.line}, which would no longer see this change")
+                    return (
+                        "read",
+                        f"argument `{name}` is not rebound before this write, and the caller at {at} reads "
+                        f"`{use.name}` again at line {use.line}, which would no longer see this change",
+                    )
                 return None  # it comes from the caller's own argument or state: not followed further
         return ("fresh", "")
 
@@ -547,13 +617,22 @@ class _Solver:
         changed = False
         for cls in self.index.classes:
             for attr in self._inplace_attrs(cls):
-                sites = [s for a in self.analyses.values() for s in a.sites.values()
-                         if s.kind is SiteKind.MODULE and s.module_attr == attr and a.fn.cls is cls]
+                sites = [
+                    s
+                    for a in self.analyses.values()
+                    for s in a.sites.values()
+                    if s.kind is SiteKind.MODULE and s.module_attr == attr and a.fn.cls is cls
+                ]
                 if not sites:
                     continue
                 escapes = self._attr_escapes(cls, attr)
-                ok = not escapes and any(self.plans[s.key].form == "drop" for s in sites) and all(
-                    self.plans[s.key].form == "drop" or (not self.plans[s.key].reasons and not s.evidence) for s in sites
+                ok = (
+                    not escapes
+                    and any(self.plans[s.key].form == "drop" for s in sites)
+                    and all(
+                        self.plans[s.key].form == "drop" or (not self.plans[s.key].reasons and not s.evidence)
+                        for s in sites
+                    )
                 )
                 for s in sites:
                     want = "drop" if ok else None
@@ -655,7 +734,12 @@ class _Solver:
                     out.append(self.switch_finding(site, switch))
                 continue
             if form is not None:
-                if site.kind is SiteKind.MODULE and not site.evidence and not self.line_confirmed(site) and self.options.mode != "all":
+                if (
+                    site.kind is SiteKind.MODULE
+                    and not site.evidence
+                    and not self.line_confirmed(site)
+                    and self.options.mode != "all"
+                ):
                     continue  # a harmless call of a module rewritten because of another call
                 out.append(self.rewrite_finding(site, form))
             elif (
@@ -691,12 +775,16 @@ class _Solver:
             text = f"a leaf tensor that requires grad (`{op}`, line {line}): PyTorch refuses to write it in place"
             rel = "a leaf that requires grad is created here"
         elif event.what == "data":
-            text = (f"through `.data` (line {line}) in differentiable code: autograd does not see the write, "
-                    "so the gradient silently ignores it")
+            text = (
+                f"through `.data` (line {line}) in differentiable code: autograd does not see the write, "
+                "so the gradient silently ignores it"
+            )
             rel = "`.data` hides the tensor from autograd"
         elif event.what == "multiview":
-            text = (f"one of the views that `{op}` returns (line {line}): PyTorch refuses to write such a view "
-                    "in place while it requires grad")
+            text = (
+                f"one of the views that `{op}` returns (line {line}): PyTorch refuses to write such a view "
+                "in place while it requires grad"
+            )
             rel = f"`{op}` returns several views of one tensor"
         else:
             text = f"which was passed to `{op}` (line {line}), which may save it for backward"
@@ -707,7 +795,13 @@ class _Solver:
         """The saved tensor is another view of the written storage: name that view, the storage
         they share and the op that saved it (views and slices share one version counter)."""
         saved, saved_names, base, base_names = note
-        view = f"`{saved_names[0]}`" if saved_names else f"`{short_code(saved.node)}`" if saved.node is not None else "a view"
+        view = (
+            f"`{saved_names[0]}`"
+            if saved_names
+            else f"`{short_code(saved.node)}`"
+            if saved.node is not None
+            else "a view"
+        )
         if saved_names and isinstance(saved.node, cst.BaseExpression):
             view += f" (`{short_code(saved.node)}`, line {self.ctx.line(saved.node)})"
         elif saved.node is not None:
@@ -727,7 +821,9 @@ class _Solver:
         if what is not None:
             text = f"\0{lead}: `{op}` {what} {view}, {other}, for backward (line {line}), {tail}"
         else:
-            text = f"\0{lead}: {view}, {other}, was passed to `{op}` (line {line}), which may save it for backward, {tail}"
+            text = (
+                f"\0{lead}: {view}, {other}, was passed to `{op}` (line {line}), which may save it for backward, {tail}"
+            )
         rel = f"`{op}` saves {view} for backward" if what is not None else f"`{op}` may save {view} for backward"
         return text, [Related(event.node, rel)]
 
@@ -769,7 +865,9 @@ class _Solver:
         edits, text = self.edits_for(site, form)
         if text:
             message += f"; rewrite: `{text}`"
-        finding = Finding(code, message, site.node if site.kind is not SiteKind.AUG else site.statement, related, edits, text)
+        finding = Finding(
+            code, message, site.node if site.kind is not SiteKind.AUG else site.statement, related, edits, text
+        )
         if site.kind is SiteKind.MODULE:
             for ctor in self._module_constructors(site):
                 finding.related.append(Related(ctor.node, "built with inplace=True here"))
@@ -910,8 +1008,10 @@ class _Solver:
         index = torch_api.inplace_activation_modules().get(cur_name)
         new_call = rw.without_arg(cur, "inplace", index)
         text = short_code(new_call, 80)
-        message = (f"`{short_code(cur)}` overwrites the output of the previous layer `{short_code(prev)}`, "
-                   f"which `{prev_name}` saves for backward (line {self.ctx.line(prev)}); rewrite: `{text}`")
+        message = (
+            f"`{short_code(cur)}` overwrites the output of the previous layer `{short_code(prev)}`, "
+            f"which `{prev_name}` saves for backward (line {self.ctx.line(prev)}); rewrite: `{text}`"
+        )
         related = [Related(prev, f"`{prev_name}` saves its output for backward")]
         return Finding("IP105", message, cur, related, [NodeEdit(cur, new_call)], text)
 
@@ -950,8 +1050,13 @@ def _mark_switches(index: ModuleIndex) -> None:
                                 stack.append(by_name[ctor.qualname])
                                 continue
                             spec = torch_api.module_spec(ctor.qualname)
-                            if (spec is not None and spec.inplace_index is not None and not ctor.inplace
-                                    and ctor.switched is None and (types is None or ctor.qualname in types)):
+                            if (
+                                spec is not None
+                                and spec.inplace_index is not None
+                                and not ctor.inplace
+                                and ctor.switched is None
+                                and (types is None or ctor.qualname in types)
+                            ):
                                 ctor.switched = switch
 
 
@@ -959,15 +1064,27 @@ def _T(node):
     return type(node)
 
 
-def _scan_switches(stmts, self_name: str, var: str | None, types: frozenset[str] | None, type_vars: dict[str, str],
-                   index: ModuleIndex, found: list) -> None:
+def _scan_switches(
+    stmts,
+    self_name: str,
+    var: str | None,
+    types: frozenset[str] | None,
+    type_vars: dict[str, str],
+    index: ModuleIndex,
+    found: list,
+) -> None:
     for stmt in stmts:
         t = _T(stmt)
         if t is cst.For:
             it = stmt.iter
             loop_var = var
-            if (_T(it) is cst.Call and _T(it.func) is cst.Attribute and it.func.attr.value in _MODULE_WALKS
-                    and _T(it.func.value) is cst.Name and it.func.value.value == self_name):
+            if (
+                _T(it) is cst.Call
+                and _T(it.func) is cst.Attribute
+                and it.func.attr.value in _MODULE_WALKS
+                and _T(it.func.value) is cst.Name
+                and it.func.value.value == self_name
+            ):
                 target = stmt.target
                 if _T(target) is cst.Tuple and target.elements:
                     target = target.elements[-1].value
@@ -989,13 +1106,26 @@ def _scan_switches(stmts, self_name: str, var: str | None, types: frozenset[str]
                 if _T(small) is not cst.Assign or len(small.targets) != 1:
                     continue
                 target, value = small.targets[0].target, small.value
-                if (var is not None and _T(target) is cst.Attribute and target.attr.value == "inplace"
-                        and _T(target.value) is cst.Name and target.value.value == var
-                        and _T(value) is cst.Name and value.value == "True"):
+                if (
+                    var is not None
+                    and _T(target) is cst.Attribute
+                    and target.attr.value == "inplace"
+                    and _T(target.value) is cst.Name
+                    and target.value.value == var
+                    and _T(value) is cst.Name
+                    and value.value == "True"
+                ):
                     found.append((small, types))
-                elif (var is not None and _T(target) is cst.Name and _T(value) is cst.Call and _T(value.func) is cst.Name
-                        and value.func.value == "type" and len(value.args) == 1 and _T(value.args[0].value) is cst.Name
-                        and value.args[0].value.value == var):
+                elif (
+                    var is not None
+                    and _T(target) is cst.Name
+                    and _T(value) is cst.Call
+                    and _T(value.func) is cst.Name
+                    and value.func.value == "type"
+                    and len(value.args) == 1
+                    and _T(value.args[0].value) is cst.Name
+                    and value.args[0].value.value == var
+                ):
                     type_vars = {**type_vars, target.value: var}  # ``t = type(m)``
         elif t in (cst.With, cst.While, cst.Try):
             _scan_switches(_body(stmt.body), self_name, var, types, type_vars, index, found)
@@ -1008,6 +1138,7 @@ def _body(block) -> list:
 def _type_filter(test, var: str, type_vars: dict[str, str], index: ModuleIndex):
     """The qualified types an ``if`` on the loop's module keeps: a frozenset; None for
     ``hasattr(m, "inplace")`` (every type); False for any other condition (not followed)."""
+
     def names(expr) -> frozenset[str] | None:
         elements = [e.value for e in expr.elements] if _T(expr) in (cst.Tuple, cst.List, cst.Set) else [expr]
         quals = [index.imports.qualify(e) for e in elements]
@@ -1016,8 +1147,14 @@ def _type_filter(test, var: str, type_vars: dict[str, str], index: ModuleIndex):
     def is_var(expr) -> bool:
         if _T(expr) is cst.Name:
             return type_vars.get(expr.value) == var
-        return (_T(expr) is cst.Call and _T(expr.func) is cst.Name and expr.func.value == "type" and len(expr.args) == 1
-                and _T(expr.args[0].value) is cst.Name and expr.args[0].value.value == var)
+        return (
+            _T(expr) is cst.Call
+            and _T(expr.func) is cst.Name
+            and expr.func.value == "type"
+            and len(expr.args) == 1
+            and _T(expr.args[0].value) is cst.Name
+            and expr.args[0].value.value == var
+        )
 
     if _T(test) is cst.Call and _T(test.func) is cst.Name and len(test.args) == 2:
         first, second = test.args[0].value, test.args[1].value

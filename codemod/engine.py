@@ -4,8 +4,9 @@ Per file: a cheap text test decides whether any selected rule can have a finding
 parsed once (LibCST's native parser), or first as its skeleton (``skeleton.py``) and whole only
 when the rules find anything there; every selected rule reads the same tree and shared index;
 positions are computed only when there are findings; edits are applied to the touched statements
-only. If some edits overlapped and were deferred, the rules run again on the new tree (at most
-three rounds), so the output is a fixpoint: running the engine on it changes nothing.
+only. After any edit the rules run again on the new tree (at most three rounds), applying edits
+that overlapped and were deferred, and rewrites that only the first ones made provable, so the
+output is a fixpoint: running the engine on it changes nothing.
 """
 
 from __future__ import annotations
@@ -287,16 +288,29 @@ def rewrite_module(
         deferred_ids = {id(e) for e in deferred}
         # A finding whose edit was deferred is found again (and fixed) in the next round.
         kept = [res for f, res in this_round if not any(id(e) in deferred_ids for e in f.edits)]
+        if round_no:
+            # A rewrite can make another one provable (a clone inserted before a write into a view
+            # cuts the alias that kept a later write from being rewritten): the later write's
+            # earlier report is replaced by its fix.
+            fixed_now = {_subject(res) for res in kept if res.fixed}
+            results = [res for res in results if res.fixed or _subject(res) not in fixed_now]
         results += kept
         reported |= {_report_key(res) for res in kept if not res.fixed}
-        if not deferred:
-            break
+        # The rules run once more on the rewritten tree (also when nothing was deferred), so the
+        # output is a fixpoint: running the engine on it changes nothing.
     results.sort(key=lambda r: (r.location.line, r.location.column, r.code))
     return current, results
 
 
 def _report_key(res: Result) -> tuple[str, str]:
     return res.code, re.sub(r"\d+", "#", res.message)
+
+
+def _subject(res: Result) -> tuple[int, str]:
+    """What a finding is about, whatever its code and verdict: its column and the written code
+    it quotes first (lines move between rounds; columns do not)."""
+    quoted = re.match(r"`[^`]*`", res.message)
+    return res.location.column, quoted.group(0) if quoted else res.message
 
 
 def _syntax_error(data: bytes, display: str, exc: cst.ParserSyntaxError) -> str:

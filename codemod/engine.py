@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import array
 import ast
+import difflib
 import gc
 import io
 import itertools
@@ -254,6 +255,7 @@ def rewrite_module(
     deferred). Returns the new module and every finding (suppressed ones marked)."""
     results: list[Result] = []
     reported: set[tuple[str, str]] = set()
+    here: dict[int, int | None] = {}  # id of a report -> its line in the current round's source
     current = module
     for round_no in range(_MAX_ROUNDS):
         ctx = FileContext(display, source if round_no == 0 else current.code, current)
@@ -291,11 +293,19 @@ def rewrite_module(
         if round_no:
             # A rewrite can make another one provable (a clone inserted before a write into a view
             # cuts the alias that kept a later write from being rewritten): the later write's
-            # earlier report is replaced by its fix.
-            fixed_now = {_subject(res) for res in kept if res.fixed}
-            results = [res for res in results if res.fixed or _subject(res) not in fixed_now]
+            # earlier report is replaced by its fix. Earlier reports are matched by where their
+            # line is in this round's source (``here``), their column and the code they quote.
+            fixed_now = {_subject(res, res.location.line) for res in kept if res.fixed}
+            results = [res for res in results if res.fixed or _subject(res, here.get(id(res))) not in fixed_now]
         results += kept
         reported |= {_report_key(res) for res in kept if not res.fixed}
+        # Where each report's line is in the next round's source (None: its line was edited).
+        moved = _line_map(ctx.source, current.code)
+        here = {
+            id(res): moved.get(here.get(id(res), res.location.line) if round_no else res.location.line)
+            for res in results
+            if not res.fixed
+        }
         # The rules run once more on the rewritten tree (also when nothing was deferred), so the
         # output is a fixpoint: running the engine on it changes nothing.
     results.sort(key=lambda r: (r.location.line, r.location.column, r.code))
@@ -306,11 +316,17 @@ def _report_key(res: Result) -> tuple[str, str]:
     return res.code, re.sub(r"\d+", "#", res.message)
 
 
-def _subject(res: Result) -> tuple[int, str]:
-    """What a finding is about, whatever its code and verdict: its column and the written code
-    it quotes first (lines move between rounds; columns do not)."""
+def _subject(res: Result, line: int | None) -> tuple[int | None, int, str]:
+    """What a finding is about, whatever its code and verdict: its line (in the source of the
+    round at hand), its column and the written code it quotes first."""
     quoted = re.match(r"`[^`]*`", res.message)
-    return res.location.column, quoted.group(0) if quoted else res.message
+    return line, res.location.column, quoted.group(0) if quoted else res.message
+
+
+def _line_map(old: str, new: str) -> dict[int, int]:
+    """For each line of ``old`` (1-based) left unchanged in ``new``, its line there."""
+    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
+    return {a + 1 + k: b + 1 + k for a, b, size in matcher.get_matching_blocks() for k in range(size)}
 
 
 def _syntax_error(data: bytes, display: str, exc: cst.ParserSyntaxError) -> str:

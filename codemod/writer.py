@@ -51,19 +51,32 @@ def write_atomic(path: Path, old_text: str, new_text: str, encoding: str, root: 
     except OSError as exc:
         raise WriteError(path, f"cannot create a file in {target.parent}: {_reason(exc)}") from None
     try:
+        _replace(fd, tmp, target, data, mode)
+    except OSError as exc:
+        raise WriteError(path, _reason(exc)) from None
+
+
+def replace_file(target: Path, data: bytes, mode: int) -> None:
+    """Give ``target`` the content ``data`` and permission bits ``mode`` in one rename: a
+    temporary file beside it (created 0600, so never readable by others on the way), flushed and
+    fsynced. A failure leaves ``target`` as it was, removes the temporary file and raises."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".codemod-tmp", dir=target.parent)
+    _replace(fd, tmp, target, data, mode)
+
+
+def _replace(fd: int, tmp: str, target: Path, data: bytes, mode: int) -> None:
+    try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except BaseException as exc:
+    except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError):
-            raise WriteError(path, _reason(exc)) from None
         raise
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import secrets
 import sys
 import threading
@@ -19,6 +18,8 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from codemod.writer import replace_file
 
 from .manifest import api_url_for, manifest, new_app_url
 
@@ -83,17 +84,7 @@ def env_text(app: dict, api_url: str) -> str:
 
 def write_env(path: Path, text: str) -> None:
     """Write ``.env`` atomically, mode 0600 from the start (never briefly readable by others)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_file(path, text.encode(), 0o600)
 
 
 class _Flow:

@@ -87,7 +87,9 @@ _budgets: dict[int, WriteBudget] = {}
 class _Retry(GithubRetry):
     """GithubRetry, plus GitHub's documented rule for a rate-limited answer without
     ``Retry-After``: when ``x-ratelimit-remaining`` is 0, wait until ``x-ratelimit-reset``
-    (PyGithub waits its fixed ``secondary_rate_wait`` for a secondary limit, however far the reset is)."""
+    (PyGithub waits its fixed ``secondary_rate_wait`` for a secondary limit, however far the reset is).
+    Without either header, ``secondary_rate_wait`` (``CODEMOD_GITHUB_SECONDARY_WAIT``, a minute as
+    GitHub asks)."""
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
@@ -136,7 +138,7 @@ class GitHubApp:
         return _Retry(
             total=self.settings.codemod_github_retries,
             backoff_factor=self.settings.codemod_github_backoff,
-            secondary_rate_wait=max(1.0, self.settings.codemod_github_backoff * 4),
+            secondary_rate_wait=self.settings.codemod_github_secondary_wait,
         )
 
     def slug(self) -> str:

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     codemod_max_attempts: int = Field(3, ge=1)  # runs of one job before it is marked failed
     codemod_github_retries: int = Field(6, ge=0)  # per REST call (5xx, 429, secondary rate limits)
     codemod_github_backoff: float = Field(0.5, ge=0)  # urllib3 backoff factor, seconds
+    # A secondary rate limit answered with neither Retry-After nor x-ratelimit-remaining 0:
+    # GitHub asks to wait at least a minute before retrying.
+    codemod_github_secondary_wait: float = Field(60.0, ge=0)
     codemod_writes_per_minute: int = Field(80, ge=1)  # content-creating requests (GitHub's limit: 80)
     # The queue this process's workers take jobs from (the GPU worker names the CUDA queue), and
     # the queue a CPU worker hands a repository to when its config says smoke.device = "cuda"

@@ -64,6 +64,35 @@ def test_a_secondary_rate_limit_waits_for_x_ratelimit_reset_then_one_pull_reques
     assert (job["state"], job["attempts"]) == ("done", 1)
 
 
+def test_a_secondary_rate_limit_without_headers_waits_the_secondary_wait(world):
+    # GitHub: with neither Retry-After nor x-ratelimit-remaining 0, wait (at least a minute in
+    # production; this world sets CODEMOD_GITHUB_SECONDARY_WAIT=2) before retrying.
+    _, sha = world.make_repo("quiet", BUGGY)
+    world.gh.faults.append(
+        Fault(
+            "POST",
+            r"/repos/acme/quiet/pulls$",
+            403,
+            body={
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+            },
+        )
+    )
+    world.deliver("push", world.push_payload("quiet", "0" * 40, sha, added=list(BUGGY)))
+    world.drain()
+    posts = [r for r in world.gh.requests if r["method"] == "POST" and r["path"] == "/repos/acme/quiet/pulls"]
+    assert [r["status"] for r in posts] == [403, 201]
+    assert posts[1]["time"] - posts[0]["time"] >= 2.0, posts  # not urllib3's 0.05 s backoff
+    [job] = world.jobs("quiet")
+    assert (job["state"], job["attempts"]) == ("done", 1)
+
+
+def test_the_secondary_wait_is_a_minute_by_default():
+    from service.settings import Settings
+
+    assert Settings.model_fields["codemod_github_secondary_wait"].default == 60.0
+
+
 FAILING_SMOKE = {
     **BUGGY,
     "tests/fail.py": "raise SystemExit('the smoke test is broken here')\n",

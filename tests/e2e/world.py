@@ -134,6 +134,7 @@ class World:
             "CODEMOD_ADMIN_TOKEN": ADMIN,
             "CODEMOD_LEASE_SECONDS": str(lease_seconds),
             "CODEMOD_GITHUB_BACKOFF": "0.05",
+            "CODEMOD_GITHUB_SECONDARY_WAIT": "2",
             "CODEMOD_WRITES_PER_MINUTE": "6000",
             "CODEMOD_CACHE": str(root / "cache"),
         }

@@ -80,6 +80,9 @@ def possible_findings(tree: ast.Module) -> Candidates:
     while stack:
         node, fn, in_init, unit, cls = pop()
         t = type(node)
+        if t not in _LOOKED_AT:  # only what it holds matters
+            stack += [(child, fn, in_init, unit, cls) for child in children(node) if type(child) not in CHILDLESS]
+            continue
         writes = fn is not None and fn not in _NOT_DIFFERENTIABLE
         wrote = False  # this node is an in-place write in code that may be differentiable
         if t is ast.Call:
@@ -176,6 +179,11 @@ def possible_findings(tree: ast.Module) -> Candidates:
     return Candidates(found, blank)
 
 
+# The node types ``possible_findings`` looks at.
+_LOOKED_AT = frozenset(
+    {ast.Call, ast.Assign, ast.AnnAssign, ast.AugAssign, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef}
+    | {ast.ImportFrom, ast.Import}
+)
 # Calls that store a module attribute (``ModuleIndex._register``).
 _STORES = frozenset({"register_buffer", "register_parameter", "add_module", "register_module", "setattr"})
 

@@ -211,15 +211,16 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
                     torch_names.names[local] = target
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            out.functions[node.name] = _summarize_function(node, display, False, torch_names)
+            out.functions[node.name] = _summarize_function(node, own_nodes(node), display, False, torch_names)
         elif isinstance(node, ast.ClassDef):
             methods = {}
             for item in node.body:
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in item.decorator_list)
-                    methods[item.name] = _summarize_function(item, display, not static, torch_names)
+                    body = own_nodes(item)
+                    methods[item.name] = _summarize_function(item, body, display, not static, torch_names)
                     if item.name == "__init__":
-                        layers = _init_layers(item, torch_names)
+                        layers = _init_layers(item, body, torch_names)
                         if any(layer[0] == "list" for layer in layers.values()):
                             for attr in _mutated_lists(node, layers):
                                 del layers[attr]
@@ -747,8 +748,9 @@ def _dotted(expr: ast.expr) -> str | None:
 
 
 def _summarize_function(
-    node: ast.FunctionDef | ast.AsyncFunctionDef, display: str, method: bool, imports: _Imports
+    node: ast.FunctionDef | ast.AsyncFunctionDef, body: list[ast.AST], display: str, method: bool, imports: _Imports
 ) -> FunctionSummary:
+    """``node``'s summary; ``body``: its ``own_nodes``."""
     args = node.args
     positional = [a.arg for a in (*args.posonlyargs, *args.args)]
     if method and positional:
@@ -762,7 +764,6 @@ def _summarize_function(
     alias_of: dict[str, set[str]] = {n: {n} for n in names}
     assigns: list[tuple[list[str], ast.expr]] = []
     returns: list[ast.expr | None] = []
-    body = own_nodes(node)
     for sub in body:
         kind = type(sub)
         if kind is ast.Assign:
@@ -935,8 +936,11 @@ def _inplace_kw(call: ast.Call) -> bool:
     )
 
 
-def _init_layers(init: ast.FunctionDef | ast.AsyncFunctionDef, imports: _Imports) -> dict[str, tuple]:
-    """``self.<attr> = <a module>`` in ``__init__``, for attributes assigned exactly once there."""
+def _init_layers(
+    init: ast.FunctionDef | ast.AsyncFunctionDef, body: list[ast.AST], imports: _Imports
+) -> dict[str, tuple]:
+    """``self.<attr> = <a module>`` in ``__init__`` (``body``: its ``own_nodes``), for attributes
+    assigned exactly once there."""
     args = init.args
     positional = [a.arg for a in (*args.posonlyargs, *args.args)][1:]
     positions = {n: i for i, n in enumerate(positional)}
@@ -949,7 +953,7 @@ def _init_layers(init: ast.FunctionDef | ast.AsyncFunctionDef, imports: _Imports
     params = frozenset(positional) | {a.arg for a in args.kwonlyargs}
     stored = {n.id for n in walk(init) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
     found: dict[str, tuple | None] = {}
-    for node in own_nodes(init):
+    for node in body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:

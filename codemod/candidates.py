@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ast
 
+from .ast_walk import CHILDLESS, children, walk
+
 INPLACE = "inplace"
 INIT_DERIVED = "init-derived"
 
@@ -78,6 +80,9 @@ def possible_findings(tree: ast.Module) -> Candidates:
     while stack:
         node, fn, in_init, unit, cls = pop()
         t = type(node)
+        if t not in _LOOKED_AT:  # only what it holds matters
+            stack += [(child, fn, in_init, unit, cls) for child in children(node) if type(child) not in CHILDLESS]
+            continue
         writes = fn is not None and fn not in _NOT_DIFFERENTIABLE
         wrote = False  # this node is an in-place write in code that may be differentiable
         if t is ast.Call:
@@ -115,21 +120,21 @@ def possible_findings(tree: ast.Module) -> Candidates:
         elif t is ast.Assign or (t is ast.AnnAssign and node.value is not None):
             targets = node.targets if t is ast.Assign else [node.target]
             for target in targets:
-                for sub in ast.walk(target):
+                if type(target) is ast.Name:
+                    continue  # neither a subscript nor an attribute
+                for sub in walk(target):
                     if type(sub) is ast.Subscript:
                         wrote = wrote or writes
                     elif type(sub) is ast.Attribute and sub.attr == "inplace":
                         inplace_module = True  # ``m.inplace = True``
                 if type(target) is ast.Attribute:
-                    if _calls(node.value, parameter_callees):
+                    called = {n for sub in walk(node.value) if type(sub) is ast.Call and (n := _final_name(sub.func))}
+                    if not called.isdisjoint(parameter_callees):
                         parameter_names.add(target.attr)
                     if unit >= 0 and type(target.value) is ast.Name and target.value.id in units[unit][7]:
                         units[unit][4] = True
-                    called = ctors.setdefault(target.attr, set())
-                    called.update(
-                        n for sub in ast.walk(node.value) if type(sub) is ast.Call and (n := _final_name(sub.func))
-                    )
-            if in_init and any(type(sub) is ast.Attribute for target in targets for sub in ast.walk(target)):
+                    ctors.setdefault(target.attr, set()).update(called)
+            if in_init and any(type(sub) is ast.Attribute for target in targets for sub in walk(target)):
                 init_values.append(node.value)
         elif t is ast.AugAssign:
             wrote = writes
@@ -162,14 +167,7 @@ def possible_findings(tree: ast.Module) -> Candidates:
         if wrote:
             inplace_write = True
             units[unit][3] = True  # ``writes`` implies a function, so a unit
-        for field in node._fields:
-            value = getattr(node, field, None)
-            if isinstance(value, list):
-                for item in value:
-                    if isinstance(item, ast.AST):
-                        push((item, fn, in_init, unit, cls))
-            elif isinstance(value, ast.AST):
-                push((value, fn, in_init, unit, cls))
+        stack += [(child, fn, in_init, unit, cls) for child in children(node) if type(child) not in CHILDLESS]
 
     found = set()
     if inplace_write or inplace_module:
@@ -181,6 +179,11 @@ def possible_findings(tree: ast.Module) -> Candidates:
     return Candidates(found, blank)
 
 
+# The node types ``possible_findings`` looks at.
+_LOOKED_AT = frozenset(
+    {ast.Call, ast.Assign, ast.AnnAssign, ast.AugAssign, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef}
+    | {ast.ImportFrom, ast.Import}
+)
 # Calls that store a module attribute (``ModuleIndex._register``).
 _STORES = frozenset({"register_buffer", "register_parameter", "add_module", "register_module", "setattr"})
 
@@ -248,15 +251,11 @@ def _final_name(func: ast.expr) -> str | None:
     return None
 
 
-def _calls(value: ast.expr, callees: set[str]) -> bool:
-    return any(type(sub) is ast.Call and _final_name(sub.func) in callees for sub in ast.walk(value))
-
-
 def _init_may_derive(values: list[ast.expr], parameter_names: set[str], callees: set[str]) -> bool:
     """Some value assigned in an ``__init__`` reads an attribute that may be a Parameter, or
     holds a Parameter created inside a larger expression (or moved: ``P(t).to(d)``)."""
     for value in values:
-        for sub in ast.walk(value):
+        for sub in walk(value):
             t = type(sub)
             if t is ast.Attribute:
                 name = sub.attr

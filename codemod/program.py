@@ -26,7 +26,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 # Torch knowledge (analysis/torch_api.py): tensor methods and attributes whose result may share
 # storage with the receiver, attributes that are not tensors, torch functions that may return (a
@@ -36,6 +36,7 @@ from .analysis.torch_api import GRAD_DISABLING as _NO_GRAD
 from .analysis.torch_api import MAY_ALIAS_FUNCTIONS as _TORCH_ALIAS_FUNCTIONS
 from .analysis.torch_api import MAY_ALIAS_METHODS as _VIEW_METHODS
 from .analysis.torch_api import METADATA_ATTRIBUTES as _METADATA
+from .ast_walk import CHILDLESS, children, own_nodes, walk
 
 
 _FUNCTIONAL_INPLACE = frozenset(FUNCTIONAL_INPLACE_ARG)  # torch functions that write an argument in place
@@ -191,7 +192,7 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
 
     out.may_find = possible_findings(tree)
     torch_names = _Imports()
-    for node in ast.walk(tree):
+    for node in _statements(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 local = alias.asname or alias.name.split(".")[0]
@@ -210,15 +211,16 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
                     torch_names.names[local] = target
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            out.functions[node.name] = _summarize_function(node, display, False, torch_names)
+            out.functions[node.name] = _summarize_function(node, own_nodes(node), display, False, torch_names)
         elif isinstance(node, ast.ClassDef):
             methods = {}
             for item in node.body:
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in item.decorator_list)
-                    methods[item.name] = _summarize_function(item, display, not static, torch_names)
+                    body = own_nodes(item)
+                    methods[item.name] = _summarize_function(item, body, display, not static, torch_names)
                     if item.name == "__init__":
-                        layers = _init_layers(item, torch_names)
+                        layers = _init_layers(item, body, torch_names)
                         if any(layer[0] == "list" for layer in layers.values()):
                             for attr in _mutated_lists(node, layers):
                                 del layers[attr]
@@ -251,6 +253,27 @@ def summarize(path: str, display: str, data: bytes, lazy: bool = False) -> FileS
     out.call_sites = sites.arg_sites
     out.mentions = frozenset(sites.mentions)
     return out
+
+
+_BLOCK_FIELDS = frozenset({"body", "orelse", "finalbody", "handlers", "cases"})
+_BLOCKS: dict[type, tuple[str, ...]] = {}
+
+
+def _statements(tree: ast.Module) -> list[ast.AST]:
+    """The module's statements (and the ``except`` handlers and ``case``s that hold some), in
+    ``ast.walk``'s order (breadth first): everything above a statement is one of these, so the
+    walk of these alone visits them in the order the walk of every node does."""
+    nodes: list[ast.AST] = [tree]
+    i = 0
+    while i < len(nodes):
+        node = nodes[i]
+        i += 1
+        blocks = _BLOCKS.get(type(node))
+        if blocks is None:
+            blocks = _BLOCKS[type(node)] = tuple(f for f in type(node)._fields if f in _BLOCK_FIELDS)
+        for name in blocks:
+            nodes += getattr(node, name)
+    return nodes
 
 
 def _inplace_pattern() -> re.Pattern[bytes]:
@@ -286,7 +309,13 @@ _OUTSIDE = frozenset(sys.stdlib_module_names) | {"numpy"}  # packages a call nev
 
 
 class _CallSites(ast.NodeVisitor):
-    """Every call of a (dotted) name, with its calling function and grad mode."""
+    """Every call of a (dotted) name, with its calling function and grad mode.
+
+    Its ``visit_*`` methods are found by node type in ``_HANDLERS`` (filled below the class), and
+    children are read with ``ast_walk``: ``ast.NodeVisitor``'s own lookups cost more than the
+    visit of most nodes."""
+
+    _HANDLERS: dict[type, Callable[[_CallSites, ast.AST], None]] = {}
 
     def __init__(
         self,
@@ -312,6 +341,22 @@ class _CallSites(ast.NodeVisitor):
         self.arg_sites: list[CallSite] = []
         self.mentions: set[str] = set()
         self._callees: set[int] = set()  # ids of the ``func`` nodes of calls
+
+    def visit(self, node: ast.AST) -> None:
+        handler = self._HANDLERS.get(type(node))
+        if handler is None:
+            self.generic_visit(node)
+        else:
+            handler(self, node)
+
+    def generic_visit(self, node: ast.AST) -> None:
+        handlers = self._HANDLERS
+        for child in children(node):
+            handler = handlers.get(type(child))
+            if handler is not None:
+                handler(self, child)
+            elif type(child) not in CHILDLESS:
+                self.generic_visit(child)
 
     def _disables(self, expr: ast.expr) -> bool:
         func = expr.func if isinstance(expr, ast.Call) else expr
@@ -436,7 +481,41 @@ class _CallSites(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+_CallSites._HANDLERS.update(
+    (getattr(ast, name[len("visit_") :]), method)
+    for name, method in vars(_CallSites).items()
+    if name.startswith("visit_")
+)
+
+
+# Expressions whose value shares no storage with a name in them (``a or b`` is ``a`` or ``b``).
+_NEW_VALUES = frozenset(
+    {
+        ast.Constant,
+        ast.BinOp,
+        ast.UnaryOp,
+        ast.Compare,
+        ast.Lambda,
+        ast.JoinedStr,
+        ast.ListComp,
+        ast.SetComp,
+        ast.DictComp,
+        ast.GeneratorExp,
+    }
+)
 _STATEMENT_ASSIGNS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
+# Node types, for ``_CallerFlow``'s walk: statements (not definitions), those with a block of
+# statements (``body``, ``orelse``, ``finalbody``), and expressions that hold no name, bind
+# nothing and have no block.
+_STATEMENTS = frozenset(
+    t for t in vars(ast).values() if isinstance(t, type) and issubclass(t, ast.stmt) and t is not ast.stmt
+) - {ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef}
+_WITH_BLOCKS = frozenset(
+    t
+    for t in vars(ast).values()
+    if isinstance(t, type) and issubclass(t, ast.AST) and {"body", "orelse", "finalbody"} & set(t._fields)
+)
+_PLAIN_EXPRESSIONS = frozenset({ast.Constant, ast.Attribute, ast.Call, ast.Subscript, ast.BinOp, ast.keyword})
 
 
 class _CallerFlow:
@@ -467,28 +546,30 @@ class _CallerFlow:
         self.statements: list[ast.stmt] = []
         self.stores: dict[str, int] = {}  # name -> how many times it is bound
         self.built: dict[str, str] = {}  # ``net = Net(...)``: name -> the callee as written
-        for node in ast.walk(fn):
-            if isinstance(node, ast.stmt) and not isinstance(
-                node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-            ):
-                self.statements.append(node)
-            if isinstance(node, ast.Name):
-                if isinstance(node.ctx, ast.Load):
+        for node in walk(fn):
+            kind = type(node)
+            if kind is ast.Name:
+                if type(node.ctx) is ast.Load:
                     self.loads.setdefault(node.id, []).append((node.lineno, node.col_offset))
                 else:
                     stored.add(node.id)
                     self.stores[node.id] = self.stores.get(node.id, 0) + 1
-            for block in (getattr(node, "body", None), getattr(node, "orelse", None), getattr(node, "finalbody", None)):
-                if (
-                    isinstance(block, list)
-                    and block
-                    and isinstance(block[-1], (ast.Return, ast.Raise))
-                    and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                continue
+            if kind in _PLAIN_EXPRESSIONS:
+                continue
+            if kind in _STATEMENTS:
+                self.statements.append(node)
+            if kind in _WITH_BLOCKS and kind is not ast.FunctionDef and kind is not ast.AsyncFunctionDef:
+                for block in (
+                    getattr(node, "body", None),
+                    getattr(node, "orelse", None),
+                    getattr(node, "finalbody", None),
                 ):
-                    self.ends.append(_span(block))
-            if isinstance(node, ast.If) and node.body and node.orelse:
+                    if type(block) is list and block and type(block[-1]) in (ast.Return, ast.Raise):
+                        self.ends.append(_span(block))
+            if kind is ast.If and node.body and node.orelse:
                 self.arms.append((_span(node.body), _span(node.orelse)))
-            elif isinstance(node, (ast.For, ast.AsyncFor, ast.While)) and node.end_lineno is not None:
+            elif (kind is ast.For or kind is ast.AsyncFor or kind is ast.While) and node.end_lineno is not None:
                 self.loops.append(((node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset or 0)))
             targets: list[str] = []
             value: ast.expr | None = None
@@ -546,9 +627,10 @@ class _CallerFlow:
 
     def names(self, expr: ast.expr) -> set[str]:
         """The names whose storage ``expr``'s value may share (an unknown call: any of its operands)."""
-        if isinstance(expr, ast.Name):
+        kind = type(expr)
+        if kind is ast.Name:
             return {expr.id}
-        if isinstance(expr, ast.Call):
+        if kind is ast.Call:
             qual = self.imports.qualify(expr.func)
             if qual is not None and qual.split(".")[0] == "torch":
                 name = qual.rsplit(".", 1)[-1]
@@ -566,28 +648,14 @@ class _CallerFlow:
                 found |= self.names(kw.value)
             self.through_call |= bool(found)
             return found
-        if isinstance(
-            expr,
-            (
-                ast.Constant,
-                ast.BinOp,
-                ast.UnaryOp,
-                ast.Compare,
-                ast.Lambda,
-                ast.JoinedStr,
-                ast.ListComp,
-                ast.SetComp,
-                ast.DictComp,
-                ast.GeneratorExp,
-            ),
-        ):
+        if kind in _NEW_VALUES:
             return set()
-        if isinstance(expr, ast.Subscript):
+        if kind is ast.Subscript:
             return self.names(expr.value)
-        if isinstance(expr, ast.Attribute):
+        if kind is ast.Attribute:
             return set() if expr.attr in _METADATA else self.names(expr.value)
         found = set()
-        for child in ast.iter_child_nodes(expr):
+        for child in children(expr):
             if isinstance(child, ast.expr):
                 found |= self.names(child)
         return found
@@ -680,8 +748,9 @@ def _dotted(expr: ast.expr) -> str | None:
 
 
 def _summarize_function(
-    node: ast.FunctionDef | ast.AsyncFunctionDef, display: str, method: bool, imports: _Imports
+    node: ast.FunctionDef | ast.AsyncFunctionDef, body: list[ast.AST], display: str, method: bool, imports: _Imports
 ) -> FunctionSummary:
+    """``node``'s summary; ``body``: its ``own_nodes``."""
     args = node.args
     positional = [a.arg for a in (*args.posonlyargs, *args.args)]
     if method and positional:
@@ -695,20 +764,21 @@ def _summarize_function(
     alias_of: dict[str, set[str]] = {n: {n} for n in names}
     assigns: list[tuple[list[str], ast.expr]] = []
     returns: list[ast.expr | None] = []
-    for sub in _own_nodes(node):
-        if isinstance(sub, ast.Assign):
+    for sub in body:
+        kind = type(sub)
+        if kind is ast.Assign:
             assigns.append(([n for t in sub.targets for n in _target_names(t)], sub.value))
-        elif isinstance(sub, (ast.AnnAssign, ast.AugAssign)) and sub.value is not None:
+        elif (kind is ast.AnnAssign or kind is ast.AugAssign) and sub.value is not None:
             assigns.append((_target_names(sub.target), sub.value))
-        elif isinstance(sub, ast.NamedExpr):
+        elif kind is ast.NamedExpr:
             assigns.append((_target_names(sub.target), sub.value))
-        elif isinstance(sub, (ast.For, ast.AsyncFor, ast.comprehension)):
+        elif kind is ast.For or kind is ast.AsyncFor or kind is ast.comprehension:
             assigns.append((_target_names(sub.target), sub.iter))
-        elif isinstance(sub, (ast.With, ast.AsyncWith)):
+        elif kind is ast.With or kind is ast.AsyncWith:
             for item in sub.items:
                 if item.optional_vars is not None:
                     assigns.append((_target_names(item.optional_vars), item.context_expr))
-        elif isinstance(sub, ast.Return):
+        elif kind is ast.Return:
             returns.append(sub.value)
     changed = True
     while changed:
@@ -722,16 +792,17 @@ def _summarize_function(
                     changed = True
     saves: set[str] = set()
     writes = False
-    for sub in _own_nodes(node):
-        if not writes:
+    for sub in body:
+        kind = type(sub)
+        if not writes and kind in _MAY_WRITE:
             writes = _writes_in_place(sub)
-        if isinstance(sub, ast.BinOp):
+        if kind is ast.BinOp:
             saves |= _aliases(sub.left, alias_of, imports) | _aliases(sub.right, alias_of, imports)
-        elif isinstance(sub, ast.Call):
+        elif kind is ast.Call:
             func = sub.func
-            if isinstance(func, ast.Attribute) and (func.attr in _VIEW_METHODS or func.attr in _METADATA):
+            if type(func) is ast.Attribute and (func.attr in _VIEW_METHODS or func.attr in _METADATA):
                 continue
-            if isinstance(func, ast.Attribute):
+            if type(func) is ast.Attribute:
                 saves |= _aliases(func.value, alias_of, imports)
             for a in sub.args:
                 saves |= _aliases(a, alias_of, imports)
@@ -763,6 +834,9 @@ def _summarize_function(
     )
 
 
+_MAY_WRITE = frozenset({ast.AugAssign, ast.Lambda, ast.Assign, ast.AnnAssign, ast.Call})  # see ``_writes_in_place``
+
+
 def _writes_in_place(node: ast.AST) -> bool:
     """In-place syntax, as ``candidates.possible_findings`` sees it (a superset of the writes the
     in-place analysis finds): augmented or index assignment, an attribute stored, a call of a
@@ -770,11 +844,16 @@ def _writes_in_place(node: ast.AST) -> bool:
     t = type(node)
     if t is ast.AugAssign:
         return True
-    if t is ast.Lambda:  # not walked by ``_own_nodes``, but analysed with its function
-        return any(_writes_in_place(sub) for sub in ast.walk(node.body))
+    if t is ast.Lambda:  # not walked by ``own_nodes``, but analysed with its function
+        return any(_writes_in_place(sub) for sub in walk(node.body))
     if t is ast.Assign or t is ast.AnnAssign:
         targets = node.targets if t is ast.Assign else [node.target]
-        return any(type(sub) in (ast.Subscript, ast.Attribute) for target in targets for sub in ast.walk(target))
+        return any(
+            type(sub) in (ast.Subscript, ast.Attribute)
+            for target in targets
+            if type(target) is not ast.Name  # the common ``x = ...``
+            for sub in walk(target)
+        )
     if t is ast.Call:
         func = node.func
         name = func.attr if type(func) is ast.Attribute else func.id if type(func) is ast.Name else None
@@ -857,8 +936,11 @@ def _inplace_kw(call: ast.Call) -> bool:
     )
 
 
-def _init_layers(init: ast.FunctionDef | ast.AsyncFunctionDef, imports: _Imports) -> dict[str, tuple]:
-    """``self.<attr> = <a module>`` in ``__init__``, for attributes assigned exactly once there."""
+def _init_layers(
+    init: ast.FunctionDef | ast.AsyncFunctionDef, body: list[ast.AST], imports: _Imports
+) -> dict[str, tuple]:
+    """``self.<attr> = <a module>`` in ``__init__`` (``body``: its ``own_nodes``), for attributes
+    assigned exactly once there."""
     args = init.args
     positional = [a.arg for a in (*args.posonlyargs, *args.args)][1:]
     positions = {n: i for i, n in enumerate(positional)}
@@ -869,9 +951,9 @@ def _init_layers(init: ast.FunctionDef | ast.AsyncFunctionDef, imports: _Imports
         if d is not None:
             defaults[a.arg] = d
     params = frozenset(positional) | {a.arg for a in args.kwonlyargs}
-    stored = {n.id for n in ast.walk(init) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    stored = {n.id for n in walk(init) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
     found: dict[str, tuple | None] = {}
-    for node in _own_nodes(init):
+    for node in body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
@@ -907,13 +989,13 @@ def _switchable(cls: ast.ClassDef, layers: dict[str, tuple], imports: _Imports) 
     built = {}
     for item in cls.body:
         if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "__init__":
-            for sub in _own_nodes(item):
+            for sub in own_nodes(item):
                 if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Attribute):
                     built[sub.targets[0].attr] = sub.lineno
     saved: dict[str, tuple[str, int]] = {}
     stores: dict[str, int] = {}
     calls = []
-    for sub in _own_nodes(forward):
+    for sub in own_nodes(forward):
         if isinstance(sub, ast.Name) and not isinstance(sub.ctx, ast.Load):
             stores[sub.id] = stores.get(sub.id, 0) + 1
         if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name):
@@ -970,7 +1052,7 @@ def _scan_switches(
         positional = positional[1:]
     stores: dict[str, int] = {}
     built: dict[str, str] = {}
-    for sub in _own_nodes(fn):
+    for sub in own_nodes(fn):
         if isinstance(sub, ast.Name) and not isinstance(sub.ctx, ast.Load):
             stores[sub.id] = stores.get(sub.id, 0) + 1
         if (
@@ -1085,7 +1167,7 @@ def _mutated_lists(cls: ast.ClassDef, layers: dict[str, tuple]) -> set[str]:
             return expr.attr
         return None
 
-    for node in ast.walk(cls):
+    for node in walk(cls):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS:
             attr = held(node.func.value)
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
@@ -1106,17 +1188,6 @@ def _mutated_lists(cls: ast.ClassDef, layers: dict[str, tuple]) -> set[str]:
     return changed
 
 
-def _own_nodes(fn: ast.AST) -> Iterable[ast.AST]:
-    """The nodes of a function's body, not those of functions or classes nested in it."""
-    stack = list(ast.iter_child_nodes(fn))
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            continue
-        stack.extend(ast.iter_child_nodes(node))
-
-
 def _target_names(target: ast.expr) -> list[str]:
     if isinstance(target, ast.Name):
         return [target.id]
@@ -1129,28 +1200,14 @@ def _target_names(target: ast.expr) -> list[str]:
 
 def _aliases(expr: ast.expr, alias_of: dict[str, set[str]], imports: _Imports) -> set[str]:
     """The parameters ``expr``'s value may share storage with (over-approximated)."""
-    if isinstance(expr, ast.Name):
+    kind = type(expr)
+    if kind is ast.Name:
         return set(alias_of.get(expr.id, ()))
-    if isinstance(
-        expr,
-        (
-            ast.Constant,
-            ast.BinOp,
-            ast.UnaryOp,
-            ast.Compare,
-            ast.BoolOp,
-            ast.Lambda,
-            ast.JoinedStr,
-            ast.ListComp,
-            ast.SetComp,
-            ast.DictComp,
-            ast.GeneratorExp,
-        ),
-    ):
-        if isinstance(expr, ast.BoolOp):  # ``a or b`` is one of its operands
-            return set().union(*(_aliases(v, alias_of, imports) for v in expr.values))
+    if kind is ast.BoolOp:  # ``a or b`` is one of its operands
+        return set().union(*(_aliases(v, alias_of, imports) for v in expr.values))
+    if kind in _NEW_VALUES:
         return set()
-    if isinstance(expr, ast.Call):
+    if kind is ast.Call:
         qual = imports.qualify(expr.func)
         if qual is not None and qual.split(".")[0] == "torch":
             name = qual.rsplit(".", 1)[-1]
@@ -1169,12 +1226,12 @@ def _aliases(expr: ast.expr, alias_of: dict[str, set[str]], imports: _Imports) -
         for kw in expr.keywords:
             found |= _aliases(kw.value, alias_of, imports)
         return found
-    if isinstance(expr, ast.Subscript):  # ``x[i]`` shares ``x``'s storage, never the index's
+    if kind is ast.Subscript:  # ``x[i]`` shares ``x``'s storage, never the index's
         return _aliases(expr.value, alias_of, imports)
-    if isinstance(expr, ast.Attribute):
+    if kind is ast.Attribute:
         return set() if expr.attr in _METADATA else _aliases(expr.value, alias_of, imports)
     found = set()
-    for child in ast.iter_child_nodes(expr):
+    for child in children(expr):
         if isinstance(child, ast.expr):
             found |= _aliases(child, alias_of, imports)
     return found

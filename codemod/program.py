@@ -1266,12 +1266,16 @@ class Program:
         fn = self.callee(display, qualname)
         if fn is None:
             return None
-        name = qualname.rsplit(".", 1)[-1]
-        self._load_mentioning(name)
-        if any(name in source.mentions for source in self.files.values()):
-            return None
         position = fn.params.index(param) if param in fn.params else None
         if position is None and param not in fn.kwonly:
+            return None
+        name = qualname.rsplit(".", 1)[-1]
+        # The files summarized already are asked first: a mention there settles the answer
+        # without summarizing the placeholders that mention the name.
+        if self._mentioned(name):
+            return None
+        self._load_mentioning(name)
+        if self._mentioned(name):
             return None
         found: list[tuple[str, CallSite, ArgUse]] = []
         for caller_display, source in list(self.files.items()):
@@ -1441,9 +1445,11 @@ class Program:
         ``__init__`` parameter ``param``: (qualified name or None for its default, "file:line").
         None when a construction may be unseen (the class used other than called, or a call of
         its name that does not resolve to it, or no construction at all)."""
-        self._load_mentioning(cls)
-        if any(cls in source.mentions for source in self.files.values()):
+        if self._mentioned(cls):
             return None  # passed around as a value (a registry, a subclass): constructions unseen
+        self._load_mentioning(cls)
+        if self._mentioned(cls):
+            return None
         init = self.files[display].methods.get(cls, {}).get("__init__")
         if init is None:
             return None
@@ -1486,6 +1492,10 @@ class Program:
             return ArgUse("unknown")
         index = which if isinstance(which, int) else site.args + site.keywords.index(which)
         return site.uses[index]
+
+    def _mentioned(self, name: str) -> bool:
+        """``name`` is used other than called in a file summarized so far."""
+        return any(name in source.mentions for source in self.files.values())
 
     def _load_mentioning(self, name: str) -> None:
         """Summarize the placeholders whose text mentions ``name`` (their calls count too)."""

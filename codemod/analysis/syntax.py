@@ -91,13 +91,18 @@ def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         extend(kids)
 
 
+# Exact types: ``isinstance`` against LibCST's classes goes through ``ABCMeta`` (slow), and no
+# node class is subclassed.
+_NEW_SCOPES = frozenset({cst.FunctionDef, cst.ClassDef, cst.Lambda})
+
+
 def walk_same_scope(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Pre-order walk that does not enter nested functions, classes or lambdas (it yields them)."""
     stack = [node]
     while stack:
         current = stack.pop()
         yield current
-        if current is not node and isinstance(current, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+        if current is not node and type(current) in _NEW_SCOPES:
             continue
         kids = children(current)
         kids.reverse()
@@ -228,5 +233,5 @@ def module_list_loops(fn: cst.FunctionDef, self_name: str | None) -> dict[str, s
             bind(node.name)
         elif isinstance(node, cst.Param):
             bind(node.name)
-        stack.extend(node.children)
+        stack.extend(children(node))
     return {name: attr for name, attr in loops.items() if bound.get(name) == 1}

@@ -14,7 +14,7 @@ import libcst as cst
 
 from . import torch_api
 from .imports import ImportMap
-from .syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args
+from .syntax import LEAF_TYPES, children, dotted_name, is_false, is_true, keyword_arg, positional_args
 
 
 @dataclass(eq=False)
@@ -216,7 +216,7 @@ class ModuleIndex:
                         self.aliases[node.targets[0].target.value] = value
                 elif t is cst.Call and _callee_name(node) == "Sequential":
                     self.sequential_calls.append(node)
-                if t not in _LEAF_TYPES:
+                if t not in LEAF_TYPES:
                     extend(children(node))
 
     def _function(self, node: cst.FunctionDef, parent: FunctionInfo | None, cls: ClassInfo | None) -> FunctionInfo:
@@ -435,10 +435,6 @@ def _inplace_flag(call: cst.Call, index: int) -> bool:
     return False
 
 
-# Node types without semantic children (most of a tree's nodes are names).
-_LEAF_TYPES = frozenset(
-    {cst.Name, cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.Pass, cst.Break, cst.Continue, cst.Ellipsis}
-)
 # Node types ``_in_function`` looks at (everything else is only walked through).
 _FUNCTION_NODE_TYPES = frozenset(
     {

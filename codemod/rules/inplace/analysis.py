@@ -1554,9 +1554,12 @@ class _Analyzer:
         # A stable order, the written name's own argument first: the report names the argument
         # that the written name holds, not another one a summary may alias with it.
         own = f"`{root}`" if root else None
-        for v in sorted(
-            group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label)
-        ):
+        ordered = (  # one value needs no order (and its label, maybe a codegen, is not computed)
+            sorted(group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label))
+            if len(group) > 1
+            else group
+        )
+        for v in ordered:
             if v.kind is Kind.PARAM and v.tensor is not False:
                 site.add_reason(
                     "P3",

@@ -216,7 +216,9 @@ class ModuleIndex:
                         self.aliases[node.targets[0].target.value] = value
                 elif t is cst.Call and _callee_name(node) == "Sequential":
                     self.sequential_calls.append(node)
-                if t not in LEAF_TYPES:
+                if t is cst.Attribute or t is cst.Arg:
+                    stack.append(node.value)  # the other child is a name (``.attr``, ``keyword=``)
+                elif t not in LEAF_TYPES:
                     extend(children(node))
 
     def _function(self, node: cst.FunctionDef, parent: FunctionInfo | None, cls: ClassInfo | None) -> FunctionInfo:

@@ -1271,6 +1271,8 @@ class Program:
         self._callers: dict[str, list[tuple[str | None, bool]]] | None = None
         self._grad_free: dict[str, bool] = {}
         self._scanned: dict[str, set[str]] = {}
+        # file -> (its summary, the last names of the callees of its call sites), for _sites_calling
+        self._site_names: dict[str, tuple[FileSummary, frozenset[str]]] = {}
 
     def callers(self) -> dict[str, list[tuple[str | None, bool]]]:
         """A function's ``where`` -> its call sites in the run: (the caller's ``where``, or None
@@ -1323,28 +1325,29 @@ class Program:
         fn = self.callee(display, qualname)
         if fn is None:
             return None
-        name = qualname.rsplit(".", 1)[-1]
-        self._load_mentioning(name)
-        if any(name in source.mentions for source in self.files.values()):
-            return None
         position = fn.params.index(param) if param in fn.params else None
         if position is None and param not in fn.kwonly:
             return None
+        name = qualname.rsplit(".", 1)[-1]
+        # The files summarized already are asked first: a mention there settles the answer
+        # without summarizing the placeholders that mention the name.
+        if self._mentioned(name):
+            return None
+        self._load_mentioning(name)
+        if self._mentioned(name):
+            return None
         found: list[tuple[str, CallSite, ArgUse]] = []
-        for caller_display, source in list(self.files.items()):
-            for site in source.call_sites:
-                if site.callee.rsplit(".", 1)[-1] != name:
-                    continue
-                target = self.callee(caller_display, site.callee)
-                if target is None or target.where != fn.where or site.star:
-                    return None  # an unresolved call of some ``name``: maybe this function
-                if param in site.keywords:
-                    use = self._arg_use(site, param)
-                elif position is not None and position < site.args:
-                    use = self._arg_use(site, position)
-                else:
-                    return None  # the parameter's default, shared by every call
-                found.append((caller_display, site, use))
+        for caller_display, site in self._sites_calling(name):
+            target = self.callee(caller_display, site.callee)
+            if target is None or target.where != fn.where or site.star:
+                return None  # an unresolved call of some ``name``: maybe this function
+            if param in site.keywords:
+                use = self._arg_use(site, param)
+            elif position is not None and position < site.args:
+                use = self._arg_use(site, position)
+            else:
+                return None  # the parameter's default, shared by every call
+            found.append((caller_display, site, use))
         return found or None
 
     def output_layers(
@@ -1445,17 +1448,16 @@ class Program:
         name = qualname.rsplit(".", 1)[-1]
         self._load_mentioning(name)
         found = []
-        for caller_display, source in list(self.files.items()):
-            for site in source.call_sites:
-                if site.callee.rsplit(".", 1)[-1] != name or position >= len(site.classes):
-                    continue
-                target = self.callee(caller_display, site.callee)
-                built = site.classes[position]
-                if target is None or target.where != fn.where or built is None:
-                    continue
-                owner = self._class_of(caller_display, built)
-                if owner is not None and owner not in [o for o, _ in found]:
-                    found.append((owner, f"passed at {caller_display}:{site.line}"))
+        for caller_display, site in self._sites_calling(name):
+            if position >= len(site.classes):
+                continue
+            target = self.callee(caller_display, site.callee)
+            built = site.classes[position]
+            if target is None or target.where != fn.where or built is None:
+                continue
+            owner = self._class_of(caller_display, built)
+            if owner is not None and owner not in [o for o, _ in found]:
+                found.append((owner, f"passed at {caller_display}:{site.line}"))
         return found
 
     def _switchable_in(
@@ -1498,24 +1500,23 @@ class Program:
         ``__init__`` parameter ``param``: (qualified name or None for its default, "file:line").
         None when a construction may be unseen (the class used other than called, or a call of
         its name that does not resolve to it, or no construction at all)."""
-        self._load_mentioning(cls)
-        if any(cls in source.mentions for source in self.files.values()):
+        if self._mentioned(cls):
             return None  # passed around as a value (a registry, a subclass): constructions unseen
+        self._load_mentioning(cls)
+        if self._mentioned(cls):
+            return None
         init = self.files[display].methods.get(cls, {}).get("__init__")
         if init is None:
             return None
         out: list[tuple[str | None, str]] = []
-        for caller_display, source in list(self.files.items()):
-            for site in source.call_sites:
-                if site.callee.rsplit(".", 1)[-1] != cls:
-                    continue
-                if self._class_of(caller_display, site.callee) != (display, cls) or site.star:
-                    return None
-                values = dict(site.values)
-                value = values.get(param, values.get(str(position)) if position >= 0 else None)
-                if value == "?":
-                    return None
-                out.append((value, f"{caller_display}:{site.line}"))
+        for caller_display, site in self._sites_calling(cls):
+            if self._class_of(caller_display, site.callee) != (display, cls) or site.star:
+                return None
+            values = dict(site.values)
+            value = values.get(param, values.get(str(position)) if position >= 0 else None)
+            if value == "?":
+                return None
+            out.append((value, f"{caller_display}:{site.line}"))
         return out or None
 
     def _class_of(self, display: str, dotted: str) -> tuple[str, str] | None:
@@ -1543,6 +1544,25 @@ class Program:
             return ArgUse("unknown")
         index = which if isinstance(which, int) else site.args + site.keywords.index(which)
         return site.uses[index]
+
+    def _sites_calling(self, name: str) -> Iterable[tuple[str, CallSite]]:
+        """Every call site of the run whose callee's last name is ``name``, with its file, file by
+        file as the files are when asked (one summarized meanwhile is seen as it was)."""
+        for display, source in list(self.files.items()):
+            known = self._site_names.get(display)
+            if known is None or known[0] is not source:  # a placeholder since summarized: new names
+                known = self._site_names[display] = (
+                    source,
+                    frozenset(site.callee.rsplit(".", 1)[-1] for site in source.call_sites),
+                )
+            if name in known[1]:
+                for site in source.call_sites:
+                    if site.callee.rsplit(".", 1)[-1] == name:
+                        yield display, site
+
+    def _mentioned(self, name: str) -> bool:
+        """``name`` is used other than called in a file summarized so far."""
+        return any(name in source.mentions for source in self.files.values())
 
     def _load_mentioning(self, name: str) -> None:
         """Summarize the placeholders whose text mentions ``name`` (their calls count too)."""

@@ -14,7 +14,7 @@ import libcst as cst
 
 from . import torch_api
 from .imports import ImportMap
-from .syntax import children, dotted_name, is_false, is_true, keyword_arg, positional_args
+from .syntax import LEAF_TYPES, children, dotted_name, is_false, is_true, keyword_arg, positional_args
 
 
 @dataclass(eq=False)
@@ -216,7 +216,10 @@ class ModuleIndex:
                         self.aliases[node.targets[0].target.value] = value
                 elif t is cst.Call and _callee_name(node) == "Sequential":
                     self.sequential_calls.append(node)
-                extend(children(node))
+                if t is cst.Attribute or t is cst.Arg:
+                    stack.append(node.value)  # the other child is a name (``.attr``, ``keyword=``)
+                elif t not in LEAF_TYPES:
+                    extend(children(node))
 
     def _function(self, node: cst.FunctionDef, parent: FunctionInfo | None, cls: ClassInfo | None) -> FunctionInfo:
         is_method = cls is not None

@@ -79,6 +79,12 @@ def children(node: cst.CSTNode) -> list[cst.CSTNode]:
     return out
 
 
+# Node types without semantic children (most of a tree's nodes are names): a walk need not ask.
+LEAF_TYPES = frozenset(
+    {cst.Name, cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.Pass, cst.Break, cst.Continue, cst.Ellipsis}
+)
+
+
 def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Pre-order walk over semantic nodes."""
     stack = [node]
@@ -86,9 +92,15 @@ def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     while stack:
         current = pop()
         yield current
-        kids = children(current)
-        kids.reverse()
-        extend(kids)
+        if type(current) not in LEAF_TYPES:
+            kids = children(current)
+            kids.reverse()
+            extend(kids)
+
+
+# Exact types: ``isinstance`` against LibCST's classes goes through ``ABCMeta`` (slow), and no
+# node class is subclassed.
+_NEW_SCOPES = frozenset({cst.FunctionDef, cst.ClassDef, cst.Lambda})
 
 
 def walk_same_scope(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
@@ -97,7 +109,7 @@ def walk_same_scope(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     while stack:
         current = stack.pop()
         yield current
-        if current is not node and isinstance(current, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+        if type(current) in LEAF_TYPES or (current is not node and type(current) in _NEW_SCOPES):
             continue
         kids = children(current)
         kids.reverse()
@@ -107,10 +119,10 @@ def walk_same_scope(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
 def dotted_name(expr: cst.BaseExpression) -> str | None:
     """``a.b.c`` for Name/Attribute chains, else None."""
     parts = []
-    while isinstance(expr, cst.Attribute):
+    while type(expr) is cst.Attribute:
         parts.append(expr.attr.value)
         expr = expr.value
-    if isinstance(expr, cst.Name):
+    if type(expr) is cst.Name:
         parts.append(expr.value)
         return ".".join(reversed(parts))
     return None
@@ -201,7 +213,8 @@ def module_list_loops(fn: cst.FunctionDef, self_name: str | None) -> dict[str, s
     stack: list[cst.CSTNode] = [fn.body]
     while stack:
         node = stack.pop()
-        if isinstance(node, cst.For):
+        t = type(node)
+        if t is cst.For:
             bind(node.target)
             it, target = node.iter, node.target
             if (
@@ -217,16 +230,13 @@ def module_list_loops(fn: cst.FunctionDef, self_name: str | None) -> dict[str, s
             attr = self_attribute(it, self_name)
             if attr is not None and isinstance(target, cst.Name):
                 loops[target.value] = attr
-        elif isinstance(node, (cst.CompFor, cst.AugAssign, cst.AnnAssign, cst.NamedExpr)):
+        elif t is cst.CompFor or t is cst.AugAssign or t is cst.AnnAssign or t is cst.NamedExpr:
             bind(node.target)
-        elif isinstance(node, cst.Assign):
-            for t in node.targets:
-                bind(t.target)
-        elif isinstance(node, cst.AsName):
+        elif t is cst.Assign:
+            for assigned in node.targets:
+                bind(assigned.target)
+        elif t is cst.AsName or t is cst.FunctionDef or t is cst.ClassDef or t is cst.Param:
             bind(node.name)
-        elif isinstance(node, (cst.FunctionDef, cst.ClassDef)):
-            bind(node.name)
-        elif isinstance(node, cst.Param):
-            bind(node.name)
-        stack.extend(node.children)
+        if t not in LEAF_TYPES:
+            stack.extend(children(node))
     return {name: attr for name, attr in loops.items() if bound.get(name) == 1}

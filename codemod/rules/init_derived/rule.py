@@ -245,12 +245,13 @@ class _ClassCheck:
     def _init_locals(self) -> set[str]:
         names = set()
         for node in walk_same_scope(self.init.body):
-            if isinstance(node, cst.Assign):
-                for t in node.targets:
-                    names |= _names(t.target)
-            elif isinstance(node, (cst.AnnAssign, cst.AugAssign, cst.For)):
+            t = type(node)  # exact types: ``isinstance`` against LibCST's ABCs is slow
+            if t is cst.Assign:
+                for target in node.targets:
+                    names |= _names(target.target)
+            elif t is cst.AnnAssign or t is cst.AugAssign or t is cst.For:
                 names |= _names(node.target)
-            elif isinstance(node, cst.WithItem) and node.asname is not None:
+            elif t is cst.WithItem and node.asname is not None:
                 names |= _names(node.asname.name)
         return names
 
@@ -295,9 +296,10 @@ class _ClassCheck:
         stack = [value]
         while stack:
             node = stack.pop()
-            if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            t = type(node)
+            if t is cst.FunctionDef or t is cst.ClassDef or t is cst.Lambda:
                 continue
-            if isinstance(node, cst.Call):
+            if t is cst.Call:
                 if id(node) not in itself and self._is_parameter(node):
                     return node
                 qual = self.index.imports.qualify(node.func) or ""
@@ -385,7 +387,7 @@ class _ClassCheck:
         """The Parameters (``self.p``, ``self.sub.weight``) and derived attributes ``value`` reads."""
         deps: set[str] = set()
         for node in _tensor_valued_parts(value):
-            if not isinstance(node, cst.Attribute):
+            if type(node) is not cst.Attribute:
                 continue
             chain = dotted_name(node)
             if chain is None or not chain.startswith(self.self_name + "."):
@@ -665,6 +667,9 @@ _METADATA_ATTRS = torch_api.METADATA_ATTRIBUTES
 _METADATA_METHODS = torch_api.METADATA_METHODS
 
 
+_NOT_TENSOR_VALUED = frozenset({cst.Comparison, cst.FunctionDef, cst.ClassDef, cst.Lambda})
+
+
 def _tensor_valued_parts(value):
     """Nodes of ``value`` whose tensors can flow into its result: comparisons, ``not`` and the
     conditions of ``and``/``or``/``if`` give Python bools (``self.p is None``), and shapes, dtypes
@@ -673,22 +678,25 @@ def _tensor_valued_parts(value):
     stack = [value]
     while stack:
         node = stack.pop()
-        if isinstance(node, (cst.Comparison, cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+        t = type(node)  # exact types: ``isinstance`` against LibCST's ABCs is slow
+        if t in _NOT_TENSOR_VALUED:
             continue
-        if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not):
+        if t is cst.UnaryOperation and type(node.operator) is cst.Not:
             continue
-        if isinstance(node, cst.Attribute) and node.attr.value in _METADATA_ATTRS:
+        if t is cst.Attribute and node.attr.value in _METADATA_ATTRS:
             continue
-        if isinstance(node, cst.Call) and (
-            (isinstance(node.func, cst.Attribute) and node.func.attr.value in _METADATA_METHODS)
-            or (isinstance(node.func, cst.Name) and node.func.value in ("len", "isinstance", "id", "type"))
-            or (isinstance(node.func, (cst.Name, cst.Attribute)) and _callee_name(node.func) in _LIKE_FACTORIES)
-        ):
-            continue
+        if t is cst.Call:
+            func = type(node.func)
+            if (
+                (func is cst.Attribute and node.func.attr.value in _METADATA_METHODS)
+                or (func is cst.Name and node.func.value in ("len", "isinstance", "id", "type"))
+                or ((func is cst.Name or func is cst.Attribute) and _callee_name(node.func) in _LIKE_FACTORIES)
+            ):
+                continue
         yield node
-        if isinstance(node, cst.IfExp):
+        if t is cst.IfExp:
             stack += [node.body, node.orelse]
-        elif isinstance(node, cst.BooleanOperation):
+        elif t is cst.BooleanOperation:
             stack.append(node.right)  # ``a and b`` / ``a or b``: only ``b`` is a plausible tensor result
         else:
             stack.extend(reversed(children(node)))

@@ -62,15 +62,28 @@ class Kind(enum.Enum):
 Text = Union[str, Callable[[], str]]
 
 
+class LazyText:
+    """A text computed only if a message needs it; ``quoted``: its format holds a backtick."""
+
+    __slots__ = ("_make", "quoted")
+
+    def __init__(self, make: Callable[[], str], fmt: str) -> None:
+        self._make = make
+        self.quoted = "`" in fmt
+
+    def __call__(self) -> str:
+        return self._make()
+
+
 def code_text(node: cst.CSTNode, fmt: str = "`{}`", limit: int = 60) -> Callable[[], str]:
     """Source of ``node`` in ``fmt``, computed only if a message needs it (it costs a codegen)."""
-    return lambda: fmt.format(short_code(node, limit))
+    return LazyText(lambda: fmt.format(short_code(node, limit)), fmt)
 
 
 def fmt_text(fmt: str, inner: Text) -> Text:
     if isinstance(inner, str):
         return fmt.format(inner)
-    return lambda: fmt.format(inner())
+    return LazyText(lambda: fmt.format(inner()), fmt)
 
 
 class Value:
@@ -146,6 +159,17 @@ class Value:
         if not isinstance(self._label, str):
             self._label = self._label()
         return self._label
+
+    @property
+    def is_none(self) -> bool:
+        """The constant ``None``. A lazy label that quotes code is not computed to tell (it costs
+        a codegen, and a quoted text is never the bare name)."""
+        if not self.immutable:
+            return False
+        label = self._label
+        if isinstance(label, LazyText) and label.quoted:
+            return False
+        return self.label == "None"
 
     @property
     def external(self) -> str | None:
@@ -382,6 +406,18 @@ def _merge(dicts: list[dict]) -> dict:
     return out
 
 
+def _same_on_all(states: list[State], name: str) -> bool:
+    """``name`` is bound to the same values in each of ``states``."""
+    first = states[0].env.get(name)
+    if first is None:
+        return False
+    for s in states[1:]:
+        values = s.env.get(name)
+        if values is not first and values != first:
+            return False
+    return True
+
+
 def join(states: Iterable[State | None]) -> State | None:
     live = [s for s in states if s is not None]
     if not live:
@@ -394,8 +430,12 @@ def join(states: Iterable[State | None]) -> State | None:
         _merge([s.escaped for s in live]),
         _merge([s.stale for s in live]),
     )
-    # Saves seen by a name only on the paths where the name refers to the value.
+    # Saves seen by a name only on the paths where the name refers to the value. A name bound to
+    # the same values on every path, and pinned on none, has nothing to pin.
+    pinned_names = {name for s in live for name, _ in s.pinned}
     for name, values in out.env.items():
+        if name not in pinned_names and _same_on_all(live, name):
+            continue
         for v in values:
             paths = [s for s in live if v in s.env.get(name, ())]
             if len(paths) == len(live) and not any((name, v) in s.pinned for s in live):
@@ -406,7 +446,10 @@ def join(states: Iterable[State | None]) -> State | None:
     if out.stale:
         every = out.stale_sites()
         each = [s.stale_sites() for s in live]
+        pinned_names = {name for s in live for name, _ in s.pinned_stale}
         for name, values in out.env.items():
+            if name not in pinned_names and _same_on_all(live, name):
+                continue
             for v in values:
                 paths = [(s, e) for s, e in zip(live, each) if v in s.env.get(name, ())]
                 if len(paths) == len(live) and not any((name, v) in s.pinned_stale for s in live):
@@ -906,9 +949,12 @@ class _Analyzer:
         immutable: bool = False,
         st: State | None = None,
     ) -> Value:
+        key = (id(node), role)
         if st is not None:
-            self.recreate((id(node), role), st)
-        v = self._new((id(node), role), lambda: Value(Kind.FRESH, node, label, tensor=tensor, immutable=immutable))
+            self.recreate(key, st)
+        v = self._memo.get(key)  # ``_new``, inline: the commonest value
+        if v is None:
+            v = self._memo[key] = Value(Kind.FRESH, node, label, tensor=tensor, immutable=immutable)
         if tensor and not v.tensor:
             self.set_tensor(v)
         return v
@@ -1030,14 +1076,27 @@ class _Analyzer:
     def is_tensor(self, values: Iterable[Value]) -> bool | None:
         """True if the values are tensors (Python numbers may mix in: ``x op= y`` is then a plain
         rebinding), False if none is, None if unknown or mixed with mutable non-tensors."""
-        verdicts = [(v.tensor, v.immutable) for v in values if not (v.immutable and v.label == "None")]
-        if not verdicts:
+        found = any_tensor = other = False  # other: a value neither a tensor nor a Python number
+        all_not_tensor = True
+        for v in values:
+            immutable = v.immutable
+            if immutable and v.is_none:
+                continue
+            found = True
+            t = v.tensor
+            if t is True:
+                any_tensor = True
+                all_not_tensor = False
+            elif t is False:
+                other = other or not immutable
+            else:
+                other = True
+                all_not_tensor = False
+        if not found:
             return None
-        if any(t is True for t, _ in verdicts):
-            return True if all(t is True or (t is False and imm) for t, imm in verdicts) else None
-        if all(t is False for t, _ in verdicts):
-            return False
-        return None
+        if any_tensor:
+            return None if other else True
+        return False if all_not_tensor else None
 
     def mark_tensor(self, values: Iterable[Value]) -> None:
         for v in values:
@@ -1208,9 +1267,9 @@ class _Analyzer:
         values = yes.env.get(name)
         if name not in self.locals or not values:
             return
-        none = frozenset(v for v in values if v.immutable and v.label == "None")
+        none = frozenset(v for v in values if v.is_none)
         maybe = frozenset(
-            v for v in values if not (v.kind in (Kind.MUTATED, Kind.CONTAINER) or (v.immutable and v.label != "None"))
+            v for v in values if not (v.kind in (Kind.MUTATED, Kind.CONTAINER) or (v.immutable and not v.is_none))
         )
         is_none, not_none = (yes, no) if isinstance(op, cst.Is) else (no, yes)
         is_none.narrow(name, maybe)
@@ -1495,9 +1554,12 @@ class _Analyzer:
         # A stable order, the written name's own argument first: the report names the argument
         # that the written name holds, not another one a summary may alias with it.
         own = f"`{root}`" if root else None
-        for v in sorted(
-            group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label)
-        ):
+        ordered = (  # one value needs no order (and its label, maybe a codegen, is not computed)
+            sorted(group, key=lambda v: (not (own and v.kind is Kind.PARAM and own in v.label), v.kind.value, v.label))
+            if len(group) > 1
+            else group
+        )
+        for v in ordered:
             if v.kind is Kind.PARAM and v.tensor is not False:
                 site.add_reason(
                     "P3",

@@ -1271,6 +1271,7 @@ class Program:
         self._callers: dict[str, list[tuple[str | None, bool]]] | None = None
         self._grad_free: dict[str, bool] = {}
         self._scanned: dict[str, set[str]] = {}
+        self._summarized_late: set[str] = set()  # placeholders summarized since (``_load``)
         # file -> (its summary, the last names of the callees of its call sites), for _sites_calling
         self._site_names: dict[str, tuple[FileSummary, frozenset[str]]] = {}
 
@@ -1280,6 +1281,10 @@ class Program:
         if self._callers is None:
             self._callers = {}
             for display, source in self.files.items():
+                if display in self._summarized_late:
+                    # A placeholder (no torch in it) runs nothing under no_grad, and its calls
+                    # count nowhere: whether a query summarized it already must not change this.
+                    continue
                 for callee, caller, no_grad in source.calls:
                     target = self.callee(display, callee)
                     if target is None:
@@ -1592,6 +1597,7 @@ class Program:
             source.display, source.key, source.is_package
         )
         self.files[source.display] = self.by_key[source.key] = loaded
+        self._summarized_late.add(source.display)
         for i in range(len(loaded.key)):
             entries = self._suffixes[loaded.key[i:]]
             entries[entries.index(source)] = loaded

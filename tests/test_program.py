@@ -595,3 +595,20 @@ def test_inplace_switched_by_a_helper_over_harmless_modules_is_left_alone(tmp_pa
     torch = pytest.importorskip("torch")
     root = _untouched_silent("switch_helper_harmless", tmp_path, capsys, monkeypatch)
     _train(root, "step", torch)  # correct code: backward runs
+
+
+def test_who_runs_a_function_without_grad_does_not_depend_on_what_was_asked_before():
+    # ``plain.py`` has no torch: a placeholder, summarized only when a query reaches it. Its call
+    # of ``f`` must count the same (not at all) whether or not an earlier query loaded it; workers
+    # ask in the order their files come, so an answer that depended on it would vary run to run.
+    files = {
+        "m/ops.py": "def f(x):\n    return x * 2\n",
+        "m/grad.py": "import torch\nfrom m.ops import f\n\ndef g(t):\n    with torch.no_grad():\n        return f(t)\n",
+        "m/plain.py": "from m.ops import f\n\ndef h(y):\n    return f(y)\n",
+    }
+    fresh = _summaries(lazy=True, **files)
+    asked = _summaries(lazy=True, **files)
+    asked.argument_uses("m/ops.py", "f", "x")  # summarizes the placeholders that mention ``f``
+    assert asked.files["m/plain.py"].calls  # it did load ``plain.py``
+    assert fresh.only_called_without_grad("m/ops.py", "f") == asked.only_called_without_grad("m/ops.py", "f")
+    assert fresh.only_called_without_grad("m/ops.py", "f") == "m/ops.py:1"

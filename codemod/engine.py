@@ -301,11 +301,7 @@ def rewrite_module(
         reported |= {_report_key(res) for res in kept if not res.fixed}
         # Where each report's line is in the next round's source (None: its line was edited).
         moved = _line_map(ctx.source, current.code)
-        here = {
-            id(res): moved.get(here.get(id(res), res.location.line) if round_no else res.location.line)
-            for res in results
-            if not res.fixed
-        }
+        here = {id(res): moved.get(here.get(id(res), res.location.line)) for res in results if not res.fixed}
         # The rules run once more on the rewritten tree (also when nothing was deferred), so the
         # output is a fixpoint: running the engine on it changes nothing.
     results.sort(key=lambda r: (r.location.line, r.location.column, r.code))

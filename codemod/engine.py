@@ -30,6 +30,7 @@ from typing import Callable, Iterable
 import libcst as cst
 
 from .discovery import SourceFile
+from . import ast_to_cst
 from .context import FileContext
 from .edits import apply_edits
 from .findings import FileResult, Finding, Location, RelatedLocation, Result
@@ -99,6 +100,9 @@ class FileTask:
     # Rule families that may have a finding here, from the whole-program phase's ``ast`` pass
     # (``candidates.possible_findings``); None: undecided (the file is parsed as usual).
     may_find: frozenset[str] | None = None
+    # Run the rules first on the tree ``ast_to_cst`` builds from Python's parser, and parse with
+    # LibCST only when they find anything there.
+    mirror: bool = True
 
 
 def needs_parse(task: FileTask) -> bool:
@@ -181,11 +185,21 @@ def analyse_bytes(
         if refused:
             result.skipped = refused
             return result
-    rules = _rules(task.codes)
     # A skeleton first (``skeleton.py``): when the rules find nothing in it, they find nothing
     # in the file; otherwise the file is analysed whole below, and only that result counts.
     blank = getattr(task.may_find, "blank", None) if not task.confirmed_lines else None
     skeleton_data = skeleton(data, blank) if blank else None
+    if task.mirror and not task.confirmed_lines:
+        # The skeleton (or the file) as Python's parser reads it (``ast_to_cst.py``): LibCST
+        # parses only files where the rules find anything in that tree.
+        found = _mirror_finds(skeleton_data or data, task, project, program)
+        if found is False:
+            result.parsed = True
+            result.seconds = time.perf_counter() - start
+            return result
+        if found:
+            skeleton_data = None  # the skeleton would find it too: analyse the file whole
+    rules = _rules(task.codes)
     if skeleton_data is not None:
         outcome = _analyse(skeleton_data, task, rules, project, program)
         if outcome.parsed and outcome.skipped is None and not outcome.results and outcome.new_source is None:
@@ -195,6 +209,26 @@ def analyse_bytes(
     result = _analyse(data, task, rules, project, program)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _mirror_finds(data: bytes, task: FileTask, project: ProjectFacts | None, program: Program | None) -> bool | None:
+    """Whether the selected rules find anything (a rewrite, a report, a suppressed finding) in
+    the first round on ``data`` as ``ast_to_cst`` builds it; None where that tree cannot tell
+    (Python refuses the file, syntax the builder leaves to LibCST, a coding other than UTF-8, a
+    rule that fails on it): the file is then parsed with LibCST as if there were no mirror."""
+    try:
+        source = data.decode("utf-8")
+        module, positions = ast_to_cst.build(data)
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError, ast_to_cst.Unsupported):
+        return None
+    ctx = FileContext(task.display, source, module, positions)
+    options = RuleOptions(mode=task.mode, suppressions=suppressions(source), project=project, program=program)
+    try:
+        return any(f.code in task.codes for rule in _rules(task.codes) for f in rule.check(ctx, options))
+    except Exception:  # a rule that cannot read this tree: LibCST's will tell
+        if os.environ.get("CODEMOD_DEBUG"):
+            traceback.print_exc()
+        return None
 
 
 def _rules(codes: frozenset[str]) -> list[Rule]:
@@ -452,6 +486,7 @@ def run(
     on_result: Callable[[FileResult], None] | None = None,
     prefilter: bool = True,
     skeletons: bool = True,
+    mirror: bool = True,
 ) -> list[FileResult]:
     """Process every task; results come back in task order.
 
@@ -465,7 +500,9 @@ def run(
     (``candidates.possible_findings``); with ``prefilter``, only files where a selected family
     may have one are parsed with LibCST and analysed, the others are reported clean at once.
     With ``skeletons`` (and ``prefilter``), a file is first analysed as its skeleton
-    (``skeleton.py``) and parsed whole only where that finds anything.
+    (``skeleton.py``) and parsed whole only where that finds anything. With ``mirror``, the
+    rules first run on the file (or its skeleton) as Python's parser reads it (``ast_to_cst.py``),
+    and LibCST parses only the files where they find anything there.
     """
     _set_project(None)
     program, may_find = build_program(tasks, jobs)
@@ -473,6 +510,8 @@ def run(
         if not skeletons:
             may_find = [None if found is None else frozenset(found) for found in may_find]
         tasks = [replace(t, may_find=found) for t, found in zip(tasks, may_find)]
+    if not mirror:
+        tasks = [replace(t, mirror=False) for t in tasks]
     _set_project(None, program)
     try:
         results = _run(tasks, jobs, on_result)

@@ -28,11 +28,12 @@ def outcome(res: FileResult) -> tuple:
 
 
 def compare(root: Path, jobs: int, mode: str | None = None) -> tuple[list[str], dict[str, int]]:
-    """The files whose results differ between the plain engine and the engine with the filter
-    and skeletons, and counts from the run without the filter."""
+    """The files whose results differ between the plain engine (every file parsed with LibCST)
+    and the engine with the filter, skeletons and ``ast_to_cst`` trees, and counts from the run
+    without the filter."""
     files = discover([str(root)], ConfigFinder(known_selectors()), base=root)
     tasks = build_tasks(files, mode=mode)
-    plain = run(tasks, jobs, prefilter=False)
+    plain = run(tasks, jobs, prefilter=False, mirror=False)
     filtered = run(tasks, jobs, prefilter=True)
     differ = [a.path for a, b in zip(plain, filtered, strict=True) if outcome(a) != outcome(b)]
     findings = [r for res in plain for r in res.results]

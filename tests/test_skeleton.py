@@ -1,4 +1,5 @@
-"""Skeletons (``codemod/skeleton.py``): analysing a file's skeleton first never changes a result.
+"""Skeletons (``codemod/skeleton.py``) and the tree Python's parser gives (``codemod/ast_to_cst.py``):
+analysing a file's skeleton first, and that as ``ast_to_cst`` builds it, never changes a result.
 
 * The text: line for line the file, left-out bodies become ``...``; what is kept is unchanged;
   a body that does not start its own line is kept; hypothesmith programs' skeletons parse.
@@ -33,7 +34,7 @@ HEAD = "import torch\nimport torch.nn as nn\n\n\n"
 def _analyse(source: str, mode: str, skeletons: bool):
     data = source.encode()
     may = possible_findings(ast.parse(data)) if skeletons else None
-    return analyse_bytes(data, FileTask("gen.py", "gen.py", CODES, mode, may_find=may))
+    return analyse_bytes(data, FileTask("gen.py", "gen.py", CODES, mode, may_find=may, mirror=skeletons))
 
 
 def _stable(res) -> tuple:

@@ -1,7 +1,8 @@
 """Where the engine's CPU goes, one process, on every N-th file of a corpus: a bare LibCST parse
 of every file, the whole-program summaries (``ast``), LibCST's parse of the files the ``ast``
-pre-filter keeps (whole, and as skeletons), and the analysis of those files without and with
-skeletons (parse and rules):
+pre-filter keeps (whole, and as skeletons), the ``ast_to_cst`` trees of those skeletons (Python's
+parse included), and the analysis of those files without skeletons, with them, and with them and
+the ``ast_to_cst`` trees first (parse and rules):
 
     python tests/benchmarks/bench_phases.py DIR [--every 6]
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from codemod import engine  # noqa: E402
+from codemod import ast_to_cst, engine  # noqa: E402
 from codemod.config import ConfigFinder  # noqa: E402
 from codemod.discovery import discover  # noqa: E402
 from codemod.skeleton import skeleton  # noqa: E402
@@ -60,13 +61,17 @@ def main() -> int:
         "whole-program summaries (ast), every file": summaries,
         "LibCST parse of the kept files": timed(engine.parse_unvalidated, data),
         "LibCST parse of their skeletons": timed(engine.parse_unvalidated, skeletons),
+        "ast_to_cst trees of their skeletons": timed(ast_to_cst.build, skeletons),
         "analysis of the kept files, without skeletons": timed(
             lambda i: engine.analyse_bytes(
-                data[i], replace(kept[i], may_find=frozenset(kept[i].may_find)), None, program
+                data[i], replace(kept[i], may_find=frozenset(kept[i].may_find), mirror=False), None, program
             ),
             range(len(kept)),
         ),
         "analysis of the kept files, with skeletons": timed(
+            lambda i: engine.analyse_bytes(data[i], replace(kept[i], mirror=False), None, program), range(len(kept))
+        ),
+        "analysis of the kept files, with skeletons and ast_to_cst trees": timed(
             lambda i: engine.analyse_bytes(data[i], kept[i], None, program), range(len(kept))
         ),
     }

@@ -26,7 +26,10 @@ LibCST's own constructors with validation off.
 from __future__ import annotations
 
 import ast
+import codecs
 import dataclasses
+import re
+import unicodedata
 from typing import Any, Callable
 
 import libcst as cst
@@ -103,6 +106,7 @@ _Integer = _maker(cst.Integer, "value")
 _Float = _maker(cst.Float, "value")
 _Imaginary = _maker(cst.Imaginary, "value")
 _SimpleString = _maker(cst.SimpleString, "value")
+_ConcatenatedString = _maker(cst.ConcatenatedString, "left", "right")
 _FormattedString = _maker(cst.FormattedString, "parts")
 _FormattedStringText = _maker(cst.FormattedStringText, "value")
 _FormattedStringExpression = _maker(cst.FormattedStringExpression, "expression", "conversion", "format_spec")
@@ -271,9 +275,11 @@ class Builder:
     """Builds a LibCST module from an ``ast`` module; ``origin`` maps each built statement's id
     to the ``ast`` node it stands for (its position)."""
 
-    def __init__(self, lines: list[bytes]) -> None:
+    def __init__(self, data: bytes, lines: list[bytes]) -> None:
+        self.data = data
         self.lines = lines
         self.origin: dict[int, ast.AST] = {}
+        self._line_starts: list[int] | None = None
 
     # Statements ---------------------------------------------------------------------------
 
@@ -475,13 +481,28 @@ class Builder:
         if value is ...:
             return _Ellipsis()
         tp = type(value)
-        if tp is int:
-            return _Integer(repr(value))
-        if tp is float:
-            return _Float(repr(value))
-        if tp is complex:
-            return _Imaginary(repr(value))
-        return _SimpleString(repr(value))
+        if tp is int or tp is float or tp is complex:  # as written: ``0x10``, ``1_000``, ``1e400``
+            text = self._segment(n).decode("ascii")
+            return _Integer(text) if tp is int else _Float(text) if tp is float else _Imaginary(text)
+        tokens = _string_tokens(self._segment(n))  # as written, each literal of ``"a" "b"``
+        out: Any = _SimpleString(tokens[-1].decode("utf-8"))
+        for token in reversed(tokens[:-1]):
+            out = _ConcatenatedString(_SimpleString(token.decode("utf-8")), out)
+        return out
+
+    def _segment(self, n: ast.expr) -> bytes:
+        """The source bytes of ``n``."""
+        line, end = n.lineno, n.end_lineno or n.lineno
+        if line == end:
+            return self.lines[line - 1][n.col_offset : n.end_col_offset]
+        if self._line_starts is None:
+            starts, pos = [0], 0
+            for text in self.data.splitlines(keepends=True):
+                pos += len(text)
+                starts.append(pos)
+            self._line_starts = starts
+        starts = self._line_starts
+        return self.data[starts[line - 1] + n.col_offset : starts[end - 1] + (n.end_col_offset or 0)]
 
     def _attribute(self, n: ast.Attribute) -> cst.Attribute:
         return _Attribute(self.expr(n.value), _Name(n.attr))
@@ -667,6 +688,37 @@ _EXPRESSIONS: dict[type, Callable[[Builder, Any], cst.BaseExpression]] = {
 }
 
 
+_STRING_OPEN = re.compile(rb"[A-Za-z]{0,2}('''|\"\"\"|'|\")")
+_BETWEEN_STRINGS = re.compile(rb"(?:[ \t\f\r\n]|\\\r?\n|\\\r|#[^\r\n]*)*")
+
+
+def _string_tokens(segment: bytes) -> list[bytes]:
+    """The string literals of one ``ast`` string constant as written (several where Python
+    joined adjacent literals); ``Unsupported`` where the text is not that."""
+    out = []
+    pos, size = 0, len(segment)
+    while pos < size:
+        opened = _STRING_OPEN.match(segment, pos)
+        if opened is None:
+            raise Unsupported("string")
+        quote, start = opened.group(1), opened.end()
+        at = start
+        while True:
+            close = segment.find(quote, at)
+            if close < 0:
+                raise Unsupported("string")
+            k = close
+            while k > start and segment[k - 1] == 0x5C:  # backslashes before the quote
+                k -= 1
+            if (close - k) % 2 == 0:
+                break
+            at = close + 1
+        end = close + len(quote)
+        out.append(segment[pos:end])
+        pos = _BETWEEN_STRINGS.match(segment, end).end()
+    return out
+
+
 def _dotted(name: str) -> cst.Name | cst.Attribute:
     parts = name.split(".")
     out: Any = _Name(parts[0])
@@ -680,7 +732,17 @@ def build(data: bytes) -> tuple[cst.Module, MirrorPositions]:
     ``SyntaxError``/``ValueError`` where Python refuses the file, ``Unsupported`` for syntax not
     built here, ``RecursionError`` for very deep nesting."""
     tree = compile(data, "<file>", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]  # not counted in the ``ast`` columns of line 1
+    if not data.isascii():
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Unsupported("a coding other than UTF-8") from None
+        if not unicodedata.is_normalized("NFKC", text):
+            # Python reads identifiers NFKC-normalized (``ｈ`` is ``h``), LibCST as written.
+            raise Unsupported("text that NFKC normalization changes")
     lines = data.splitlines()
-    builder = Builder(lines)
+    builder = Builder(data, lines)
     module = builder.module(tree)
     return module, MirrorPositions(builder.origin, lines)

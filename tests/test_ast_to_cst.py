@@ -1,13 +1,12 @@
 """``codemod/ast_to_cst.py`` builds, from Python's parser, the tree LibCST's parser builds: the
-same node classes with the same semantic fields (what ``analysis.syntax.children`` walks and the
-rules read), node for node. Literals are compared by value (the spelling of a number or a string
-is not kept), and positions by line. Checked on every Python file of this repository and of its
-fixtures, and on generated programs."""
+same node classes with the same fields (all but layout: whitespace, commas, parentheses), node
+for node, names, numbers and strings as written, and each statement's line. Checked on every
+Python file of this repository and of its fixtures, on each kind of syntax, and on generated
+programs; and in the engine, that LibCST parses only files where the rules find something."""
 
 from __future__ import annotations
 
-import ast
-import unicodedata
+import dataclasses
 from pathlib import Path
 
 import hypothesmith
@@ -16,55 +15,56 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from codemod import ast_to_cst
-from codemod.analysis.syntax import _fields, children
+from codemod.analysis.syntax import children
 from codemod.positions import PositionIndex
 
 ROOT = Path(__file__).resolve().parents[1]
-_STRINGS = (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)
-_NUMBERS = (cst.Integer, cst.Float, cst.Imaginary)
-# Fields holding plain strings that carry meaning (the rest: encodings, indentation, quotes).
-_TEXT_FIELDS = frozenset({"value", "star", "conversion"})
+# Fields that hold only whitespace, punctuation or formatting.
+_LAYOUT = frozenset(
+    {
+        "lpar", "rpar", "comma", "semicolon", "leading_lines", "lines_after_decorators", "header", "footer",
+        "trailing_whitespace", "newline", "indent", "colon", "equal", "dot", "lbracket", "rbracket", "lbrace",
+        "rbrace", "first_colon", "second_colon", "default_indent", "default_newline", "has_trailing_newline",
+        "encoding", "leading_whitespace",
+    }
+)  # fmt: skip
 
 
-def _string_parts(node: cst.CSTNode) -> list:
-    """The expressions inside a string (f-strings), in order; the text itself is not compared (nor
-    conversions: Python reads ``f'{x=}'`` as ``f'x={x!r}'``)."""
+def _has_fstring(node: cst.CSTNode) -> bool:
     if isinstance(node, cst.ConcatenatedString):
-        return _string_parts(node.left) + _string_parts(node.right)
+        return _has_fstring(node.left) or _has_fstring(node.right)
+    return isinstance(node, cst.FormattedString)
+
+
+def _fstring_expressions(node: cst.CSTNode) -> list:
+    """The expressions inside an f-string (or a concatenation holding one), in order: Python
+    joins ``f"a" "b"`` into one f-string and reads ``f"{x=}"`` as ``f"x={x!r}"``, so neither the
+    text nor the conversions are compared."""
+    if isinstance(node, cst.ConcatenatedString):
+        return _fstring_expressions(node.left) + _fstring_expressions(node.right)
+    out = []
     if isinstance(node, cst.FormattedString):
-        out = []
         for part in node.parts:
             if isinstance(part, cst.FormattedStringExpression):
                 out.append(_shape(part.expression))
-                out += _string_parts(cst.FormattedString(parts=part.format_spec or []))
-        return out
-    return []
-
-
-_PUNCTUATION = (cst.Colon, cst.Comma, cst.Semicolon, cst.AssignEqual, cst.Dot, cst.MaybeSentinel)
+                out += _fstring_expressions(cst.FormattedString(parts=part.format_spec or []))
+    return out
 
 
 def _shape(node) -> object:
-    if isinstance(node, _PUNCTUATION):
-        return "punctuation"  # ``x[a::]`` has a second colon, ``x[a:]`` none: the same slice
+    """Every field but layout, as it is: names, numbers and strings as written, the operators,
+    ``star`` and ``asynchronous``."""
     if isinstance(node, (list, tuple)):
         return [_shape(x) for x in node]
     if not isinstance(node, cst.CSTNode):
-        return node if isinstance(node, str) or node is None else repr(node)
-    if isinstance(node, _NUMBERS):
-        return (type(node).__name__, ast.literal_eval(node.value))
-    if isinstance(node, _STRINGS):
-        return ("string", _string_parts(node))
-    if isinstance(node, cst.Name):  # Python reads identifiers NFKC-normalized; LibCST as written
-        return ("Name", unicodedata.normalize("NFKC", node.value))
-    fields = []
-    for name in _fields(type(node)):
-        value = getattr(node, name)
-        if isinstance(value, str) and name not in _TEXT_FIELDS:
-            continue
-        if isinstance(value, (bool, int)):
-            continue
-        fields.append((name, _shape(value)))
+        return node if isinstance(node, (str, bool, int)) or node is None else repr(node)
+    if isinstance(node, (cst.ConcatenatedString, cst.FormattedString)) and _has_fstring(node):
+        return ("f-string", _fstring_expressions(node))
+    fields = [
+        (f.name, _shape(getattr(node, f.name)))
+        for f in dataclasses.fields(node)
+        if f.name not in _LAYOUT and not f.name.startswith("whitespace")
+    ]
     return (type(node).__name__, fields)
 
 
@@ -127,7 +127,9 @@ def test_the_trees_match_libcst_on_every_file_of_the_repository_and_its_fixtures
         "try:\n    pass\nexcept (A, B) as e:\n    raise C from e\nelse:\n    pass\nfinally:\n    del a, b\n",
         "async def f():\n    async with a as (b, c), d:\n        async for x in y:\n            await z\n",
         "global a\nimport a.b as c, d\nfrom .. import (e as f, g)\nfrom h.i import *\n",
-        "x = f'{a!r:>{w}} {b}' 'c'\ny = b'1' b\"2\"\nw = '2' '3'\nz = 0x10 + 1_000 + 1.5e3 + 2j\n",
+        "x = f'{a!r:>{w}} {b}' 'c'\ny = b'1' b\"2\"\nz = 0x10 + 1_000 + 1.5e3 + 2j + 1e400\n",
+        'w = (\'2\'  # two\n  r\'3\' u"""4\\"""" \'\\\\\'\n)\n',
+        "\ufeffx = 'bom'\ndef f(a: u'int', b: 'in' 't', c: r\"\\\"\"):\n    return '''doc\n    string'''\n",
         "[x for x in y if x for z in x]\n{k: v for k, v in d.items()}\n{*a, *b}\n{**a, 'b': 1}\n(yield)\n",
         "def g():\n    yield from h\n    x = yield 1\n    (y := 2)\n    return\n",
     ],
@@ -136,9 +138,10 @@ def test_the_trees_match_libcst_on_each_kind_of_syntax(source):
     assert _check(source.encode())
 
 
-def test_match_statements_are_left_to_libcst():
+@pytest.mark.parametrize("source", ["match x:\n    case 1:\n        pass\n", "\uff48 = 1\n", "x = 'ﬁ'\n"])
+def test_match_statements_and_text_python_normalizes_are_left_to_libcst(source):
     with pytest.raises(ast_to_cst.Unsupported):
-        ast_to_cst.build(b"match x:\n    case 1:\n        pass\n")
+        ast_to_cst.build(source.encode())
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -151,6 +154,16 @@ def test_the_trees_match_libcst_on_generated_programs(source):
 CLEAN = "import torch\n\n\ndef f(x):\n    y = x * 2\n    y.add_(1)\n    return y\n"
 HAZARD = "import torch\n\n\ndef f(x):\n    y = torch.sigmoid(x)\n    y.mul_(2)\n    return y\n"
 MATCH = HAZARD + "\n\ndef g(v):\n    match v:\n        case 1:\n            return v\n"
+HEAD = "import torch\nimport torch.nn as nn\n\n\n"
+# Where the rules read what the mirror must keep as written (found in review): a string
+# annotation's prefix, a buffer name of two literals, an identifier Python normalizes.
+ANNOTATION = HEAD + 'def norm(x: u"int"):\n    s = x.var(1, keepdim=True)\n    x /= s\n    return x\n'
+BUFFER = (
+    HEAD + "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+    "        self.act = nn.ReLU(inplace=True)\n        self.register_buffer('a' 'ct', None)\n\n"
+    "    def forward(self, x):\n        return self.act(torch.sigmoid(x))\n"
+)
+IDENTIFIER = HEAD + "def f(a, b):\n    h = torch.sigmoid(a)\n    \uff48 = a * 2\n    h *= b + 1\n    return h\n"
 
 
 def _run(source: str, mirror: bool, monkeypatch) -> tuple[object, int]:
@@ -166,7 +179,7 @@ def _run(source: str, mirror: bool, monkeypatch) -> tuple[object, int]:
     return outcome(result), len(parses)
 
 
-@pytest.mark.parametrize("source", [CLEAN, HAZARD, MATCH])
+@pytest.mark.parametrize("source", [CLEAN, HAZARD, MATCH, ANNOTATION, BUFFER, IDENTIFIER])
 def test_libcst_parses_only_files_where_the_rules_find_something_in_the_mirror(source, monkeypatch):
     plain, plain_parses = _run(source, False, monkeypatch)
     mirrored, parses = _run(source, True, monkeypatch)

@@ -2447,7 +2447,7 @@ class _Analyzer:
             negative = isinstance(index, cst.UnaryOperation) and isinstance(index.operator, cst.Minus)
             number = index.expression if negative else index
             if isinstance(number, cst.Integer):
-                element = -int(number.value) if negative else int(number.value)
+                element = -int(number.value, 0) if negative else int(number.value, 0)  # ``0x1``, ``1_0``
         elif isinstance(func, cst.Name) and func.value in self.locals:
             if self._module_loops is None:
                 self._module_loops = module_list_loops(self.fn.node, self.self_name)

@@ -8,10 +8,13 @@ with shared default punctuation and without LibCST's validation. The engine runs
 such a tree first; a file is parsed with LibCST only when they find anything there (the tree
 from this module never reaches an edit, a message or the output).
 
-Where the two parsers' trees differ, the difference is in what the rules do not read:
-parentheses, number and string spellings (``0x10`` is ``16`` here, every string its ``repr``,
-implicitly concatenated strings one string), and comments. ``tests/test_ast_to_cst.py`` holds
-the trees equal, node for node, on every file of the repository, its fixtures and generated
+Names, numbers and strings are kept as written (the rules read ``u"int"`` annotations and
+``"a" "b"`` buffer names as LibCST gives them: each literal of an implicit concatenation is its
+own ``SimpleString``). Where the two parsers' trees differ, the difference is in what the rules
+do not read: parentheses, comments, the text and conversions of f-strings (Python joins
+``f"a" "b"`` into one). Python reads identifiers NFKC-normalized and LibCST as written, so a file
+with text that normalization changes is left to LibCST. ``tests/test_ast_to_cst.py`` holds the
+trees equal, every field but layout, on every file of the repository, its fixtures and generated
 programs. The rules decide by statement lines only (a ``m.inplace = True`` the whole-program
 phase located); other positions go into messages, written from LibCST's tree. So only statements
 keep their ``ast`` node for a position (``MirrorPositions``); any other node has none, as a node

@@ -1,12 +1,14 @@
 """Files -> parse once -> rules -> edits -> results, in a process pool.
 
-Per file: a cheap text test decides whether any selected rule can have a finding; the file is
-parsed once (LibCST's native parser), or first as its skeleton (``skeleton.py``) and whole only
-when the rules find anything there; every selected rule reads the same tree and shared index;
-positions are computed only when there are findings; edits are applied to the touched statements
-only. After any edit the rules run again on the new tree (at most three rounds), applying edits
-that overlapped and were deferred, and rewrites that only the first ones made provable, so the
-output is a fixpoint: running the engine on it changes nothing.
+Per file: a cheap text test decides whether any selected rule can have a finding; the rules run
+first on the file's skeleton (``skeleton.py``) as Python's parser reads it (``ast_to_cst.py``),
+and only when they find anything there is the file parsed once with LibCST's native parser
+(where that tree cannot tell, the skeleton is parsed with LibCST first, then the file if need
+be); every selected rule reads the same tree and shared index; positions are computed only when
+there are findings; edits are applied to the touched statements only. After any edit the rules
+run again on the new tree (at most three rounds), applying edits that overlapped and were
+deferred, and rewrites that only the first ones made provable, so the output is a fixpoint:
+running the engine on it changes nothing.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from typing import Callable, Iterable
 
 import libcst as cst
 
-from .discovery import SourceFile
 from . import ast_to_cst
 from .context import FileContext
+from .discovery import SourceFile
 from .edits import apply_edits
 from .findings import FileResult, Finding, Location, RelatedLocation, Result
 from .program import FileSummary, Program, summarize

@@ -214,17 +214,15 @@ _COMPARE = {
     ast.In: cst.In,
     ast.NotIn: cst.NotIn,
 }
-# One instance per operator: operators hold only whitespace, and nodes are immutable.
-_OPERATORS: dict[tuple[str, type], cst.CSTNode] = {
-    (kind, key): _maker(value)()
-    for kind, table in (("bin", _BINARY), ("aug", _AUGMENTED), ("un", _UNARY), ("bool", _BOOLEAN), ("cmp", _COMPARE))
-    for key, value in table.items()
-}
-_BIN = {key: _OPERATORS["bin", key] for key in _BINARY}
-_AUG = {key: _OPERATORS["aug", key] for key in _AUGMENTED}
-_UN = {key: _OPERATORS["un", key] for key in _UNARY}
-_BOOL = {key: _OPERATORS["bool", key] for key in _BOOLEAN}
-_CMP = {key: _OPERATORS["cmp", key] for key in _COMPARE}
+
+
+def _one_each(table: dict[type, type]) -> dict[type, cst.CSTNode]:
+    """One instance per operator: operators hold only whitespace, and nodes are immutable."""
+    return {key: _maker(cls)() for key, cls in table.items()}
+
+
+_BIN, _AUG, _UN = _one_each(_BINARY), _one_each(_AUGMENTED), _one_each(_UNARY)
+_BOOL, _CMP = _one_each(_BOOLEAN), _one_each(_COMPARE)
 
 _SIMPLE_STATEMENTS = frozenset(
     {
